@@ -1,0 +1,3 @@
+from antaeus.cli.main import main
+
+main()

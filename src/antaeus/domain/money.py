@@ -1,0 +1,143 @@
+"""Money as an exact decimal with its currency's two minor units. Never a float."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Final
+
+
+class Currency(StrEnum):
+    EUR = "EUR"
+    USD = "USD"
+    DKK = "DKK"
+    SEK = "SEK"
+    GBP = "GBP"
+
+    @property
+    def minor_units(self) -> int:
+        return 2  # every supported currency has two decimals
+
+
+#: The largest amount Antaeus accepts: one trillion minus a cent. Bigger is a typo.
+MAX_AMOUNT: Final = Decimal("999999999999.99")
+_CENT: Final = Decimal("0.01")
+
+
+class MoneyError(ValueError):
+    """An amount that cannot be money (bad text, wrong precision, out of range)."""
+
+
+class CurrencyMismatchError(MoneyError):
+    """Arithmetic or comparison across two currencies."""
+
+
+def parse_currency(text: str) -> Currency:
+    try:
+        return Currency(text)
+    except ValueError:
+        allowed = ", ".join(c.value for c in Currency)
+        raise MoneyError(f"unknown currency {text!r}; expected one of {allowed}") from None
+
+
+def parse_amount(value: object) -> Decimal:
+    """Parse an amount given as a decimal string, an int or a Decimal, exactly.
+
+    Refuses floats (they are not exact), booleans, NaN, infinities, more than
+    two decimals, and anything beyond `MAX_AMOUNT` in either direction.
+    """
+    if isinstance(value, bool) or isinstance(value, float):
+        raise MoneyError("amount must be a decimal string or an exact number, not a float")
+    if isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text or len(text) > 40 or text != value:
+            raise MoneyError(f"amount {value!r} is not a decimal number")
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            raise MoneyError(f"amount {value!r} is not a decimal number") from None
+    else:
+        raise MoneyError("amount must be a decimal string or a number")
+    if not number.is_finite():
+        raise MoneyError("amount must be a finite number")
+    if abs(number) > MAX_AMOUNT:
+        raise MoneyError(f"amount must not exceed {MAX_AMOUNT}")
+    exponent = number.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite numbers have an int exponent
+    if exponent < -2 and number != number.quantize(_CENT):
+        raise MoneyError("amount must have at most two decimals")
+    return number.quantize(_CENT)
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """An exact amount in one currency, always held with two decimals."""
+
+    value: Decimal
+    currency: Currency
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "value", parse_amount(self.value))
+
+    @classmethod
+    def of(cls, value: object, currency: Currency | str) -> Money:
+        cur = currency if isinstance(currency, Currency) else parse_currency(currency)
+        return cls(parse_amount(value), cur)
+
+    @classmethod
+    def from_minor(cls, minor: int, currency: Currency) -> Money:
+        return cls(Decimal(minor).scaleb(-2), currency)
+
+    @classmethod
+    def zero(cls, currency: Currency) -> Money:
+        return cls(Decimal("0.00"), currency)
+
+    @property
+    def minor(self) -> int:
+        """The amount in minor units (cents), as stored."""
+        return int(self.value.scaleb(2))
+
+    def _same(self, other: Money) -> None:
+        if self.currency is not other.currency:
+            raise CurrencyMismatchError(
+                f"cannot combine {self.currency.value} with {other.currency.value}"
+            )
+
+    def __add__(self, other: Money) -> Money:
+        self._same(other)
+        return Money(self.value + other.value, self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        self._same(other)
+        return Money(self.value - other.value, self.currency)
+
+    def __neg__(self) -> Money:
+        return Money(-self.value, self.currency)
+
+    def __lt__(self, other: Money) -> bool:
+        self._same(other)
+        return self.value < other.value
+
+    def __le__(self, other: Money) -> bool:
+        self._same(other)
+        return self.value <= other.value
+
+    def __gt__(self, other: Money) -> bool:
+        self._same(other)
+        return self.value > other.value
+
+    def __ge__(self, other: Money) -> bool:
+        self._same(other)
+        return self.value >= other.value
+
+    @property
+    def is_positive(self) -> bool:
+        return self.value > 0
+
+    def __str__(self) -> str:
+        return f"{self.value} {self.currency.value}"

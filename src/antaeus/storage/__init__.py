@@ -1,0 +1,1 @@
+"""Persistence: engine and sessions, tables, repositories (all SQL lives here), migrations."""

@@ -1,0 +1,46 @@
+"""Migrations shipped inside the package, so an installed Antaeus can migrate itself."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+
+from antaeus.storage.database import Database
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", "antaeus.storage:migrations")
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def current_revision(db: Database) -> str | None:
+    async with db.read() as conn:
+        return await conn.run_sync(_current)
+
+
+async def is_up_to_date(db: Database) -> bool:
+    return await current_revision(db) == head_revision()
+
+
+async def upgrade(db: Database, revision: str = "head") -> None:
+    """Migrate the database to `revision` (default: the newest)."""
+
+    def _upgrade(connection: Connection) -> None:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+    async with db.write() as conn:
+        await conn.run_sync(_upgrade)
