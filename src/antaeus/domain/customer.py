@@ -25,8 +25,9 @@ def _known_timezones() -> frozenset[str]:
 def zone(name: str) -> ZoneInfo:
     """The IANA zone called `name`, refusing anything the tz database does not know."""
     if name not in _known_timezones():
-        raise UnknownTimezoneError(f"unknown time zone {name!r}; use an IANA name such as "
-                                   "'Europe/Copenhagen' or 'UTC'")
+        raise UnknownTimezoneError(
+            f"unknown time zone {name!r}; use an IANA name such as 'Europe/Copenhagen' or 'UTC'"
+        )
     return ZoneInfo(name)
 
 

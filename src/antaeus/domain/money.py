@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 from typing import Final
 
@@ -23,6 +24,7 @@ class Currency(StrEnum):
 #: The largest amount Antaeus accepts: one trillion minus a cent. Bigger is a typo.
 MAX_AMOUNT: Final = Decimal("999999999999.99")
 _CENT: Final = Decimal("0.01")
+_AMOUNT_TEXT: Final = re.compile(r"-?[0-9]{1,13}(\.[0-9]{1,2})?")
 
 
 class MoneyError(ValueError):
@@ -45,31 +47,36 @@ def parse_amount(value: object) -> Decimal:
     """Parse an amount given as a decimal string, an int or a Decimal, exactly.
 
     Refuses floats (they are not exact), booleans, NaN, infinities, more than
-    two decimals, and anything beyond `MAX_AMOUNT` in either direction.
+    two decimals (even `1.230`), and anything beyond `MAX_AMOUNT` either way.
     """
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float):
         raise MoneyError("amount must be a decimal string or an exact number, not a float")
     if isinstance(value, int):
         number = Decimal(value)
     elif isinstance(value, Decimal):
         number = value
     elif isinstance(value, str):
-        text = value.strip()
-        if not text or len(text) > 40 or text != value:
-            raise MoneyError(f"amount {value!r} is not a decimal number")
-        try:
-            number = Decimal(text)
-        except InvalidOperation:
-            raise MoneyError(f"amount {value!r} is not a decimal number") from None
+        if not _AMOUNT_TEXT.fullmatch(value):
+            raise MoneyError(
+                f"amount {value[:40]!r} is not a decimal number with at most two decimals"
+            )
+        number = Decimal(value)
     else:
         raise MoneyError("amount must be a decimal string or a number")
     if not number.is_finite():
         raise MoneyError("amount must be a finite number")
     if abs(number) > MAX_AMOUNT:
         raise MoneyError(f"amount must not exceed {MAX_AMOUNT}")
+    return _normalize(number)
+
+
+def _normalize(number: Decimal) -> Decimal:
+    """`number` with exactly two decimals, refusing any digit beyond them."""
+    if not number.is_finite():
+        raise MoneyError("amount must be a finite number")
     exponent = number.as_tuple().exponent
     assert isinstance(exponent, int)  # finite numbers have an int exponent
-    if exponent < -2 and number != number.quantize(_CENT):
+    if exponent < -2:
         raise MoneyError("amount must have at most two decimals")
     return number.quantize(_CENT)
 
@@ -82,7 +89,9 @@ class Money:
     currency: Currency
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "value", parse_amount(self.value))
+        if not isinstance(self.value, Decimal):
+            raise MoneyError("Money holds a Decimal; parse input with parse_amount")
+        object.__setattr__(self, "value", _normalize(self.value))
 
     @classmethod
     def of(cls, value: object, currency: Currency | str) -> Money:

@@ -74,16 +74,14 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A transaction for reading (it writes nothing, so ending it is cheap)."""
-        async with self.engine.connect() as conn:
-            async with conn.begin():
-                yield conn
+        async with self.engine.connect() as conn, conn.begin():
+            yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction: committed on success, rolled back on any error."""
-        async with self._writer.connect() as conn:
-            async with conn.begin():
-                yield conn
+        async with self._writer.connect() as conn, conn.begin():
+            yield conn
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -1,0 +1,127 @@
+"""One JSON error shape everywhere: {"error": code, "message": for people, "field": where}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from antaeus.api.jsonio import JSONResponse
+
+log = structlog.get_logger("antaeus.api")
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status_code: int,
+        error: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error = error
+        self.message = message
+        self.field = field
+        self.headers = headers
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": self.error, "message": self.message}
+        if self.field is not None:
+            out["field"] = self.field
+        out.update(self.extra)
+        return out
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+
+def not_found(what: str, ident: object) -> ApiError:
+    return ApiError(404, "not_found", f"{what} {ident} does not exist")
+
+
+_LOC_PREFIXES = {"body", "path", "query", "header"}
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in _LOC_PREFIXES:
+        parts = parts[1:]
+    return ".".join(parts) if parts else "body"
+
+
+def _describe(err: dict[str, Any]) -> tuple[str, str, str]:
+    """(code, field, message) for one pydantic error."""
+    field = _field_of(tuple(err.get("loc", ())))
+    kind = err.get("type", "")
+    msg = str(err.get("msg", "invalid value"))
+    if kind == "json_invalid":
+        detail = (err.get("ctx") or {}).get("error", "malformed JSON")
+        return "invalid_json", "body", f"the request body is not valid JSON: {detail}"
+    if kind == "missing":
+        return "validation_error", field, f"{field} is required"
+    if kind == "extra_forbidden":
+        return "validation_error", field, f"{field} is not a known field"
+    if kind == "enum" and field.endswith("currency"):
+        expected = (err.get("ctx") or {}).get("expected", "")
+        return "unknown_currency", field, f"{field}: unknown currency; expected {expected}"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return "validation_error", field, f"{field}: {msg}"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        code, field, message = (
+            _describe(errors[0]) if errors else ("validation_error", "body", "invalid request")
+        )
+        status = 400 if code == "invalid_json" else 422
+        body: dict[str, Any] = {"error": code, "message": message, "field": field}
+        if len(errors) > 1:
+            body["errors"] = [
+                {"field": f, "message": m} for _c, f, m in (_describe(e) for e in errors)
+            ]
+        return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 404:
+            err = ApiError(404, "not_found", f"no route {request.method} {request.url.path}")
+        elif exc.status_code == 405:
+            err = ApiError(
+                405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}"
+            )
+        elif exc.status_code == 413:
+            err = ApiError(
+                400, "body_too_large", "the request body is larger than the limit", field="body"
+            )
+        elif exc.status_code == 400:
+            err = ApiError(400, "bad_request", str(exc.detail))
+        else:
+            err = ApiError(exc.status_code, "http_error", str(exc.detail))
+        err.headers = headers or None
+        return error_response(err)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request_failed", method=request.method, path=request.url.path)
+        return JSONResponse(
+            {"error": "internal_error", "message": "an unexpected error happened; it was logged"},
+            status_code=500,
+        )

@@ -1,0 +1,66 @@
+"""JSON in and out, exactly.
+
+Incoming numbers are parsed as `Decimal` (never through float), so an amount
+sent as a JSON number keeps every digit; NaN and Infinity are not JSON and are
+refused. Outgoing `Decimal`s are written as JSON numbers with their exact
+digits (`123.40` stays `123.40`), as the original Antaeus contract requires.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from decimal import Decimal
+from typing import Any
+
+import simplejson
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+
+def _refuse_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not a valid JSON value", name, 0)
+
+
+def loads(data: bytes | str) -> Any:
+    return json.loads(data, parse_float=Decimal, parse_constant=_refuse_constant)
+
+
+def dumps(obj: Any) -> str:
+    return simplejson.dumps(obj, use_decimal=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content).encode("utf-8")
+
+    @classmethod
+    def from_text(cls, text: str, status_code: int) -> Response:
+        """A response whose body is JSON text stored earlier (an idempotent replay)."""
+        return Response(
+            content=text.encode("utf-8"),
+            status_code=status_code,
+            media_type=cls.media_type,
+            headers={"Idempotent-Replayed": "true"},
+        )
+
+
+class ExactJSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = loads(await self.body())
+        return self._json
+
+
+class ExactJSONRoute(APIRoute):
+    """An APIRoute whose request bodies are parsed by `loads` (decimals kept exact)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def exact_handler(request: Request) -> Response:
+            return await handler(ExactJSONRequest(request.scope, request.receive))
+
+        return exact_handler

@@ -1,0 +1,171 @@
+"""Wire shapes. Field names are camelCase; the original fields keep name, type and meaning.
+
+Responses are rendered by the `*_json` functions (amounts as exact JSON numbers);
+the pydantic `*Read` models describe the same shapes in OpenAPI.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Final
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    WithJsonSchema,
+)
+
+from antaeus.domain.customer import Customer, zone
+from antaeus.domain.invoice import FailureReason, Invoice, InvoiceStatus
+from antaeus.domain.money import MAX_AMOUNT, Currency, MoneyError, parse_amount
+
+MAX_ID: Final = 2**63 - 1
+AMOUNT_PATTERN: Final = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _positive_amount(value: object) -> Decimal:
+    try:
+        amount = parse_amount(value)
+    except MoneyError as exc:
+        raise ValueError(str(exc)) from None
+    if amount <= 0:
+        raise ValueError("amount must be greater than zero")
+    return amount
+
+
+AmountIn = Annotated[
+    Decimal,
+    BeforeValidator(_positive_amount),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": AMOUNT_PATTERN},
+                {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "maximum": float(MAX_AMOUNT),
+                    "multipleOf": 0.01,
+                },
+            ],
+            "description": 'a decimal string ("89.52") or a JSON number with at most two decimals',
+            "examples": ["89.52"],
+        }
+    ),
+]
+
+
+def _known_zone(name: str) -> str:
+    zone(name)  # raises ValueError naming the problem
+    return name
+
+
+TimezoneName = Annotated[
+    str,
+    Field(min_length=1, max_length=64, examples=["Europe/Copenhagen"]),
+    AfterValidator(_known_zone),
+]
+
+
+def _rfc3339_text(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError("dueAt must be an RFC 3339 string such as 2026-12-01T00:00:00Z")
+    return value
+
+
+def _aware_sane(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("dueAt needs a time zone offset (such as Z or +01:00)")
+    if not 1970 <= moment.astimezone(UTC).year <= 9998:
+        raise ValueError("dueAt must fall between 1970 and 9998")
+    return moment.astimezone(UTC)
+
+
+DueAt = Annotated[
+    datetime,
+    BeforeValidator(_rfc3339_text),
+    AfterValidator(_aware_sane),
+    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-12-01T00:00:00Z"]}),
+]
+
+Id = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
+
+
+class MoneyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: AmountIn
+    currency: Currency
+
+
+class CustomerCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    currency: Currency
+    timezone: TimezoneName = "UTC"
+
+
+class InvoiceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customerId: Id  # noqa: N815 (the wire format is camelCase)
+    amount: MoneyIn
+    dueAt: DueAt | None = None  # noqa: N815
+
+
+class MoneyRead(BaseModel):
+    value: Annotated[Decimal, WithJsonSchema({"type": "number", "examples": [89.52]})]
+    currency: Currency
+
+
+class CustomerRead(BaseModel):
+    id: int
+    currency: Currency
+    timezone: str
+
+
+class InvoiceRead(BaseModel):
+    id: int
+    customerId: int  # noqa: N815
+    amount: MoneyRead
+    status: InvoiceStatus
+    dueAt: datetime  # noqa: N815
+    attemptCount: int  # noqa: N815
+    lastFailure: FailureReason | None  # noqa: N815
+    nextAttemptAt: datetime | None  # noqa: N815
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    field: str | None = None
+
+
+def customer_json(c: Customer) -> dict[str, Any]:
+    return {"id": c.id, "currency": c.currency.value, "timezone": c.timezone}
+
+
+def invoice_json(i: Invoice) -> dict[str, Any]:
+    return {
+        "id": i.id,
+        "customerId": i.customer_id,
+        "amount": {"value": i.amount.value, "currency": i.amount.currency.value},
+        "status": i.status.value,
+        "dueAt": rfc3339(i.due_at),
+        "attemptCount": i.attempt_count,
+        "lastFailure": i.last_failure.value if i.last_failure else None,
+        "nextAttemptAt": rfc3339(i.next_attempt_at) if i.next_attempt_at else None,
+    }
+
+
+ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    400: {"model": ErrorBody, "description": "malformed JSON or a body over the limit"},
+    401: {"model": ErrorBody, "description": "missing, malformed or unknown token"},
+    404: {"model": ErrorBody, "description": "no such resource"},
+    422: {"model": ErrorBody, "description": "a field failed validation"},
+}

@@ -1,0 +1,41 @@
+"""Helpers shared by the CLI commands."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from antaeus.config import Settings, get_settings
+from antaeus.observability.logging import configure_logging
+
+T = TypeVar("T")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on uvloop when available."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def load_settings() -> Settings:
+    try:
+        settings = get_settings()
+    except Exception as exc:  # pydantic's ValidationError names the bad setting
+        fail(f"invalid configuration: {exc}")
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    return settings

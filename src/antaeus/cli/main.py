@@ -1,0 +1,281 @@
+"""The `antaeus` command."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Annotated
+
+import typer
+
+from antaeus.cli.common import err, fail, load_settings, out, run
+from antaeus.clock import SystemClock
+from antaeus.config import Settings
+from antaeus.security import generate_token, hash_token, valid_token_name
+from antaeus.storage import migrate
+from antaeus.storage.database import Database
+from antaeus.storage.repositories.tokens import TokenRepository
+
+app = typer.Typer(
+    help="Antaeus: a recurring billing engine that charges every due invoice exactly once.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens (stored only as hashes).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
+
+DEFAULT_TOKEN_NAME = "admin"
+
+
+async def _prepare(db: Database, *, allow_migrate: bool) -> None:
+    """Migrate a database that is behind, or refuse to go on when not allowed to."""
+    try:
+        current = await migrate.current_revision(db)
+    except OSError as exc:
+        fail(f"cannot reach the database ({db.url.split('://')[0]}): {exc}")
+    if current == migrate.head_revision():
+        return
+    if not allow_migrate:
+        fail(
+            f"the database schema is at {current or 'nothing (empty database)'}, "
+            f"not {migrate.head_revision()}; run `antaeus db upgrade` (or drop --no-migrate)"
+        )
+    await migrate.upgrade(db)
+    err.print(f"database migrated from {current or 'empty'} to {migrate.head_revision()}")
+
+
+async def _ensure_token(db: Database, settings: Settings, port: int, host: str) -> None:
+    """On a database with no token (and no ANTAEUS_API_TOKEN), create one and print it once."""
+    if settings.API_TOKEN is not None:
+        return
+    token = generate_token()
+    async with db.write() as conn:
+        repo = TokenRepository(conn)
+        if await repo.any_active():
+            return
+        name = DEFAULT_TOKEN_NAME
+        if await repo.exists(name):
+            name = f"{DEFAULT_TOKEN_NAME}-{secrets.token_hex(3)}"
+        await repo.create(name, hash_token(token), SystemClock().now())
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 (only a display name)
+    out.print(
+        f"Created API token [bold]{name}[/] (shown once, keep it):\n\n    {token}\n\n"
+        f"Use it as:  curl -H 'Authorization: Bearer {token}' "
+        f"http://{shown}:{port}/rest/v1/invoices\n"
+        "More tokens: antaeus token create --name NAME",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to listen on [ANTAEUS_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on [ANTAEUS_PORT]")] = None,
+    no_migrate: Annotated[
+        bool, typer.Option("--no-migrate", help="refuse to start on an out-of-date schema")
+    ] = False,
+) -> None:
+    """Run the REST API (port 7000 by default)."""
+    import uvicorn
+
+    from antaeus.api.app import create_app
+
+    settings = load_settings()
+    bind_host = host or settings.HOST
+    bind_port = port or settings.PORT
+
+    async def main() -> None:
+        db = Database.from_settings(settings)
+        try:
+            await _prepare(db, allow_migrate=not no_migrate)
+            await _ensure_token(db, settings, bind_port, bind_host)
+            config = uvicorn.Config(
+                create_app(settings, database=db),
+                host=bind_host,
+                port=bind_port,
+                log_level=settings.LOG_LEVEL,
+                access_log=settings.LOG_LEVEL == "debug",
+                server_header=False,
+            )
+            await uvicorn.Server(config).serve()
+        finally:
+            await db.dispose()
+
+    run(main())
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Option(help="target revision")] = "head",
+) -> None:
+    """Migrate the database to the newest schema (creates it when empty)."""
+    settings = load_settings()
+
+    async def main() -> None:
+        db = Database.from_settings(settings)
+        try:
+            before = await migrate.current_revision(db)
+            await migrate.upgrade(db, revision)
+            after = await migrate.current_revision(db)
+        finally:
+            await db.dispose()
+        if before == after:
+            out.print(f"database already at {after}")
+        else:
+            out.print(f"database migrated from {before or 'empty'} to {after}")
+
+    run(main())
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the schema revision of the database and the newest one."""
+    settings = load_settings()
+
+    async def main() -> None:
+        db = Database.from_settings(settings)
+        try:
+            current = await migrate.current_revision(db)
+        finally:
+            await db.dispose()
+        out.print(f"database: {current or 'empty'}; newest: {migrate.head_revision()}")
+
+    run(main())
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option("--name", help="who or what uses the token")],
+) -> None:
+    """Create a token and print it, alone, on standard output (shown only this once)."""
+    if not valid_token_name(name):
+        fail("a token name is 1-100 letters, digits, '_', '.', '@' or '-' (and not 'env')")
+    settings = load_settings()
+    token = generate_token()
+
+    async def main() -> bool:
+        db = Database.from_settings(settings)
+        try:
+            await _prepare(db, allow_migrate=True)
+            async with db.write() as conn:
+                repo = TokenRepository(conn)
+                if await repo.exists(name):
+                    return False
+                await repo.create(name, hash_token(token), SystemClock().now())
+                return True
+        finally:
+            await db.dispose()
+
+    if not run(main()):
+        fail(f"a token named {name!r} already exists (names are never reused)")
+    print(token)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List tokens (names and dates; the tokens themselves are not kept)."""
+    from rich.table import Table
+
+    settings = load_settings()
+
+    async def main() -> list[tuple[str, str, str]]:
+        db = Database.from_settings(settings)
+        try:
+            await _prepare(db, allow_migrate=True)
+            async with db.read() as conn:
+                records = await TokenRepository(conn).all()
+        finally:
+            await db.dispose()
+        return [
+            (
+                r.name,
+                r.created_at.strftime("%Y-%m-%d %H:%M:%SZ"),
+                r.revoked_at.strftime("%Y-%m-%d %H:%M:%SZ") if r.revoked_at else "",
+            )
+            for r in records
+        ]
+
+    rows = run(main())
+    table = Table("name", "created", "revoked")
+    for row in rows:
+        table.add_row(*row)
+    if settings.API_TOKEN is not None:
+        table.add_row("env", "(ANTAEUS_API_TOKEN)", "")
+    out.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(name: Annotated[str, typer.Argument(help="the token's name")]) -> None:
+    """Revoke a token; every API instance refuses it within seconds."""
+    settings = load_settings()
+
+    async def main() -> bool:
+        db = Database.from_settings(settings)
+        try:
+            await _prepare(db, allow_migrate=True)
+            async with db.write() as conn:
+                return await TokenRepository(conn).revoke(name, SystemClock().now())
+        finally:
+            await db.dispose()
+
+    if not run(main()):
+        fail(f"no active token named {name!r}")
+    out.print(f"token {name!r} revoked")
+
+
+@app.command()
+def seed(
+    seed_value: Annotated[
+        int | None, typer.Option("--seed", help="random seed, for the same data every time")
+    ] = None,
+    customers: Annotated[int, typer.Option(min=0, max=10_000_000, help="customers")] = 100,
+    invoices_per_customer: Annotated[
+        int, typer.Option(min=0, max=1_000, help="invoices per customer (the first is pending)")
+    ] = 10,
+    append: Annotated[bool, typer.Option(help="add to a database that has customers")] = False,
+) -> None:
+    """Load the original sample data (100 customers, 1,000 invoices, 100 due now)."""
+    from rich.progress import Progress
+
+    from antaeus.seeding import SeedRefusedError
+    from antaeus.seeding import seed as do_seed
+
+    settings = load_settings()
+    value = seed_value if seed_value is not None else secrets.randbelow(2**31)
+
+    async def main() -> None:
+        db = Database.from_settings(settings)
+        started = time.perf_counter()
+        try:
+            await _prepare(db, allow_migrate=True)
+            with Progress(console=err, transient=True, disable=customers < 50_000) as bar:
+                task = bar.add_task("seeding", total=customers)
+                result = await do_seed(
+                    db,
+                    now=SystemClock().now(),
+                    seed_value=value,
+                    customers=customers,
+                    invoices_per_customer=invoices_per_customer,
+                    append=append,
+                    progress=lambda n: bar.advance(task, n),
+                )
+        except SeedRefusedError as exc:
+            fail(str(exc))
+        finally:
+            await db.dispose()
+        elapsed = time.perf_counter() - started
+        out.print(
+            f"seeded {result.customers:,} customers and {result.invoices:,} invoices "
+            f"({result.pending:,} pending and due now) in {elapsed:.1f} s, seed {result.seed}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    run(main())
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from antaeus.storage.tables import idempotency_keys
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    request_hash: str
+    status_code: int
+    body: str
+
+
+class IdempotencyRepository:
+    """Responses remembered per (scope, key), written in the same transaction as their effect."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def find(self, scope: str, key: str) -> StoredResponse | None:
+        row = (
+            await self.conn.execute(
+                select(
+                    idempotency_keys.c.request_hash,
+                    idempotency_keys.c.status_code,
+                    idempotency_keys.c.response_body,
+                ).where(idempotency_keys.c.scope == scope, idempotency_keys.c.key == key)
+            )
+        ).first()
+        return StoredResponse(row.request_hash, row.status_code, row.response_body) if row else None
+
+    async def save(
+        self, scope: str, key: str, request_hash: str, status_code: int, body: str, now: datetime
+    ) -> None:
+        await self.conn.execute(
+            insert(idempotency_keys).values(
+                scope=scope,
+                key=key,
+                request_hash=request_hash,
+                status_code=status_code,
+                response_body=body,
+                created_at=now,
+            )
+        )

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from antaeus.domain.invoice import FailureReason, Invoice, InvoiceStatus
+from antaeus.domain.money import Currency, Money
+from antaeus.storage.tables import invoices
+
+
+def to_invoice(row: Any) -> Invoice:
+    return Invoice(
+        id=row.id,
+        customer_id=row.customer_id,
+        amount=Money.from_minor(row.amount_minor, Currency(row.currency)),
+        status=InvoiceStatus(row.status),
+        due_at=row.due_at,
+        attempt_count=row.attempt_count,
+        last_failure=FailureReason(row.last_failure) if row.last_failure else None,
+        next_attempt_at=row.next_attempt_at,
+    )
+
+
+class InvoiceRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def get(self, invoice_id: int) -> Invoice | None:
+        row = (await self.conn.execute(select(invoices).where(invoices.c.id == invoice_id))).first()
+        return to_invoice(row) if row else None
+
+    async def page(
+        self,
+        *,
+        after: int,
+        limit: int,
+        status: InvoiceStatus | None = None,
+        customer_id: int | None = None,
+    ) -> list[Invoice]:
+        query = select(invoices).where(invoices.c.id > after)
+        if status is not None:
+            query = query.where(invoices.c.status == status.value)
+        if customer_id is not None:
+            query = query.where(invoices.c.customer_id == customer_id)
+        query = query.order_by(invoices.c.id).limit(limit)
+        return [to_invoice(r) for r in await self.conn.execute(query)]
+
+    async def create(
+        self, customer_id: int, amount: Money, due_at: datetime, now: datetime
+    ) -> Invoice:
+        result = await self.conn.execute(
+            insert(invoices)
+            .values(
+                customer_id=customer_id,
+                currency=amount.currency.value,
+                amount_minor=amount.minor,
+                status=InvoiceStatus.PENDING.value,
+                due_at=due_at,
+                attempt_count=0,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(invoices)
+        )
+        return to_invoice(result.one())
+
+    async def insert_many(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Bulk insert of ready-made rows (seeding, imports): one executemany."""
+        batch = list(rows)
+        if batch:
+            await self.conn.execute(insert(invoices), batch)

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from antaeus.storage.tables import api_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    name: str
+    token_hash: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class TokenRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def create(self, name: str, token_hash: str, now: datetime) -> None:
+        await self.conn.execute(
+            insert(api_tokens).values(name=name, token_hash=token_hash, created_at=now)
+        )
+
+    async def exists(self, name: str) -> bool:
+        found = await self.conn.scalar(select(api_tokens.c.id).where(api_tokens.c.name == name))
+        return found is not None
+
+    async def all(self) -> list[TokenRecord]:
+        rows = await self.conn.execute(select(api_tokens).order_by(api_tokens.c.id))
+        return [TokenRecord(r.name, r.token_hash, r.created_at, r.revoked_at) for r in rows]
+
+    async def active_hashes(self) -> dict[str, str]:
+        """hash -> name of every token not revoked."""
+        rows = await self.conn.execute(
+            select(api_tokens.c.token_hash, api_tokens.c.name).where(
+                api_tokens.c.revoked_at.is_(None)
+            )
+        )
+        return {r.token_hash: r.name for r in rows}
+
+    async def any_active(self) -> bool:
+        found = await self.conn.scalar(
+            select(api_tokens.c.id).where(api_tokens.c.revoked_at.is_(None)).limit(1)
+        )
+        return found is not None
+
+    async def revoke(self, name: str, now: datetime) -> bool:
+        result = await self.conn.execute(
+            update(api_tokens)
+            .where(api_tokens.c.name == name, api_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return result.rowcount == 1
