@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from antaeus.domain.policy import PolicySettings
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_durations(text: str) -> tuple[timedelta, ...]:
+    """ "1d,3d,7d" -> (1 day, 3 days, 7 days); units s, m, h, d (seconds when none)."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        match = _DURATION.fullmatch(part)
+        if match is None:
+            raise ValueError(f"{part!r} is not a duration such as 30s, 15m, 12h or 3d")
+        out.append(timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]]))
+    return tuple(out)
 
 
 def normalize_database_url(url: str) -> str:
@@ -50,6 +70,68 @@ class Settings(BaseSettings):
     TOKEN_CACHE_SECONDS: float = Field(
         default=5.0, ge=0, description="how soon a token revoked elsewhere stops working"
     )
+
+    # -- payment provider ----------------------------------------------------
+    PAYMENT_PROVIDER: Literal["simulated", "http"] | None = Field(
+        default=None, description="simulated, unless PAYMENT_PROVIDER_URL is set"
+    )
+    PAYMENT_PROVIDER_URL: str | None = None
+    PAYMENT_PROVIDER_API_KEY: SecretStr | None = None
+    SIMULATED_FAILURE_RATE: float = Field(default=0.3, ge=0, le=1)
+    SIMULATED_STATE: str = Field(default="antaeus-simulator.db", description="file or :memory:")
+    SIMULATED_SEED: int = 0
+    SIMULATED_LATENCY_MS: float = Field(default=0, ge=0, le=60_000)
+    SIMULATED_JITTER_MS: float = Field(default=0, ge=0, le=60_000)
+
+    # -- billing policy ---------------------------------------------------------
+    SCHEDULE: Literal["automatic", "external"] = "automatic"
+    DUNNING_SCHEDULE: Annotated[tuple[timedelta, ...], NoDecode] = (
+        timedelta(days=1),
+        timedelta(days=3),
+        timedelta(days=7),
+    )
+    UNKNOWN_REPEAT_WINDOW: int = Field(default=300, ge=1, description="seconds")
+    PROVIDER_KEY_RETENTION: int = Field(default=86_400, ge=60, description="seconds")
+    KEY_RETENTION_MARGIN: int = Field(default=3_600, ge=0, description="seconds")
+    UNKNOWN_RESCHEDULE_SECONDS: int = Field(default=900, ge=1)
+    BACKOFF_BASE_SECONDS: float = Field(default=0.5, gt=0)
+    BACKOFF_MAX_SECONDS: float = Field(default=30, gt=0)
+    LEASE_SECONDS: int = Field(default=60, ge=5, le=3_600)
+    BATCH_SIZE: int = Field(default=500, ge=1, le=10_000)
+    WORKER_CONCURRENCY: int = Field(default=100, ge=1, le=10_000)
+    WORKER_POLL_INTERVAL: float = Field(default=0.5, gt=0, le=60)
+    SCHEDULER_INTERVAL: float = Field(default=1.0, gt=0, le=3_600)
+    RETRY_AFTER_MAX_SECONDS: float = Field(default=60, ge=0)
+    PAUSE_PROBE_SECONDS: float = Field(default=30, gt=0)
+
+    @field_validator("DUNNING_SCHEDULE", mode="before")
+    @classmethod
+    def _parse_dunning(cls, value: object) -> object:
+        return parse_durations(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_margin(self) -> Settings:
+        if self.KEY_RETENTION_MARGIN >= self.PROVIDER_KEY_RETENTION:
+            raise ValueError("KEY_RETENTION_MARGIN must be shorter than PROVIDER_KEY_RETENTION")
+        return self
+
+    @property
+    def provider_kind(self) -> Literal["simulated", "http"]:
+        if self.PAYMENT_PROVIDER is not None:
+            return self.PAYMENT_PROVIDER
+        return "http" if self.PAYMENT_PROVIDER_URL else "simulated"
+
+    def policy(self, provider_deduplicates: bool = True) -> PolicySettings:
+        return PolicySettings(
+            dunning_schedule=self.DUNNING_SCHEDULE,
+            unknown_repeat_window=timedelta(seconds=self.UNKNOWN_REPEAT_WINDOW),
+            key_retention=timedelta(seconds=self.PROVIDER_KEY_RETENTION),
+            retention_margin=timedelta(seconds=self.KEY_RETENTION_MARGIN),
+            backoff_base=timedelta(seconds=self.BACKOFF_BASE_SECONDS),
+            backoff_max=timedelta(seconds=self.BACKOFF_MAX_SECONDS),
+            reschedule_delay=timedelta(seconds=self.UNKNOWN_RESCHEDULE_SECONDS),
+            provider_deduplicates=provider_deduplicates,
+        )
 
     @field_validator("DATABASE_URL")
     @classmethod

@@ -80,6 +80,7 @@ async def seed(
                                 InvoiceStatus.PENDING if k == 0 else InvoiceStatus.PAID
                             ).value,
                             "due_at": due_dates[k],
+                            "eligible_at": due_dates[k],
                             "attempt_count": 0,
                             "created_at": now,
                             "updated_at": now,

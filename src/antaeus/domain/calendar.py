@@ -15,17 +15,28 @@ def first_of_month_utc(year: int, month: int, timezone: str) -> datetime:
 
 def next_first_of_month(now: datetime, timezone: str) -> datetime:
     """The first midnight on a first of the month in `timezone` strictly after `now`."""
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
+    _aware(now)
     local = now.astimezone(zone(timezone))
-    year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
-    return first_of_month_utc(year, month, timezone)
+    year, month = shift_months(local.year, local.month, 1)
+    moment = first_of_month_utc(year, month, timezone)
+    while moment <= now:  # a clock set back across midnight on the first
+        year, month = shift_months(year, month, 1)
+        moment = first_of_month_utc(year, month, timezone)
+    return moment
 
 
 def current_first_of_month(now: datetime, timezone: str) -> datetime:
     """Midnight on the first of the month `now` falls in, in `timezone` (<= now)."""
+    _aware(now)
     local = now.astimezone(zone(timezone))
-    return first_of_month_utc(local.year, local.month, timezone)
+    moment = first_of_month_utc(local.year, local.month, timezone)
+    following = first_of_month_utc(*shift_months(local.year, local.month, 1), timezone)
+    return following if following <= now else moment
+
+
+def _aware(now: datetime) -> None:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
 
 
 def shift_months(year: int, month: int, delta: int) -> tuple[int, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Final
 
@@ -78,7 +78,11 @@ def _normalize(number: Decimal) -> Decimal:
     assert isinstance(exponent, int)  # finite numbers have an int exponent
     if exponent < -2:
         raise MoneyError("amount must have at most two decimals")
-    return number.quantize(_CENT)
+    try:
+        # `+ 0` turns a negative zero into zero, so "-0" never shows as "-0.00"
+        return number.quantize(_CENT) + 0
+    except InvalidOperation:
+        raise MoneyError("amount has too many digits") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from antaeus.storage.types import BigId, UTCDateTime
@@ -58,8 +59,32 @@ invoices = Table(
     Column("next_attempt_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Billing state (see design.md). `eligible_at` is next_attempt_at or due_at:
+    # when the invoice may next be charged. `run_id` is the open run it is in.
+    Column("eligible_at", UTCDateTime, nullable=False),
+    Column("run_id", BigInteger, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    # Set while an attempt has no definite outcome (in flight, or unknown):
+    # its first send. The next send repeats that attempt's key.
+    Column("attempt_open_since", UTCDateTime, nullable=True),
+    Column("dunning_count", Integer, nullable=False, server_default="0"),
+    Column("unknown_repeats", Integer, nullable=False, server_default="0"),
+    Column("run_unknown_since", UTCDateTime, nullable=True),
     Index("ix_invoices_customer_id_id", "customer_id", "id"),
     Index("ix_invoices_status_id", "status", "id"),
+    Index(
+        "ix_invoices_due_not_in_run",
+        "eligible_at",
+        sqlite_where=text("status = 'PENDING' AND run_id IS NULL"),
+        postgresql_where=text("status = 'PENDING' AND run_id IS NULL"),
+    ),
+    Index(
+        "ix_invoices_in_run",
+        "eligible_at",
+        sqlite_where=text("run_id IS NOT NULL"),
+        postgresql_where=text("run_id IS NOT NULL"),
+    ),
 )
 
 api_tokens = Table(
@@ -83,4 +108,84 @@ idempotency_keys = Table(
     Column("response_body", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("scope", "key"),
+)
+
+charge_attempts = Table(
+    "charge_attempts",
+    metadata,
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id"), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("idempotency_key", String(255), nullable=False),
+    Column("run_id", BigInteger, nullable=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("outcome", String(32), nullable=True),
+    Column("charge_id", String(255), nullable=True),
+    Column("sends", Integer, nullable=False, server_default="1"),
+)
+
+billing_runs = Table(
+    "billing_runs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("trigger", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime, nullable=True),
+    Index("ix_billing_runs_status_id", "status", "id"),
+)
+
+run_invoices = Table(
+    "run_invoices",
+    metadata,
+    Column("run_id", BigInteger, ForeignKey("billing_runs.id"), primary_key=True),
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id"), primary_key=True),
+    Column("currency", String(3), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("outcome", String(16), nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Index(
+        "ix_run_invoices_open",
+        "run_id",
+        sqlite_where=text("outcome IS NULL"),
+        postgresql_where=text("outcome IS NULL"),
+    ),
+)
+
+#: The outbox: every event is written in the same transaction as its cause.
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("type", String(64), nullable=False),
+    Column("invoice_id", BigInteger, nullable=True),
+    Column("run_id", BigInteger, nullable=True),
+    Column("payload", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: What people did to invoices (retry, resolve, void), with who and why.
+invoice_actions = Table(
+    "invoice_actions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id"), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("note", Text, nullable=True),
+    Column("charge_id", String(255), nullable=True),
+    Column("from_status", String(16), nullable=False),
+    Column("to_status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_invoice_actions_invoice_id", "invoice_id"),
+)
+
+#: One row: whether charging is paused everywhere, and why.
+charging_state = Table(
+    "charging_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("paused_reason", Text, nullable=True),
+    Column("paused_since", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
 )

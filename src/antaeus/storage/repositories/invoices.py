@@ -61,6 +61,7 @@ class InvoiceRepository:
                 amount_minor=amount.minor,
                 status=InvoiceStatus.PENDING.value,
                 due_at=due_at,
+                eligible_at=due_at,
                 attempt_count=0,
                 created_at=now,
                 updated_at=now,

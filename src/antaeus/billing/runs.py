@@ -1,0 +1,102 @@
+"""Opening billing runs, and the scheduler that opens them on time.
+
+Every charge belongs to a run. A run takes every due invoice not already in an
+open run; runs may overlap but never share an invoice (the UPDATE that takes
+invoices only takes those with no run, and run openings are serialized).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime
+from typing import Literal
+
+import structlog
+
+from antaeus.clock import Clock
+from antaeus.domain.policy import PolicySettings
+from antaeus.storage.database import Database
+from antaeus.storage.repositories.billing import BillingRepository
+
+log = structlog.get_logger("antaeus.scheduler")
+
+Trigger = Literal["schedule", "api", "cli"]
+
+
+def repeat_cut(policy: PolicySettings, now: datetime) -> datetime:
+    """Open attempts first sent before this moment are never sent again."""
+    return now - (policy.key_retention - policy.retention_margin)
+
+
+async def open_run(db: Database, clock: Clock, policy: PolicySettings, trigger: Trigger) -> int:
+    """Open a run now with every due invoice not in an open run (possibly none)."""
+    now = clock.now()
+    async with db.write() as conn:
+        run_id = await BillingRepository(conn).open_run(trigger, now, repeat_cut(policy, now))
+    assert run_id is not None
+    log.info("run_opened", run_id=run_id, trigger=trigger)
+    return run_id
+
+
+class Scheduler:
+    """Opens runs when invoices fall due, and sends unresolvable unknowns to REVIEW.
+
+    `automatic`: a run opens as soon as invoices not in an open run are due.
+    `external`: only triggers open runs for new charges; the scheduler still
+    opens runs for open attempts of unknown outcome when their repeat time
+    comes, and moves them to REVIEW before the provider's key retention ends.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        policy: PolicySettings,
+        mode: Literal["automatic", "external"],
+        interval: float = 1.0,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.policy = policy
+        self.mode = mode
+        self.interval = interval
+
+    async def tick(self) -> int | None:
+        """One pass; answers the id of the run it opened, if any."""
+        now = self.clock.now()
+        cut = repeat_cut(self.policy, now)
+        async with self.db.write() as conn:
+            repo = BillingRepository(conn)
+            moved = await repo.to_review_past_retention(now, cut)
+            if moved:
+                await repo.add_events(
+                    [
+                        ("invoice.review", invoice_id, run_id, '{"reason":"unknown_outcome"}')
+                        for invoice_id, run_id in moved
+                    ],
+                    now,
+                )
+        for invoice_id, _ in moved:
+            log.warning("invoice_needs_review", invoice_id=invoice_id, reason="unknown_outcome")
+        async with self.db.write() as conn:
+            run_id = await BillingRepository(conn).open_run(
+                "schedule",
+                now,
+                cut,
+                open_attempts_only=self.mode == "external",
+                skip_if_empty=True,
+            )
+        if run_id is not None:
+            log.info("run_opened", run_id=run_id, trigger="schedule")
+        return run_id
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("scheduler_started", mode=self.mode)
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("scheduler_tick_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)

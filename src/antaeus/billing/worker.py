@@ -1,0 +1,389 @@
+"""The charge flow (design.md, "How a charge happens").
+
+A worker keeps up to `concurrency` provider calls in flight:
+
+1. claim a batch of due invoices of open runs under a lease, writing their
+   attempts ahead (one transaction);
+2. call the provider for each, outside any transaction, with the attempt's key;
+3. record the answers in batches: one transaction writes the invoices, the
+   attempts, the run membership and the outbox events, conditionally on the
+   lease still being this worker's.
+
+A crash anywhere leaves either nothing, or an open attempt that the next claim
+repeats with the same key. Leases are renewed while calls are in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+
+from antaeus.clock import Clock
+from antaeus.domain.policy import (
+    ChargeOutcome,
+    InvoiceProgress,
+    PolicySettings,
+    decide,
+)
+from antaeus.payments.provider import (
+    Charged,
+    ChargeRequest,
+    CurrencyMismatchError,
+    CustomerNotFoundError,
+    KeyInUseError,
+    KeyReusedError,
+    OutcomeUnknownError,
+    PaymentProvider,
+    RateLimitedError,
+    RequestRejectedError,
+    UnauthorizedError,
+)
+from antaeus.storage.database import Database
+from antaeus.storage.repositories.billing import BillingRepository, Claimed, OutcomeRow
+from antaeus.storage.repositories.installation import InstallationRepository
+
+log = structlog.get_logger("antaeus.worker")
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    batch_size: int = 500
+    concurrency: int = 100
+    lease: timedelta = timedelta(seconds=60)
+    poll_interval: float = 0.5
+    flush_interval: float = 0.02
+    retry_after_max: float = 60.0
+    pause_probe: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one call learned: an outcome, or nothing (release / pause)."""
+
+    claimed: Claimed
+    outcome: ChargeOutcome | None
+    charge_id: str | None = None
+    replayed: bool = False
+    release_after: float = 0.0  # seconds, when outcome is None
+    unauthorized: str | None = None  # the provider refused our credential
+
+
+@dataclass
+class WorkerStats:
+    claimed: int = 0
+    recorded: int = 0
+    lost_leases: int = 0
+    released: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+
+
+# Hooks for crash-point tests: called with the batch at each step when set.
+CrashHook = Callable[[str, list[Claimed]], None]
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        provider: PaymentProvider,
+        clock: Clock,
+        policy: PolicySettings,
+        settings: WorkerSettings | None = None,
+        worker_id: str | None = None,
+        crash_hook: CrashHook | None = None,
+    ) -> None:
+        self.db = db
+        self.provider = provider
+        self.clock = clock
+        self.policy = policy
+        self.settings = settings or WorkerSettings()
+        self.id = worker_id or new_worker_id()
+        self.stats = WorkerStats()
+        self._crash_hook = crash_hook
+        self._installation_id: str | None = None
+        self._inflight: set[asyncio.Task[Answer]] = set()
+        self._answers: list[Answer] = []
+        self._rng = random.Random()
+        self._paused: str | None = None
+        self._paused_checked = 0.0
+        self._last_probe = 0.0
+        self.log = log.bind(worker=self.id)
+
+    # -- the loop -------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Charge until `stop` is set; then finish the calls in flight and record them."""
+        renewer = asyncio.create_task(self._renew_leases(stop))
+        self.log.info("worker_started", concurrency=self.settings.concurrency)
+        try:
+            while not stop.is_set():
+                progressed = await self.step()
+                if not progressed and not self._inflight:
+                    await _wait(stop, self.settings.poll_interval)
+            await self.drain()
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+            self.log.info("worker_stopped", **self.stats.__dict__)
+
+    async def step(self) -> bool:
+        """Claim if there is room, collect answers, record them. True if anything moved."""
+        moved = False
+        free = self.settings.concurrency - len(self._inflight)
+        if free > 0 and (
+            not self._inflight
+            or free >= min(self.settings.batch_size, self.settings.concurrency) // 2
+        ):
+            limit = min(free, self.settings.batch_size)
+            if await self._is_paused():
+                limit = 1 if time.monotonic() - self._last_probe >= self.settings.pause_probe else 0
+                if limit:
+                    self._last_probe = time.monotonic()
+            if limit:
+                claimed = await self.claim(limit)
+                moved = bool(claimed)
+                for item in claimed:
+                    task = asyncio.create_task(self._call(item))
+                    self._inflight.add(task)
+        if self._inflight:
+            done, _ = await asyncio.wait(
+                self._inflight,
+                timeout=self.settings.flush_interval,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            # take everything already finished, not just the first
+            finished = [t for t in self._inflight if t.done()]
+            for task in finished:
+                self._inflight.discard(task)
+                self._answers.append(task.result())
+            moved = moved or bool(done)
+        if self._answers and (
+            not self._inflight or len(self._answers) >= self.settings.batch_size // 2 or moved
+        ):
+            await self.record(self._answers)
+            self._answers = []
+        return moved
+
+    async def drain(self) -> None:
+        """Finish every call in flight and record it (graceful stop)."""
+        if self._inflight:
+            results = await asyncio.gather(*self._inflight)
+            self._inflight.clear()
+            self._answers.extend(results)
+        if self._answers:
+            await self.record(self._answers)
+            self._answers = []
+
+    async def run_until_idle(self) -> None:
+        """Charge until no open run has work left that is due now (tests, `antaeus bill`)."""
+        while True:
+            progressed = await self.step()
+            if not progressed and not self._inflight and not self._answers:
+                return
+
+    # -- the three steps --------------------------------------------------------
+
+    async def claim(self, limit: int) -> list[Claimed]:
+        now = self.clock.now()
+        async with self.db.write() as conn:
+            if self._installation_id is None:
+                self._installation_id = await InstallationRepository(conn).installation_id()
+            claimed = await BillingRepository(conn).claim(
+                self.id,
+                now,
+                now + self.settings.lease,
+                self._cut(now),
+                limit,
+                self._installation_id,
+            )
+        self.stats.claimed += len(claimed)
+        if claimed and self._crash_hook:
+            self._crash_hook("after_claim", claimed)
+        return claimed
+
+    async def _call(self, item: Claimed) -> Answer:
+        request = ChargeRequest(
+            item.invoice_id, item.customer_id, item.amount, item.idempotency_key
+        )
+        waited = 0.0
+        while True:
+            try:
+                result = await self.provider.charge(request)
+            except (RateLimitedError, KeyInUseError) as exc:
+                # Nothing happened: wait and repeat with the same key (not an attempt).
+                delay = max(exc.retry_after, 0.05)
+                if waited + delay > self.settings.retry_after_max:
+                    return Answer(item, None, release_after=delay)
+                waited += delay
+                await asyncio.sleep(delay)
+                continue
+            except UnauthorizedError as exc:
+                return Answer(item, None, unauthorized=str(exc) or "unauthorized")
+            except CustomerNotFoundError:
+                return Answer(item, ChargeOutcome.CUSTOMER_NOT_FOUND)
+            except CurrencyMismatchError:
+                return Answer(item, ChargeOutcome.CURRENCY_MISMATCH)
+            except RequestRejectedError as exc:
+                self.log.error("charge_rejected", invoice_id=item.invoice_id, error=str(exc))
+                return Answer(item, ChargeOutcome.REJECTED)
+            except KeyReusedError:
+                return Answer(item, ChargeOutcome.KEY_REUSED)
+            except OutcomeUnknownError as exc:
+                self.log.debug("charge_unknown", invoice_id=item.invoice_id, error=str(exc))
+                return Answer(item, ChargeOutcome.UNKNOWN)
+            except Exception:  # a provider bug: nobody knows whether money moved
+                self.log.exception("charge_crashed", invoice_id=item.invoice_id)
+                return Answer(item, ChargeOutcome.UNKNOWN)
+            if isinstance(result, Charged):
+                return Answer(item, ChargeOutcome.CHARGED, result.charge_id, result.replayed)
+            return Answer(item, ChargeOutcome.INSUFFICIENT_FUNDS, replayed=result.replayed)
+
+    async def record(self, answers: list[Answer]) -> None:
+        if self._crash_hook:
+            self._crash_hook("before_record", [a.claimed for a in answers])
+        now = self.clock.now()
+        outcomes = [a for a in answers if a.outcome is not None]
+        releases = [a for a in answers if a.outcome is None]
+        rows = [self._row(a, now) for a in outcomes]
+        async with self.db.write() as conn:
+            repo = BillingRepository(conn)
+            owned = await repo.still_owned(self.id, [a.claimed.invoice_id for a in answers])
+            mine = [r for r in rows if r.invoice_id in owned]
+            completed = await repo.record(self.id, mine, now)
+            for a in releases:
+                if a.claimed.invoice_id in owned:
+                    await repo.release(
+                        self.id,
+                        [a.claimed.invoice_id],
+                        now + timedelta(seconds=a.release_after),
+                        now,
+                    )
+            unauthorized = next((a.unauthorized for a in releases if a.unauthorized), None)
+            if unauthorized:
+                await repo.pause(f"provider_unauthorized: {unauthorized}", now)
+            elif outcomes and self._paused:
+                await repo.resume(now)
+            if self._crash_hook:
+                self._crash_hook("before_commit", [a.claimed for a in answers])
+        lost = len(answers) - len([a for a in answers if a.claimed.invoice_id in owned])
+        if lost:
+            self.stats.lost_leases += lost
+            self.log.warning(
+                "lease_lost",
+                invoices=[
+                    a.claimed.invoice_id for a in answers if a.claimed.invoice_id not in owned
+                ],
+            )
+        if unauthorized:
+            self._paused = unauthorized
+            self.log.error("charging_paused", reason="provider_unauthorized", detail=unauthorized)
+        elif outcomes and self._paused:
+            self._paused = None
+            self.log.warning("charging_resumed")
+        self.stats.recorded += len(mine)
+        self.stats.released += len(releases)
+        for r in mine:
+            self.stats.by_outcome[r.attempt_outcome] = (
+                self.stats.by_outcome.get(r.attempt_outcome, 0) + 1
+            )
+        for run_id in completed:
+            self.log.info("run_completed", run_id=run_id)
+
+    def _row(self, answer: Answer, now: datetime) -> OutcomeRow:
+        item = answer.claimed
+        assert answer.outcome is not None
+        decision = decide(
+            answer.outcome,
+            InvoiceProgress(
+                dunning_count=item.dunning_count,
+                attempt_open_since=item.attempt_open_since,
+                run_unknown_since=item.run_unknown_since,
+                unknown_repeats=item.unknown_repeats,
+            ),
+            now,
+            self.policy,
+            jitter=self._rng.random(),
+        )
+        eligible = decision.next_attempt_at or now
+        payload = json.dumps(
+            {
+                "invoiceId": item.invoice_id,
+                "customerId": item.customer_id,
+                "amount": {"value": str(item.amount.value), "currency": item.amount.currency.value},
+                "status": decision.status.value,
+                "outcome": answer.outcome.value,
+                "attempt": item.attempt,
+                "chargeId": answer.charge_id,
+                "runId": item.run_id,
+                "nextAttemptAt": decision.next_attempt_at.isoformat()
+                if decision.next_attempt_at
+                else None,
+            },
+            separators=(",", ":"),
+        )
+        return OutcomeRow(
+            invoice_id=item.invoice_id,
+            run_id=item.run_id,
+            attempt=item.attempt,
+            status=decision.status.value,
+            last_failure=decision.last_failure.value if decision.last_failure else None,
+            next_attempt_at=decision.next_attempt_at,
+            eligible_at=eligible,
+            attempt_open_since=None if decision.closes_attempt else item.attempt_open_since,
+            dunning_count=decision.dunning_count,
+            unknown_repeats=decision.unknown_repeats,
+            run_unknown_since=decision.run_unknown_since,
+            attempt_outcome=answer.outcome.value,
+            attempt_finished=decision.closes_attempt,
+            charge_id=answer.charge_id,
+            run_outcome=decision.rule.run_outcome.value if decision.leaves_run else None,
+            event_type=decision.rule.event_type,
+            event_payload=payload,
+        )
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _cut(self, now: datetime) -> datetime:
+        return now - (self.policy.key_retention - self.policy.retention_margin)
+
+    async def _is_paused(self) -> bool:
+        if time.monotonic() - self._paused_checked > 1.0:
+            async with self.db.read() as conn:
+                reason, _ = await BillingRepository(conn).pause_state()
+            self._paused = reason
+            self._paused_checked = time.monotonic()
+        return self._paused is not None
+
+    async def _renew_leases(self, stop: asyncio.Event) -> None:
+        interval = max(self.settings.lease.total_seconds() / 3, 1.0)
+        while not stop.is_set():
+            await _wait(stop, interval)
+            if self._inflight:
+                try:
+                    now = self.clock.now()
+                    async with self.db.write() as conn:
+                        await BillingRepository(conn).renew_leases(
+                            self.id, now + self.settings.lease
+                        )
+                except Exception:
+                    self.log.exception("lease_renewal_failed")
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

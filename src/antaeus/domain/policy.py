@@ -1,0 +1,243 @@
+"""The outcome policy: what each answer of the payment provider leads to.
+
+`OUTCOME_TABLE` is the one table (design.md, "What each outcome leads to");
+`decide` applies it to one invoice, filling in the parts that depend on the
+invoice's history: how many dunning retries remain, and how long an unknown
+outcome may still be repeated with its key before it needs a person.
+
+Rate limits (429), a key still in use (409) and a refused credential (401) are
+not outcomes: nothing happened, and the worker waits or pauses without
+touching the invoice's attempt (see `billing/worker.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Final
+
+from antaeus.domain.invoice import FailureReason, InvoiceEvent, InvoiceStatus, transition
+
+
+class ChargeOutcome(StrEnum):
+    CHARGED = "charged"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    CUSTOMER_NOT_FOUND = "customer_not_found"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    UNKNOWN = "unknown_outcome"
+    REJECTED = "provider_rejected"
+    KEY_REUSED = "idempotency_key_reused"
+
+
+class RunOutcome(StrEnum):
+    PAID = "paid"
+    FAILED = "failed"
+    REVIEW = "review"
+    RESCHEDULED = "rescheduled"
+    VOID = "void"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    event: InvoiceEvent
+    reason: FailureReason | None
+    closes_attempt: bool  # a definite outcome: the next attempt gets a new key
+    run_outcome: RunOutcome
+    event_type: str
+
+
+#: The fixed part of the policy. INSUFFICIENT_FUNDS and UNKNOWN have variants
+#: chosen by `decide` (dunning exhausted; repeat, reschedule or review).
+OUTCOME_TABLE: Final[dict[ChargeOutcome, Rule]] = {
+    ChargeOutcome.CHARGED: Rule(InvoiceEvent.CHARGED, None, True, RunOutcome.PAID, "invoice.paid"),
+    ChargeOutcome.INSUFFICIENT_FUNDS: Rule(
+        InvoiceEvent.DECLINED,
+        FailureReason.INSUFFICIENT_FUNDS,
+        True,
+        RunOutcome.RESCHEDULED,
+        "invoice.payment_declined",
+    ),
+    ChargeOutcome.CUSTOMER_NOT_FOUND: Rule(
+        InvoiceEvent.FAILED_DEFINITELY,
+        FailureReason.CUSTOMER_NOT_FOUND,
+        True,
+        RunOutcome.FAILED,
+        "invoice.failed",
+    ),
+    ChargeOutcome.CURRENCY_MISMATCH: Rule(
+        InvoiceEvent.FAILED_DEFINITELY,
+        FailureReason.CURRENCY_MISMATCH,
+        True,
+        RunOutcome.FAILED,
+        "invoice.failed",
+    ),
+    ChargeOutcome.REJECTED: Rule(
+        InvoiceEvent.FAILED_DEFINITELY,
+        FailureReason.PROVIDER_REJECTED,
+        True,
+        RunOutcome.FAILED,
+        "invoice.failed",
+    ),
+    ChargeOutcome.KEY_REUSED: Rule(
+        InvoiceEvent.NEEDS_REVIEW,
+        FailureReason.IDEMPOTENCY_KEY_REUSED,
+        False,  # the earlier use of the key may have charged: a person resolves it
+        RunOutcome.REVIEW,
+        "invoice.review",
+    ),
+    ChargeOutcome.UNKNOWN: Rule(
+        InvoiceEvent.OUTCOME_UNKNOWN,
+        FailureReason.UNKNOWN_OUTCOME,
+        False,  # repeated with the same key
+        RunOutcome.RESCHEDULED,
+        "invoice.payment_unknown",
+    ),
+}
+
+_DUNNING_EXHAUSTED: Final = Rule(
+    InvoiceEvent.FAILED_DEFINITELY,
+    FailureReason.INSUFFICIENT_FUNDS,
+    True,
+    RunOutcome.FAILED,
+    "invoice.failed",
+)
+_UNKNOWN_TO_REVIEW: Final = Rule(
+    InvoiceEvent.NEEDS_REVIEW,
+    FailureReason.UNKNOWN_OUTCOME,
+    False,
+    RunOutcome.REVIEW,
+    "invoice.review",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    dunning_schedule: tuple[timedelta, ...] = (
+        timedelta(days=1),
+        timedelta(days=3),
+        timedelta(days=7),
+    )
+    unknown_repeat_window: timedelta = timedelta(seconds=300)
+    key_retention: timedelta = timedelta(hours=24)
+    retention_margin: timedelta = timedelta(hours=1)
+    backoff_base: timedelta = timedelta(seconds=0.5)
+    backoff_max: timedelta = timedelta(seconds=30)
+    reschedule_delay: timedelta = timedelta(minutes=15)
+    provider_deduplicates: bool = True
+
+    def repeat_deadline(self, attempt_open_since: datetime) -> datetime:
+        """After this moment an open attempt is never sent again: it goes to REVIEW."""
+        return attempt_open_since + self.key_retention - self.retention_margin
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceProgress:
+    """What the policy needs to know of an invoice that just got an answer."""
+
+    dunning_count: int  # declines so far in this dunning cycle
+    attempt_open_since: datetime  # first send of the current attempt
+    run_unknown_since: datetime | None  # first unknown answer inside the current run
+    unknown_repeats: int  # repeats of the current attempt inside the current run
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    status: InvoiceStatus
+    rule: Rule
+    next_attempt_at: datetime | None
+    leaves_run: bool  # False: repeated inside the run at next_attempt_at
+    dunning_count: int
+    run_unknown_since: datetime | None
+    unknown_repeats: int
+
+    @property
+    def last_failure(self) -> FailureReason | None:
+        return self.rule.reason
+
+    @property
+    def closes_attempt(self) -> bool:
+        return self.rule.closes_attempt
+
+
+def backoff(settings: PolicySettings, repeats: int, jitter: float) -> timedelta:
+    """Exponential backoff with jitter: base * 2^repeats, capped, scaled into [50%, 100%]."""
+    raw = settings.backoff_base * (2 ** min(repeats, 30))
+    capped: timedelta = min(raw, settings.backoff_max)
+    scaled: timedelta = capped * (0.5 + 0.5 * min(max(jitter, 0.0), 1.0))
+    return scaled
+
+
+def decide(
+    outcome: ChargeOutcome,
+    progress: InvoiceProgress,
+    now: datetime,
+    settings: PolicySettings,
+    jitter: float = 1.0,
+) -> Decision:
+    """The invoice's next state after `outcome` (from PROCESSING)."""
+    rule = OUTCOME_TABLE[outcome]
+    if outcome is ChargeOutcome.INSUFFICIENT_FUNDS:
+        step = progress.dunning_count
+        if step >= len(settings.dunning_schedule):
+            return _final(_DUNNING_EXHAUSTED, step + 1)
+        return Decision(
+            status=transition(InvoiceStatus.PROCESSING, rule.event),
+            rule=rule,
+            next_attempt_at=now + settings.dunning_schedule[step],
+            leaves_run=True,
+            dunning_count=step + 1,
+            run_unknown_since=None,
+            unknown_repeats=0,
+        )
+    if outcome is ChargeOutcome.UNKNOWN:
+        return _unknown(progress, now, settings, jitter)
+    return _final(rule, progress.dunning_count)
+
+
+def _final(rule: Rule, dunning_count: int) -> Decision:
+    return Decision(
+        status=transition(InvoiceStatus.PROCESSING, rule.event),
+        rule=rule,
+        next_attempt_at=None,
+        leaves_run=True,
+        dunning_count=dunning_count,
+        run_unknown_since=None,
+        unknown_repeats=0,
+    )
+
+
+def _unknown(
+    progress: InvoiceProgress, now: datetime, settings: PolicySettings, jitter: float
+) -> Decision:
+    if not settings.provider_deduplicates:
+        return _final(_UNKNOWN_TO_REVIEW, progress.dunning_count)
+    deadline = settings.repeat_deadline(progress.attempt_open_since)
+    since = progress.run_unknown_since or now
+    wait = backoff(settings, progress.unknown_repeats, jitter)
+    rule = OUTCOME_TABLE[ChargeOutcome.UNKNOWN]
+    status = transition(InvoiceStatus.PROCESSING, rule.event)
+    if now + wait >= deadline:
+        return _final(_UNKNOWN_TO_REVIEW, progress.dunning_count)
+    if (now + wait) - since <= settings.unknown_repeat_window:
+        return Decision(
+            status=status,
+            rule=rule,
+            next_attempt_at=now + wait,
+            leaves_run=False,
+            dunning_count=progress.dunning_count,
+            run_unknown_since=since,
+            unknown_repeats=progress.unknown_repeats + 1,
+        )
+    later = now + settings.reschedule_delay
+    if later >= deadline:
+        later = now + wait  # still before the deadline (checked above)
+    return Decision(
+        status=status,
+        rule=rule,
+        next_attempt_at=later,
+        leaves_run=True,
+        dunning_count=progress.dunning_count,
+        run_unknown_since=None,
+        unknown_repeats=0,
+    )

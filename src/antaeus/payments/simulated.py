@@ -1,0 +1,349 @@
+"""The simulated payment provider: the embedded default.
+
+It behaves like a real provider that honours idempotency keys: it remembers
+each key's outcome (for `key_retention`), replays it for the same request, and
+refuses the key with another body. Its accounts, keys and ledger of charges
+live in a SQLite store of its own (`ANTAEUS_SIMULATED_STATE`), shared by every
+process that opens it and kept through crashes, so tests can compare its
+ledger with Antaeus's database.
+
+Outcomes are deterministic for a seed: a key's definite outcome is a function
+of (seed, key); transient faults of (seed, key, how many times it was sent).
+With `failure_rate` r, about r of all charges do not succeed at first: 50% of
+those decline for insufficient funds, 10% customer not found, 10% currency
+mismatch, 20% a network error before anything happens, 10% an ambiguous
+failure (the charge is made, then the answer is lost). When accounts are
+loaded, they decide instead: unknown customer, other currency, balance.
+
+Concurrent charges are written in one transaction per batch (group commit), so
+the simulator is never the bottleneck of a benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Final
+
+from antaeus.domain.money import Currency, Money
+from antaeus.payments.provider import (
+    Charged,
+    ChargeRequest,
+    CurrencyMismatchError,
+    CustomerNotFoundError,
+    Declined,
+    KeyReusedError,
+    OutcomeUnknownError,
+    ProviderError,
+)
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS keys (
+    key TEXT PRIMARY KEY, request_hash TEXT NOT NULL, outcome TEXT NOT NULL,
+    charge_id TEXT, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS sends (key TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS charges (
+    charge_id TEXT PRIMARY KEY, idempotency_key TEXT NOT NULL, invoice_id INTEGER NOT NULL,
+    customer_id INTEGER NOT NULL, value_minor INTEGER NOT NULL, currency TEXT NOT NULL,
+    created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (
+    customer_id INTEGER PRIMARY KEY, currency TEXT NOT NULL, balance_minor INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS stats (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
+"""
+
+CHARGED: Final = "charged"
+INSUFFICIENT: Final = "insufficient_funds"
+NOT_FOUND: Final = "customer_not_found"
+MISMATCH: Final = "currency_mismatch"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    charge_id: str
+    idempotency_key: str
+    invoice_id: int
+    customer_id: int
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    customer_id: int
+    currency: Currency
+    balance_minor: int
+
+
+Result = Charged | Declined | ProviderError
+
+
+def _unit(*parts: object) -> float:
+    """A stable pseudo-random number in [0, 1) from `parts`."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _request_hash(req: ChargeRequest) -> str:
+    return f"{req.invoice_id}:{req.customer_id}:{req.amount.minor}:{req.amount.currency.value}"
+
+
+class SimulatorStore:
+    """The simulator's own SQLite store. Every method is one transaction."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn = sqlite3.connect(
+            path, timeout=30, isolation_level=None, check_same_thread=False
+        )
+        self._lock = threading.Lock()
+        with self._lock:
+            if path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _begin(self) -> sqlite3.Cursor:
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        return cur
+
+    def process(
+        self,
+        requests: list[ChargeRequest],
+        decide: Callable[[sqlite3.Cursor, ChargeRequest, int], tuple[str, bool]],
+        now: float,
+        retention_seconds: float,
+    ) -> list[Result]:
+        """Charge `requests` in one transaction; one result per request, in order."""
+        out: list[Result] = []
+        with self._lock:
+            cur = self._begin()
+            try:
+                for req in requests:
+                    out.append(self._one(cur, req, decide, now, retention_seconds))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return out
+
+    def _one(
+        self,
+        cur: sqlite3.Cursor,
+        req: ChargeRequest,
+        decide: Callable[[sqlite3.Cursor, ChargeRequest, int], tuple[str, bool]],
+        now: float,
+        retention_seconds: float,
+    ) -> Result:
+        key = req.idempotency_key
+        row = cur.execute(
+            "SELECT request_hash, outcome, charge_id, created_at FROM keys WHERE key = ?", (key,)
+        ).fetchone()
+        if row is not None and now - row[3] < retention_seconds:
+            if row[0] != _request_hash(req):
+                return KeyReusedError(f"key {key} was used with another request")
+            self._bump(cur, "replays")
+            return _result(row[1], row[2], replayed=True)
+        cur.execute(
+            "INSERT INTO sends (key, n) VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET n = n + 1",
+            (key,),
+        )
+        sends = cur.execute("SELECT n FROM sends WHERE key = ?", (key,)).fetchone()[0]
+        outcome, ambiguous = decide(cur, req, sends)
+        if outcome == "network_error":
+            self._bump(cur, "network_errors")
+            return OutcomeUnknownError("simulated network error (nothing happened)")
+        charge_id = None
+        if outcome == CHARGED:
+            charge_id = "ch_" + hashlib.sha256(f"{key}:{sends}:{now}".encode()).hexdigest()[:24]
+            cur.execute(
+                "INSERT INTO charges VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    charge_id,
+                    key,
+                    req.invoice_id,
+                    req.customer_id,
+                    req.amount.minor,
+                    req.amount.currency.value,
+                    now,
+                ),
+            )
+            cur.execute(
+                "UPDATE accounts SET balance_minor = balance_minor - ? WHERE customer_id = ?",
+                (req.amount.minor, req.customer_id),
+            )
+        cur.execute(
+            "INSERT OR REPLACE INTO keys VALUES (?, ?, ?, ?, ?)",
+            (key, _request_hash(req), outcome, charge_id, now),
+        )
+        self._bump(cur, outcome)
+        if ambiguous:
+            self._bump(cur, "ambiguous")
+            return OutcomeUnknownError("simulated lost answer (the charge was made)")
+        return _result(outcome, charge_id, replayed=False)
+
+    @staticmethod
+    def _bump(cur: sqlite3.Cursor, name: str) -> None:
+        cur.execute(
+            "INSERT INTO stats (name, n) VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET n = n + 1",
+            (name,),
+        )
+
+    def ledger(self) -> list[LedgerEntry]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT charge_id, idempotency_key, invoice_id, customer_id, value_minor, currency "
+                "FROM charges ORDER BY created_at, charge_id"
+            ).fetchall()
+        return [
+            LedgerEntry(r[0], r[1], r[2], r[3], Money.from_minor(r[4], Currency(r[5])))
+            for r in rows
+        ]
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._conn.execute("SELECT name, n FROM stats").fetchall())
+
+    def set_accounts(self, accounts: Iterable[Account]) -> None:
+        with self._lock:
+            cur = self._begin()
+            cur.executemany(
+                "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?)",
+                [(a.customer_id, a.currency.value, a.balance_minor) for a in accounts],
+            )
+            cur.execute("COMMIT")
+
+    def has_accounts(self) -> bool:
+        with self._lock:
+            return self._conn.execute("SELECT 1 FROM accounts LIMIT 1").fetchone() is not None
+
+
+def _result(outcome: str, charge_id: str | None, *, replayed: bool) -> Result:
+    if outcome == CHARGED:
+        assert charge_id is not None
+        return Charged(charge_id, replayed=replayed)
+    if outcome == INSUFFICIENT:
+        return Declined(replayed=replayed)
+    if outcome == NOT_FOUND:
+        return CustomerNotFoundError("no such customer at the provider")
+    return CurrencyMismatchError("the amount's currency is not the account's")
+
+
+class SimulatedPaymentProvider:
+    """A provider with idempotency keys, faults on demand, and a durable ledger."""
+
+    deduplicates_keys = True
+
+    def __init__(
+        self,
+        state: str = ":memory:",
+        *,
+        failure_rate: float = 0.0,
+        seed: int = 0,
+        latency_ms: float = 0.0,
+        jitter_ms: float = 0.0,
+        key_retention: timedelta = timedelta(hours=24),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 0.0 <= failure_rate <= 1.0:
+            raise ValueError("failure_rate must be between 0 and 1")
+        self.store = SimulatorStore(state)
+        self.failure_rate = failure_rate
+        self.seed = seed
+        self.latency = latency_ms / 1000
+        self.jitter = jitter_ms / 1000
+        self._retention = key_retention
+        self._clock = clock
+        self._rng = random.Random(seed)
+        self._queue: list[tuple[ChargeRequest, asyncio.Future[Result]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._use_accounts: bool | None = None
+
+    @property
+    def key_retention(self) -> timedelta:
+        return self._retention
+
+    async def charge(self, request: ChargeRequest) -> Charged | Declined:
+        if self.latency or self.jitter:
+            spread = self._rng.uniform(-self.jitter, self.jitter) if self.jitter else 0.0
+            await asyncio.sleep(max(0.0, self.latency + spread))
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._queue.append((request, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        result = await future
+        if isinstance(result, ProviderError):
+            raise result
+        return result
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the other charges of this tick join the batch
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                results = await asyncio.to_thread(
+                    self.store.process,
+                    [req for req, _ in batch],
+                    self._decide,
+                    self._clock(),
+                    self._retention.total_seconds(),
+                )
+            except Exception as exc:  # the store failed: nobody knows what happened
+                results = [OutcomeUnknownError(f"simulator store failed: {exc}")] * len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    def _decide(self, cur: sqlite3.Cursor, req: ChargeRequest, sends: int) -> tuple[str, bool]:
+        """(outcome, ambiguous) of a request sent for the `sends`-th time under its key."""
+        r = self.failure_rate
+        key = req.idempotency_key
+        if _unit(self.seed, key, "fault", sends) < r * 0.2:
+            return "network_error", False
+        account = cur.execute(
+            "SELECT currency, balance_minor FROM accounts WHERE customer_id = ?",
+            (req.customer_id,),
+        ).fetchone()
+        if account is not None or self._accounts_loaded(cur):
+            if account is None:
+                outcome = NOT_FOUND
+            elif account[0] != req.amount.currency.value:
+                outcome = MISMATCH
+            elif account[1] < req.amount.minor:
+                outcome = INSUFFICIENT
+            else:
+                outcome = CHARGED
+        else:
+            u = _unit(self.seed, key, "outcome") / max(r, 1e-12) if r else 1.0
+            if u < 0.5:
+                outcome = INSUFFICIENT
+            elif u < 0.6:
+                outcome = NOT_FOUND
+            elif u < 0.7:
+                outcome = MISMATCH
+            else:
+                outcome = CHARGED
+        ambiguous = outcome == CHARGED and _unit(self.seed, key, "ambiguous", sends) < r * 0.1
+        return outcome, ambiguous
+
+    def _accounts_loaded(self, cur: sqlite3.Cursor) -> bool:
+        if self._use_accounts is None:
+            self._use_accounts = (
+                cur.execute("SELECT 1 FROM accounts LIMIT 1").fetchone() is not None
+            )
+        return self._use_accounts
+
+    async def aclose(self) -> None:
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        self.store.close()

@@ -1,0 +1,584 @@
+"""The charge flow's SQL: runs, claims with leases, write-ahead attempts, outcomes.
+
+Every statement here is batched: one round trip per batch of invoices, never
+one per invoice. Every status change is conditional (`WHERE status = ...`,
+and for a worker `AND lease_owner = <me>`), so a worker that lost its lease
+never overwrites what another worker recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import (
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from antaeus.domain.invoice import InvoiceStatus
+from antaeus.domain.money import Currency, Money
+from antaeus.domain.policy import RunOutcome
+from antaeus.storage.tables import (
+    billing_runs,
+    charge_attempts,
+    charging_state,
+    events,
+    invoices,
+    run_invoices,
+)
+
+#: Serializes run openings on PostgreSQL, so two schedulers never open the same run twice.
+RUN_LOCK_ID: Final = 7_000_002
+
+PENDING: Final = InvoiceStatus.PENDING.value
+PROCESSING: Final = InvoiceStatus.PROCESSING.value
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """An invoice claimed under this worker's lease, with its write-ahead attempt."""
+
+    invoice_id: int
+    customer_id: int
+    amount: Money
+    run_id: int
+    attempt: int
+    idempotency_key: str
+    attempt_open_since: datetime
+    dunning_count: int
+    unknown_repeats: int
+    run_unknown_since: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRow:
+    """What to write for one invoice that got an answer (built by the worker from a Decision)."""
+
+    invoice_id: int
+    run_id: int
+    attempt: int
+    status: str
+    last_failure: str | None
+    next_attempt_at: datetime | None
+    eligible_at: datetime
+    attempt_open_since: datetime | None
+    dunning_count: int
+    unknown_repeats: int
+    run_unknown_since: datetime | None
+    attempt_outcome: str
+    attempt_finished: bool
+    charge_id: str | None
+    run_outcome: str | None  # None: stays in its run (repeated soon)
+    event_type: str
+    event_payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    id: int
+    trigger: str
+    status: str
+    started_at: datetime
+    completed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunStats:
+    counts: dict[str, int]  # due, paid, failed, review, rescheduled, void
+    collected: list[Money]
+
+
+def _insert_for(conn: AsyncConnection) -> Any:
+    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+
+
+def _due_not_in_run(now: datetime, cut: datetime, open_attempts_only: bool) -> Any:
+    cond = and_(
+        invoices.c.status == PENDING,
+        invoices.c.run_id.is_(None),
+        invoices.c.eligible_at <= now,
+        or_(invoices.c.attempt_open_since.is_(None), invoices.c.attempt_open_since > cut),
+    )
+    if open_attempts_only:
+        cond = and_(cond, invoices.c.attempt_open_since.is_not(None))
+    return cond
+
+
+class BillingRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.is_pg = conn.dialect.name == "postgresql"
+
+    # -- runs ---------------------------------------------------------------
+
+    async def open_run(
+        self,
+        trigger: str,
+        now: datetime,
+        cut: datetime,
+        *,
+        open_attempts_only: bool = False,
+        skip_if_empty: bool = False,
+    ) -> int | None:
+        """Open a run with every due invoice not in an open run; None if skipped (empty).
+
+        `cut`: an open attempt first sent before it is past its key's retention
+        margin and never sent again (the scheduler moves it to REVIEW).
+        """
+        if self.is_pg:
+            await self.conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": RUN_LOCK_ID})
+        cond = _due_not_in_run(now, cut, open_attempts_only)
+        if skip_if_empty:
+            found = await self.conn.scalar(select(invoices.c.id).where(cond).limit(1))
+            if found is None:
+                return None
+        run_id: int = (
+            await self.conn.execute(
+                insert(billing_runs)
+                .values(trigger=trigger, status="running", started_at=now)
+                .returning(billing_runs.c.id)
+            )
+        ).scalar_one()
+        await self.conn.execute(
+            update(invoices)
+            .where(cond)
+            .values(run_id=run_id, run_unknown_since=None, unknown_repeats=0)
+        )
+        added = await self.conn.execute(
+            insert(run_invoices).from_select(
+                ["run_id", "invoice_id", "currency", "amount_minor"],
+                select(
+                    literal(run_id), invoices.c.id, invoices.c.currency, invoices.c.amount_minor
+                ).where(invoices.c.run_id == run_id),
+            )
+        )
+        if added.rowcount == 0:
+            await self.complete_runs([run_id], now)
+        return run_id
+
+    async def complete_runs(self, run_ids: Sequence[int], now: datetime) -> list[int]:
+        """Complete the runs of `run_ids` whose invoices all have an outcome (answers those)."""
+        if not run_ids:
+            return []
+        open_left = exists().where(
+            run_invoices.c.run_id == billing_runs.c.id, run_invoices.c.outcome.is_(None)
+        )
+        result = await self.conn.execute(
+            update(billing_runs)
+            .where(
+                billing_runs.c.id.in_(list(run_ids)),
+                billing_runs.c.status == "running",
+                ~open_left,
+            )
+            .values(status="completed", completed_at=now)
+            .returning(billing_runs.c.id)
+        )
+        return [r.id for r in result]
+
+    async def running_run_ids(self) -> list[int]:
+        rows = await self.conn.execute(
+            select(billing_runs.c.id).where(billing_runs.c.status == "running")
+        )
+        return [r.id for r in rows]
+
+    async def get_run(self, run_id: int) -> RunRow | None:
+        row = (
+            await self.conn.execute(select(billing_runs).where(billing_runs.c.id == run_id))
+        ).first()
+        return (
+            RunRow(row.id, row.trigger, row.status, row.started_at, row.completed_at)
+            if row
+            else None
+        )
+
+    async def list_runs(self, *, after: int, limit: int, status: str | None) -> list[RunRow]:
+        query = select(billing_runs).where(billing_runs.c.id > after)
+        if status is not None:
+            query = query.where(billing_runs.c.status == status)
+        rows = await self.conn.execute(query.order_by(billing_runs.c.id).limit(limit))
+        return [RunRow(r.id, r.trigger, r.status, r.started_at, r.completed_at) for r in rows]
+
+    async def run_stats(self, run_ids: Sequence[int]) -> dict[int, RunStats]:
+        """Counts per outcome and amounts collected per currency, for each run."""
+        stats = {
+            rid: RunStats({"due": 0, **{o.value: 0 for o in RunOutcome}}, []) for rid in run_ids
+        }
+        if not run_ids:
+            return stats
+        ids = list(run_ids)
+        rows = await self.conn.execute(
+            select(run_invoices.c.run_id, run_invoices.c.outcome, func.count())
+            .where(run_invoices.c.run_id.in_(ids))
+            .group_by(run_invoices.c.run_id, run_invoices.c.outcome)
+        )
+        for run_id, outcome, n in rows:
+            counts = stats[run_id].counts
+            counts["due"] += n
+            if outcome is not None:
+                counts[outcome] = counts.get(outcome, 0) + n
+        paid = await self.conn.execute(
+            select(
+                run_invoices.c.run_id,
+                run_invoices.c.currency,
+                func.sum(run_invoices.c.amount_minor),
+            )
+            .where(run_invoices.c.run_id.in_(ids), run_invoices.c.outcome == RunOutcome.PAID.value)
+            .group_by(run_invoices.c.run_id, run_invoices.c.currency)
+            .order_by(run_invoices.c.run_id, run_invoices.c.currency)
+        )
+        for run_id, currency, total in paid:
+            stats[run_id].collected.append(Money.from_minor(int(total), Currency(currency)))
+        return stats
+
+    # -- claims and write-ahead ---------------------------------------------
+
+    async def claim(
+        self,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+        cut: datetime,
+        limit: int,
+        installation_id: str,
+    ) -> list[Claimed]:
+        """Claim up to `limit` invoices of open runs, and write their attempts ahead.
+
+        Claimable: PENDING and eligible, or PROCESSING under an expired lease (a
+        crashed worker). An invoice whose attempt is still open keeps that
+        attempt and its key; any other gets attempt number + 1 and a new key.
+        """
+        claimable = and_(
+            invoices.c.run_id.is_not(None),
+            or_(
+                and_(invoices.c.status == PENDING, invoices.c.eligible_at <= now),
+                and_(invoices.c.status == PROCESSING, invoices.c.lease_expires_at <= now),
+            ),
+            or_(invoices.c.attempt_open_since.is_(None), invoices.c.attempt_open_since > cut),
+        )
+        pick = select(invoices.c.id).where(claimable).order_by(invoices.c.eligible_at).limit(limit)
+        if self.is_pg:
+            pick = pick.with_for_update(skip_locked=True)
+        result = await self.conn.execute(
+            update(invoices)
+            .where(invoices.c.id.in_(pick.scalar_subquery()))
+            .values(
+                status=PROCESSING,
+                lease_owner=owner,
+                lease_expires_at=lease_until,
+                # a new attempt (and key) only when none is open
+                attempt_count=case(
+                    (invoices.c.attempt_open_since.is_(None), invoices.c.attempt_count + 1),
+                    else_=invoices.c.attempt_count,
+                ),
+                attempt_open_since=func.coalesce(invoices.c.attempt_open_since, now),
+                updated_at=now,
+            )
+            .returning(
+                invoices.c.id,
+                invoices.c.customer_id,
+                invoices.c.currency,
+                invoices.c.amount_minor,
+                invoices.c.run_id,
+                invoices.c.attempt_count,
+                invoices.c.attempt_open_since,
+                invoices.c.dunning_count,
+                invoices.c.unknown_repeats,
+                invoices.c.run_unknown_since,
+            )
+        )
+        claimed = [
+            Claimed(
+                invoice_id=r.id,
+                customer_id=r.customer_id,
+                amount=Money.from_minor(r.amount_minor, Currency(r.currency)),
+                run_id=r.run_id,
+                attempt=r.attempt_count,
+                idempotency_key=f"{installation_id}:{r.id}:{r.attempt_count}",
+                attempt_open_since=r.attempt_open_since,
+                dunning_count=r.dunning_count,
+                unknown_repeats=r.unknown_repeats,
+                run_unknown_since=r.run_unknown_since,
+            )
+            for r in result
+        ]
+        if claimed:
+            stmt = _insert_for(self.conn)(charge_attempts)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[charge_attempts.c.invoice_id, charge_attempts.c.number],
+                set_={"sends": charge_attempts.c.sends + 1, "run_id": stmt.excluded.run_id},
+            )
+            await self.conn.execute(
+                stmt,
+                [
+                    {
+                        "invoice_id": c.invoice_id,
+                        "number": c.attempt,
+                        "idempotency_key": c.idempotency_key,
+                        "run_id": c.run_id,
+                        "started_at": now,
+                        "sends": 1,
+                    }
+                    for c in claimed
+                ],
+            )
+        return claimed
+
+    async def renew_leases(self, owner: str, until: datetime) -> int:
+        result = await self.conn.execute(
+            update(invoices)
+            .where(invoices.c.lease_owner == owner, invoices.c.status == PROCESSING)
+            .values(lease_expires_at=until)
+        )
+        return int(result.rowcount or 0)
+
+    async def release(
+        self, owner: str, ids: Sequence[int], eligible_at: datetime, now: datetime
+    ) -> int:
+        """Give invoices back to their run (no outcome learned); the attempt stays open."""
+        if not ids:
+            return 0
+        result = await self.conn.execute(
+            update(invoices)
+            .where(
+                invoices.c.id.in_(list(ids)),
+                invoices.c.status == PROCESSING,
+                invoices.c.lease_owner == owner,
+            )
+            .values(
+                status=PENDING,
+                lease_owner=None,
+                lease_expires_at=None,
+                eligible_at=eligible_at,
+                updated_at=now,
+            )
+        )
+        return int(result.rowcount or 0)
+
+    # -- outcomes -----------------------------------------------------------
+
+    async def still_owned(self, owner: str, ids: Sequence[int]) -> set[int]:
+        """Which of `ids` are still PROCESSING under `owner`'s lease (locked on PostgreSQL)."""
+        if not ids:
+            return set()
+        query = select(invoices.c.id).where(
+            invoices.c.id.in_(list(ids)),
+            invoices.c.status == PROCESSING,
+            invoices.c.lease_owner == owner,
+        )
+        if self.is_pg:
+            query = query.with_for_update()
+        return {r.id for r in await self.conn.execute(query)}
+
+    async def record(self, owner: str, rows: Sequence[OutcomeRow], now: datetime) -> list[int]:
+        """Write outcomes for invoices this worker still owns; answers the runs completed."""
+        if not rows:
+            return []
+        inv = invoices.c
+        result = await self.conn.execute(
+            update(invoices)
+            .where(
+                inv.id == bindparam("b_id"),
+                inv.status == PROCESSING,
+                inv.lease_owner == bindparam("b_owner"),
+            )
+            .values(
+                status=bindparam("b_status"),
+                last_failure=bindparam("b_last_failure"),
+                next_attempt_at=bindparam("b_next_attempt_at"),
+                eligible_at=bindparam("b_eligible_at"),
+                attempt_open_since=bindparam("b_attempt_open_since"),
+                dunning_count=bindparam("b_dunning_count"),
+                unknown_repeats=bindparam("b_unknown_repeats"),
+                run_unknown_since=bindparam("b_run_unknown_since"),
+                run_id=bindparam("b_run_id"),
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+            ),
+            [
+                {
+                    "b_id": r.invoice_id,
+                    "b_owner": owner,
+                    "b_status": r.status,
+                    "b_last_failure": r.last_failure,
+                    "b_next_attempt_at": r.next_attempt_at,
+                    "b_eligible_at": r.eligible_at,
+                    "b_attempt_open_since": r.attempt_open_since,
+                    "b_dunning_count": r.dunning_count,
+                    "b_unknown_repeats": r.unknown_repeats,
+                    "b_run_unknown_since": r.run_unknown_since,
+                    "b_run_id": None if r.run_outcome else r.run_id,
+                }
+                for r in rows
+            ],
+        )
+        if result.rowcount not in (-1, None) and result.rowcount != len(rows):
+            raise LeaseLostError(
+                f"{len(rows) - result.rowcount} of {len(rows)} invoices changed hands"
+            )
+        att = charge_attempts.c
+        await self.conn.execute(
+            update(charge_attempts)
+            .where(att.invoice_id == bindparam("b_id"), att.number == bindparam("b_number"))
+            .values(
+                outcome=bindparam("b_outcome"),
+                finished_at=bindparam("b_finished_at"),
+                charge_id=bindparam("b_charge_id"),
+            ),
+            [
+                {
+                    "b_id": r.invoice_id,
+                    "b_number": r.attempt,
+                    "b_outcome": r.attempt_outcome,
+                    "b_finished_at": now if r.attempt_finished else None,
+                    "b_charge_id": r.charge_id,
+                }
+                for r in rows
+            ],
+        )
+        leaving = [r for r in rows if r.run_outcome]
+        if leaving:
+            ri = run_invoices.c
+            await self.conn.execute(
+                update(run_invoices)
+                .where(
+                    ri.run_id == bindparam("b_run"),
+                    ri.invoice_id == bindparam("b_id"),
+                    ri.outcome.is_(None),
+                )
+                .values(outcome=bindparam("b_outcome"), finished_at=now),
+                [
+                    {"b_run": r.run_id, "b_id": r.invoice_id, "b_outcome": r.run_outcome}
+                    for r in leaving
+                ],
+            )
+        await self.add_events(
+            [(r.event_type, r.invoice_id, r.run_id, r.event_payload) for r in rows], now
+        )
+        return await self.complete_runs(sorted({r.run_id for r in leaving}), now)
+
+    async def add_events(
+        self, items: Sequence[tuple[str, int | None, int | None, str]], now: datetime
+    ) -> None:
+        if items:
+            await self.conn.execute(
+                insert(events),
+                [
+                    {"type": t, "invoice_id": i, "run_id": r, "payload": p, "created_at": now}
+                    for t, i, r, p in items
+                ],
+            )
+
+    # -- the scheduler's sweeps -----------------------------------------------
+
+    async def to_review_past_retention(
+        self, now: datetime, cut: datetime
+    ) -> list[tuple[int, int | None]]:
+        """Open attempts first sent before `cut` can no longer be repeated safely: REVIEW.
+
+        Takes PENDING invoices and PROCESSING ones whose lease expired; answers
+        (invoice id, run id) of each moved.
+        """
+        result = await self.conn.execute(
+            update(invoices)
+            .where(
+                invoices.c.attempt_open_since.is_not(None),
+                invoices.c.attempt_open_since <= cut,
+                or_(
+                    invoices.c.status == PENDING,
+                    and_(invoices.c.status == PROCESSING, invoices.c.lease_expires_at <= now),
+                ),
+            )
+            .values(
+                status=InvoiceStatus.REVIEW.value,
+                last_failure="unknown_outcome",
+                next_attempt_at=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                run_id=None,
+                updated_at=now,
+            )
+            .returning(invoices.c.id, invoices.c.run_id)
+        )
+        moved = [(r.id, r.run_id) for r in result]
+        in_runs = [(i, r) for i, r in moved if r is not None]
+        if in_runs:
+            ri = run_invoices.c
+            await self.conn.execute(
+                update(run_invoices)
+                .where(
+                    ri.run_id == bindparam("b_run"),
+                    ri.invoice_id == bindparam("b_id"),
+                    ri.outcome.is_(None),
+                )
+                .values(outcome=RunOutcome.REVIEW.value, finished_at=now),
+                [{"b_run": r, "b_id": i} for i, r in in_runs],
+            )
+            await self.complete_runs(sorted({r for _, r in in_runs}), now)
+        return moved
+
+    # -- charging pause -------------------------------------------------------
+
+    async def pause_state(self) -> tuple[str | None, datetime | None]:
+        row = (
+            await self.conn.execute(
+                select(charging_state.c.paused_reason, charging_state.c.paused_since).where(
+                    charging_state.c.id == 1
+                )
+            )
+        ).first()
+        return (row.paused_reason, row.paused_since) if row else (None, None)
+
+    async def pause(self, reason: str, now: datetime) -> None:
+        await self.conn.execute(
+            update(charging_state)
+            .where(charging_state.c.id == 1)
+            .values(
+                paused_reason=reason,
+                paused_since=func.coalesce(charging_state.c.paused_since, now),
+                updated_at=now,
+            )
+        )
+
+    async def resume(self, now: datetime) -> bool:
+        result = await self.conn.execute(
+            update(charging_state)
+            .where(charging_state.c.id == 1, charging_state.c.paused_reason.is_not(None))
+            .values(paused_reason=None, paused_since=None, updated_at=now)
+        )
+        return bool(result.rowcount)
+
+    # -- status ---------------------------------------------------------------
+
+    async def due_backlog(self, now: datetime) -> int:
+        """Invoices that are due and not yet charged: waiting for a run, or in one."""
+        n = await self.conn.scalar(
+            select(func.count())
+            .select_from(invoices)
+            .where(
+                or_(
+                    and_(invoices.c.status == PENDING, invoices.c.eligible_at <= now),
+                    invoices.c.status == PROCESSING,
+                )
+            )
+        )
+        return int(n or 0)
+
+
+class LeaseLostError(Exception):
+    """An outcome could not be written because the invoice changed hands meanwhile."""
