@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,9 +12,13 @@ import antaeus
 from antaeus.api.auth import TokenAuthority
 from antaeus.api.context import AppContext
 from antaeus.api.errors import install_error_handlers
-from antaeus.api.routes import customers, health, invoices
+from antaeus.api.routes import billing, customers, health, invoices
+from antaeus.billing.runs import Scheduler
+from antaeus.billing.worker import Worker, worker_settings
 from antaeus.clock import Clock, SystemClock
 from antaeus.config import Settings
+from antaeus.payments.factory import build_provider
+from antaeus.payments.provider import PaymentProvider
 from antaeus.storage.database import Database
 
 DESCRIPTION = """
@@ -28,23 +33,59 @@ ascending id and paginated with `limit` and `after`; the next page is in the
 
 
 def create_app(
-    settings: Settings, *, clock: Clock | None = None, database: Database | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    database: Database | None = None,
+    provider: PaymentProvider | None = None,
+    embedded_worker: bool = False,
+    scheduler: bool = False,
 ) -> FastAPI:
-    """Build the app. A `database` handed in is used as is (and not disposed of)."""
+    """Build the app. A `database` or `provider` handed in is used as is (and not closed).
+
+    `embedded_worker` and `scheduler` run the charging worker and the run
+    scheduler as tasks of this process (what `antaeus serve` does by default).
+    Request handlers never call the provider.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = database or Database.from_settings(settings)
         env_token = settings.API_TOKEN.get_secret_value() if settings.API_TOKEN else None
+        the_clock = clock or SystemClock()
         app.state.ctx = AppContext(
             settings=settings,
             db=db,
-            clock=clock or SystemClock(),
+            clock=the_clock,
             tokens=TokenAuthority(db, env_token, settings.TOKEN_CACHE_SECONDS),
+            policy=settings.policy(),
         )
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        own_provider = None
+        if embedded_worker:
+            the_provider = provider or build_provider(settings)
+            own_provider = None if provider else the_provider
+            worker = Worker(
+                db,
+                the_provider,
+                the_clock,
+                settings.policy(the_provider.deduplicates_keys),
+                worker_settings(settings),
+            )
+            tasks.append(asyncio.create_task(worker.run(stop), name="antaeus-worker"))
+        if scheduler:
+            sched = Scheduler(
+                db, the_clock, settings.policy(), settings.SCHEDULE, settings.SCHEDULER_INTERVAL
+            )
+            tasks.append(asyncio.create_task(sched.run(stop), name="antaeus-scheduler"))
         try:
             yield
         finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if own_provider is not None:
+                await own_provider.aclose()
             if database is None:
                 await db.dispose()
 
@@ -59,4 +100,5 @@ def create_app(
     app.include_router(health.router)
     app.include_router(customers.router)
     app.include_router(invoices.router)
+    app.include_router(billing.router)
     return app

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from antaeus.api.auth import TokenAuthority
 from antaeus.clock import Clock
 from antaeus.config import Settings
+from antaeus.domain.policy import PolicySettings
 from antaeus.storage.database import Database
 
 
@@ -19,6 +20,7 @@ class AppContext:
     db: Database
     clock: Clock
     tokens: TokenAuthority
+    policy: PolicySettings
 
 
 def _context(request: Request) -> AppContext:

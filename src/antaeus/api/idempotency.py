@@ -51,8 +51,17 @@ class _ReplayError(Exception):
         self.body = body
 
 
+#: Answers a replay from the stored (status, body) instead of repeating it verbatim.
+Replay = Callable[[int, str], Awaitable[Response]]
+
+
 async def run_idempotent(
-    ctx: AppContext, scope: str, key: str | None, normalized_request: Any, effect: Effect
+    ctx: AppContext,
+    scope: str,
+    key: str | None,
+    normalized_request: Any,
+    effect: Effect,
+    replay: Replay | None = None,
 ) -> Response:
     """Run `effect` in a write transaction, at most once per (scope, key)."""
     if key is None:
@@ -88,8 +97,12 @@ async def run_idempotent(
                 except IntegrityError:
                     raise _KeyTakenError from None
             return JSONResponse(body, status_code=status, headers=headers)
-        except _ReplayError as replay:
-            return JSONResponse.from_text(replay.body, replay.status)
+        except _ReplayError as stored:
+            if replay is not None:
+                response = await replay(stored.status, stored.body)
+                response.headers["Idempotent-Replayed"] = "true"
+                return response
+            return JSONResponse.from_text(stored.body, stored.status)
         except _KeyTakenError:
             # Another request with this key committed first (PostgreSQL lets
             # both get this far): loop to answer what it stored.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -16,13 +16,16 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     WithJsonSchema,
+    model_validator,
 )
 
 from antaeus.domain.customer import Customer, zone
 from antaeus.domain.invoice import FailureReason, Invoice, InvoiceStatus
 from antaeus.domain.money import MAX_AMOUNT, Currency, MoneyError, parse_amount
+from antaeus.storage.repositories.billing import RunRow, RunStats
 
 MAX_ID: Final = 2**63 - 1
 AMOUNT_PATTERN: Final = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"
@@ -167,5 +170,100 @@ ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     400: {"model": ErrorBody, "description": "malformed JSON or a body over the limit"},
     401: {"model": ErrorBody, "description": "missing, malformed or unknown token"},
     404: {"model": ErrorBody, "description": "no such resource"},
+    409: {"model": ErrorBody, "description": "the invoice's status does not allow this"},
     422: {"model": ErrorBody, "description": "a field failed validation"},
 }
+
+
+# -- billing ---------------------------------------------------------------------
+
+Note = Annotated[str, Field(max_length=2000, description="why, for the audit trail")]
+
+
+class BillingTrigger(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    trigger: Literal["api", "cli"] = "api"
+
+
+class ActionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: Note | None = None
+
+
+class ResolveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    charged: StrictBool
+    chargeId: Annotated[str, Field(min_length=1, max_length=255)] | None = None  # noqa: N815
+    note: Note | None = None
+
+    @model_validator(mode="after")
+    def _charge_id_when_charged(self) -> ResolveBody:
+        if self.charged and not self.chargeId:
+            raise ValueError("chargeId is required when charged is true")
+        if not self.charged and self.chargeId:
+            raise ValueError("chargeId only applies when charged is true")
+        return self
+
+
+class RunCounts(BaseModel):
+    due: int
+    paid: int
+    failed: int
+    review: int
+    rescheduled: int
+    void: int
+
+
+class RunRead(BaseModel):
+    id: int
+    trigger: Literal["schedule", "api", "cli"]
+    status: Literal["running", "completed"]
+    startedAt: datetime  # noqa: N815
+    completedAt: datetime | None  # noqa: N815
+    pausedReason: str | None  # noqa: N815
+    counts: RunCounts
+    collected: list[MoneyRead]
+
+
+class AttemptRead(BaseModel):
+    number: int
+    idempotencyKey: str  # noqa: N815
+    startedAt: datetime  # noqa: N815
+    finishedAt: datetime | None  # noqa: N815
+    outcome: str | None
+    chargeId: str | None  # noqa: N815
+    runId: int | None  # noqa: N815
+
+
+class StatusRead(BaseModel):
+    charging: Literal["running", "paused"]
+    pausedReason: str | None  # noqa: N815
+    pausedSince: datetime | None  # noqa: N815
+    schedule: Literal["automatic", "external"]
+    openRuns: list[int]  # noqa: N815
+    dueBacklog: int  # noqa: N815
+
+
+def run_json(run: RunRow, stats: RunStats, paused_reason: str | None) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "trigger": run.trigger,
+        "status": run.status,
+        "startedAt": rfc3339(run.started_at),
+        "completedAt": rfc3339(run.completed_at) if run.completed_at else None,
+        "pausedReason": paused_reason if run.status == "running" else None,
+        "counts": stats.counts,
+        "collected": [{"value": m.value, "currency": m.currency.value} for m in stats.collected],
+    }
+
+
+def attempt_json(row: Any) -> dict[str, Any]:
+    return {
+        "number": row.number,
+        "idempotencyKey": row.idempotency_key,
+        "startedAt": rfc3339(row.started_at),
+        "finishedAt": rfc3339(row.finished_at) if row.finished_at else None,
+        "outcome": row.outcome,
+        "chargeId": row.charge_id,
+        "runId": row.run_id,
+    }

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from antaeus.clock import Clock
+from antaeus.config import Settings
 from antaeus.domain.policy import (
     ChargeOutcome,
     InvoiceProgress,
@@ -69,6 +70,17 @@ class WorkerSettings:
     flush_interval: float = 0.02
     retry_after_max: float = 60.0
     pause_probe: float = 30.0
+
+
+def worker_settings(settings: Settings, concurrency: int | None = None) -> WorkerSettings:
+    return WorkerSettings(
+        batch_size=settings.BATCH_SIZE,
+        concurrency=concurrency or settings.WORKER_CONCURRENCY,
+        lease=timedelta(seconds=settings.LEASE_SECONDS),
+        poll_interval=settings.WORKER_POLL_INTERVAL,
+        retry_after_max=settings.RETRY_AFTER_MAX_SECONDS,
+        pause_probe=settings.PAUSE_PROBE_SECONDS,
+    )
 
 
 @dataclass(frozen=True, slots=True)

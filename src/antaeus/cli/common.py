@@ -11,6 +11,8 @@ from rich.console import Console
 
 from antaeus.config import Settings, get_settings
 from antaeus.observability.logging import configure_logging
+from antaeus.storage import migrate
+from antaeus.storage.database import Database
 
 T = TypeVar("T")
 
@@ -39,3 +41,20 @@ def load_settings() -> Settings:
         fail(f"invalid configuration: {exc}")
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     return settings
+
+
+async def prepare(db: Database, *, allow_migrate: bool) -> None:
+    """Migrate a database that is behind, or refuse to go on when not allowed to."""
+    try:
+        current = await migrate.current_revision(db)
+    except OSError as exc:
+        fail(f"cannot reach the database ({db.url.split('://')[0]}): {exc}")
+    if current == migrate.head_revision():
+        return
+    if not allow_migrate:
+        fail(
+            f"the database schema is at {current or 'nothing (empty database)'}, "
+            f"not {migrate.head_revision()}; run `antaeus db upgrade` (or drop --no-migrate)"
+        )
+    await migrate.upgrade(db)
+    err.print(f"database migrated from {current or 'empty'} to {migrate.head_revision()}")

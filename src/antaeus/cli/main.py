@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from antaeus.cli.common import err, fail, load_settings, out, run
+from antaeus.cli import billing
+from antaeus.cli.common import err, fail, load_settings, out, prepare, run
 from antaeus.clock import SystemClock
 from antaeus.config import Settings
 from antaeus.security import generate_token, hash_token, valid_token_name
@@ -27,23 +28,6 @@ app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 
 DEFAULT_TOKEN_NAME = "admin"
-
-
-async def _prepare(db: Database, *, allow_migrate: bool) -> None:
-    """Migrate a database that is behind, or refuse to go on when not allowed to."""
-    try:
-        current = await migrate.current_revision(db)
-    except OSError as exc:
-        fail(f"cannot reach the database ({db.url.split('://')[0]}): {exc}")
-    if current == migrate.head_revision():
-        return
-    if not allow_migrate:
-        fail(
-            f"the database schema is at {current or 'nothing (empty database)'}, "
-            f"not {migrate.head_revision()}; run `antaeus db upgrade` (or drop --no-migrate)"
-        )
-    await migrate.upgrade(db)
-    err.print(f"database migrated from {current or 'empty'} to {migrate.head_revision()}")
 
 
 async def _ensure_token(db: Database, settings: Settings, port: int, host: str) -> None:
@@ -77,8 +61,14 @@ def serve(
     no_migrate: Annotated[
         bool, typer.Option("--no-migrate", help="refuse to start on an out-of-date schema")
     ] = False,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="do not charge in this process")
+    ] = False,
+    no_scheduler: Annotated[
+        bool, typer.Option("--no-scheduler", help="another process runs the scheduler")
+    ] = False,
 ) -> None:
-    """Run the REST API (port 7000 by default)."""
+    """Run the REST API (port 7000), the run scheduler and an embedded charging worker."""
     import uvicorn
 
     from antaeus.api.app import create_app
@@ -90,10 +80,15 @@ def serve(
     async def main() -> None:
         db = Database.from_settings(settings)
         try:
-            await _prepare(db, allow_migrate=not no_migrate)
+            await prepare(db, allow_migrate=not no_migrate)
             await _ensure_token(db, settings, bind_port, bind_host)
             config = uvicorn.Config(
-                create_app(settings, database=db),
+                create_app(
+                    settings,
+                    database=db,
+                    embedded_worker=not no_worker,
+                    scheduler=not no_scheduler,
+                ),
                 host=bind_host,
                 port=bind_port,
                 log_level=settings.LOG_LEVEL,
@@ -159,7 +154,7 @@ def token_create(
     async def main() -> bool:
         db = Database.from_settings(settings)
         try:
-            await _prepare(db, allow_migrate=True)
+            await prepare(db, allow_migrate=True)
             async with db.write() as conn:
                 repo = TokenRepository(conn)
                 if await repo.exists(name):
@@ -184,7 +179,7 @@ def token_list() -> None:
     async def main() -> list[tuple[str, str, str]]:
         db = Database.from_settings(settings)
         try:
-            await _prepare(db, allow_migrate=True)
+            await prepare(db, allow_migrate=True)
             async with db.read() as conn:
                 records = await TokenRepository(conn).all()
         finally:
@@ -215,7 +210,7 @@ def token_revoke(name: Annotated[str, typer.Argument(help="the token's name")]) 
     async def main() -> bool:
         db = Database.from_settings(settings)
         try:
-            await _prepare(db, allow_migrate=True)
+            await prepare(db, allow_migrate=True)
             async with db.write() as conn:
                 return await TokenRepository(conn).revoke(name, SystemClock().now())
         finally:
@@ -250,7 +245,7 @@ def seed(
         db = Database.from_settings(settings)
         started = time.perf_counter()
         try:
-            await _prepare(db, allow_migrate=True)
+            await prepare(db, allow_migrate=True)
             with Progress(console=err, transient=True, disable=customers < 50_000) as bar:
                 task = bar.add_task("seeding", total=customers)
                 result = await do_seed(
@@ -275,6 +270,10 @@ def seed(
         )
 
     run(main())
+
+
+app.command()(billing.worker)
+app.command()(billing.bill)
 
 
 def main() -> None:

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.api.auth import Principal
-from antaeus.api.context import Ctx
+from antaeus.api.context import AppContext, Ctx
 from antaeus.api.errors import ApiError, not_found
 from antaeus.api.idempotency import IdempotencyKey, run_idempotent
 from antaeus.api.jsonio import ExactJSONRoute, JSONResponse
@@ -14,13 +15,18 @@ from antaeus.api.pagination import Page, paginate
 from antaeus.api.schemas import (
     ERROR_RESPONSES,
     MAX_ID,
+    ActionBody,
+    AttemptRead,
     InvoiceCreate,
     InvoiceRead,
+    ResolveBody,
+    attempt_json,
     invoice_json,
 )
 from antaeus.domain.calendar import next_first_of_month
 from antaeus.domain.invoice import InvoiceStatus
 from antaeus.domain.money import Money
+from antaeus.storage.repositories.actions import ActionRepository, ActionResult
 from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.invoices import InvoiceRepository
 
@@ -100,3 +106,92 @@ async def create_invoice(
     return await run_idempotent(
         ctx, "POST /rest/v1/invoices", idempotency_key, body.model_dump(mode="json"), effect
     )
+
+
+async def _act(
+    ctx: AppContext, invoice_id: int, action: Callable[[ActionRepository], Awaitable[ActionResult]]
+) -> JSONResponse:
+    async with ctx.db.write() as conn:
+        result = await action(ActionRepository(conn))
+        invoice = await InvoiceRepository(conn).get(invoice_id) if result.ok else None
+    if result.status is None:
+        raise not_found("invoice", invoice_id)
+    if not result.ok or invoice is None:
+        raise ApiError(
+            409,
+            "invalid_state",
+            result.reason or f"invoice {invoice_id} is {result.status.value}",
+            status=result.status.value,
+        )
+    return JSONResponse(invoice_json(invoice))
+
+
+@router.post(
+    "/{id}/retry",
+    summary="Retry a FAILED invoice (after the cause was fixed)",
+    description="The invoice becomes PENDING and due now; the next charge is a new attempt.",
+    response_model=InvoiceRead,
+    responses=ERROR_RESPONSES,
+)
+async def retry_invoice(
+    id: InvoiceId,
+    ctx: Ctx,
+    who: Principal,
+    body: ActionBody | None = None,
+) -> JSONResponse:
+    note = body.note if body else None
+    return await _act(ctx, id, lambda repo: repo.retry(id, who, note, ctx.clock.now()))
+
+
+@router.post(
+    "/{id}/resolve",
+    summary="Resolve a REVIEW invoice after checking with the provider",
+    description='`{"charged": true, "chargeId": "ch_..."}`: the provider did charge it; '
+    'the invoice becomes PAID with that charge id. `{"charged": false}`: nothing moved; '
+    "the invoice becomes PENDING, due now, and its next charge is a new attempt.",
+    response_model=InvoiceRead,
+    responses=ERROR_RESPONSES,
+)
+async def resolve_invoice(
+    id: InvoiceId,
+    body: ResolveBody,
+    ctx: Ctx,
+    who: Principal,
+) -> JSONResponse:
+    return await _act(
+        ctx,
+        id,
+        lambda repo: repo.resolve(id, body.charged, body.chargeId, who, body.note, ctx.clock.now()),
+    )
+
+
+@router.post(
+    "/{id}/void",
+    summary="Void an invoice: it is never charged again",
+    description="Allowed from FAILED, and from PENDING when no attempt of unknown outcome is open.",
+    response_model=InvoiceRead,
+    responses=ERROR_RESPONSES,
+)
+async def void_invoice(
+    id: InvoiceId,
+    ctx: Ctx,
+    who: Principal,
+    body: ActionBody | None = None,
+) -> JSONResponse:
+    note = body.note if body else None
+    return await _act(ctx, id, lambda repo: repo.void(id, who, note, ctx.clock.now()))
+
+
+@router.get(
+    "/{id}/attempts",
+    summary="Every charge attempt of an invoice",
+    response_model=list[AttemptRead],
+    responses=ERROR_RESPONSES,
+)
+async def invoice_attempts(id: InvoiceId, ctx: Ctx, _who: Principal) -> JSONResponse:
+    async with ctx.db.read() as conn:
+        invoice = await InvoiceRepository(conn).get(id)
+        rows = await ActionRepository(conn).attempts(id) if invoice else []
+    if invoice is None:
+        raise not_found("invoice", id)
+    return JSONResponse([attempt_json(r) for r in rows])

@@ -532,6 +532,20 @@ class BillingRepository:
             await self.complete_runs(sorted({r for _, r in in_runs}), now)
         return moved
 
+    async def failed_pending_due_now(self, now: datetime) -> int:
+        """Every PENDING invoice with a past failure, waiting for a retry, becomes due now."""
+        result = await self.conn.execute(
+            update(invoices)
+            .where(
+                invoices.c.status == PENDING,
+                invoices.c.last_failure.is_not(None),
+                invoices.c.run_id.is_(None),
+                invoices.c.eligible_at > now,
+            )
+            .values(next_attempt_at=now, eligible_at=now, updated_at=now)
+        )
+        return int(result.rowcount or 0)
+
     # -- charging pause -------------------------------------------------------
 
     async def pause_state(self) -> tuple[str | None, datetime | None]:

@@ -102,7 +102,10 @@ class InvoiceRepository:
                 return text
             return value
 
-        sql = str(
+        compiled = (
             insert(invoices).values({c: bindparam(c) for c in columns}).compile(dialect=dialect)
         )
-        await self.conn.exec_driver_sql(sql, [tuple(plain(r[c]) for c in columns) for r in batch])
+        order = list(compiled.positiontup or [])
+        await self.conn.exec_driver_sql(
+            str(compiled), [tuple(plain(r[c]) for c in order) for r in batch]
+        )

@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from antaeus.api.auth import Principal
+from antaeus.api.context import AppContext, Ctx
+from antaeus.api.errors import not_found
+from antaeus.api.idempotency import IdempotencyKey, run_idempotent
+from antaeus.api.jsonio import ExactJSONRoute, JSONResponse
+from antaeus.api.pagination import Page, paginate
+from antaeus.api.schemas import (
+    ERROR_RESPONSES,
+    MAX_ID,
+    BillingTrigger,
+    RunRead,
+    StatusRead,
+    rfc3339,
+    run_json,
+)
+from antaeus.billing.runs import repeat_cut
+from antaeus.storage.repositories.billing import BillingRepository
+
+router = APIRouter(prefix="/rest/v1", tags=["billing"], route_class=ExactJSONRoute)
+
+RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="run id")]
+
+
+async def runs_json(conn: AsyncConnection, run_ids: list[int]) -> list[dict[str, Any]]:
+    repo = BillingRepository(conn)
+    paused, _ = await repo.pause_state()
+    stats = await repo.run_stats(run_ids)
+    out = []
+    for run_id in run_ids:
+        run = await repo.get_run(run_id)
+        if run is not None:
+            out.append(run_json(run, stats[run_id], paused))
+    return out
+
+
+async def _open(ctx: AppContext, conn: AsyncConnection, trigger: str) -> dict[str, Any]:
+    now = ctx.clock.now()
+    run_id = await BillingRepository(conn).open_run(trigger, now, repeat_cut(ctx.policy, now))
+    assert run_id is not None
+    return (await runs_json(conn, [run_id]))[0]
+
+
+async def _current_run(ctx: AppContext, _status: int, stored_body: str) -> Response:
+    """A repeated trigger answers the same run, in its current state."""
+    run_id = int(json.loads(stored_body)["id"])
+    async with ctx.db.read() as conn:
+        runs = await runs_json(conn, [run_id])
+    return JSONResponse(runs[0], status_code=202)
+
+
+@router.post(
+    "/billing",
+    status_code=202,
+    summary="Open a billing run now",
+    description="Takes every due invoice not already in an open run (possibly none: then the "
+    "run is already complete). Workers charge it. With an `Idempotency-Key`, a repeated "
+    "trigger answers the same run in its current state.",
+    response_model=RunRead,
+    responses=ERROR_RESPONSES,
+)
+async def bill(
+    ctx: Ctx,
+    _who: Principal,
+    body: BillingTrigger | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    trigger = (body or BillingTrigger()).trigger
+
+    async def effect(conn: AsyncConnection) -> tuple[int, Any, dict[str, str]]:
+        run = await _open(ctx, conn, trigger)
+        return 202, run, {"Location": f"/rest/v1/billing/runs/{run['id']}"}
+
+    async def replay(status: int, stored: str) -> Response:
+        return await _current_run(ctx, status, stored)
+
+    return await run_idempotent(
+        ctx, "POST /rest/v1/billing", idempotency_key, {"trigger": trigger}, effect, replay
+    )
+
+
+@router.post(
+    "/billing/retry",
+    status_code=202,
+    summary="Retry now every PENDING invoice that failed before",
+    description="Every PENDING invoice with a past failure (waiting for a dunning retry or the "
+    "repeat of an unknown outcome) becomes due now, and a run opens.",
+    response_model=RunRead,
+    responses=ERROR_RESPONSES,
+)
+async def retry_all(ctx: Ctx, _who: Principal) -> JSONResponse:
+    now = ctx.clock.now()
+    async with ctx.db.write() as conn:
+        await BillingRepository(conn).failed_pending_due_now(now)
+        run = await _open(ctx, conn, "api")
+    return JSONResponse(run, status_code=202)
+
+
+@router.get(
+    "/billing/runs",
+    summary="List billing runs by ascending id",
+    response_model=list[RunRead],
+    responses=ERROR_RESPONSES,
+)
+async def list_runs(
+    request: Request,
+    ctx: Ctx,
+    _who: Principal,
+    page: Page,
+    status: Annotated[Literal["running", "completed"] | None, Query()] = None,
+) -> JSONResponse:
+    async with ctx.db.read() as conn:
+        rows = await BillingRepository(conn).list_runs(
+            after=page.after, limit=page.limit + 1, status=status
+        )
+        items, headers = paginate(request, rows, page)
+        body = await runs_json(conn, [r.id for r in items])
+    return JSONResponse(body, headers=headers)
+
+
+@router.get(
+    "/billing/runs/{id}",
+    summary="One billing run",
+    response_model=RunRead,
+    responses=ERROR_RESPONSES,
+)
+async def get_run(id: RunId, ctx: Ctx, _who: Principal) -> JSONResponse:
+    async with ctx.db.read() as conn:
+        runs = await runs_json(conn, [id])
+    if not runs:
+        raise not_found("billing run", id)
+    return JSONResponse(runs[0])
+
+
+@router.get(
+    "/status",
+    summary="Whether charging runs or is paused (and why), open runs, the due backlog",
+    response_model=StatusRead,
+    responses=ERROR_RESPONSES,
+)
+async def status(ctx: Ctx, _who: Principal) -> JSONResponse:
+    async with ctx.db.read() as conn:
+        repo = BillingRepository(conn)
+        reason, since = await repo.pause_state()
+        open_runs = await repo.running_run_ids()
+        backlog = await repo.due_backlog(ctx.clock.now())
+    return JSONResponse(
+        {
+            "charging": "paused" if reason else "running",
+            "pausedReason": reason,
+            "pausedSince": rfc3339(since) if since else None,
+            "schedule": ctx.settings.SCHEDULE,
+            "openRuns": open_runs,
+            "dueBacklog": backlog,
+        }
+    )

@@ -1,0 +1,227 @@
+"""`antaeus worker` and `antaeus bill`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from antaeus.api.routes.billing import runs_json
+from antaeus.billing.runs import open_run
+from antaeus.billing.worker import Worker, worker_settings
+from antaeus.cli.common import err, fail, load_settings, out, prepare, run
+from antaeus.clock import SystemClock
+from antaeus.config import Settings
+from antaeus.payments.factory import ProviderConfigError, build_provider
+from antaeus.storage import migrate
+from antaeus.storage.database import Database
+
+OUTCOMES = ("paid", "failed", "review", "rescheduled", "void")
+
+
+def _install_stop_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _wait_for_schema(db: Database, stop: asyncio.Event) -> None:
+    """Workers never migrate; they wait for `serve` or `antaeus db upgrade` to do it."""
+    warned = False
+    while not stop.is_set():
+        try:
+            if await migrate.is_up_to_date(db):
+                return
+            reason = "the database schema is not current (run `antaeus db upgrade`)"
+        except Exception as exc:  # unreachable database: say so, keep trying
+            reason = f"cannot reach the database: {exc}"
+        if not warned:
+            err.print(f"[yellow]waiting:[/] {reason}", highlight=False)
+            warned = True
+        await asyncio.sleep(2)
+
+
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=10_000, help="provider calls in flight [ANTAEUS_WORKER_CONCURRENCY]"
+        ),
+    ] = None,
+) -> None:
+    """Charge the invoices of open runs (run as many as you like, on any machine).
+
+    Stops gracefully on SIGTERM: finishes the calls in flight, records them, exits.
+    """
+    settings = load_settings()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _install_stop_handlers(stop)
+        db = Database.from_settings(settings)
+        try:
+            provider = build_provider(settings)
+        except ProviderConfigError as exc:
+            fail(str(exc))
+        try:
+            await _wait_for_schema(db, stop)
+            w = Worker(
+                db,
+                provider,
+                SystemClock(),
+                settings.policy(provider.deduplicates_keys),
+                worker_settings(settings, concurrency),
+            )
+            await w.run(stop)
+        finally:
+            await provider.aclose()
+            await db.dispose()
+
+    run(main())
+
+
+def _summary(run_json: dict[str, Any]) -> Table:
+    table = Table(title=f"billing run {run_json['id']} ({run_json['status']})")
+    table.add_column("outcome")
+    table.add_column("invoices", justify="right")
+    counts = run_json["counts"]
+    table.add_row("due", f"{counts['due']:,}")
+    for name in OUTCOMES:
+        table.add_row(name, f"{counts.get(name, 0):,}")
+    for money in run_json["collected"]:
+        table.add_row(f"collected {money['currency']}", f"{money['value']:,.2f}")
+    return table
+
+
+async def _follow(
+    fetch: Callable[[], Awaitable[dict[str, Any]]],
+    wait_seconds: float,
+    tick: Callable[[], Awaitable[None]] | None = None,
+) -> dict[str, Any]:
+    """Show a progress bar until the run completes or `timeout` passes; answers its last state."""
+    deadline = time.monotonic() + wait_seconds
+    state = await fetch()
+    columns = (
+        TextColumn("run {task.fields[run]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task("billing", total=state["counts"]["due"], run=state["id"], detail="")
+        last_poll = 0.0
+        while True:
+            if time.monotonic() - last_poll >= 0.25:
+                state = await fetch()
+                last_poll = time.monotonic()
+                counts = state["counts"]
+                done = sum(counts.get(k, 0) for k in OUTCOMES)
+                detail = f"paused: {state['pausedReason']}" if state["pausedReason"] else ""
+                bar.update(task, total=counts["due"], completed=done, detail=detail)
+                if state["status"] == "completed" or time.monotonic() >= deadline:
+                    return state
+            if tick is not None:
+                await tick()
+            else:
+                await asyncio.sleep(0.25)
+
+
+async def _bill_direct(settings: Settings, wait_seconds: float) -> dict[str, Any]:
+    db = Database.from_settings(settings)
+    try:
+        provider = build_provider(settings)
+    except ProviderConfigError as exc:
+        fail(str(exc))
+    clock = SystemClock()
+    try:
+        await prepare(db, allow_migrate=True)
+        run_id = await open_run(db, clock, settings.policy(), "cli")
+        w = Worker(
+            db,
+            provider,
+            clock,
+            settings.policy(provider.deduplicates_keys),
+            worker_settings(settings),
+        )
+
+        async def fetch() -> dict[str, Any]:
+            async with db.read() as conn:
+                return (await runs_json(conn, [run_id]))[0]
+
+        async def tick() -> None:
+            if not await w.step():
+                await asyncio.sleep(0.05)
+
+        state = await _follow(fetch, wait_seconds, tick)
+        await w.drain()
+        return state
+    finally:
+        await provider.aclose()
+        await db.dispose()
+
+
+async def _bill_remote(url: str, token: str, wait_seconds: float) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=30) as client:
+        try:
+            response = await client.post("/rest/v1/billing", json={"trigger": "cli"})
+        except httpx.HTTPError as exc:
+            fail(f"cannot reach {url}: {exc}")
+        if response.status_code != 202:
+            fail(f"{url} answered {response.status_code}: {response.text[:500]}")
+        run_id = response.json()["id"]
+
+        async def fetch() -> dict[str, Any]:
+            r = await client.get(f"/rest/v1/billing/runs/{run_id}")
+            r.raise_for_status()
+            body: dict[str, Any] = r.json()
+            return body
+
+        return await _follow(fetch, wait_seconds)
+
+
+def bill(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ANTAEUS_URL", help="a running Antaeus to trigger (else: this database)"
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="ANTAEUS_API_TOKEN", help="API token for --url", show_default=False),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="seconds to wait for the run to complete")
+    ] = 900,
+) -> None:
+    """Open a billing run now and follow it to completion, with a summary.
+
+    Without --url it charges in this process, directly on the database. Exits 0
+    when the run completed (whatever the declines), 1 when it is still open after
+    --timeout (the run goes on) or on errors.
+    """
+    os.environ.setdefault("ANTAEUS_LOG_LEVEL", "warning")
+    settings = load_settings()
+    started = time.perf_counter()
+    if url:
+        if not token:
+            fail("--url needs a token: --token or ANTAEUS_API_TOKEN")
+        state = run(_bill_remote(url, token, timeout))
+    else:
+        state = run(_bill_direct(settings, timeout))
+    out.print(_summary(state))
+    elapsed = time.perf_counter() - started
+    if state["status"] != "completed":
+        why = f" (charging paused: {state['pausedReason']})" if state["pausedReason"] else ""
+        fail(f"run {state['id']} is still open after {timeout:g} s{why}; it goes on")
+    out.print(f"run {state['id']} completed in {elapsed:.1f} s", highlight=False)

@@ -1,0 +1,182 @@
+"""What people do to invoices: retry a FAILED one, resolve a REVIEW one, void.
+
+Each action is one conditional UPDATE (the status it is allowed from, checked by
+row count), recorded with who did it and why, and announced in the outbox.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from antaeus.domain.invoice import TRANSITIONS, InvoiceEvent, InvoiceStatus, transition
+from antaeus.domain.policy import RunOutcome
+from antaeus.storage.repositories.billing import BillingRepository
+from antaeus.storage.tables import charge_attempts, invoice_actions, invoices, run_invoices
+
+S = InvoiceStatus
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    ok: bool
+    status: InvoiceStatus | None  # the status now (None: no such invoice)
+    reason: str | None = None
+
+
+class ActionRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def _status(self, invoice_id: int) -> InvoiceStatus | None:
+        value = await self.conn.scalar(select(invoices.c.status).where(invoices.c.id == invoice_id))
+        return InvoiceStatus(value) if value else None
+
+    async def _audit(
+        self,
+        invoice_id: int,
+        action: str,
+        actor: str,
+        note: str | None,
+        before: InvoiceStatus,
+        after: InvoiceStatus,
+        now: datetime,
+        charge_id: str | None = None,
+    ) -> None:
+        await self.conn.execute(
+            insert(invoice_actions).values(
+                invoice_id=invoice_id,
+                action=action,
+                actor=actor,
+                note=note,
+                charge_id=charge_id,
+                from_status=before.value,
+                to_status=after.value,
+                created_at=now,
+            )
+        )
+        payload: dict[str, Any] = {"invoiceId": invoice_id, "action": action, "actor": actor}
+        if charge_id:
+            payload["chargeId"] = charge_id
+        await BillingRepository(self.conn).add_events(
+            [(f"invoice.{action}", invoice_id, None, json.dumps(payload))], now
+        )
+
+    async def retry(
+        self, invoice_id: int, actor: str, note: str | None, now: datetime
+    ) -> ActionResult:
+        """FAILED -> PENDING, due now, a fresh dunning cycle; the next charge is a new attempt."""
+        after = transition(S.FAILED, InvoiceEvent.RETRY)
+        result = await self.conn.execute(
+            update(invoices)
+            .where(invoices.c.id == invoice_id, invoices.c.status == S.FAILED.value)
+            .values(
+                status=after.value,
+                next_attempt_at=now,
+                eligible_at=now,
+                dunning_count=0,
+                attempt_open_since=None,
+                updated_at=now,
+            )
+        )
+        if result.rowcount != 1:
+            return ActionResult(False, await self._status(invoice_id))
+        await self._audit(invoice_id, "retried", actor, note, S.FAILED, after, now)
+        return ActionResult(True, after)
+
+    async def resolve(
+        self,
+        invoice_id: int,
+        charged: bool,
+        charge_id: str | None,
+        actor: str,
+        note: str | None,
+        now: datetime,
+    ) -> ActionResult:
+        """REVIEW -> PAID (with the provider's charge id), or -> PENDING due now (new attempt)."""
+        event = InvoiceEvent.RESOLVE_CHARGED if charged else InvoiceEvent.RESOLVE_NOT_CHARGED
+        after = transition(S.REVIEW, event)
+        values: dict[str, Any] = {
+            "status": after.value,
+            "attempt_open_since": None,
+            "updated_at": now,
+            "run_id": None,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        }
+        if charged:
+            values.update(last_failure=None, next_attempt_at=None, eligible_at=now)
+        else:
+            values.update(next_attempt_at=now, eligible_at=now, dunning_count=0)
+        result = await self.conn.execute(
+            update(invoices)
+            .where(invoices.c.id == invoice_id, invoices.c.status == S.REVIEW.value)
+            .values(**values)
+            .returning(invoices.c.attempt_count)
+        )
+        row = result.first()
+        if row is None:
+            return ActionResult(False, await self._status(invoice_id))
+        attempt_values: dict[str, Any] = {"finished_at": now}
+        if charged:
+            attempt_values.update(outcome="charged", charge_id=charge_id)
+        await self.conn.execute(
+            update(charge_attempts)
+            .where(
+                charge_attempts.c.invoice_id == invoice_id,
+                charge_attempts.c.number == row.attempt_count,
+            )
+            .values(**attempt_values)
+        )
+        action = "resolved_charged" if charged else "resolved_not_charged"
+        await self._audit(invoice_id, action, actor, note, S.REVIEW, after, now, charge_id)
+        return ActionResult(True, after)
+
+    async def void(
+        self, invoice_id: int, actor: str, note: str | None, now: datetime
+    ) -> ActionResult:
+        """FAILED -> VOID, or PENDING -> VOID when no attempt of unknown outcome is open."""
+        before = await self._status(invoice_id)
+        if before is None or (before, InvoiceEvent.VOID) not in TRANSITIONS:
+            return ActionResult(False, before)
+        guard = invoices.c.status == before.value
+        if before is S.PENDING:
+            guard = and_(guard, invoices.c.attempt_open_since.is_(None))
+        result = await self.conn.execute(
+            update(invoices)
+            .where(invoices.c.id == invoice_id, guard)
+            .values(status=S.VOID.value, next_attempt_at=None, run_id=None, updated_at=now)
+        )
+        if result.rowcount != 1:
+            status = await self._status(invoice_id)
+            reason = None
+            if status is S.PENDING:
+                reason = (
+                    "an attempt of unknown outcome is open: the provider may have charged it; "
+                    "wait for its repeat, or for REVIEW, before voiding"
+                )
+            return ActionResult(False, status, reason)
+        open_runs = await self.conn.execute(
+            update(run_invoices)
+            .where(run_invoices.c.invoice_id == invoice_id, run_invoices.c.outcome.is_(None))
+            .values(outcome=RunOutcome.VOID.value, finished_at=now)
+            .returning(run_invoices.c.run_id)
+        )
+        run_ids = [r.run_id for r in open_runs]
+        if run_ids:
+            await BillingRepository(self.conn).complete_runs(run_ids, now)
+        await self._audit(invoice_id, "voided", actor, note, before, S.VOID, now)
+        return ActionResult(True, S.VOID)
+
+    async def attempts(self, invoice_id: int) -> list[Any]:
+        rows = await self.conn.execute(
+            select(charge_attempts)
+            .where(charge_attempts.c.invoice_id == invoice_id)
+            .order_by(charge_attempts.c.number)
+        )
+        return list(rows)
