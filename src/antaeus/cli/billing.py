@@ -49,6 +49,24 @@ async def _wait_for_schema(db: Database, stop: asyncio.Event) -> None:
         await asyncio.sleep(2)
 
 
+def _failpoint() -> Callable[[str, list[Any]], None] | None:
+    """`ANTAEUS_FAILPOINT=<step>` makes this worker SIGKILL itself at that step (crash tests).
+
+    Steps: after_claim (attempts written ahead, nothing sent), before_record
+    (the provider answered; nothing recorded), before_commit (outcomes written,
+    not committed).
+    """
+    point = os.environ.get("ANTAEUS_FAILPOINT")
+    if not point:
+        return None
+
+    def hook(step: str, _batch: list[Any]) -> None:
+        if step == point:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
 def worker(
     concurrency: Annotated[
         int | None,
@@ -79,6 +97,7 @@ def worker(
                 SystemClock(),
                 settings.policy(provider.deduplicates_keys),
                 worker_settings(settings, concurrency),
+                crash_hook=_failpoint(),
             )
             await w.run(stop)
         finally:

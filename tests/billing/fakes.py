@@ -1,0 +1,38 @@
+"""A scriptable payment provider for tests: answers per invoice, records every call."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from antaeus.payments.provider import Charged, ChargeRequest, Declined, ProviderError
+
+Answer = Charged | Declined | ProviderError | Callable[[ChargeRequest], Charged | Declined]
+
+
+@dataclass
+class ScriptedProvider:
+    """Answers each invoice's calls from its script, in order; then `default`."""
+
+    scripts: dict[int, list[Answer]] = field(default_factory=dict)
+    default: Answer = field(default_factory=lambda: Charged("ch_default"))
+    deduplicates_keys: bool = True
+    key_retention: timedelta = timedelta(hours=24)
+    calls: list[ChargeRequest] = field(default_factory=list)
+    by_invoice: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    async def charge(self, request: ChargeRequest) -> Charged | Declined:
+        self.calls.append(request)
+        self.by_invoice[request.invoice_id].append(request.idempotency_key)
+        script = self.scripts.get(request.invoice_id)
+        answer = script.pop(0) if script else self.default
+        if isinstance(answer, ProviderError):
+            raise answer
+        if callable(answer):
+            return answer(request)
+        return answer
+
+    async def aclose(self) -> None:
+        return None
