@@ -14,9 +14,11 @@ Schemathesis runs and ends with the item.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from fastapi import FastAPI
@@ -41,7 +43,8 @@ from antaeus.storage.repositories.invoices import InvoiceRepository
 
 #: Up to this many random requests per operation and mode, besides Schemathesis'
 #: deterministic boundary-value ("coverage") cases: keeps the file under a minute.
-MAX_EXAMPLES = 25
+#: For a deeper run: ANTAEUS_FUZZ_MAX_EXAMPLES=500 pytest tests/api/test_fuzz.py
+MAX_EXAMPLES = int(os.environ.get("ANTAEUS_FUZZ_MAX_EXAMPLES", "25"))
 MAX_ID = 2**63 - 1
 BASE_URL = "http://testserver"
 
@@ -104,9 +107,7 @@ def existing_customer(context: schemathesis.HookContext, body: Any) -> Any:
     return st.one_of(st.just(body), existing)
 
 
-@pytest.fixture
-async def fuzz_app(settings: Settings, database: Database, clock: ManualClock) -> FastAPI:
-    now = clock.now()
+async def _seed(database: Database, now: datetime) -> None:
     async with database.write() as conn:
         customers = CustomerRepository(conn)
         invoices = InvoiceRepository(conn)
@@ -115,6 +116,11 @@ async def fuzz_app(settings: Settings, database: Database, clock: ManualClock) -
             assert customer.id == expected_id
             for value, due in (("10.00", PAST_DUE), ("1234567.89", NOT_YET_DUE)):
                 await invoices.create(customer.id, Money.of(value, currency), due, now)
+
+
+@pytest.fixture
+async def fuzz_app(settings: Settings, database: Database, clock: ManualClock) -> FastAPI:
+    await _seed(database, clock.now())
     # No `database=` here: the app builds its own in its lifespan, which
     # Schemathesis runs on its own event loop and ends after the test.
     return create_app(settings, clock=clock)
@@ -131,3 +137,54 @@ def test_api_survives_fuzzing(case: schemathesis.Case, fuzz_app: FastAPI, token:
         headers={"Authorization": f"Bearer {token}"},
         checks=CHECKS,
     )
+
+
+# --- what the fuzzer found, pinned down -------------------------------------------------
+#
+# A bare JSON number as the whole body is accepted by operations whose body is an
+# optional object. The app parses JSON numbers to `Decimal` (api/jsonio.py) and
+# FastAPI validates bodies with `from_attributes=True`, so pydantic takes the
+# Decimal for an object without attributes, i.e. `{}`. Schemathesis' reproduction:
+#   curl -X POST -H 'Authorization: Bearer …' -H 'Content-Type: application/json' \
+#        -d -2.219809185268943e+16 http://testserver/rest/v1/invoices/5/void
+# answered 200 and voided invoice 5.
+
+NUMBER_BODY_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="app bug: a bare JSON number body (parsed to Decimal) passes as an empty "
+    "optional body model, through FastAPI's from_attributes validation",
+)
+NUMBER_BODY_BROKEN = {
+    "POST /rest/v1/billing",
+    "POST /rest/v1/invoices/{id}/retry",
+    "POST /rest/v1/invoices/{id}/void",
+}
+
+
+def _object_body_operations() -> list[Any]:
+    """Every operation that takes a JSON body, as a pytest param ("METHOD /path")."""
+    params = []
+    for path, item in _openapi["paths"].items():
+        for method, operation in item.items():
+            content = operation.get("requestBody", {}).get("content", {})
+            if "application/json" in content:
+                label = f"{method.upper()} {path}"
+                marks = [NUMBER_BODY_BUG] if label in NUMBER_BODY_BROKEN else []
+                params.append(pytest.param(method.upper(), path, id=label, marks=marks))
+    return params
+
+
+@pytest.mark.parametrize(("method", "path"), _object_body_operations())
+async def test_a_bare_number_is_not_a_json_object_body(
+    method: str, path: str, client: httpx.AsyncClient, database: Database, clock: ManualClock
+) -> None:
+    await _seed(database, clock.now())
+    url = path.replace("{id}", "1")  # invoice 1 (or customer 1) exists; invoice 1 is due
+    response = await client.request(
+        method, url, content=b"1.5", headers={"Content-Type": "application/json"}
+    )
+    # Refused by validation, before any lookup or state check (404, 409) could answer.
+    assert response.status_code in (400, 422), (
+        f"{method} {url}: {response.status_code} {response.text}"
+    )
+    assert (await client.get("/rest/v1/invoices/1")).json()["status"] == "PENDING"
