@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Final
+from typing import Any, Final
 
 from antaeus.domain.money import Currency, Money
 from antaeus.payments.provider import (
@@ -106,6 +106,8 @@ class SimulatorStore:
             if path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA busy_timeout=30000")
+            # a simulator: surviving a process crash (WAL) is enough, power loss is not modelled
+            self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -120,84 +122,130 @@ class SimulatorStore:
     def process(
         self,
         requests: list[ChargeRequest],
-        decide: Callable[[sqlite3.Cursor, ChargeRequest, int], tuple[str, bool]],
+        decide: Callable[[ChargeRequest, int, tuple[str, int] | None, bool], tuple[str, bool]],
         now: float,
         retention_seconds: float,
     ) -> list[Result]:
-        """Charge `requests` in one transaction; one result per request, in order."""
-        out: list[Result] = []
+        """Charge `requests` in one transaction; one result per request, in order.
+
+        Reads every key, send count and account the batch needs up front, decides
+        in memory (later requests of the batch see the earlier ones), and writes
+        with one executemany per table.
+        """
         with self._lock:
             cur = self._begin()
             try:
-                for req in requests:
-                    out.append(self._one(cur, req, decide, now, retention_seconds))
+                out = self._process(cur, requests, decide, now, retention_seconds)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
         return out
 
-    def _one(
+    @staticmethod
+    def _fetch(cur: sqlite3.Cursor, sql: str, ids: list[Any]) -> list[Any]:
+        rows: list[Any] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows.extend(cur.execute(sql.format(marks=marks), chunk).fetchall())
+        return rows
+
+    def _process(
         self,
         cur: sqlite3.Cursor,
-        req: ChargeRequest,
-        decide: Callable[[sqlite3.Cursor, ChargeRequest, int], tuple[str, bool]],
+        requests: list[ChargeRequest],
+        decide: Callable[[ChargeRequest, int, tuple[str, int] | None, bool], tuple[str, bool]],
         now: float,
         retention_seconds: float,
-    ) -> Result:
-        key = req.idempotency_key
-        row = cur.execute(
-            "SELECT request_hash, outcome, charge_id, created_at FROM keys WHERE key = ?", (key,)
-        ).fetchone()
-        if row is not None and now - row[3] < retention_seconds:
-            if row[0] != _request_hash(req):
-                return KeyReusedError(f"key {key} was used with another request")
-            self._bump(cur, "replays")
-            return _result(row[1], row[2], replayed=True)
-        cur.execute(
-            "INSERT INTO sends (key, n) VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET n = n + 1",
-            (key,),
-        )
-        sends = cur.execute("SELECT n FROM sends WHERE key = ?", (key,)).fetchone()[0]
-        outcome, ambiguous = decide(cur, req, sends)
-        if outcome == "network_error":
-            self._bump(cur, "network_errors")
-            return OutcomeUnknownError("simulated network error (nothing happened)")
-        charge_id = None
-        if outcome == CHARGED:
-            charge_id = "ch_" + hashlib.sha256(f"{key}:{sends}:{now}".encode()).hexdigest()[:24]
-            cur.execute(
-                "INSERT INTO charges VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    charge_id,
-                    key,
-                    req.invoice_id,
-                    req.customer_id,
-                    req.amount.minor,
-                    req.amount.currency.value,
-                    now,
-                ),
+    ) -> list[Result]:
+        keys = list({r.idempotency_key for r in requests})
+        known = {
+            row[0]: (row[1], row[2], row[3], row[4])
+            for row in self._fetch(
+                cur,
+                "SELECT key, request_hash, outcome, charge_id, created_at FROM keys "
+                "WHERE key IN ({marks})",
+                keys,
             )
-            cur.execute(
-                "UPDATE accounts SET balance_minor = balance_minor - ? WHERE customer_id = ?",
-                (req.amount.minor, req.customer_id),
-            )
-        cur.execute(
+        }
+        sends = dict(self._fetch(cur, "SELECT key, n FROM sends WHERE key IN ({marks})", keys))
+        strict = cur.execute("SELECT 1 FROM accounts LIMIT 1").fetchone() is not None
+        accounts: dict[int, tuple[str, int]] = {}
+        if strict:
+            customers = list({r.customer_id for r in requests})
+            accounts = {
+                row[0]: (row[1], row[2])
+                for row in self._fetch(
+                    cur,
+                    "SELECT customer_id, currency, balance_minor FROM accounts "
+                    "WHERE customer_id IN ({marks})",
+                    customers,
+                )
+            }
+        out: list[Result] = []
+        new_keys: dict[str, tuple[str, str, str | None, float]] = {}
+        charges: list[tuple[Any, ...]] = []
+        stats: dict[str, int] = {}
+        for req in requests:
+            key = req.idempotency_key
+            digest = _request_hash(req)
+            seen = known.get(key)
+            if seen is not None and now - seen[3] < retention_seconds:
+                if seen[0] != digest:
+                    out.append(KeyReusedError(f"key {key} was used with another request"))
+                    continue
+                stats["replays"] = stats.get("replays", 0) + 1
+                out.append(_result(seen[1], seen[2], replayed=True))
+                continue
+            n = sends[key] = sends.get(key, 0) + 1
+            outcome, ambiguous = decide(req, n, accounts.get(req.customer_id), strict)
+            if outcome == "network_error":
+                stats["network_errors"] = stats.get("network_errors", 0) + 1
+                out.append(OutcomeUnknownError("simulated network error (nothing happened)"))
+                continue
+            charge_id = None
+            if outcome == CHARGED:
+                charge_id = "ch_" + hashlib.sha256(f"{key}:{n}:{now}".encode()).hexdigest()[:24]
+                amount = req.amount
+                charges.append(
+                    (
+                        charge_id,
+                        key,
+                        req.invoice_id,
+                        req.customer_id,
+                        amount.minor,
+                        amount.currency.value,
+                        now,
+                    )
+                )
+                if req.customer_id in accounts:
+                    currency, balance = accounts[req.customer_id]
+                    accounts[req.customer_id] = (currency, balance - amount.minor)
+            known[key] = new_keys[key] = (digest, outcome, charge_id, now)
+            stats[outcome] = stats.get(outcome, 0) + 1
+            if ambiguous:
+                stats["ambiguous"] = stats.get("ambiguous", 0) + 1
+                out.append(OutcomeUnknownError("simulated lost answer (the charge was made)"))
+            else:
+                out.append(_result(outcome, charge_id, replayed=False))
+        cur.executemany("INSERT OR REPLACE INTO sends VALUES (?, ?)", list(sends.items()))
+        cur.executemany(
             "INSERT OR REPLACE INTO keys VALUES (?, ?, ?, ?, ?)",
-            (key, _request_hash(req), outcome, charge_id, now),
+            [(k, *v) for k, v in new_keys.items()],
         )
-        self._bump(cur, outcome)
-        if ambiguous:
-            self._bump(cur, "ambiguous")
-            return OutcomeUnknownError("simulated lost answer (the charge was made)")
-        return _result(outcome, charge_id, replayed=False)
-
-    @staticmethod
-    def _bump(cur: sqlite3.Cursor, name: str) -> None:
-        cur.execute(
-            "INSERT INTO stats (name, n) VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET n = n + 1",
-            (name,),
+        cur.executemany("INSERT INTO charges VALUES (?, ?, ?, ?, ?, ?, ?)", charges)
+        if strict:
+            cur.executemany(
+                "UPDATE accounts SET balance_minor = ? WHERE customer_id = ?",
+                [(balance, cid) for cid, (_, balance) in accounts.items()],
+            )
+        cur.executemany(
+            "INSERT INTO stats (name, n) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET n = n + excluded.n",
+            list(stats.items()),
         )
+        return out
 
     def ledger(self) -> list[LedgerEntry]:
         with self._lock:
@@ -267,7 +315,6 @@ class SimulatedPaymentProvider:
         self._rng = random.Random(seed)
         self._queue: list[tuple[ChargeRequest, asyncio.Future[Result]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._use_accounts: bool | None = None
 
     @property
     def key_retention(self) -> timedelta:
@@ -304,17 +351,15 @@ class SimulatedPaymentProvider:
                 if not future.done():
                     future.set_result(result)
 
-    def _decide(self, cur: sqlite3.Cursor, req: ChargeRequest, sends: int) -> tuple[str, bool]:
+    def _decide(
+        self, req: ChargeRequest, sends: int, account: tuple[str, int] | None, strict: bool
+    ) -> tuple[str, bool]:
         """(outcome, ambiguous) of a request sent for the `sends`-th time under its key."""
         r = self.failure_rate
         key = req.idempotency_key
-        if _unit(self.seed, key, "fault", sends) < r * 0.2:
+        if r and _unit(self.seed, key, "fault", sends) < r * 0.2:
             return "network_error", False
-        account = cur.execute(
-            "SELECT currency, balance_minor FROM accounts WHERE customer_id = ?",
-            (req.customer_id,),
-        ).fetchone()
-        if account is not None or self._accounts_loaded(cur):
+        if strict:
             if account is None:
                 outcome = NOT_FOUND
             elif account[0] != req.amount.currency.value:
@@ -323,8 +368,10 @@ class SimulatedPaymentProvider:
                 outcome = INSUFFICIENT
             else:
                 outcome = CHARGED
+        elif not r:
+            outcome = CHARGED
         else:
-            u = _unit(self.seed, key, "outcome") / max(r, 1e-12) if r else 1.0
+            u = _unit(self.seed, key, "outcome") / r
             if u < 0.5:
                 outcome = INSUFFICIENT
             elif u < 0.6:
@@ -333,15 +380,10 @@ class SimulatedPaymentProvider:
                 outcome = MISMATCH
             else:
                 outcome = CHARGED
-        ambiguous = outcome == CHARGED and _unit(self.seed, key, "ambiguous", sends) < r * 0.1
+        ambiguous = (
+            bool(r) and outcome == CHARGED and _unit(self.seed, key, "ambiguous", sends) < r * 0.1
+        )
         return outcome, ambiguous
-
-    def _accounts_loaded(self, cur: sqlite3.Cursor) -> bool:
-        if self._use_accounts is None:
-            self._use_accounts = (
-                cur.execute("SELECT 1 FROM accounts LIMIT 1").fetchone() is not None
-            )
-        return self._use_accounts
 
     async def aclose(self) -> None:
         if self._flusher is not None:

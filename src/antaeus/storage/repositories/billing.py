@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from antaeus.domain.invoice import InvoiceStatus
 from antaeus.domain.money import Currency, Money
 from antaeus.domain.policy import RunOutcome
+from antaeus.storage.batch import Batch
 from antaeus.storage.tables import (
     billing_runs,
     charge_attempts,
@@ -103,8 +104,84 @@ class RunStats:
     collected: list[Money]
 
 
-def _insert_for(conn: AsyncConnection) -> Any:
-    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+def _attempt_upsert(insert_fn: Any) -> Batch:
+    """Write an attempt ahead; a repeat of an open attempt only counts one more send."""
+    stmt = insert_fn(charge_attempts).values(
+        invoice_id=bindparam("b_id"),
+        number=bindparam("b_number"),
+        idempotency_key=bindparam("b_key"),
+        run_id=bindparam("b_run"),
+        started_at=bindparam("b_now"),
+        sends=1,
+    )
+    return Batch(
+        stmt.on_conflict_do_update(
+            index_elements=[charge_attempts.c.invoice_id, charge_attempts.c.number],
+            set_={"sends": charge_attempts.c.sends + 1, "run_id": stmt.excluded.run_id},
+        )
+    )
+
+
+_UPSERT_ATTEMPTS = {
+    "postgresql": _attempt_upsert(pg_insert),
+    "sqlite": _attempt_upsert(sqlite_insert),
+}
+
+_RECORD_INVOICES = Batch(
+    update(invoices)
+    .where(
+        invoices.c.id == bindparam("b_id"),
+        invoices.c.status == PROCESSING,
+        invoices.c.lease_owner == bindparam("b_owner"),
+    )
+    .values(
+        status=bindparam("b_status"),
+        last_failure=bindparam("b_last_failure"),
+        next_attempt_at=bindparam("b_next_attempt_at"),
+        eligible_at=bindparam("b_eligible_at"),
+        attempt_open_since=bindparam("b_attempt_open_since"),
+        dunning_count=bindparam("b_dunning_count"),
+        unknown_repeats=bindparam("b_unknown_repeats"),
+        run_unknown_since=bindparam("b_run_unknown_since"),
+        run_id=bindparam("b_run_id"),
+        lease_owner=bindparam("b_no_owner"),
+        lease_expires_at=bindparam("b_no_lease"),
+        updated_at=bindparam("b_now"),
+    )
+)
+
+_RECORD_ATTEMPTS = Batch(
+    update(charge_attempts)
+    .where(
+        charge_attempts.c.invoice_id == bindparam("b_id"),
+        charge_attempts.c.number == bindparam("b_number"),
+    )
+    .values(
+        outcome=bindparam("b_outcome"),
+        finished_at=bindparam("b_finished_at"),
+        charge_id=bindparam("b_charge_id"),
+    )
+)
+
+_RECORD_RUN_INVOICES = Batch(
+    update(run_invoices)
+    .where(
+        run_invoices.c.run_id == bindparam("b_run"),
+        run_invoices.c.invoice_id == bindparam("b_id"),
+        run_invoices.c.outcome.is_(None),
+    )
+    .values(outcome=bindparam("b_outcome"), finished_at=bindparam("b_now"))
+)
+
+_INSERT_EVENTS = Batch(
+    insert(events).values(
+        type=bindparam("b_type"),
+        invoice_id=bindparam("b_invoice"),
+        run_id=bindparam("b_run"),
+        payload=bindparam("b_payload"),
+        created_at=bindparam("b_now"),
+    )
+)
 
 
 def _due_not_in_run(now: datetime, cut: datetime, open_attempts_only: bool) -> Any:
@@ -316,26 +393,19 @@ class BillingRepository:
             )
             for r in result
         ]
-        if claimed:
-            stmt = _insert_for(self.conn)(charge_attempts)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[charge_attempts.c.invoice_id, charge_attempts.c.number],
-                set_={"sends": charge_attempts.c.sends + 1, "run_id": stmt.excluded.run_id},
-            )
-            await self.conn.execute(
-                stmt,
-                [
-                    {
-                        "invoice_id": c.invoice_id,
-                        "number": c.attempt,
-                        "idempotency_key": c.idempotency_key,
-                        "run_id": c.run_id,
-                        "started_at": now,
-                        "sends": 1,
-                    }
-                    for c in claimed
-                ],
-            )
+        await _UPSERT_ATTEMPTS[self.conn.dialect.name].executemany(
+            self.conn,
+            [
+                {
+                    "b_id": c.invoice_id,
+                    "b_number": c.attempt,
+                    "b_key": c.idempotency_key,
+                    "b_run": c.run_id,
+                    "b_now": now,
+                }
+                for c in claimed
+            ],
+        )
         return claimed
 
     async def renew_leases(self, owner: str, until: datetime) -> int:
@@ -388,28 +458,8 @@ class BillingRepository:
         """Write outcomes for invoices this worker still owns; answers the runs completed."""
         if not rows:
             return []
-        inv = invoices.c
-        result = await self.conn.execute(
-            update(invoices)
-            .where(
-                inv.id == bindparam("b_id"),
-                inv.status == PROCESSING,
-                inv.lease_owner == bindparam("b_owner"),
-            )
-            .values(
-                status=bindparam("b_status"),
-                last_failure=bindparam("b_last_failure"),
-                next_attempt_at=bindparam("b_next_attempt_at"),
-                eligible_at=bindparam("b_eligible_at"),
-                attempt_open_since=bindparam("b_attempt_open_since"),
-                dunning_count=bindparam("b_dunning_count"),
-                unknown_repeats=bindparam("b_unknown_repeats"),
-                run_unknown_since=bindparam("b_run_unknown_since"),
-                run_id=bindparam("b_run_id"),
-                lease_owner=None,
-                lease_expires_at=None,
-                updated_at=now,
-            ),
+        changed = await _RECORD_INVOICES.executemany(
+            self.conn,
             [
                 {
                     "b_id": r.invoice_id,
@@ -423,23 +473,18 @@ class BillingRepository:
                     "b_unknown_repeats": r.unknown_repeats,
                     "b_run_unknown_since": r.run_unknown_since,
                     "b_run_id": None if r.run_outcome else r.run_id,
+                    "b_no_owner": None,
+                    "b_no_lease": None,
+                    "b_now": now,
                 }
                 for r in rows
             ],
         )
-        if result.rowcount not in (-1, None) and result.rowcount != len(rows):
-            raise LeaseLostError(
-                f"{len(rows) - result.rowcount} of {len(rows)} invoices changed hands"
-            )
-        att = charge_attempts.c
-        await self.conn.execute(
-            update(charge_attempts)
-            .where(att.invoice_id == bindparam("b_id"), att.number == bindparam("b_number"))
-            .values(
-                outcome=bindparam("b_outcome"),
-                finished_at=bindparam("b_finished_at"),
-                charge_id=bindparam("b_charge_id"),
-            ),
+        if changed not in (-1, len(rows)):
+            # callers pass only invoices `still_owned` locked for them: this is a bug
+            raise LeaseLostError(f"{len(rows) - changed} of {len(rows)} invoices changed hands")
+        await _RECORD_ATTEMPTS.executemany(
+            self.conn,
             [
                 {
                     "b_id": r.invoice_id,
@@ -452,21 +497,13 @@ class BillingRepository:
             ],
         )
         leaving = [r for r in rows if r.run_outcome]
-        if leaving:
-            ri = run_invoices.c
-            await self.conn.execute(
-                update(run_invoices)
-                .where(
-                    ri.run_id == bindparam("b_run"),
-                    ri.invoice_id == bindparam("b_id"),
-                    ri.outcome.is_(None),
-                )
-                .values(outcome=bindparam("b_outcome"), finished_at=now),
-                [
-                    {"b_run": r.run_id, "b_id": r.invoice_id, "b_outcome": r.run_outcome}
-                    for r in leaving
-                ],
-            )
+        await _RECORD_RUN_INVOICES.executemany(
+            self.conn,
+            [
+                {"b_run": r.run_id, "b_id": r.invoice_id, "b_outcome": r.run_outcome, "b_now": now}
+                for r in leaving
+            ],
+        )
         await self.add_events(
             [(r.event_type, r.invoice_id, r.run_id, r.event_payload) for r in rows], now
         )
@@ -475,14 +512,13 @@ class BillingRepository:
     async def add_events(
         self, items: Sequence[tuple[str, int | None, int | None, str]], now: datetime
     ) -> None:
-        if items:
-            await self.conn.execute(
-                insert(events),
-                [
-                    {"type": t, "invoice_id": i, "run_id": r, "payload": p, "created_at": now}
-                    for t, i, r, p in items
-                ],
-            )
+        await _INSERT_EVENTS.executemany(
+            self.conn,
+            [
+                {"b_type": t, "b_invoice": i, "b_run": r, "b_payload": p, "b_now": now}
+                for t, i, r, p in items
+            ],
+        )
 
     # -- the scheduler's sweeps -----------------------------------------------
 
