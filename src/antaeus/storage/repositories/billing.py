@@ -283,6 +283,16 @@ class BillingRepository:
             else None
         )
 
+    async def get_runs(self, run_ids: Sequence[int]) -> list[RunRow]:
+        if not run_ids:
+            return []
+        rows = await self.conn.execute(
+            select(billing_runs)
+            .where(billing_runs.c.id.in_(list(run_ids)))
+            .order_by(billing_runs.c.id)
+        )
+        return [RunRow(r.id, r.trigger, r.status, r.started_at, r.completed_at) for r in rows]
+
     async def list_runs(self, *, after: int, limit: int, status: str | None) -> list[RunRow]:
         query = select(billing_runs).where(billing_runs.c.id > after)
         if status is not None:
