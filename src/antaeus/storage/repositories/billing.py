@@ -540,16 +540,24 @@ class BillingRepository:
         Takes PENDING invoices and PROCESSING ones whose lease expired; answers
         (invoice id, run id) of each moved.
         """
+        past = and_(
+            invoices.c.attempt_open_since.is_not(None),
+            invoices.c.attempt_open_since <= cut,
+            or_(
+                invoices.c.status == PENDING,
+                and_(invoices.c.status == PROCESSING, invoices.c.lease_expires_at <= now),
+            ),
+        )
+        # Read the runs first: RETURNING would answer the run_id after it is cleared.
+        query = select(invoices.c.id, invoices.c.run_id).where(past)
+        if self.is_pg:
+            query = query.with_for_update(skip_locked=True)
+        found = {r.id: r.run_id for r in await self.conn.execute(query)}
+        if not found:
+            return []
         result = await self.conn.execute(
             update(invoices)
-            .where(
-                invoices.c.attempt_open_since.is_not(None),
-                invoices.c.attempt_open_since <= cut,
-                or_(
-                    invoices.c.status == PENDING,
-                    and_(invoices.c.status == PROCESSING, invoices.c.lease_expires_at <= now),
-                ),
-            )
+            .where(invoices.c.id.in_(list(found)), past)
             .values(
                 status=InvoiceStatus.REVIEW.value,
                 last_failure="unknown_outcome",
@@ -559,9 +567,9 @@ class BillingRepository:
                 run_id=None,
                 updated_at=now,
             )
-            .returning(invoices.c.id, invoices.c.run_id)
+            .returning(invoices.c.id)
         )
-        moved = [(r.id, r.run_id) for r in result]
+        moved = [(r.id, found[r.id]) for r in result]
         in_runs = [(i, r) for i, r in moved if r is not None]
         if in_runs:
             ri = run_invoices.c
