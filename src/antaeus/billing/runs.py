@@ -16,6 +16,7 @@ import structlog
 
 from antaeus.clock import Clock
 from antaeus.domain.policy import PolicySettings
+from antaeus.observability import metrics
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.billing import BillingRepository
 
@@ -35,6 +36,7 @@ async def open_run(db: Database, clock: Clock, policy: PolicySettings, trigger: 
     async with db.write() as conn:
         run_id = await BillingRepository(conn).open_run(trigger, now, repeat_cut(policy, now))
     assert run_id is not None
+    metrics.RUNS_OPENED.labels(trigger).inc()
     log.info("run_opened", run_id=run_id, trigger=trigger)
     return run_id
 
@@ -77,6 +79,7 @@ class Scheduler:
                     ],
                     now,
                 )
+        metrics.INVOICES_TO_REVIEW.inc(len(moved))
         for invoice_id, _ in moved:
             log.warning("invoice_needs_review", invoice_id=invoice_id, reason="unknown_outcome")
         async with self.db.write() as conn:
@@ -88,6 +91,7 @@ class Scheduler:
                 skip_if_empty=True,
             )
         if run_id is not None:
+            metrics.RUNS_OPENED.labels("schedule").inc()
             log.info("run_opened", run_id=run_id, trigger="schedule")
         return run_id
 

@@ -37,6 +37,7 @@ from antaeus.domain.policy import (
     PolicySettings,
     decide,
 )
+from antaeus.observability import metrics
 from antaeus.payments.provider import (
     Charged,
     ChargeRequest,
@@ -229,6 +230,10 @@ class Worker:
         return claimed
 
     async def _call(self, item: Claimed) -> Answer:
+        with metrics.CHARGE_SECONDS.time():
+            return await self._charge(item)
+
+    async def _charge(self, item: Claimed) -> Answer:
         request = ChargeRequest(
             item.invoice_id, item.customer_id, item.amount, item.idempotency_key
         )
@@ -295,6 +300,7 @@ class Worker:
         lost = len(answers) - len([a for a in answers if a.claimed.invoice_id in owned])
         if lost:
             self.stats.lost_leases += lost
+            metrics.LEASES_LOST.inc(lost)
             self.log.warning(
                 "lease_lost",
                 invoices=[
@@ -303,13 +309,16 @@ class Worker:
             )
         if unauthorized:
             self._paused = unauthorized
+            metrics.CHARGING_PAUSED.set(1)
             self.log.error("charging_paused", reason="provider_unauthorized", detail=unauthorized)
         elif outcomes and self._paused:
             self._paused = None
+            metrics.CHARGING_PAUSED.set(0)
             self.log.warning("charging_resumed")
         self.stats.recorded += len(mine)
         self.stats.released += len(releases)
         for r in mine:
+            metrics.CHARGES.labels(r.attempt_outcome).inc()
             self.stats.by_outcome[r.attempt_outcome] = (
                 self.stats.by_outcome.get(r.attempt_outcome, 0) + 1
             )

@@ -74,12 +74,19 @@ def worker(
             min=1, max=10_000, help="provider calls in flight [ANTAEUS_WORKER_CONCURRENCY]"
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="serve Prometheus metrics on this port")
+    ] = None,
 ) -> None:
     """Charge the invoices of open runs (run as many as you like, on any machine).
 
     Stops gracefully on SIGTERM: finishes the calls in flight, records them, exits.
     """
     settings = load_settings()
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=settings.HOST)
 
     async def main() -> None:
         stop = asyncio.Event()

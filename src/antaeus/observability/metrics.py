@@ -1,0 +1,26 @@
+"""Prometheus metrics, each defined once. Names: antaeus_<noun>_<unit>."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CHARGES = Counter(
+    "antaeus_charges_total",
+    "Answers of the payment provider recorded, by outcome",
+    ["outcome"],
+)
+CHARGE_SECONDS = Histogram(
+    "antaeus_charge_duration_seconds",
+    "Time of one provider call (including waits on Retry-After)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+LEASES_LOST = Counter(
+    "antaeus_leases_lost_total", "Answers not recorded because the invoice changed hands"
+)
+CHARGING_PAUSED = Gauge(
+    "antaeus_charging_paused", "1 while this worker has charging paused (provider refused us)"
+)
+RUNS_OPENED = Counter("antaeus_runs_opened_total", "Billing runs opened, by trigger", ["trigger"])
+INVOICES_TO_REVIEW = Counter(
+    "antaeus_invoices_review_total", "Invoices sent to REVIEW by the scheduler (key retention)"
+)
