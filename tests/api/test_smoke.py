@@ -18,3 +18,10 @@ async def test_create_and_read_customer(client: httpx.AsyncClient) -> None:
     assert body == {"id": body["id"], "currency": "DKK", "timezone": "Europe/Copenhagen"}
     fetched = await client.get(f"/rest/v1/customers/{body['id']}")
     assert fetched.json() == body
+
+
+async def test_metrics_are_exposed_for_prometheus(anon: httpx.AsyncClient) -> None:
+    response = await anon.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "antaeus_charges_total" in response.text
