@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from antaeus.billing.runs import open_run
 from antaeus.billing.worker import Worker, WorkerSettings
@@ -25,6 +27,7 @@ from antaeus.payments.provider import (
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.billing import BillingRepository
 from antaeus.storage.repositories.installation import InstallationRepository
+from antaeus.storage.tables import events
 from tests.billing.fakes import ScriptedProvider
 from tests.billing.helpers import attempts_of, invoice_row, make_invoices, run_outcomes
 
@@ -72,8 +75,23 @@ async def test_charged_invoice_is_paid_with_the_providers_charge_id(
     assert await run_outcomes(database, run_id) == {invoice_id: "paid"}
     async with database.read() as conn:
         run = await BillingRepository(conn).get_run(run_id)
+        [event] = (
+            await conn.execute(select(events).where(events.c.invoice_id == invoice_id))
+        ).all()
     assert run is not None
     assert run.status == "completed"
+    assert event.type == "invoice.paid"
+    assert json.loads(event.payload) == {
+        "invoiceId": invoice_id,
+        "customerId": row.customer_id,
+        "amount": {"value": "10.50", "currency": "EUR"},
+        "status": "PAID",
+        "outcome": "charged",
+        "attempt": 1,
+        "chargeId": "ch_123",
+        "runId": run_id,
+        "nextAttemptAt": None,
+    }
 
 
 @pytest.mark.parametrize(

@@ -341,21 +341,16 @@ class Worker:
             jitter=self._rng.random(),
         )
         eligible = decision.next_attempt_at or now
-        payload = json.dumps(
-            {
-                "invoiceId": item.invoice_id,
-                "customerId": item.customer_id,
-                "amount": {"value": str(item.amount.value), "currency": item.amount.currency.value},
-                "status": decision.status.value,
-                "outcome": answer.outcome.value,
-                "attempt": item.attempt,
-                "chargeId": answer.charge_id,
-                "runId": item.run_id,
-                "nextAttemptAt": decision.next_attempt_at.isoformat()
-                if decision.next_attempt_at
-                else None,
-            },
-            separators=(",", ":"),
+        amount = item.amount
+        next_at = decision.next_attempt_at
+        # the values are numbers, codes and ISO times; only the charge id is foreign text
+        payload = (
+            f'{{"invoiceId":{item.invoice_id},"customerId":{item.customer_id},'
+            f'"amount":{{"value":"{amount.value}","currency":"{amount.currency.value}"}},'
+            f'"status":"{decision.status.value}","outcome":"{answer.outcome.value}",'
+            f'"attempt":{item.attempt},"chargeId":{json.dumps(answer.charge_id)},'
+            f'"runId":{item.run_id},'
+            f'"nextAttemptAt":{json.dumps(next_at.isoformat() if next_at else None)}}}'
         )
         return OutcomeRow(
             invoice_id=item.invoice_id,

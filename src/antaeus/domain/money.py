@@ -104,7 +104,17 @@ class Money:
 
     @classmethod
     def from_minor(cls, minor: int, currency: Currency) -> Money:
-        return cls(Decimal(minor).scaleb(-2), currency)
+        """From stored minor units (cents): exact by construction, so no re-validation."""
+        try:
+            value = Decimal(minor).scaleb(-2)
+        except InvalidOperation:
+            raise MoneyError("amount has too many digits") from None
+        if not value.is_finite() or value.adjusted() >= 28 - 2:
+            raise MoneyError("amount has too many digits")
+        money = object.__new__(cls)
+        object.__setattr__(money, "value", value)
+        object.__setattr__(money, "currency", currency)
+        return money
 
     @classmethod
     def zero(cls, currency: Currency) -> Money:

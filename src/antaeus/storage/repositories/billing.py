@@ -50,7 +50,7 @@ PENDING: Final = InvoiceStatus.PENDING.value
 PROCESSING: Final = InvoiceStatus.PROCESSING.value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built by the thousand on the hot path
 class Claimed:
     """An invoice claimed under this worker's lease, with its write-ahead attempt."""
 
@@ -66,7 +66,7 @@ class Claimed:
     run_unknown_since: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built by the thousand on the hot path
 class OutcomeRow:
     """What to write for one invoice that got an answer (built by the worker from a Decision)."""
 
