@@ -9,7 +9,9 @@ schema does not describe.
 
 The schema is loaded at import (it does not depend on the database), and each
 test item sends its requests in-process to a fresh app whose lifespan
-Schemathesis runs and ends with the item.
+Schemathesis runs and ends with the item. (`schemathesis.pytest.from_fixture`
+would be the natural fit, but Schemathesis 4.32 sets `Node._nodeid`, which
+pytest 9.2 no longer has.) What the fuzzer found is pinned down at the end.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import httpx
 import pytest
 import schemathesis
 from fastapi import FastAPI
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, assume, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import (
@@ -44,7 +46,7 @@ from antaeus.storage.repositories.invoices import InvoiceRepository
 #: Up to this many random requests per operation and mode, besides Schemathesis'
 #: deterministic boundary-value ("coverage") cases: keeps the file under a minute.
 #: For a deeper run: ANTAEUS_FUZZ_MAX_EXAMPLES=500 pytest tests/api/test_fuzz.py
-MAX_EXAMPLES = int(os.environ.get("ANTAEUS_FUZZ_MAX_EXAMPLES", "25"))
+MAX_EXAMPLES = int(os.environ.get("ANTAEUS_FUZZ_MAX_EXAMPLES", "20"))
 MAX_ID = 2**63 - 1
 BASE_URL = "http://testserver"
 
@@ -126,11 +128,39 @@ async def fuzz_app(settings: Settings, database: Database, clock: ManualClock) -
     return create_app(settings, clock=clock)
 
 
+# --- a known app bug -------------------------------------------------------------------
+#
+# A bare JSON number as the whole body is accepted by operations whose body is an
+# optional object. The app parses JSON numbers to `Decimal` (api/jsonio.py) and
+# FastAPI validates bodies with `from_attributes=True`, so pydantic takes the
+# Decimal for an object without attributes, i.e. `{}`. Schemathesis' reproductions:
+#   curl -X POST -H 'Authorization: Bearer …' -H 'Content-Type: application/json' \
+#        -d -2.219809185268943e+16 http://testserver/rest/v1/invoices/5/void
+# answered 200 and voided invoice 5; `-d -3.59e+151 …/rest/v1/billing` opened a run.
+# `test_a_bare_number_is_not_a_json_object_body` pins it down. Fixed: every request
+# body model refuses anything but a JSON object, so nothing is skipped any more.
+
+NUMBER_BODY_BROKEN: set[str] = set()
+NUMBER_BODY_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="app bug: a bare JSON number body (parsed to Decimal) passes as an empty "
+    "optional body model, through FastAPI's from_attributes validation",
+)
+
+
+def _is_known_number_body_bug(case: schemathesis.Case[Any]) -> bool:
+    # A float is sent as a JSON number with a fraction or exponent (a Decimal to the
+    # app); integers are rightly refused and stay in the run.
+    label = f"{case.method.upper()} {case.operation.path}"
+    return label in NUMBER_BODY_BROKEN and type(case.body) is float
+
+
 @schema.parametrize()
 # One app and database for all of an operation's requests, on purpose: created
 # rows accumulate, as they do in production.
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_api_survives_fuzzing(case: schemathesis.Case, fuzz_app: FastAPI, token: str) -> None:
+def test_api_survives_fuzzing(case: schemathesis.Case[Any], fuzz_app: FastAPI, token: str) -> None:
+    assume(not _is_known_number_body_bug(case))
     case.call_and_validate(
         base_url=BASE_URL,
         app=fuzz_app,
@@ -140,25 +170,6 @@ def test_api_survives_fuzzing(case: schemathesis.Case, fuzz_app: FastAPI, token:
 
 
 # --- what the fuzzer found, pinned down -------------------------------------------------
-#
-# A bare JSON number as the whole body is accepted by operations whose body is an
-# optional object. The app parses JSON numbers to `Decimal` (api/jsonio.py) and
-# FastAPI validates bodies with `from_attributes=True`, so pydantic takes the
-# Decimal for an object without attributes, i.e. `{}`. Schemathesis' reproduction:
-#   curl -X POST -H 'Authorization: Bearer …' -H 'Content-Type: application/json' \
-#        -d -2.219809185268943e+16 http://testserver/rest/v1/invoices/5/void
-# answered 200 and voided invoice 5.
-
-NUMBER_BODY_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="app bug: a bare JSON number body (parsed to Decimal) passes as an empty "
-    "optional body model, through FastAPI's from_attributes validation",
-)
-NUMBER_BODY_BROKEN = {
-    "POST /rest/v1/billing",
-    "POST /rest/v1/invoices/{id}/retry",
-    "POST /rest/v1/invoices/{id}/void",
-}
 
 
 def _object_body_operations() -> list[Any]:

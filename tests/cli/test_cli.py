@@ -99,6 +99,8 @@ def _describe(done: subprocess.CompletedProcess[str]) -> str:
 
 def _clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ANTAEUS_")}
+    # Output to a file or pipe is block-buffered, as for anyone running the command.
+    env.pop("PYTHONUNBUFFERED", None)
     # Plain, wide output: no colours, and rich tables never truncate a name.
     env.update({"NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200"}, **extra)
     return env
@@ -225,21 +227,30 @@ def _bearer(token: str) -> dict[str, str]:
 
 # --- tests ------------------------------------------------------------------------------
 
-HELP_COMMANDS = [
-    [],
-    ["serve"],
-    ["seed"],
-    ["db"],
-    ["db", "upgrade"],
-    ["db", "current"],
-    ["token"],
-    ["token", "create"],
-    ["token", "list"],
-    ["token", "revoke"],
-]
+
+def _command_paths() -> list[list[str]]:
+    """Every command and subcommand of the real CLI, read from its typer app."""
+    import typer
+
+    from antaeus.cli.main import app
+
+    paths: list[list[str]] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        paths.append(path)
+        if hasattr(command, "list_commands"):
+            ctx = command.context_class(command)
+            for name in command.list_commands(ctx):
+                walk(command.get_command(ctx, name), [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
 
 
 def test_every_command_has_help(tmp_path: Path) -> None:
+    commands = _command_paths()
+    documented = [["serve"], ["seed"], ["db", "upgrade"], ["token", "create"], ["token", "revoke"]]
+    assert all(c in commands for c in documented), commands
     # Started together: each run is mostly interpreter start-up and imports.
     runs = [
         (
@@ -253,7 +264,7 @@ def test_every_command_has_help(tmp_path: Path) -> None:
                 text=True,
             ),
         )
-        for command in HELP_COMMANDS
+        for command in commands
     ]
     for command, process in runs:
         stdout, stderr = process.communicate(timeout=COMMAND_TIMEOUT)
@@ -342,7 +353,6 @@ def test_token_create_list_revoke(cli: Cli) -> None:
     # A short cache so the revocation reaches the running server quickly.
     fast = Cli(cli.cwd, {**cli.env, "ANTAEUS_TOKEN_CACHE_SECONDS": "1"}, cli.database_url)
     with serving(fast) as server:
-        assert TOKEN.search(server.stdout()) is None, "a token exists: serve must not make one"
         url = f"{server.base_url}/rest/v1/customers"
         assert httpx.get(url, headers=_bearer(token), timeout=10).status_code == 200
         assert httpx.get(url, headers=_bearer("ant_" + "x" * 43), timeout=10).status_code == 401
@@ -357,6 +367,8 @@ def test_token_create_list_revoke(cli: Cli) -> None:
             time.sleep(0.2)
         body = httpx.get(url, headers=_bearer(token), timeout=10).json()
         assert body["error"] == "unauthorized"
+    _assert_stopped_gracefully(server)
+    assert TOKEN.search(server.stdout()) is None, "a token exists: serve must not make one"
 
     again = cli.run("token", "revoke", "ci")
     assert again.returncode != 0, _describe(again)
@@ -367,6 +379,7 @@ def test_token_create_list_revoke(cli: Cli) -> None:
 
 def test_serve_prints_a_token_once_and_serves_every_seeded_invoice(cli: Cli) -> None:
     with serving(cli, name="first") as server:
+        # Read while it runs: the token must reach its stdout at once, buffered or not.
         printed = TOKEN.findall(server.stdout())
         assert printed, f"no token printed on a fresh database:\n{server.stdout()}"
         assert len(set(printed)) == 1, printed
@@ -395,12 +408,12 @@ def test_serve_prints_a_token_once_and_serves_every_seeded_invoice(cli: Cli) -> 
     _assert_stopped_gracefully(server)
 
     with serving(cli, name="second") as again:
-        assert TOKEN.search(again.stdout()) is None, "the token must be shown only once"
         response = httpx.get(
             f"{again.base_url}/rest/v1/invoices?limit=1", headers=_bearer(token), timeout=10
         )
         assert response.status_code == 200, "the printed token must survive a restart"
-    _assert_stopped_gracefully(again)
+    _assert_stopped_gracefully(again)  # so all its output is in
+    assert TOKEN.search(again.stdout()) is None, "the token must be shown only once"
 
 
 def test_serve_no_migrate_refuses_an_empty_database(cli: Cli) -> None:

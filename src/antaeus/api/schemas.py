@@ -102,20 +102,34 @@ DueAt = Annotated[
 Id = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
 
 
-class MoneyIn(BaseModel):
+class RequestBody(BaseModel):
+    """A JSON object body: closed to unknown fields, and never anything but an object.
+
+    FastAPI validates bodies with `from_attributes`, so without this a bare JSON
+    number (parsed to a Decimal) would pass as an object with no fields.
+    """
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_object(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            raise ValueError("the request body must be a JSON object")
+        return data
+
+
+class MoneyIn(RequestBody):
     value: AmountIn
     currency: Currency
 
 
-class CustomerCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CustomerCreate(RequestBody):
     currency: Currency
     timezone: TimezoneName = "UTC"
 
 
-class InvoiceCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class InvoiceCreate(RequestBody):
     customerId: Id  # noqa: N815 (the wire format is camelCase)
     amount: MoneyIn
     dueAt: DueAt | None = None  # noqa: N815
@@ -180,18 +194,15 @@ ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
 Note = Annotated[str, Field(max_length=2000, description="why, for the audit trail")]
 
 
-class BillingTrigger(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BillingTrigger(RequestBody):
     trigger: Literal["api", "cli"] = "api"
 
 
-class ActionBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ActionBody(RequestBody):
     note: Note | None = None
 
 
-class ResolveBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ResolveBody(RequestBody):
     charged: StrictBool
     chargeId: Annotated[str, Field(min_length=1, max_length=255)] | None = None  # noqa: N815
     note: Note | None = None
