@@ -12,6 +12,7 @@ from antaeus.api.errors import not_found
 from antaeus.api.idempotency import IdempotencyKey, run_idempotent
 from antaeus.api.jsonio import ExactJSONRoute, JSONResponse
 from antaeus.api.pagination import Page, paginate
+from antaeus.api.runs_view import runs_json
 from antaeus.api.schemas import (
     ERROR_RESPONSES,
     MAX_ID,
@@ -19,7 +20,6 @@ from antaeus.api.schemas import (
     RunRead,
     StatusRead,
     rfc3339,
-    run_json,
 )
 from antaeus.billing.runs import repeat_cut
 from antaeus.storage.repositories.billing import BillingRepository
@@ -27,15 +27,6 @@ from antaeus.storage.repositories.billing import BillingRepository
 router = APIRouter(prefix="/rest/v1", tags=["billing"], route_class=ExactJSONRoute)
 
 RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="run id")]
-
-
-async def runs_json(conn: AsyncConnection, run_ids: list[int]) -> list[dict[str, Any]]:
-    """The runs of `run_ids` (those that exist), as the API writes them: three queries in all."""
-    repo = BillingRepository(conn)
-    paused, _ = await repo.pause_state()
-    runs = await repo.get_runs(run_ids)
-    stats = await repo.run_stats([r.id for r in runs])
-    return [run_json(run, stats[run.id], paused) for run in runs]
 
 
 async def _open(ctx: AppContext, conn: AsyncConnection, trigger: str) -> dict[str, Any]:
