@@ -11,7 +11,7 @@ from fastapi import FastAPI
 import antaeus
 from antaeus.api.auth import TokenAuthority
 from antaeus.api.context import AppContext
-from antaeus.api.errors import install_error_handlers
+from antaeus.api.errors import ContentLengthLimit, install_error_handlers
 from antaeus.api.routes import billing, customers, health, invoices
 from antaeus.billing.runs import Scheduler
 from antaeus.billing.worker import Worker, worker_settings
@@ -94,8 +94,9 @@ def create_app(
         version=antaeus.__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        max_body_size=settings.MAX_BODY_BYTES,
+        redirect_slashes=False,  # /rest/v1/invoices/ is a 404 JSON error, not a redirect
     )
+    app.add_middleware(ContentLengthLimit, limit=settings.MAX_BODY_BYTES)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(customers.router)

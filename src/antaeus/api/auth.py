@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 
 from antaeus.api.errors import ApiError
+from antaeus.api.jsonio import ExactJSONRoute
 from antaeus.security import ENV_TOKEN_NAME, find_token, hash_token
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.tokens import TokenRepository
@@ -59,6 +61,9 @@ def _unauthorized(message: str) -> ApiError:
 
 
 async def require_token(request: Request) -> str:
+    known: str | None = getattr(request.state, "principal", None)
+    if known is not None:  # already checked, before the body was read
+        return known
     header = request.headers.get("authorization")
     if not header:
         raise _unauthorized("missing Authorization header; send 'Authorization: Bearer <token>'")
@@ -75,3 +80,17 @@ async def require_token(request: Request) -> str:
 
 
 Principal = Annotated[str, Depends(require_token)]
+
+
+class AuthenticatedRoute(ExactJSONRoute):
+    """Checks the token before anything reads the body: an anonymous request gets 401,
+    whatever it sent (the dependency then finds the principal already known)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def authenticated(request: Request) -> Response:
+            await require_token(request)
+            return await handler(request)
+
+        return authenticated

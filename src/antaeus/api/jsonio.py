@@ -16,6 +16,7 @@ from typing import Any
 import simplejson
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 
 def _refuse_constant(name: str) -> Any:
@@ -23,7 +24,12 @@ def _refuse_constant(name: str) -> Any:
 
 
 def loads(data: bytes | str) -> Any:
-    return json.loads(data, parse_float=Decimal, parse_constant=_refuse_constant)
+    try:
+        return json.loads(data, parse_float=Decimal, parse_constant=_refuse_constant)
+    except json.JSONDecodeError:
+        raise
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit integer, very deep nesting
+        raise json.JSONDecodeError(f"unusable JSON: {exc}", "", 0) from None
 
 
 def dumps(obj: Any) -> str:
@@ -48,6 +54,24 @@ class JSONResponse(Response):
 
 
 class ExactJSONRequest(Request):
+    async def body(self) -> bytes:
+        """The body, refused (413, answered as our 400 JSON) past the configured limit.
+
+        Bodies announced too large are refused earlier by `ContentLengthLimit`;
+        this guards bodies streamed without a Content-Length.
+        """
+        if not hasattr(self, "_body"):
+            limit: int = self.app.state.ctx.settings.MAX_BODY_BYTES
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in self.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, "the request body is larger than the limit")
+                chunks.append(chunk)
+            self._body = b"".join(chunks)
+        return self._body
+
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             self._json = loads(await self.body())

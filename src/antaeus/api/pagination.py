@@ -8,7 +8,7 @@ from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Depends, Query, Request
 
-from antaeus.api.schemas import MAX_ID
+from antaeus.api.schemas import MAX_ID, DigitsInt
 
 MAX_LIMIT = 10_000
 
@@ -28,8 +28,12 @@ class PageParams:
 
 
 def _page_params(
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size (1 to 10,000)")] = 100,
-    after: Annotated[int, Query(ge=0, le=MAX_ID, description="return ids greater than this")] = 0,
+    limit: Annotated[
+        DigitsInt, Query(ge=1, le=MAX_LIMIT, description="page size (1 to 10,000)")
+    ] = 100,
+    after: Annotated[
+        DigitsInt, Query(ge=0, le=MAX_ID, description="return ids greater than this")
+    ] = 0,
 ) -> PageParams:
     return PageParams(limit=limit, after=after)
 

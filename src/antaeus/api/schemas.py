@@ -6,8 +6,9 @@ the pydantic `*Read` models describe the same shapes in OpenAPI.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, DecimalException
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -40,6 +41,8 @@ def _positive_amount(value: object) -> Decimal:
         amount = parse_amount(value)
     except MoneyError as exc:
         raise ValueError(str(exc)) from None
+    except DecimalException:
+        raise ValueError("amount is not a usable decimal number") from None
     if amount <= 0:
         raise ValueError("amount must be greater than zero")
     return amount
@@ -78,17 +81,25 @@ TimezoneName = Annotated[
 ]
 
 
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"(?P<offset>[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+
+
 def _rfc3339_text(value: object) -> object:
-    if not isinstance(value, str):
-        raise ValueError("dueAt must be an RFC 3339 string such as 2026-12-01T00:00:00Z")
+    if not isinstance(value, str) or not (match := _RFC3339.fullmatch(value)):
+        raise ValueError("dueAt must be an RFC 3339 time such as 2026-12-01T00:00:00Z")
+    if match["offset"] is None:
+        raise ValueError("dueAt needs a time zone offset (such as Z or +01:00)")
     return value
 
 
 def _aware_sane(moment: datetime) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("dueAt needs a time zone offset (such as Z or +01:00)")
-    if not 1970 <= moment.astimezone(UTC).year <= 9998:
-        raise ValueError("dueAt must fall between 1970 and 9998")
+    if not 1971 <= moment.year <= 9997:  # checked before converting, which could overflow
+        raise ValueError("dueAt must fall between 1971 and 9997")
     return moment.astimezone(UTC)
 
 
@@ -98,6 +109,19 @@ DueAt = Annotated[
     AfterValidator(_aware_sane),
     WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-12-01T00:00:00Z"]}),
 ]
+
+_DIGITS = re.compile(r"0|[1-9][0-9]{0,18}")
+
+
+def _digits_only(value: object) -> object:
+    """Path and query integers are written in plain digits: no '1_0', '1.0', '+1' or '01'."""
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise ValueError("must be a whole number written in digits")
+    return value
+
+
+#: an integer from a path or a query string
+DigitsInt = Annotated[int, BeforeValidator(_digits_only)]
 
 Id = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
 

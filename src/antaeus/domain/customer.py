@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from importlib.resources import files
 from zoneinfo import ZoneInfo, available_timezones
 
 from antaeus.domain.money import Currency
@@ -16,9 +17,17 @@ class UnknownTimezoneError(ValueError):
     pass
 
 
+_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+
+
 @lru_cache(maxsize=1)
 def _known_timezones() -> frozenset[str]:
-    return frozenset(available_timezones()) | {"UTC"}
+    """IANA zone names: the tz database's own list, not whatever files the host has."""
+    try:
+        listed = files("tzdata").joinpath("zones").read_text(encoding="utf-8").split()
+    except (ModuleNotFoundError, FileNotFoundError):  # pragma: no cover - tzdata is a dependency
+        listed = list(available_timezones())
+    return (frozenset(listed) - _NOT_ZONES) | {"UTC"}
 
 
 @lru_cache(maxsize=1024)

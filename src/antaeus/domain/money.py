@@ -65,7 +65,7 @@ def parse_amount(value: object) -> Decimal:
         raise MoneyError("amount must be a decimal string or a number")
     if not number.is_finite():
         raise MoneyError("amount must be a finite number")
-    if abs(number) > MAX_AMOUNT:
+    if number.adjusted() > 12 or number.copy_abs() > MAX_AMOUNT:
         raise MoneyError(f"amount must not exceed {MAX_AMOUNT}")
     return _normalize(number)
 

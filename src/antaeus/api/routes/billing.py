@@ -6,17 +6,18 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from antaeus.api.auth import Principal
+from antaeus.api.auth import AuthenticatedRoute, Principal
 from antaeus.api.context import AppContext, Ctx
 from antaeus.api.errors import not_found
 from antaeus.api.idempotency import IdempotencyKey, run_idempotent
-from antaeus.api.jsonio import ExactJSONRoute, JSONResponse
+from antaeus.api.jsonio import JSONResponse
 from antaeus.api.pagination import Page, paginate
 from antaeus.api.runs_view import runs_json
 from antaeus.api.schemas import (
     ERROR_RESPONSES,
     MAX_ID,
     BillingTrigger,
+    DigitsInt,
     RunRead,
     StatusRead,
     rfc3339,
@@ -24,9 +25,9 @@ from antaeus.api.schemas import (
 from antaeus.billing.runs import repeat_cut
 from antaeus.storage.repositories.billing import BillingRepository
 
-router = APIRouter(prefix="/rest/v1", tags=["billing"], route_class=ExactJSONRoute)
+router = APIRouter(prefix="/rest/v1", tags=["billing"], route_class=AuthenticatedRoute)
 
-RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="run id")]
+RunId = Annotated[DigitsInt, Path(ge=1, le=MAX_ID, description="run id")]
 
 
 async def _open(ctx: AppContext, conn: AsyncConnection, trigger: str) -> dict[str, Any]:

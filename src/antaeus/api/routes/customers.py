@@ -5,24 +5,25 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from antaeus.api.auth import Principal
+from antaeus.api.auth import AuthenticatedRoute, Principal
 from antaeus.api.context import Ctx
 from antaeus.api.errors import not_found
 from antaeus.api.idempotency import IdempotencyKey, run_idempotent
-from antaeus.api.jsonio import ExactJSONRoute, JSONResponse
+from antaeus.api.jsonio import JSONResponse
 from antaeus.api.pagination import Page, paginate
 from antaeus.api.schemas import (
     ERROR_RESPONSES,
     MAX_ID,
     CustomerCreate,
     CustomerRead,
+    DigitsInt,
     customer_json,
 )
 from antaeus.storage.repositories.customers import CustomerRepository
 
-router = APIRouter(prefix="/rest/v1/customers", tags=["customers"], route_class=ExactJSONRoute)
+router = APIRouter(prefix="/rest/v1/customers", tags=["customers"], route_class=AuthenticatedRoute)
 
-CustomerId = Annotated[int, Path(ge=1, le=MAX_ID, description="customer id")]
+CustomerId = Annotated[DigitsInt, Path(ge=1, le=MAX_ID, description="customer id")]
 
 
 @router.get(

@@ -6,17 +6,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from antaeus.api.auth import Principal
+from antaeus.api.auth import AuthenticatedRoute, Principal
 from antaeus.api.context import AppContext, Ctx
 from antaeus.api.errors import ApiError, not_found
 from antaeus.api.idempotency import IdempotencyKey, run_idempotent
-from antaeus.api.jsonio import ExactJSONRoute, JSONResponse
+from antaeus.api.jsonio import JSONResponse
 from antaeus.api.pagination import Page, paginate
 from antaeus.api.schemas import (
     ERROR_RESPONSES,
     MAX_ID,
     ActionBody,
     AttemptRead,
+    DigitsInt,
     InvoiceCreate,
     InvoiceRead,
     ResolveBody,
@@ -30,9 +31,9 @@ from antaeus.storage.repositories.actions import ActionRepository, ActionResult
 from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.invoices import InvoiceRepository
 
-router = APIRouter(prefix="/rest/v1/invoices", tags=["invoices"], route_class=ExactJSONRoute)
+router = APIRouter(prefix="/rest/v1/invoices", tags=["invoices"], route_class=AuthenticatedRoute)
 
-InvoiceId = Annotated[int, Path(ge=1, le=MAX_ID, description="invoice id")]
+InvoiceId = Annotated[DigitsInt, Path(ge=1, le=MAX_ID, description="invoice id")]
 
 
 @router.get(
@@ -48,7 +49,8 @@ async def list_invoices(
     page: Page,
     status: Annotated[InvoiceStatus | None, Query(description="only this status")] = None,
     customer_id: Annotated[
-        int | None, Query(alias="customerId", ge=1, le=MAX_ID, description="only this customer's")
+        DigitsInt | None,
+        Query(alias="customerId", ge=1, le=MAX_ID, description="only this customer's"),
     ] = None,
 ) -> JSONResponse:
     async with ctx.db.read() as conn:
