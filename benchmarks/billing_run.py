@@ -159,7 +159,9 @@ async def main() -> None:
 
     db = Database(url)
     workers = [
-        subprocess.Popen([sys.executable, "-m", "antaeus", "worker"], env=env, cwd=work)
+        subprocess.Popen(  # noqa: ASYNC220 (starts the workers; nothing to wait for)
+            [sys.executable, "-m", "antaeus", "worker"], env=env, cwd=work
+        )
         for _ in range(args.workers)
     ]
     try:

@@ -33,7 +33,7 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
 def _asyncpg_dsn(url: str) -> str:
-    scheme, _, rest = url.partition("://")
+    _scheme, _, rest = url.partition("://")
     return f"postgresql://{rest}"
 
 

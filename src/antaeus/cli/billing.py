@@ -187,9 +187,9 @@ async def _bill_direct(settings: Settings, wait_seconds: float) -> dict[str, Any
             if not await w.step():
                 await asyncio.sleep(0.05)
 
-        state = await _follow(fetch, wait_seconds, tick)
-        await w.drain()
-        return state
+        await _follow(fetch, wait_seconds, tick)
+        await w.drain()  # record the calls in flight before leaving
+        return await fetch()
     finally:
         await provider.aclose()
         await db.dispose()
