@@ -68,7 +68,7 @@ class WorkerSettings:
     concurrency: int = 100
     lease: timedelta = timedelta(seconds=60)
     poll_interval: float = 0.5
-    flush_interval: float = 0.02
+    flush_interval: float = 0.05
     retry_after_max: float = 60.0
     pause_probe: float = 30.0
 
@@ -140,19 +140,82 @@ class Worker:
     # -- the loop -------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Charge until `stop` is set; then finish the calls in flight and record them."""
+        """Charge until `stop` is set; then finish the calls in flight and record them.
+
+        Claiming and recording run as two pipelined loops, so the provider calls in
+        flight are topped up while earlier answers are being written.
+        """
         renewer = asyncio.create_task(self._renew_leases(stop))
         self.log.info("worker_started", concurrency=self.settings.concurrency)
+        self._room = asyncio.Event()
+        self._answered = asyncio.Event()
+        claiming_done = asyncio.Event()
         try:
-            while not stop.is_set():
-                progressed = await self.step()
-                if not progressed and not self._inflight:
-                    await _wait(stop, self.settings.poll_interval)
-            await self.drain()
+            recorder = asyncio.create_task(self._record_loop(claiming_done))
+            try:
+                await self._claim_loop(stop)
+            finally:
+                claiming_done.set()
+                self._answered.set()
+                await recorder
         finally:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
             self.log.info("worker_stopped", **self.stats.__dict__)
+
+    def _start_call(self, item: Claimed) -> None:
+        task = asyncio.create_task(self._call(item))
+        self._inflight.add(task)
+        task.add_done_callback(self._call_done)
+
+    def _call_done(self, task: asyncio.Task[Answer]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled():
+            self._answers.append(task.result())
+        self._room.set()
+        self._answered.set()
+
+    async def _claim_loop(self, stop: asyncio.Event) -> None:
+        threshold = max(1, min(self.settings.batch_size, self.settings.concurrency) // 4)
+        while not stop.is_set():
+            free = self.settings.concurrency - len(self._inflight)
+            if free >= threshold or not self._inflight:
+                limit = min(free, self.settings.batch_size)
+                if await self._is_paused():
+                    probe_due = time.monotonic() - self._last_probe >= self.settings.pause_probe
+                    limit = 1 if probe_due and not self._inflight else 0
+                    if limit:
+                        self._last_probe = time.monotonic()
+                claimed = await self.claim(limit) if limit else []
+                for item in claimed:
+                    self._start_call(item)
+                if claimed:
+                    continue
+                await _wait(stop, self.settings.poll_interval)  # nothing due: poll
+                continue
+            self._room.clear()
+            await _wait_any(stop, self._room, self.settings.poll_interval)
+
+    async def _record_loop(self, claiming_done: asyncio.Event) -> None:
+        half = max(1, self.settings.batch_size // 2)
+        while True:
+            if not self._answers:
+                if claiming_done.is_set() and not self._inflight:
+                    return
+                self._answered.clear()
+                await _wait_any(claiming_done, self._answered, self.settings.poll_interval)
+                if claiming_done.is_set() and self._inflight and not self._answers:
+                    await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            if len(self._answers) < half and self._inflight:
+                await asyncio.sleep(self.settings.flush_interval)  # let more answers join
+            batch, self._answers = self._answers, []
+            try:
+                await self.record(batch)
+            except Exception:
+                # Leases expire and another claim repeats these with their keys.
+                self.log.exception("record_failed", invoices=len(batch))
+                await asyncio.sleep(self.settings.poll_interval)
 
     async def step(self) -> bool:
         """Claim if there is room, collect answers, record them. True if anything moved."""
@@ -398,6 +461,16 @@ class Worker:
                         )
                 except Exception:
                     self.log.exception("lease_renewal_failed")
+
+
+async def _wait_any(stop: asyncio.Event, other: asyncio.Event, seconds: float) -> None:
+    """Until `stop` or `other` is set, or `seconds` pass."""
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(other.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
