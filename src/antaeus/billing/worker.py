@@ -178,8 +178,9 @@ class Worker:
     async def _claim_loop(self, stop: asyncio.Event) -> None:
         threshold = max(1, min(self.settings.batch_size, self.settings.concurrency) // 4)
         while not stop.is_set():
-            free = self.settings.concurrency - len(self._inflight)
-            if free >= threshold or not self._inflight:
+            # answers not yet recorded count too: recording sets the pace (backpressure)
+            free = self.settings.concurrency - len(self._inflight) - len(self._answers)
+            if free >= threshold or not (self._inflight or self._answers):
                 limit = min(free, self.settings.batch_size)
                 if await self._is_paused():
                     probe_due = time.monotonic() - self._last_probe >= self.settings.pause_probe
@@ -209,13 +210,15 @@ class Worker:
                 continue
             if len(self._answers) < half and self._inflight:
                 await asyncio.sleep(self.settings.flush_interval)  # let more answers join
-            batch, self._answers = self._answers, []
+            size = self.settings.batch_size
+            batch, self._answers = self._answers[:size], self._answers[size:]
             try:
                 await self.record(batch)
             except Exception:
                 # Leases expire and another claim repeats these with their keys.
                 self.log.exception("record_failed", invoices=len(batch))
                 await asyncio.sleep(self.settings.poll_interval)
+            self._room.set()
 
     async def step(self) -> bool:
         """Claim if there is room, collect answers, record them. True if anything moved."""

@@ -147,6 +147,7 @@ run_invoices = Table(
     Index(
         "ix_run_invoices_open",
         "run_id",
+        "invoice_id",
         sqlite_where=text("outcome IS NULL"),
         postgresql_where=text("outcome IS NULL"),
     ),
