@@ -194,7 +194,7 @@ async def main() -> None:
     if args.latency_ms:
         ideal = (
             args.workers
-            * int(env.get("ANTAEUS_WORKER_CONCURRENCY", "100"))
+            * int(env.get("ANTAEUS_WORKER_CONCURRENCY", "500"))
             / (args.latency_ms / 1000)
         )
         print(
