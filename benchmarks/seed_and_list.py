@@ -75,7 +75,13 @@ def main() -> None:
     url = args.database_url or f"sqlite:///{work / 'antaeus.db'}"
     if url.startswith("postgres"):
         asyncio.run(recreate_pg(url))
-    env = {**os.environ, "ANTAEUS_DATABASE_URL": url, "ANTAEUS_LOG_LEVEL": "warning"}
+    # external schedule: the server must not be charging the seeded invoices meanwhile
+    env = {
+        **os.environ,
+        "ANTAEUS_DATABASE_URL": url,
+        "ANTAEUS_LOG_LEVEL": "warning",
+        "ANTAEUS_SCHEDULE": "external",
+    }
     env.pop("ANTAEUS_API_TOKEN", None)
     customers = args.invoices // 10
 
