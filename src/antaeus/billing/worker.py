@@ -348,14 +348,13 @@ class Worker:
             owned = await repo.still_owned(self.id, [a.claimed.invoice_id for a in answers])
             mine = [r for r in rows if r.invoice_id in owned]
             completed = await repo.record(self.id, mine, now)
+            # one UPDATE per distinct delay, not one per invoice (a 401 releases a whole batch)
+            by_delay: dict[float, list[int]] = {}
             for a in releases:
                 if a.claimed.invoice_id in owned:
-                    await repo.release(
-                        self.id,
-                        [a.claimed.invoice_id],
-                        now + timedelta(seconds=a.release_after),
-                        now,
-                    )
+                    by_delay.setdefault(a.release_after, []).append(a.claimed.invoice_id)
+            for delay, ids in by_delay.items():
+                await repo.release(self.id, ids, now + timedelta(seconds=delay), now)
             unauthorized = next((a.unauthorized for a in releases if a.unauthorized), None)
             if unauthorized:
                 await repo.pause(f"provider_unauthorized: {unauthorized}", now)
