@@ -14,6 +14,9 @@ those decline for insufficient funds, 10% customer not found, 10% currency
 mismatch, 20% a network error before anything happens, 10% an ambiguous
 failure (the charge is made, then the answer is lost). When accounts are
 loaded, they decide instead: unknown customer, other currency, balance.
+`network_error_rate` and `ambiguous_rate` set those two faults on their own
+(the simulator server's flags). A request whose key is still being processed
+is refused with `KeyInUseError`, as a real provider answers 409.
 
 Concurrent charges are written in one transaction per batch (group commit), so
 the simulator is never the bottleneck of a benchmark.
@@ -39,6 +42,7 @@ from antaeus.payments.provider import (
     CurrencyMismatchError,
     CustomerNotFoundError,
     Declined,
+    KeyInUseError,
     KeyReusedError,
     OutcomeUnknownError,
     ProviderError,
@@ -81,6 +85,14 @@ class Account:
 
 
 Result = Charged | Declined | ProviderError
+
+
+class SimulatedNetworkError(OutcomeUnknownError):
+    """A fault before anything happened (the server answers 503)."""
+
+
+class SimulatedLostAnswer(OutcomeUnknownError):
+    """The charge was made, then the answer was lost (the server answers 500 or drops)."""
 
 
 def _unit(*parts: object) -> float:
@@ -202,7 +214,7 @@ class SimulatorStore:
             outcome, ambiguous = decide(req, n, accounts.get(req.customer_id), strict)
             if outcome == "network_error":
                 stats["network_errors"] = stats.get("network_errors", 0) + 1
-                out.append(OutcomeUnknownError("simulated network error (nothing happened)"))
+                out.append(SimulatedNetworkError("simulated network error (nothing happened)"))
                 continue
             charge_id = None
             if outcome == CHARGED:
@@ -226,7 +238,7 @@ class SimulatorStore:
             stats[outcome] = stats.get(outcome, 0) + 1
             if ambiguous:
                 stats["ambiguous"] = stats.get("ambiguous", 0) + 1
-                out.append(OutcomeUnknownError("simulated lost answer (the charge was made)"))
+                out.append(SimulatedLostAnswer("simulated lost answer (the charge was made)"))
             else:
                 out.append(_result(outcome, charge_id, replayed=False))
         cur.executemany("INSERT OR REPLACE INTO sends VALUES (?, ?)", list(sends.items()))
@@ -297,16 +309,27 @@ class SimulatedPaymentProvider:
         state: str = ":memory:",
         *,
         failure_rate: float = 0.0,
+        network_error_rate: float | None = None,
+        ambiguous_rate: float | None = None,
         seed: int = 0,
         latency_ms: float = 0.0,
         jitter_ms: float = 0.0,
         key_retention: timedelta = timedelta(hours=24),
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not 0.0 <= failure_rate <= 1.0:
-            raise ValueError("failure_rate must be between 0 and 1")
+        for name, rate in (
+            ("failure_rate", failure_rate),
+            ("network_error_rate", network_error_rate),
+            ("ambiguous_rate", ambiguous_rate),
+        ):
+            if rate is not None and not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
         self.store = SimulatorStore(state)
         self.failure_rate = failure_rate
+        self.network_error_rate = (
+            failure_rate * 0.2 if network_error_rate is None else network_error_rate
+        )
+        self.ambiguous_rate = failure_rate * 0.1 if ambiguous_rate is None else ambiguous_rate
         self.seed = seed
         self.latency = latency_ms / 1000
         self.jitter = jitter_ms / 1000
@@ -315,20 +338,28 @@ class SimulatedPaymentProvider:
         self._rng = random.Random(seed)
         self._queue: list[tuple[ChargeRequest, asyncio.Future[Result]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._inflight: set[str] = set()
 
     @property
     def key_retention(self) -> timedelta:
         return self._retention
 
     async def charge(self, request: ChargeRequest) -> Charged | Declined:
-        if self.latency or self.jitter:
-            spread = self._rng.uniform(-self.jitter, self.jitter) if self.jitter else 0.0
-            await asyncio.sleep(max(0.0, self.latency + spread))
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._queue.append((request, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        result = await future
+        key = request.idempotency_key
+        if key in self._inflight:
+            raise KeyInUseError(max(self.latency, 0.01), f"key {key} is being processed")
+        self._inflight.add(key)
+        try:
+            if self.latency or self.jitter:
+                spread = self._rng.uniform(-self.jitter, self.jitter) if self.jitter else 0.0
+                await asyncio.sleep(max(0.0, self.latency + spread))
+            future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+            self._queue.append((request, future))
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush())
+            result = await future
+        finally:
+            self._inflight.discard(key)
         if isinstance(result, ProviderError):
             raise result
         return result
@@ -357,7 +388,9 @@ class SimulatedPaymentProvider:
         """(outcome, ambiguous) of a request sent for the `sends`-th time under its key."""
         r = self.failure_rate
         key = req.idempotency_key
-        if r and _unit(self.seed, key, "fault", sends) < r * 0.2:
+        if self.network_error_rate and (
+            _unit(self.seed, key, "fault", sends) < self.network_error_rate
+        ):
             return "network_error", False
         if strict:
             if account is None:
@@ -381,7 +414,9 @@ class SimulatedPaymentProvider:
             else:
                 outcome = CHARGED
         ambiguous = (
-            bool(r) and outcome == CHARGED and _unit(self.seed, key, "ambiguous", sends) < r * 0.1
+            outcome == CHARGED
+            and bool(self.ambiguous_rate)
+            and _unit(self.seed, key, "ambiguous", sends) < self.ambiguous_rate
         )
         return outcome, ambiguous
 
