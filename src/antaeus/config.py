@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 from functools import lru_cache
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -75,8 +76,28 @@ class Settings(BaseSettings):
     PAYMENT_PROVIDER: Literal["simulated", "http"] | None = Field(
         default=None, description="simulated, unless PAYMENT_PROVIDER_URL is set"
     )
-    PAYMENT_PROVIDER_URL: str | None = None
+    PAYMENT_PROVIDER_URL: str | None = Field(
+        default=None, description="base URL of a provider speaking the HTTP protocol"
+    )
     PAYMENT_PROVIDER_API_KEY: SecretStr | None = None
+    PAYMENT_PROVIDER_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0, le=300, description="s")
+    PAYMENT_PROVIDER_READ_TIMEOUT: float = Field(
+        default=30.0, gt=0, le=600, description="seconds of silence while reading an answer"
+    )
+    PAYMENT_PROVIDER_TIMEOUT: float = Field(
+        default=60.0, gt=0, le=3_600, description="seconds a whole call may take (a trickle too)"
+    )
+    PAYMENT_PROVIDER_MAX_CONNECTIONS: int = Field(default=200, ge=1, le=10_000)
+    PAYMENT_PROVIDER_HTTP_CLIENT: Literal["aiohttp", "httpx"] = "aiohttp"
+    BREAKER_WINDOW: int = Field(
+        default=100, ge=10, le=100_000, description="recent calls the unknown-outcome rate counts"
+    )
+    BREAKER_THRESHOLD: float = Field(
+        default=0.6, gt=0, le=1, description="share of unknown outcomes that stops new claims"
+    )
+    BREAKER_PROBE_SECONDS: float = Field(
+        default=5.0, gt=0, description="how often a stopped worker tries one new invoice"
+    )
     SIMULATED_FAILURE_RATE: float = Field(default=0.3, ge=0, le=1)
     SIMULATED_STATE: str = Field(default="antaeus-simulator.db", description="file or :memory:")
     SIMULATED_SEED: int = 0
@@ -138,6 +159,22 @@ class Settings(BaseSettings):
     def _check_url(cls, value: str) -> str:
         normalize_database_url(value)
         return value
+
+    @field_validator("PAYMENT_PROVIDER_URL")
+    @classmethod
+    def _check_provider_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("PAYMENT_PROVIDER_URL must be an http:// or https:// URL with a host")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_provider(self) -> Settings:
+        if self.PAYMENT_PROVIDER == "http" and not self.PAYMENT_PROVIDER_URL:
+            raise ValueError("PAYMENT_PROVIDER=http needs PAYMENT_PROVIDER_URL")
+        return self
 
     @property
     def async_database_url(self) -> str:

@@ -11,11 +11,24 @@ A worker keeps up to `concurrency` provider calls in flight:
 
 A crash anywhere leaves either nothing, or an open attempt that the next claim
 repeats with the same key. Leases are renewed while calls are in flight.
+
+Charging pauses everywhere (one row in the database, read by every worker):
+
+- `provider_unauthorized`: the provider refused the credential. Nothing is
+  claimed but one probe invoice every `pause_probe` seconds.
+- `provider_unavailable`: most recent calls of a worker ended in unknown
+  outcomes (`breaker_threshold` of the last `breaker_window`). No new invoice
+  is claimed, but the ones with an open attempt keep being repeated with
+  their keys as their backoff comes due, plus one new invoice every
+  `breaker_probe` seconds.
+
+Either pause ends when a batch of answers is mostly definite outcomes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -71,6 +84,10 @@ class WorkerSettings:
     flush_interval: float = 0.05
     retry_after_max: float = 60.0
     pause_probe: float = 30.0
+    breaker_window: int = 100
+    breaker_threshold: float = 0.6
+    breaker_probe: float = 5.0
+    provider_check_max_interval: float = 30.0
 
 
 def worker_settings(settings: Settings, concurrency: int | None = None) -> WorkerSettings:
@@ -81,7 +98,14 @@ def worker_settings(settings: Settings, concurrency: int | None = None) -> Worke
         poll_interval=settings.WORKER_POLL_INTERVAL,
         retry_after_max=settings.RETRY_AFTER_MAX_SECONDS,
         pause_probe=settings.PAUSE_PROBE_SECONDS,
+        breaker_window=settings.BREAKER_WINDOW,
+        breaker_threshold=settings.BREAKER_THRESHOLD,
+        breaker_probe=settings.BREAKER_PROBE_SECONDS,
     )
+
+
+UNAUTHORIZED = "provider_unauthorized"
+UNAVAILABLE = "provider_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +159,10 @@ class Worker:
         self._paused: str | None = None
         self._paused_checked = 0.0
         self._last_probe = 0.0
+        # True for each recent call that ended in an unknown outcome (the breaker's window)
+        self._recent: collections.deque[bool] = collections.deque(
+            maxlen=self.settings.breaker_window
+        )
         self.log = log.bind(worker=self.id)
 
     # -- the loop -------------------------------------------------------------
@@ -145,8 +173,9 @@ class Worker:
         Claiming and recording run as two pipelined loops, so the provider calls in
         flight are topped up while earlier answers are being written.
         """
-        renewer = asyncio.create_task(self._renew_leases(stop))
         self.log.info("worker_started", concurrency=self.settings.concurrency)
+        await self.wait_for_provider(stop)
+        renewer = asyncio.create_task(self._renew_leases(stop))
         self._room = asyncio.Event()
         self._answered = asyncio.Event()
         claiming_done = asyncio.Event()
@@ -181,13 +210,7 @@ class Worker:
             # answers not yet recorded count too: recording sets the pace (backpressure)
             free = self.settings.concurrency - len(self._inflight) - len(self._answers)
             if free >= threshold or not (self._inflight or self._answers):
-                limit = min(free, self.settings.batch_size)
-                if await self._is_paused():
-                    probe_due = time.monotonic() - self._last_probe >= self.settings.pause_probe
-                    limit = 1 if probe_due and not self._inflight else 0
-                    if limit:
-                        self._last_probe = time.monotonic()
-                claimed = await self.claim(limit) if limit else []
+                claimed = await self._claim_planned(free)
                 for item in claimed:
                     self._start_call(item)
                 if claimed:
@@ -228,17 +251,11 @@ class Worker:
             not self._inflight
             or free >= min(self.settings.batch_size, self.settings.concurrency) // 2
         ):
-            limit = min(free, self.settings.batch_size)
-            if await self._is_paused():
-                limit = 1 if time.monotonic() - self._last_probe >= self.settings.pause_probe else 0
-                if limit:
-                    self._last_probe = time.monotonic()
-            if limit:
-                claimed = await self.claim(limit)
-                moved = bool(claimed)
-                for item in claimed:
-                    task = asyncio.create_task(self._call(item))
-                    self._inflight.add(task)
+            claimed = await self._claim_planned(free)
+            moved = bool(claimed)
+            for item in claimed:
+                task = asyncio.create_task(self._call(item))
+                self._inflight.add(task)
         if self._inflight:
             done, _ = await asyncio.wait(
                 self._inflight,
@@ -277,7 +294,27 @@ class Worker:
 
     # -- the three steps --------------------------------------------------------
 
-    async def claim(self, limit: int) -> list[Claimed]:
+    async def _claim_planned(self, free: int) -> list[Claimed]:
+        """Claim what the pause state allows into `free` slots (see the module's doc)."""
+        limit = min(free, self.settings.batch_size)
+        if limit <= 0:
+            return []
+        if not await self._is_paused():
+            return await self.claim(limit)
+        assert self._paused is not None
+        unavailable = self._paused.startswith(UNAVAILABLE)
+        claimed = await self.claim(limit, open_attempts_only=True) if unavailable else []
+        probe_every = self.settings.breaker_probe if unavailable else self.settings.pause_probe
+        if (
+            not claimed
+            and not self._inflight
+            and time.monotonic() - self._last_probe >= probe_every
+        ):
+            self._last_probe = time.monotonic()
+            claimed = await self.claim(1)
+        return claimed
+
+    async def claim(self, limit: int, *, open_attempts_only: bool = False) -> list[Claimed]:
         now = self.clock.now()
         async with self.db.write() as conn:
             if self._installation_id is None:
@@ -289,6 +326,7 @@ class Worker:
                 self._cut(now),
                 limit,
                 self._installation_id,
+                open_attempts_only=open_attempts_only,
             )
         self.stats.claimed += len(claimed)
         if claimed and self._crash_hook:
@@ -356,10 +394,17 @@ class Worker:
             for delay, ids in by_delay.items():
                 await repo.release(self.id, ids, now + timedelta(seconds=delay), now)
             unauthorized = next((a.unauthorized for a in releases if a.unauthorized), None)
+            unknown = sum(1 for a in outcomes if a.outcome is ChargeOutcome.UNKNOWN)
+            definite = len(outcomes) - unknown
+            self._recent.extend([True] * unknown + [False] * definite)
+            tripped = None if self._paused or unauthorized else self._breaker_trips()
+            resumed = False
             if unauthorized:
-                await repo.pause(f"provider_unauthorized: {unauthorized}", now)
-            elif outcomes and self._paused:
-                await repo.resume(now)
+                await repo.pause(f"{UNAUTHORIZED}: {unauthorized}", now)
+            elif tripped:
+                await repo.pause(f"{UNAVAILABLE}: {tripped}", now)
+            elif self._paused and definite > unknown:
+                resumed = await repo.resume(now)
             if self._crash_hook:
                 self._crash_hook("before_commit", [a.claimed for a in answers])
         lost = len(answers) - len([a for a in answers if a.claimed.invoice_id in owned])
@@ -373,13 +418,24 @@ class Worker:
                 ],
             )
         if unauthorized:
-            self._paused = unauthorized
+            self._paused = f"{UNAUTHORIZED}: {unauthorized}"
             metrics.CHARGING_PAUSED.set(1)
-            self.log.error("charging_paused", reason="provider_unauthorized", detail=unauthorized)
-        elif outcomes and self._paused:
+            self.log.error("charging_paused", reason=UNAUTHORIZED, detail=unauthorized)
+        elif tripped:
+            self._paused = f"{UNAVAILABLE}: {tripped}"
+            metrics.CHARGING_PAUSED.set(1)
+            self.log.error(
+                "charging_paused",
+                reason=UNAVAILABLE,
+                detail=tripped,
+                action="no new invoices are claimed; open attempts keep being repeated",
+            )
+        elif self._paused and definite > unknown:
             self._paused = None
+            self._recent.clear()
             metrics.CHARGING_PAUSED.set(0)
-            self.log.warning("charging_resumed")
+            if resumed:
+                self.log.warning("charging_resumed", definite=definite, unknown=unknown)
         self.stats.recorded += len(mine)
         self.stats.released += len(releases)
         for r in mine:
@@ -439,6 +495,40 @@ class Worker:
 
     # -- helpers ----------------------------------------------------------------
 
+    def _breaker_trips(self) -> str | None:
+        """Why new claims should stop, when most recent calls ended in unknown outcomes."""
+        window = self._recent
+        if len(window) < max(10, (window.maxlen or 0) // 2):
+            return None
+        unknown = sum(window)
+        if unknown < self.settings.breaker_threshold * len(window):
+            return None
+        return f"{unknown} of the last {len(window)} calls had unknown outcomes"
+
+    async def wait_for_provider(self, stop: asyncio.Event) -> None:
+        """Until the provider answers its health check (or `stop`): report and keep trying."""
+        check = getattr(self.provider, "check", None)
+        if check is None:
+            return
+        delay, failures = 1.0, 0
+        while not stop.is_set():
+            try:
+                await check()
+            except Exception as exc:
+                failures += 1
+                self.log.error(
+                    "provider_unreachable",
+                    error=str(exc),
+                    retry_in=delay,
+                    action="charging waits for the provider; nothing is claimed",
+                )
+                await _wait(stop, delay)
+                delay = min(delay * 2, self.settings.provider_check_max_interval)
+                continue
+            if failures:
+                self.log.warning("provider_reachable", after_failures=failures)
+            return
+
     def _cut(self, now: datetime) -> datetime:
         return now - (self.policy.key_retention - self.policy.retention_margin)
 
@@ -446,6 +536,8 @@ class Worker:
         if time.monotonic() - self._paused_checked > 1.0:
             async with self.db.read() as conn:
                 reason, _ = await BillingRepository(conn).pause_state()
+            if self._paused and not reason:
+                self._recent.clear()  # resumed elsewhere: start counting afresh
             self._paused = reason
             self._paused_checked = time.monotonic()
         return self._paused is not None

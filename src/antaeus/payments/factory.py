@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from antaeus.config import Settings
+from antaeus.payments.http import HttpPaymentProvider, HttpProviderSettings
 from antaeus.payments.provider import PaymentProvider
 from antaeus.payments.simulated import SimulatedPaymentProvider
 
@@ -23,7 +24,18 @@ def build_provider(settings: Settings) -> PaymentProvider:
             jitter_ms=settings.SIMULATED_JITTER_MS,
             key_retention=timedelta(seconds=settings.PROVIDER_KEY_RETENTION),
         )
-    raise ProviderConfigError(
-        "the HTTP payment provider adapter is not available in this version; "
-        "unset ANTAEUS_PAYMENT_PROVIDER_URL to use the simulated provider"
+    if not settings.PAYMENT_PROVIDER_URL:
+        raise ProviderConfigError("the HTTP payment provider needs ANTAEUS_PAYMENT_PROVIDER_URL")
+    key = settings.PAYMENT_PROVIDER_API_KEY
+    return HttpPaymentProvider(
+        HttpProviderSettings(
+            base_url=settings.PAYMENT_PROVIDER_URL,
+            api_key=key.get_secret_value() if key else None,
+            key_retention=timedelta(seconds=settings.PROVIDER_KEY_RETENTION),
+            connect_timeout=settings.PAYMENT_PROVIDER_CONNECT_TIMEOUT,
+            read_timeout=settings.PAYMENT_PROVIDER_READ_TIMEOUT,
+            timeout=settings.PAYMENT_PROVIDER_TIMEOUT,
+            max_connections=settings.PAYMENT_PROVIDER_MAX_CONNECTIONS,
+            client=settings.PAYMENT_PROVIDER_HTTP_CLIENT,
+        )
     )

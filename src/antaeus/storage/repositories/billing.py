@@ -342,12 +342,16 @@ class BillingRepository:
         cut: datetime,
         limit: int,
         installation_id: str,
+        *,
+        open_attempts_only: bool = False,
     ) -> list[Claimed]:
         """Claim up to `limit` invoices of open runs, and write their attempts ahead.
 
         Claimable: PENDING and eligible, or PROCESSING under an expired lease (a
         crashed worker). An invoice whose attempt is still open keeps that
         attempt and its key; any other gets attempt number + 1 and a new key.
+        `open_attempts_only` claims only invoices whose attempt is open (repeats
+        with their keys, while new charges are held back).
         """
         claimable = and_(
             invoices.c.run_id.is_not(None),
@@ -357,6 +361,8 @@ class BillingRepository:
             ),
             or_(invoices.c.attempt_open_since.is_(None), invoices.c.attempt_open_since > cut),
         )
+        if open_attempts_only:
+            claimable = and_(claimable, invoices.c.attempt_open_since.is_not(None))
         pick = select(invoices.c.id).where(claimable).order_by(invoices.c.eligible_at).limit(limit)
         if self.is_pg:
             pick = pick.with_for_update(skip_locked=True)

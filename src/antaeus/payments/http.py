@@ -1,0 +1,357 @@
+"""The HTTP payment provider adapter (`../shared/payment-provider-protocol.md`).
+
+`ANTAEUS_PAYMENT_PROVIDER_URL` selects it. One client session per process keeps
+connections alive across calls. Every answer is read into one of the outcomes
+of the protocol, and anything that is not the protocol is an unknown outcome:
+
+    200 {"chargeId", "status": "charged"}           Charged (replayed per header)
+    402 insufficient_funds                           Declined
+    404 customer_not_found                           CustomerNotFoundError
+    409 currency_mismatch                            CurrencyMismatchError
+    409 idempotency_key_in_use + Retry-After         KeyInUseError
+    422 idempotency_key_reused                       KeyReusedError
+    400 invalid_request                              RequestRejectedError
+    401 unauthorized                                 UnauthorizedError
+    429 rate_limited + Retry-After                   RateLimitedError
+    5xx, timeout, reset, HTML, an unknown error
+    code, a 200 without chargeId, a trickle, ...     OutcomeUnknownError
+
+A call has a connect timeout, a read timeout (silence between bytes) and a
+deadline for the whole call, so a provider that trickles bytes cannot hold a
+worker. Answers are read up to `MAX_ANSWER_BYTES`.
+
+Two client libraries are supported (`ANTAEUS_PAYMENT_PROVIDER_HTTP_CLIENT`):
+aiohttp, the default because it costs about half the CPU per call
+(`benchmarks/http_provider.py` measures both), and httpx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Final, Literal, Protocol
+
+import aiohttp
+import httpx
+
+from antaeus.payments.provider import (
+    Charged,
+    ChargeRequest,
+    CurrencyMismatchError,
+    CustomerNotFoundError,
+    Declined,
+    KeyInUseError,
+    KeyReusedError,
+    OutcomeUnknownError,
+    ProviderError,
+    RateLimitedError,
+    RequestRejectedError,
+    UnauthorizedError,
+)
+
+MAX_ANSWER_BYTES: Final = 64 * 1024
+DEFAULT_RETRY_AFTER: Final = 1.0
+ClientKind = Literal["aiohttp", "httpx"]
+
+
+class ProviderUnreachableError(Exception):
+    """The provider's health endpoint did not answer `200 {"status": "ok"}`."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpProviderSettings:
+    base_url: str
+    api_key: str | None = None
+    key_retention: timedelta = timedelta(hours=24)
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    timeout: float = 60.0
+    max_connections: int = 200
+    client: ClientKind = "aiohttp"
+
+
+@dataclass(frozen=True, slots=True)
+class RawAnswer:
+    status: int
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+
+
+class _AnswerTooLargeError(Exception):
+    pass
+
+
+class _Transport(Protocol):
+    async def post(self, url: str, headers: dict[str, str], body: bytes) -> RawAnswer: ...
+
+    async def get(self, url: str, headers: dict[str, str]) -> RawAnswer: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _AiohttpTransport:
+    def __init__(self, settings: HttpProviderSettings) -> None:
+        self._settings = settings
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        # created lazily: a session belongs to the running event loop
+        if self._session is None:
+            s = self._settings
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=s.max_connections, limit_per_host=0),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=s.connect_timeout, sock_read=s.read_timeout
+                ),
+                skip_auto_headers=("User-Agent",),
+                headers={"User-Agent": "antaeus"},
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def _read(self, response: aiohttp.ClientResponse) -> RawAnswer:
+        body = await response.content.read(MAX_ANSWER_BYTES + 1)
+        if len(body) > MAX_ANSWER_BYTES:
+            raise _AnswerTooLargeError
+        # the body may come in pieces: read until the end or the limit
+        while not response.content.at_eof():
+            more = await response.content.read(MAX_ANSWER_BYTES + 1 - len(body))
+            if not more:
+                break
+            body += more
+            if len(body) > MAX_ANSWER_BYTES:
+                raise _AnswerTooLargeError
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        return RawAnswer(response.status, headers, body)
+
+    async def post(self, url: str, headers: dict[str, str], body: bytes) -> RawAnswer:
+        async with self._open().post(url, data=body, headers=headers) as response:
+            return await self._read(response)
+
+    async def get(self, url: str, headers: dict[str, str]) -> RawAnswer:
+        async with self._open().get(url, headers=headers) as response:
+            return await self._read(response)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class _HttpxTransport:
+    def __init__(self, settings: HttpProviderSettings) -> None:
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                connect=settings.connect_timeout,
+                read=settings.read_timeout,
+                write=settings.read_timeout,
+                pool=None,
+            ),
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_connections,
+            ),
+            headers={"User-Agent": "antaeus"},
+        )
+
+    async def _send(self, request: httpx.Request) -> RawAnswer:
+        response = await self._client.send(request, stream=True)
+        try:
+            body = b""
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise _AnswerTooLargeError
+        finally:
+            await response.aclose()
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        return RawAnswer(response.status_code, headers, body)
+
+    async def post(self, url: str, headers: dict[str, str], body: bytes) -> RawAnswer:
+        return await self._send(
+            self._client.build_request("POST", url, headers=headers, content=body)
+        )
+
+    async def get(self, url: str, headers: dict[str, str]) -> RawAnswer:
+        return await self._send(self._client.build_request("GET", url, headers=headers))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+# Everything a client library raises for a call that went wrong on the way:
+# connection refused or reset, timeouts, protocol errors, a payload cut short.
+_TRANSPORT_ERRORS: Final = (
+    aiohttp.ClientError,
+    httpx.HTTPError,
+    httpx.StreamError,
+    OSError,
+    TimeoutError,
+    asyncio.IncompleteReadError,
+    _AnswerTooLargeError,
+)
+
+
+class HttpPaymentProvider:
+    """A payment provider reached over HTTP, speaking protocol version 1."""
+
+    deduplicates_keys = True
+
+    def __init__(self, settings: HttpProviderSettings) -> None:
+        self.settings = settings
+        self.base_url = settings.base_url.rstrip("/")
+        self._charges_url = f"{self.base_url}/v1/charges"
+        self._auth = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        self._transport: _Transport = (
+            _HttpxTransport(settings) if settings.client == "httpx" else _AiohttpTransport(settings)
+        )
+
+    @property
+    def key_retention(self) -> timedelta:
+        return self.settings.key_retention
+
+    def describe(self) -> str:
+        return f"HTTP provider at {self.base_url} ({self.settings.client})"
+
+    async def charge(self, request: ChargeRequest) -> Charged | Declined:
+        body = encode_request(request)
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": request.idempotency_key,
+            **self._auth,
+        }
+        try:
+            async with asyncio.timeout(self.settings.timeout):
+                answer = await self._transport.post(self._charges_url, headers, body)
+        except _AnswerTooLargeError:
+            raise OutcomeUnknownError(
+                f"the answer was longer than {MAX_ANSWER_BYTES} bytes"
+            ) from None
+        except TimeoutError:
+            raise OutcomeUnknownError("no complete answer in time") from None
+        except _TRANSPORT_ERRORS as exc:
+            raise OutcomeUnknownError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+        return interpret(answer)
+
+    async def check(self) -> None:
+        """Raise ProviderUnreachableError unless `GET /v1/health` answers 200 ok."""
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout + self.settings.read_timeout):
+                answer = await self._transport.get(f"{self.base_url}/v1/health", dict(self._auth))
+        except (*_TRANSPORT_ERRORS, TimeoutError) as exc:
+            detail = str(exc) or type(exc).__name__
+            raise ProviderUnreachableError(f"{self.base_url} does not answer: {detail}") from None
+        parsed = _json_object(answer.body)
+        if answer.status != 200 or parsed is None or parsed.get("status") != "ok":
+            raise ProviderUnreachableError(
+                f"{self.base_url}/v1/health answered {answer.status} {_snippet(answer.body)}"
+            )
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+def encode_request(request: ChargeRequest) -> bytes:
+    """The request body; the amount is a decimal string, never a float."""
+    amount = request.amount
+    return json.dumps(
+        {
+            "invoiceId": request.invoice_id,
+            "customerId": request.customer_id,
+            "amount": {"value": f"{amount.value:f}", "currency": amount.currency.value},
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def interpret(answer: RawAnswer) -> Charged | Declined:
+    """Read one answer of the protocol; raise the provider error it means.
+
+    The body's `error` is authoritative and the status must agree with it;
+    anything else is not the protocol and so an unknown outcome.
+    """
+    status = answer.status
+    body = _json_object(answer.body)
+    replayed = answer.headers.get("idempotent-replayed", "").strip().lower() == "true"
+    if body is None:
+        raise OutcomeUnknownError(
+            f"{status} with a body that is not the protocol: {_snippet(answer.body)}"
+        )
+    if status == 200:
+        charge_id = body.get("chargeId")
+        if body.get("status") != "charged" or not isinstance(charge_id, str) or not charge_id:
+            raise OutcomeUnknownError(f"200 without a charge id: {_snippet(answer.body)}")
+        return Charged(charge_id, replayed=replayed)
+    error = body.get("error")
+    expected = _ERRORS.get((status, error if isinstance(error, str) else ""))
+    if expected is None:
+        raise OutcomeUnknownError(f"{status} {error!r} is not an answer of the protocol")
+    if expected is Declined:
+        return Declined(replayed=replayed)
+    if expected in (RateLimitedError, KeyInUseError):
+        raise expected(retry_after(answer.headers.get("retry-after")), str(error))
+    message = body.get("message")
+    raise expected(message if isinstance(message, str) and message else str(error))
+
+
+_ERRORS: Final[dict[tuple[int, str], Any]] = {
+    (402, "insufficient_funds"): Declined,
+    (404, "customer_not_found"): CustomerNotFoundError,
+    (409, "currency_mismatch"): CurrencyMismatchError,
+    (409, "idempotency_key_in_use"): KeyInUseError,
+    (422, "idempotency_key_reused"): KeyReusedError,
+    (400, "invalid_request"): RequestRejectedError,
+    (401, "unauthorized"): UnauthorizedError,
+    (429, "rate_limited"): RateLimitedError,
+}
+
+
+def retry_after(value: str | None, now: float | None = None) -> float:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if value is None:
+        return DEFAULT_RETRY_AFTER
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return DEFAULT_RETRY_AFTER
+        if when.tzinfo is None:
+            return DEFAULT_RETRY_AFTER
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return DEFAULT_RETRY_AFTER
+    return max(0.0, seconds)
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _snippet(body: bytes, limit: int = 120) -> str:
+    text = body[:limit].decode("utf-8", "replace")
+    return repr(text + ("…" if len(body) > limit else ""))
+
+
+__all__ = [
+    "HttpPaymentProvider",
+    "HttpProviderSettings",
+    "ProviderError",
+    "ProviderUnreachableError",
+    "RawAnswer",
+    "encode_request",
+    "interpret",
+    "retry_after",
+]
