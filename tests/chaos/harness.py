@@ -1,0 +1,574 @@
+"""The chaos test: real processes killed mid-charge, then the provider's ledger
+is compared with Antaeus's database.
+
+A provider simulator (`antaeus provider serve`) answers with 20% network errors,
+5% ambiguous failures (charged, then the answer is lost) and 10 ± 10 ms of
+latency. Antaeus runs with `ANTAEUS_SCHEDULE=external` and is given 5,000 due
+invoices whose customers have, at the provider: enough funds, too little, no
+account, or an account in another currency. One trigger opens a run; while it
+runs, processes are SIGKILLed and restarted:
+
+- postgres: the API process (`serve --no-worker`) and three `antaeus worker`
+  processes; a random worker is killed about every second, the API once;
+- sqlite: the single embedded `antaeus serve` process, killed and restarted.
+
+When the run completes, every invoice is checked against the ledger (see
+`verify`). By hand:
+
+    python -m tests.chaos.harness --database sqlite
+    ANTAEUS_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/test \\
+        python -m tests.chaos.harness --database postgres
+
+It prints a summary and exits 1 when any invariant is broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import asyncpg
+import httpx
+from sqlalchemy import select
+
+from antaeus.domain.money import Currency, Money
+from antaeus.storage.database import Database
+from antaeus.storage.repositories.customers import CustomerRepository
+from antaeus.storage.repositories.invoices import InvoiceRepository
+from antaeus.storage.tables import billing_runs, charge_attempts, invoices
+
+PG_ENV = "ANTAEUS_TEST_POSTGRES_URL"
+TOKEN = "ant_chaos_" + secrets.token_urlsafe(24)
+Category = Literal["funded", "insufficient", "unknown", "other_currency"]
+CATEGORIES: tuple[Category, ...] = (
+    ("funded",) * 14 + ("insufficient",) * 2 + ("unknown",) * 2 + ("other_currency",) * 2
+)
+
+
+SUMMARY_STATS = (
+    ("requests", "requests"),
+    ("replays", "replays"),
+    ("networkErrors", "network errors (503)"),
+    ("ambiguous", "ambiguous (charged, then 500 or dropped)"),
+    ("keyInUse", "key in use (409)"),
+)
+
+
+@dataclass
+class ChaosConfig:
+    database: Literal["sqlite", "postgres"]
+    invoices: int = 5_000
+    workers: int = 3
+    concurrency: int = 20  # per worker: slow enough that the kills land mid-run
+    kill_interval: float = 1.0
+    min_kills: int = 5
+    timeout: float = 150.0
+    network_error_rate: float = 0.2
+    ambiguous_rate: float = 0.05
+    latency_ms: int = 10
+    jitter_ms: int = 10
+    seed: int = 0
+    postgres_url: str | None = None
+    workdir: Path | None = None
+
+
+@dataclass
+class Expected:
+    category: Category
+    customer_id: int
+    amount: Money
+
+
+@dataclass
+class ChaosReport:
+    database: str
+    invoices: int = 0
+    worker_kills: int = 0
+    api_kills: int = 0
+    seconds: float = 0.0
+    run_status: str = ""
+    charges: int = 0
+    provider_stats: dict[str, Any] = field(default_factory=dict)
+    statuses: collections.Counter[str] = field(default_factory=collections.Counter)
+    by_category: dict[str, collections.Counter[str]] = field(default_factory=dict)
+    rare: list[str] = field(default_factory=list)  # allowed, with the reason
+    problems: list[str] = field(default_factory=list)  # broken invariants
+
+    @property
+    def kills(self) -> int:
+        return self.worker_kills + self.api_kills
+
+    def summary(self) -> str:
+        lines = [
+            f"chaos on {self.database}: {self.invoices} invoices in {self.seconds:.1f} s, "
+            f"run {self.run_status}",
+            f"  kills: {self.worker_kills} worker, {self.api_kills} api/serve",
+            f"  provider: {self.charges} charges in the ledger; "
+            + ", ".join(
+                f"{name} {self.provider_stats[key]}"
+                for key, name in SUMMARY_STATS
+                if key in self.provider_stats
+            ),
+            "  outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items())),
+        ]
+        for category, counts in sorted(self.by_category.items()):
+            lines.append(
+                f"    {category}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            )
+        lines.append(f"  rare but allowed: {len(self.rare)}")
+        lines.extend(f"    {r}" for r in self.rare[:20])
+        lines.append(f"  problems: {len(self.problems)}")
+        lines.extend(f"    {p}" for p in self.problems[:50])
+        return "\n".join(lines)
+
+
+# -- processes -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Process:
+    """One `antaeus` command that can be killed and started again."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.name, self.args, self.env, self.log = name, args, env, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        with self.log.open("ab") as sink:
+            sink.write(f"--- start {self.starts} of {self.name}\n".encode())
+            sink.flush()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "antaeus", *self.args],
+                env=self.env,
+                stdout=sink,
+                stderr=sink,
+            )
+        self.starts += 1
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+async def wait_http(url: str, process: Process, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if not process.alive():
+                raise RuntimeError(f"{process.name} exited: {process.log.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url)).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{process.name} did not answer {url}: {process.log.read_text()[-3000:]}")
+
+
+# -- databases -------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def database_url(config: ChaosConfig, workdir: Path) -> AsyncIterator[str]:
+    if config.database == "sqlite":
+        yield f"sqlite:///{workdir / 'antaeus.db'}"
+        return
+    base = config.postgres_url or os.environ.get(PG_ENV)
+    if not base:
+        raise RuntimeError(f"{PG_ENV} is not set")
+    name = f"antaeus_chaos_{secrets.token_hex(4)}"
+    dsn = "postgresql://" + base.partition("://")[2]
+    root, _, _ = dsn.rpartition("/")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield f"{root}/{name}"
+    finally:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+async def load(url: str, config: ChaosConfig) -> tuple[dict[int, Expected], list[dict[str, Any]]]:
+    """Due invoices, one per customer, and the provider's accounts for them."""
+    rng = random.Random(config.seed)
+    now = datetime.now(UTC)
+    due = now - timedelta(days=1)
+    currencies = list(Currency)
+    plan: list[tuple[Category, Currency, int]] = [
+        (rng.choice(CATEGORIES), rng.choice(currencies), rng.randrange(1_000, 50_000))
+        for _ in range(config.invoices)
+    ]
+    db = Database(url)
+    expected: dict[int, Expected] = {}
+    accounts: list[dict[str, Any]] = []
+    try:
+        async with db.write() as conn:
+            customer_ids = await CustomerRepository(conn).create_many(
+                [(currency, "UTC") for _, currency, _ in plan], now
+            )
+            await InvoiceRepository(conn).insert_many(
+                {
+                    "customer_id": cid,
+                    "currency": currency.value,
+                    "amount_minor": minor,
+                    "status": "PENDING",
+                    "due_at": due,
+                    "eligible_at": due,
+                    "attempt_count": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for cid, (_, currency, minor) in zip(customer_ids, plan, strict=True)
+            )
+            rows = await conn.execute(select(invoices.c.id, invoices.c.customer_id))
+            invoice_of = {r.customer_id: r.id for r in rows}
+    finally:
+        await db.dispose()
+    for cid, (category, currency, minor) in zip(customer_ids, plan, strict=True):
+        amount = Money.from_minor(minor, currency)
+        expected[invoice_of[cid]] = Expected(category, cid, amount)
+        if category == "unknown":
+            continue
+        if category == "funded":
+            balance, account_currency = minor + rng.randrange(0, 100_000), currency
+        elif category == "insufficient":
+            balance, account_currency = rng.randrange(0, minor), currency
+        else:
+            account_currency = next(c for c in currencies if c is not currency)
+            balance = 10_000_000
+        accounts.append(
+            {
+                "customerId": cid,
+                "currency": account_currency.value,
+                "balance": str(Money.from_minor(balance, account_currency).value),
+            }
+        )
+    return expected, accounts
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+async def run_chaos(config: ChaosConfig) -> ChaosReport:
+    report = ChaosReport(config.database, invoices=config.invoices)
+    with _workdir(config) as workdir:
+        async with database_url(config, workdir) as url:
+            await _run(config, report, workdir, url)
+    return report
+
+
+@contextlib.contextmanager
+def _workdir(config: ChaosConfig) -> Iterator[Path]:
+    if config.workdir is not None:
+        config.workdir.mkdir(parents=True, exist_ok=True)
+        yield config.workdir
+        return
+    with tempfile.TemporaryDirectory(prefix="antaeus-chaos-") as tmp:
+        yield Path(tmp)
+
+
+async def _run(config: ChaosConfig, report: ChaosReport, workdir: Path, url: str) -> None:
+    rng = random.Random(config.seed)
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("ANTAEUS_")}
+    sim_port, api_port = free_port(), free_port()
+    simulator = Process(
+        "simulator",
+        [
+            "provider", "serve", "--port", str(sim_port),
+            "--network-error-rate", str(config.network_error_rate),
+            "--ambiguous-rate", str(config.ambiguous_rate),
+            "--latency-ms", str(config.latency_ms),
+            "--jitter-ms", str(config.jitter_ms),
+            "--seed", str(config.seed),
+        ],
+        base_env,
+        workdir / "simulator.log",
+    )  # fmt: skip
+    sim_url = f"http://127.0.0.1:{sim_port}"
+    env = {
+        **base_env,
+        "ANTAEUS_DATABASE_URL": url,
+        "ANTAEUS_PAYMENT_PROVIDER_URL": sim_url,
+        "ANTAEUS_SCHEDULE": "external",
+        "ANTAEUS_API_TOKEN": TOKEN,
+        "ANTAEUS_LEASE_SECONDS": "5",
+        "ANTAEUS_BACKOFF_BASE_SECONDS": "0.2",
+        "ANTAEUS_BACKOFF_MAX_SECONDS": "2",
+        "ANTAEUS_WORKER_CONCURRENCY": str(config.concurrency),
+        "ANTAEUS_BATCH_SIZE": str(config.concurrency),
+        "ANTAEUS_LOG_LEVEL": "warning",
+        "ANTAEUS_PORT": str(api_port),
+    }
+    migrate = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "antaeus", "db", "upgrade"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    if migrate.returncode != 0:
+        raise RuntimeError(f"db upgrade failed: {migrate.stderr}")
+    expected, accounts = await load(url, config)
+
+    embedded = config.database == "sqlite"
+    api = Process(
+        "serve" if embedded else "api",
+        ["serve"] if embedded else ["serve", "--no-worker"],
+        env,
+        workdir / "api.log",
+    )
+    workers = [
+        Process(f"worker-{i}", ["worker"], env, workdir / f"worker-{i}.log")
+        for i in range(0 if embedded else config.workers)
+    ]
+    everything = [simulator, api, *workers]
+    api_url = f"http://127.0.0.1:{api_port}"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    started = time.monotonic()
+    try:
+        simulator.start()
+        await wait_http(f"{sim_url}/v1/health", simulator)
+        async with httpx.AsyncClient(base_url=sim_url, timeout=30) as sim:
+            answer = await sim.post("/admin/accounts", json=accounts)
+            answer.raise_for_status()
+        api.start()
+        for worker in workers:
+            worker.start()
+        await wait_http(f"{api_url}/rest/health", api)
+        async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=30) as client:
+            answer = await client.post("/rest/v1/billing", headers={"Idempotency-Key": "chaos"})
+            if answer.status_code != 202:
+                raise RuntimeError(f"POST /billing answered {answer.status_code}: {answer.text}")
+            run_id = int(answer.json()["id"])
+        await _kill_until_done(config, report, rng, url, run_id, api, workers, api_url)
+        report.seconds = time.monotonic() - started
+        for process in (api, *workers):
+            process.stop()
+        async with httpx.AsyncClient(base_url=sim_url, timeout=60) as sim:
+            ledger = (await sim.get("/admin/ledger")).json()["charges"]
+            stats = (await sim.get("/admin/stats")).json()
+        report.provider_stats = _flatten(stats)
+        await verify(url, run_id, expected, ledger, report)
+    finally:
+        for process in everything:
+            process.stop()
+        report.seconds = report.seconds or time.monotonic() - started
+
+
+async def _kill_until_done(
+    config: ChaosConfig,
+    report: ChaosReport,
+    rng: random.Random,
+    url: str,
+    run_id: int,
+    api: Process,
+    workers: list[Process],
+    api_url: str,
+) -> None:
+    db = Database(url)
+    deadline = time.monotonic() + config.timeout
+    next_kill = time.monotonic() + config.kill_interval
+    try:
+        while True:
+            async with db.read() as conn:
+                status = await conn.scalar(
+                    select(billing_runs.c.status).where(billing_runs.c.id == run_id)
+                )
+            report.run_status = str(status)
+            if status == "completed":
+                return
+            if time.monotonic() > deadline:
+                report.problems.append(f"the run did not complete in {config.timeout:.0f} s")
+                return
+            for process in (api, *workers):
+                if not process.alive():  # a crash we did not cause is a finding
+                    report.problems.append(f"{process.name} exited by itself")
+                    process.start()
+            if time.monotonic() >= next_kill:
+                if workers and report.worker_kills == 3 and not report.api_kills:
+                    api.kill()
+                    report.api_kills += 1
+                    api.start()
+                elif workers:
+                    victim = rng.choice(workers)
+                    victim.kill()
+                    report.worker_kills += 1
+                    victim.start()
+                else:  # the embedded process is everything: wait until it serves again
+                    api.kill()
+                    report.api_kills += 1
+                    api.start()
+                    await wait_http(f"{api_url}/rest/health", api)
+                spread = rng.uniform(0.7, 1.3)
+                next_kill = time.monotonic() + config.kill_interval * spread
+            await asyncio.sleep(0.1)
+    finally:
+        await db.dispose()
+
+
+def _flatten(stats: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(stats, dict):
+        return {prefix or "value": stats}
+    flat: dict[str, Any] = {}
+    for key, value in stats.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        flat.update(_flatten(value, name) if isinstance(value, dict) else {name: value})
+    return flat
+
+
+# -- the verdict -----------------------------------------------------------------------
+
+
+async def verify(
+    url: str,
+    run_id: int,
+    expected: dict[int, Expected],
+    ledger: list[dict[str, Any]],
+    report: ChaosReport,
+) -> None:
+    """Every invariant of the issue, on every invoice."""
+    db = Database(url)
+    try:
+        async with db.read() as conn:
+            rows = {r.id: r for r in await conn.execute(select(invoices))}
+            attempts: dict[int, list[Any]] = collections.defaultdict(list)
+            for a in await conn.execute(select(charge_attempts)):
+                attempts[a.invoice_id].append(a)
+            run_status = await conn.scalar(
+                select(billing_runs.c.status).where(billing_runs.c.id == run_id)
+            )
+    finally:
+        await db.dispose()
+    problems, rare = report.problems, report.rare
+    report.charges = len(ledger)
+    if run_status != "completed":
+        problems.append(f"run {run_id} is {run_status}, not completed")
+    charges: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
+    for charge in ledger:
+        charges[int(charge["invoiceId"])].append(charge)
+    for invoice_id, made in charges.items():
+        if len(made) > 1:
+            problems.append(f"invoice {invoice_id} charged {len(made)} times")
+        if invoice_id not in rows:
+            problems.append(f"invoice {invoice_id} charged but unknown to the database")
+    for invoice_id, want in expected.items():
+        row = rows[invoice_id]
+        status = row.status
+        report.statuses[status] += 1
+        report.by_category.setdefault(want.category, collections.Counter())[status] += 1
+        made = charges.get(invoice_id, [])
+        mine = sorted(attempts.get(invoice_id, []), key=lambda a: a.number)
+        open_attempt = row.attempt_open_since is not None
+        if status == "PROCESSING":
+            problems.append(f"invoice {invoice_id} left PROCESSING")
+        for charge in made:
+            value = Decimal(str(charge["value"]))
+            if (value, charge["currency"]) != (want.amount.value, want.amount.currency.value):
+                problems.append(
+                    f"invoice {invoice_id} charged {value} {charge['currency']}, not {want.amount}"
+                )
+            if int(charge["customerId"]) != want.customer_id:
+                problems.append(f"invoice {invoice_id} charged to customer {charge['customerId']}")
+        if status == "PAID":
+            if not made:
+                problems.append(f"invoice {invoice_id} PAID but never charged")
+            elif not any(a.charge_id == made[0]["chargeId"] for a in mine):
+                problems.append(f"invoice {invoice_id} PAID without the ledger's charge id")
+        elif made:
+            key = made[0]["idempotencyKey"]
+            holds = open_attempt and mine and mine[-1].idempotency_key == key
+            if status in ("REVIEW", "PENDING") and holds:
+                rare.append(
+                    f"invoice {invoice_id} charged, {status} with its open attempt "
+                    f"({row.last_failure}): the answer was lost and not yet repeated"
+                )
+            else:
+                problems.append(
+                    f"invoice {invoice_id} charged but {status} ({row.last_failure}), "
+                    "without the open attempt of that charge"
+                )
+        if want.category == "funded" and status != "PAID":
+            if status == "REVIEW" or (status == "PENDING" and open_attempt):
+                if not made:
+                    rare.append(f"funded invoice {invoice_id} {status} ({row.last_failure})")
+            else:
+                problems.append(
+                    f"funded invoice {invoice_id} is {status} ({row.last_failure}), not PAID"
+                )
+        expected_failure = {
+            "insufficient": ("PENDING", "insufficient_funds"),
+            "unknown": ("FAILED", "customer_not_found"),
+            "other_currency": ("FAILED", "currency_mismatch"),
+        }.get(want.category)
+        if expected_failure and (status, row.last_failure) != expected_failure:
+            if status in ("REVIEW", "PENDING") and open_attempt:
+                rare.append(f"{want.category} invoice {invoice_id} {status} ({row.last_failure})")
+            else:
+                problems.append(
+                    f"{want.category} invoice {invoice_id} is {status} ({row.last_failure}), "
+                    f"not {expected_failure[0]} ({expected_failure[1]})"
+                )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--invoices", type=int, default=5_000)
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("--workdir", type=Path, default=None, help="keep logs here")
+    args = parser.parse_args(argv)
+    config = ChaosConfig(
+        database=args.database,
+        invoices=args.invoices,
+        concurrency=args.concurrency,
+        seed=args.seed,
+        workdir=args.workdir,
+    )
+    report = asyncio.run(run_chaos(config))
+    print(report.summary())
+    print(f"  seed: {config.seed}")
+    return 1 if report.problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
