@@ -95,6 +95,22 @@ class SimulatedLostAnswer(OutcomeUnknownError):
     """The charge was made, then the answer was lost (the server answers 500 or drops)."""
 
 
+class ReplayedOutcome:
+    """Marks an error that replays a remembered definite outcome (a key seen before).
+
+    `Charged` and `Declined` say so with their `replayed` field; the errors say
+    it by their class, so the simulator server can add `Idempotent-Replayed: true`.
+    """
+
+
+class ReplayedCustomerNotFoundError(CustomerNotFoundError, ReplayedOutcome):
+    pass
+
+
+class ReplayedCurrencyMismatchError(CurrencyMismatchError, ReplayedOutcome):
+    pass
+
+
 def _unit(*parts: object) -> float:
     """A stable pseudo-random number in [0, 1) from `parts`."""
     digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
@@ -295,8 +311,10 @@ def _result(outcome: str, charge_id: str | None, *, replayed: bool) -> Result:
     if outcome == INSUFFICIENT:
         return Declined(replayed=replayed)
     if outcome == NOT_FOUND:
-        return CustomerNotFoundError("no such customer at the provider")
-    return CurrencyMismatchError("the amount's currency is not the account's")
+        not_found = ReplayedCustomerNotFoundError if replayed else CustomerNotFoundError
+        return not_found("no such customer at the provider")
+    mismatch = ReplayedCurrencyMismatchError if replayed else CurrencyMismatchError
+    return mismatch("the amount's currency is not the account's")
 
 
 class SimulatedPaymentProvider:
