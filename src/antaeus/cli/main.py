@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from antaeus.cli import billing
+from antaeus.cli import billing, provider
 from antaeus.cli.common import err, fail, load_settings, out, prepare, run
 from antaeus.clock import SystemClock
 from antaeus.config import Settings
@@ -26,6 +26,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens (stored only as hashes).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.add_typer(provider.app, name="provider")
 
 DEFAULT_TOKEN_NAME = "admin"
 

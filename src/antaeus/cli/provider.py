@@ -1,0 +1,241 @@
+"""`antaeus provider serve`: the simulated payment provider behind HTTP, with faults."""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from antaeus.cli.common import err, fail, run
+from antaeus.domain.money import MoneyError, parse_amount
+from antaeus.payments.simulated import Account, SimulatedPaymentProvider
+from antaeus.payments.simulator_server import (
+    InvalidInput,
+    create_simulator_app,
+    listen,
+    loads,
+    parse_accounts,
+    serve,
+)
+
+app = typer.Typer(
+    help="A payment provider speaking the HTTP protocol, for tests and benchmarks.",
+    no_args_is_help=True,
+)
+
+API_KEY_ENV = "ANTAEUS_PROVIDER_API_KEY"
+
+
+def _rate(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:  # NaN fails this too
+        fail(f"--{name} must be between 0 and 1, not {value}")
+
+
+def _duration(name: str, value: float, *, at_least: float = 0.0, above: bool = False) -> None:
+    bad = not math.isfinite(value) or value < at_least or (above and value == at_least)
+    if bad:
+        relation = "more than" if above else "at least"
+        fail(f"--{name} must be a number {relation} {at_least:g}, not {value}")
+
+
+def _accounts_from_file(path: Path) -> list[Account]:
+    shown = escape(str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        fail(f"--accounts: cannot read {shown}: {escape(exc.strerror or str(exc))}")
+    try:
+        return parse_accounts(loads(data))
+    except InvalidInput as exc:
+        fail(f"--accounts {shown}: {escape(exc.message)}")
+    except ValueError as exc:
+        fail(f"--accounts {shown} is not valid JSON: {escape(str(exc))}")
+
+
+async def _accounts_from_db(url: str, balance_minor: int) -> list[Account]:
+    """One account per customer of an Antaeus database: its currency, `balance_minor`."""
+    from sqlalchemy import select
+
+    from antaeus.domain.money import Currency
+    from antaeus.storage.database import Database
+    from antaeus.storage.tables import customers
+
+    try:
+        db = Database(url)
+    except Exception as exc:  # an unparseable URL, an unknown driver
+        fail(f"--accounts-from-db: cannot use {escape(repr(url))}: {escape(str(exc))}")
+    try:
+        async with db.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(customers.c.id, customers.c.currency).order_by(customers.c.id)
+                )
+            ).all()
+    except Exception as exc:  # unreachable, or not an Antaeus database
+        reason = getattr(exc, "orig", None) or exc  # the driver's words, without the SQL
+        fail(
+            f"--accounts-from-db: cannot read the customers of {escape(url)}: {escape(str(reason))}"
+        )
+    finally:
+        await db.dispose()
+    if not rows:
+        fail(f"--accounts-from-db: {escape(url)} has no customers (load some with `antaeus seed`)")
+    return [Account(row.id, Currency(row.currency), balance_minor) for row in rows]
+
+
+def _faults(
+    latency_ms: float,
+    jitter_ms: float,
+    network_error_rate: float,
+    ambiguous_rate: float,
+    rate_limit: float,
+) -> str:
+    faults = []
+    if latency_ms or jitter_ms:
+        faults.append(f"latency {latency_ms:g}±{jitter_ms:g} ms")
+    if network_error_rate:
+        faults.append(f"network errors {network_error_rate * 100:g}%")
+    if ambiguous_rate:
+        faults.append(f"ambiguous answers {ambiguous_rate * 100:g}%")
+    if rate_limit:
+        faults.append(f"rate limit {rate_limit:g}/s")
+    return ", ".join(faults) or "none"
+
+
+@app.command("serve")
+def serve_command(
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8700,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    accounts: Annotated[
+        Path | None,
+        typer.Option(
+            "--accounts",
+            help='JSON file: a list of {"customerId", "currency", "balance"} to load',
+        ),
+    ] = None,
+    accounts_from_db: Annotated[
+        str | None,
+        typer.Option(
+            "--accounts-from-db",
+            metavar="DATABASE_URL",
+            help="one account per customer of this Antaeus database (its currency, --balance)",
+        ),
+    ] = None,
+    balance: Annotated[
+        str, typer.Option(help="balance of each account made by --accounts-from-db")
+    ] = "1000000.00",
+    key_retention: Annotated[
+        float,
+        typer.Option(
+            help="seconds a key's outcome is remembered; after that the same key charges again"
+        ),
+    ] = 86_400,
+    latency_ms: Annotated[float, typer.Option(help="added to every charge")] = 0.0,
+    jitter_ms: Annotated[float, typer.Option(help="latency varies by up to ± this")] = 0.0,
+    network_error_rate: Annotated[
+        float, typer.Option(help="share of charges answered 503 before anything happens")
+    ] = 0.0,
+    ambiguous_rate: Annotated[
+        float,
+        typer.Option(help="share of charges made, then answered 500 or dropped mid-answer"),
+    ] = 0.0,
+    rate_limit: Annotated[
+        float, typer.Option(help="requests a second on /v1/charges (token bucket), 0: none")
+    ] = 0.0,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar=API_KEY_ENV,
+            show_envvar=True,
+            help="require `Authorization: Bearer <key>` on /v1/charges and /admin/*",
+        ),
+    ] = None,
+    state: Annotated[
+        str, typer.Option(help="the simulator's SQLite file (keys, accounts, ledger)")
+    ] = ":memory:",
+    seed: Annotated[int, typer.Option(help="seed of every pseudo-random choice")] = 0,
+) -> None:
+    """Serve the payment-provider protocol (POST /v1/charges) with faults on demand.
+
+    Also GET /v1/health, POST /admin/accounts, GET /admin/ledger, GET /admin/stats.
+    Without accounts every charge is made; with accounts, the customer's account
+    decides (404 unknown customer, 409 other currency, 402 balance too low).
+    """
+    if not 1 <= port <= 65535:
+        fail(f"--port must be between 1 and 65535, not {port}")
+    if not host:
+        fail("--host must not be empty")
+    _rate("network-error-rate", network_error_rate)
+    _rate("ambiguous-rate", ambiguous_rate)
+    _duration("latency-ms", latency_ms)
+    _duration("jitter-ms", jitter_ms)
+    _duration("rate-limit", rate_limit)
+    _duration("key-retention", key_retention, above=True)
+    if api_key is not None and not (api_key and api_key.isascii() and api_key.isprintable()):
+        fail(f"--api-key (or {API_KEY_ENV}) must be printable ASCII characters, not empty")
+    try:
+        balance_value = parse_amount(balance)
+    except MoneyError as exc:
+        fail(f"--balance: {escape(str(exc))}")
+    if balance_value < 0:
+        fail("--balance must not be negative")
+    if state != ":memory:" and Path(state).is_dir():
+        fail(f"--state {escape(state)} is a directory; give a file")
+
+    loaded = _accounts_from_file(accounts) if accounts is not None else []
+
+    async def main() -> None:
+        from_db: list[Account] = []
+        if accounts_from_db is not None:
+            from_db = await _accounts_from_db(accounts_from_db, int(balance_value.scaleb(2)))
+        try:
+            provider = SimulatedPaymentProvider(
+                state,
+                failure_rate=0.0,
+                network_error_rate=network_error_rate,
+                ambiguous_rate=ambiguous_rate,
+                seed=seed,
+                latency_ms=latency_ms,
+                jitter_ms=jitter_ms,
+                key_retention=timedelta(seconds=key_retention),
+            )
+        except Exception as exc:  # sqlite3 cannot open the file
+            fail(f"--state {escape(state)}: {escape(str(exc))}")
+        try:
+            if from_db or loaded:
+                # the file's accounts win over the database's for the same customer
+                provider.store.set_accounts({a.customer_id: a for a in from_db + loaded}.values())
+            try:
+                sock = listen(host, port)
+            except OSError as exc:
+                fail(f"cannot listen on {escape(host)}:{port}: {escape(exc.strerror or str(exc))}")
+            shown = f"[{host}]" if ":" in host else host
+            how_many = (
+                f"{len(from_db) + len(loaded):,} accounts loaded"
+                if from_db or loaded
+                else "every charge is made (no accounts)"
+                if not provider.store.has_accounts()
+                else "accounts from the state file"
+            )
+            err.print(
+                f"antaeus provider: serving the payment-provider protocol on "
+                f"http://{shown}:{port} (faults: "
+                f"{_faults(latency_ms, jitter_ms, network_error_rate, ambiguous_rate, rate_limit)}"
+                f"; key retention {key_retention:g} s; {how_many}; "
+                f"{'API key required' if api_key else 'no API key'}; state {state}; seed {seed}; "
+                f"pid {os.getpid()})",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+            app_ = create_simulator_app(provider, api_key=api_key, rate_limit=rate_limit, seed=seed)
+            await serve(app_, sock)
+        finally:
+            await provider.aclose()
+
+    run(main())

@@ -1,0 +1,675 @@
+"""The simulated provider behind HTTP: a server speaking the payment-provider protocol.
+
+`antaeus provider serve` runs it (`../shared/payment-provider-protocol.md`), so
+Antaeus's HTTP adapter, its contract tests and chaos tests have a real provider
+to talk to, with faults on demand:
+
+    POST /v1/charges      the protocol; answered by `SimulatedPaymentProvider`
+    GET  /v1/health       200 {"status": "ok"} (never needs the API key)
+    POST /admin/accounts  [{"customerId", "currency", "balance"}] -> upsert accounts
+    GET  /admin/ledger    every charge made: {"charges": [...]}
+    GET  /admin/stats     counts of /v1/charges answers, for chaos test summaries
+
+What the wrapped provider decides is mapped to the protocol's answers:
+
+    Charged                 200 {"chargeId", "status": "charged"}
+    Declined                402 insufficient_funds
+    CustomerNotFoundError   404 customer_not_found
+    CurrencyMismatchError   409 currency_mismatch
+    KeyInUseError           409 idempotency_key_in_use + Retry-After
+    KeyReusedError          422 idempotency_key_reused
+    SimulatedNetworkError   503 (nothing happened)
+    SimulatedLostAnswer     500, or the connection dropped after the status line
+                            (the charge was made; a replay answers 200)
+
+A replay of a remembered outcome carries `Idempotent-Replayed: true`. The server
+itself adds 400 invalid_request (bad key or body), 401 unauthorized (`api_key`)
+and 429 rate_limited (a token bucket of `rate_limit` requests per second on
+/v1/charges). When the key's retention has passed, the provider has forgotten
+it: the same key then charges again, like a new one.
+
+The hot path, /v1/charges, is plain ASGI with a hand-written body parser (no
+pydantic, no Starlette request objects); the rarely used routes are a small
+Starlette app. Money is exact throughout: amounts are parsed to minor units.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import math
+import random
+import re
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any, Final
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+from antaeus.domain.money import Currency, Money, MoneyError, parse_amount
+from antaeus.payments.provider import (
+    Charged,
+    ChargeRequest,
+    CurrencyMismatchError,
+    CustomerNotFoundError,
+    KeyInUseError,
+    KeyReusedError,
+)
+from antaeus.payments.simulated import (
+    Account,
+    ReplayedOutcome,
+    SimulatedLostAnswer,
+    SimulatedNetworkError,
+    SimulatedPaymentProvider,
+)
+
+#: A charge request is about a hundred bytes; anything near this is not one.
+MAX_CHARGE_BODY: Final = 64 * 1024
+#: Room for about half a million accounts in one POST /admin/accounts.
+MAX_ADMIN_BODY: Final = 32 * 1024 * 1024
+#: Ids are stored as SQLite INTEGERs (signed 64 bits).
+MAX_ID: Final = 2**63 - 1
+MAX_KEY_LENGTH: Final = 255
+
+_CURRENCIES: Final = ", ".join(c.value for c in Currency)
+_VALUE_TEXT: Final = {c: re.compile(rf"[0-9]{{1,12}}\.[0-9]{{{c.minor_units}}}") for c in Currency}
+
+log = logging.getLogger("antaeus.provider")
+
+
+class InvalidInput(ValueError):  # noqa: N818 (read as "an invalid input", like the 400's code)
+    """A request the server refuses; `field` says where the problem is."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class DroppedConnection(Exception):  # noqa: N818 (not an error: a simulated fault)
+    """Raised after the status line of a lost answer, so the server drops the connection."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a valid JSON value")
+
+
+def loads(data: bytes) -> Any:
+    """JSON with decimal numbers kept exact; ValueError for anything unusable."""
+    try:
+        return json.loads(data, parse_float=Decimal, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+
+
+def _id(doc: dict[str, Any], name: str, where: str = "") -> int:
+    field = f"{where}{name}"
+    if name not in doc:
+        raise InvalidInput(field, f"{field} is required")
+    value = doc[name]
+    if type(value) is not int:  # bool is an int subclass, and is not an id
+        raise InvalidInput(field, f"{field} must be an integer")
+    if not 1 <= value <= MAX_ID:
+        raise InvalidInput(field, f"{field} must be between 1 and {MAX_ID}")
+    return value
+
+
+def _currency(value: object, field: str) -> Currency:
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"{field} must be a string, one of {_CURRENCIES}")
+    try:
+        return Currency(value)
+    except ValueError:
+        raise InvalidInput(
+            field, f"{field}: unknown currency {value[:20]!r}; expected one of {_CURRENCIES}"
+        ) from None
+
+
+def check_key(raw: bytes | None) -> str:
+    """The Idempotency-Key header: 1 to 255 printable ASCII characters."""
+    if raw is None:
+        raise InvalidInput("Idempotency-Key", "the Idempotency-Key header is required")
+    key = raw.decode("latin-1")
+    if not key:
+        raise InvalidInput("Idempotency-Key", "the Idempotency-Key header is empty")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidInput(
+            "Idempotency-Key", f"the Idempotency-Key header is longer than {MAX_KEY_LENGTH}"
+        )
+    if not (key.isascii() and key.isprintable()):
+        raise InvalidInput(
+            "Idempotency-Key", "the Idempotency-Key header must be printable ASCII characters"
+        )
+    return key
+
+
+def parse_charge(key: str, body: bytes) -> ChargeRequest:
+    """The charge request of a /v1/charges body, or InvalidInput naming the problem.
+
+    `amount.value` must be a string with exactly the currency's decimals (a JSON
+    number, even an exact one, is refused: the protocol's client never sends
+    one). Fields the protocol does not name are ignored.
+    """
+    try:
+        doc = loads(body)
+    except ValueError as exc:
+        raise InvalidInput("body", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput("body", "the body must be a JSON object")
+    invoice_id = _id(doc, "invoiceId")
+    customer_id = _id(doc, "customerId")
+    amount = doc.get("amount")
+    if amount is None:
+        raise InvalidInput("amount", "amount is required")
+    if not isinstance(amount, dict):
+        raise InvalidInput("amount", 'amount must be an object {"value", "currency"}')
+    if "currency" not in amount:
+        raise InvalidInput("amount.currency", "amount.currency is required")
+    currency = _currency(amount["currency"], "amount.currency")
+    if "value" not in amount:
+        raise InvalidInput("amount.value", "amount.value is required")
+    value = amount["value"]
+    if not isinstance(value, str):
+        raise InvalidInput(
+            "amount.value", 'amount.value must be a decimal string (like "89.52"), not a number'
+        )
+    if not _VALUE_TEXT[currency].fullmatch(value):
+        raise InvalidInput(
+            "amount.value",
+            f"amount.value {value[:40]!r} must be a non-negative decimal string with exactly "
+            f"{currency.minor_units} decimals for {currency.value}",
+        )
+    minor = int(value.replace(".", "", 1))
+    return ChargeRequest(invoice_id, customer_id, Money.from_minor(minor, currency), key)
+
+
+def parse_accounts(doc: object) -> list[Account]:
+    """Accounts from `[{"customerId", "currency", "balance"}]`, or InvalidInput naming the field.
+
+    A balance is a decimal string or an exact JSON number with at most the
+    currency's decimals, not negative. A customer may appear only once.
+    """
+    if not isinstance(doc, list):
+        raise InvalidInput(
+            "body", 'the body must be a JSON list of {"customerId", "currency", "balance"}'
+        )
+    accounts: list[Account] = []
+    seen: set[int] = set()
+    for i, item in enumerate(doc):
+        where = f"[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidInput(where, f"{where} must be an object")
+        customer_id = _id(item, "customerId", f"{where}.")
+        if customer_id in seen:
+            raise InvalidInput(
+                f"{where}.customerId", f"{where}.customerId: customer {customer_id} appears twice"
+            )
+        seen.add(customer_id)
+        if "currency" not in item:
+            raise InvalidInput(f"{where}.currency", f"{where}.currency is required")
+        currency = _currency(item["currency"], f"{where}.currency")
+        field = f"{where}.balance"
+        if "balance" not in item:
+            raise InvalidInput(field, f"{field} is required")
+        try:
+            balance = parse_amount(item["balance"])
+        except MoneyError as exc:
+            raise InvalidInput(field, f"{field}: {exc}") from None
+        if balance < 0:
+            raise InvalidInput(field, f"{field} must not be negative")
+        minor = int(balance.scaleb(currency.minor_units))
+        accounts.append(Account(customer_id, currency, minor))
+    return accounts
+
+
+class TokenBucket:
+    """`rate` tokens a second, holding at most `max(rate, 1)` (one second's burst)."""
+
+    def __init__(self, rate: float, clock: Any = time.monotonic) -> None:
+        self.rate = rate
+        self.capacity = max(rate, 1.0)
+        self.tokens = self.capacity
+        self._clock = clock
+        self._last = clock()
+
+    def take(self) -> float:
+        """0 when a token was taken, else the seconds until one is available."""
+        now = self._clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+def _retry_after(seconds: float) -> bytes:
+    """A Retry-After value: whole seconds, at least 1."""
+    return str(max(1, math.ceil(seconds))).encode()
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+_JSON: Final = (b"content-type", b"application/json")
+_REPLAYED: Final = (b"idempotent-replayed", b"true")
+_UNAUTHORIZED: Final = b'{"error":"unauthorized"}'
+_RATE_LIMITED: Final = b'{"error":"rate_limited"}'
+_DECLINED: Final = b'{"error":"insufficient_funds"}'
+_NOT_FOUND: Final = b'{"error":"customer_not_found"}'
+_MISMATCH: Final = b'{"error":"currency_mismatch"}'
+_KEY_IN_USE: Final = b'{"error":"idempotency_key_in_use"}'
+_KEY_REUSED: Final = b'{"error":"idempotency_key_reused"}'
+_NETWORK: Final = _json(
+    {"error": "service_unavailable", "message": "simulated network error: nothing happened"}
+)
+_LOST: Final = _json(
+    {"error": "internal_error", "message": "simulated lost answer: the charge may have happened"}
+)
+_FAILED: Final = _json({"error": "internal_error", "message": "the simulator failed"})
+_METHOD: Final = _json({"error": "method_not_allowed", "message": "use POST /v1/charges"})
+
+
+class SimulatorStats:
+    """Counts of /v1/charges answers since the server started (this process only)."""
+
+    def __init__(self) -> None:
+        self.by_status: Counter[str] = Counter()
+        self.replays = 0
+        self.network_errors = 0
+        self.ambiguous_500 = 0
+        self.dropped = 0
+        self.rate_limited = 0
+        self.key_in_use = 0
+        self.key_reused = 0
+        self.unauthorized = 0
+        self.invalid_requests = 0
+
+    def as_json(self, store: dict[str, int]) -> dict[str, Any]:
+        return {
+            "requests": sum(self.by_status.values()),
+            "byStatus": dict(sorted(self.by_status.items())),
+            "replays": self.replays,
+            "networkErrors": self.network_errors,
+            "ambiguous": self.ambiguous_500 + self.dropped,
+            "ambiguous500": self.ambiguous_500,
+            "dropped": self.dropped,
+            "rateLimited": self.rate_limited,
+            "keyInUse": self.key_in_use,
+            "keyReused": self.key_reused,
+            "unauthorized": self.unauthorized,
+            "invalidRequests": self.invalid_requests,
+            # outcomes the simulator's store recorded: every process sharing its state
+            "store": dict(sorted(store.items())),
+        }
+
+
+class SimulatorApp:
+    """The ASGI app: /v1/charges by hand, everything else through Starlette."""
+
+    def __init__(
+        self,
+        provider: SimulatedPaymentProvider,
+        *,
+        api_key: str | None = None,
+        rate_limit: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        if api_key is not None and not (api_key and api_key.isascii() and api_key.isprintable()):
+            raise ValueError("the API key must be printable ASCII characters")
+        if not (math.isfinite(rate_limit) and rate_limit >= 0):
+            raise ValueError("rate_limit must be a number of requests per second, 0 or more")
+        self.provider = provider
+        self.api_key = api_key.encode() if api_key is not None else None
+        self.bucket = TokenBucket(rate_limit) if rate_limit else None
+        self.stats = SimulatorStats()
+        self._rng = random.Random(seed)
+        self._routes = Starlette(
+            routes=[
+                Route("/v1/health", self._health, methods=["GET"]),
+                Route("/admin/accounts", self._accounts, methods=["POST"]),
+                Route("/admin/ledger", self._ledger, methods=["GET"]),
+                Route("/admin/stats", self._stats, methods=["GET"]),
+            ],
+            exception_handlers={HTTPException: self._http_error},
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/charges":
+            if scope["method"] == "POST":
+                await self._charge(scope, receive, send)
+            else:
+                await _respond(send, 405, _METHOD, [(b"allow", b"POST")])
+            return
+        await self._routes(scope, receive, send)
+
+    # --- /v1/charges -----------------------------------------------------------------
+
+    def _authorized(self, value: bytes | None) -> bool:
+        if self.api_key is None:
+            return True
+        if value is None:
+            return False
+        scheme, _, token = value.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.api_key)
+
+    async def _charge(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stats = self.stats
+        key: bytes | None = None
+        auth: bytes | None = None
+        length: bytes | None = None
+        keys = 0
+        for name, value in scope["headers"]:
+            if name == b"idempotency-key":
+                key = value
+                keys += 1
+            elif name == b"authorization":
+                auth = value
+            elif name == b"content-length":
+                length = value
+        if not self._authorized(auth):
+            stats.unauthorized += 1
+            await self._send(send, 401, _UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
+            return
+        if self.bucket is not None:
+            wait = self.bucket.take()
+            if wait:
+                stats.rate_limited += 1
+                await self._send(send, 429, _RATE_LIMITED, [(b"retry-after", _retry_after(wait))])
+                return
+        try:
+            if keys > 1:
+                raise InvalidInput("Idempotency-Key", "send one Idempotency-Key header, not more")
+            idempotency_key = check_key(key)
+            body = await _read_body(receive, length, MAX_CHARGE_BODY)
+            if body is None:
+                return  # the client went away
+            request = parse_charge(idempotency_key, body)
+        except InvalidInput as exc:
+            stats.invalid_requests += 1
+            await self._send(send, 400, _invalid("invalid_request", exc))
+            return
+        await self._answer(send, request)
+
+    async def _answer(self, send: Send, request: ChargeRequest) -> None:
+        stats = self.stats
+        try:
+            result = await self.provider.charge(request)
+        except CustomerNotFoundError as exc:
+            await self._definite(send, 404, _NOT_FOUND, exc)
+        except CurrencyMismatchError as exc:
+            await self._definite(send, 409, _MISMATCH, exc)
+        except KeyInUseError as exc:
+            stats.key_in_use += 1
+            retry = [(b"retry-after", _retry_after(exc.retry_after))]
+            await self._send(send, 409, _KEY_IN_USE, retry)
+        except KeyReusedError:
+            stats.key_reused += 1
+            await self._send(send, 422, _KEY_REUSED)
+        except SimulatedNetworkError:
+            stats.network_errors += 1
+            await self._send(send, 503, _NETWORK)
+        except SimulatedLostAnswer:
+            if self._rng.random() < 0.5:
+                stats.ambiguous_500 += 1
+                await self._send(send, 500, _LOST)
+            else:
+                stats.dropped += 1
+                stats.by_status["dropped"] += 1
+                await _drop(send)
+        except Exception:
+            log.exception("charge_failed invoice_id=%s", request.invoice_id)
+            await self._send(send, 500, _FAILED)
+        else:
+            if isinstance(result, Charged):
+                body = b'{"chargeId":"%s","status":"charged"}' % result.charge_id.encode()
+                status = 200
+            else:
+                body, status = _DECLINED, 402
+            if result.replayed:
+                stats.replays += 1
+                await self._send(send, status, body, [_REPLAYED])
+            else:
+                await self._send(send, status, body)
+
+    async def _definite(self, send: Send, status: int, body: bytes, exc: Exception) -> None:
+        if isinstance(exc, ReplayedOutcome):
+            self.stats.replays += 1
+            await self._send(send, status, body, [_REPLAYED])
+        else:
+            await self._send(send, status, body)
+
+    async def _send(
+        self,
+        send: Send,
+        status: int,
+        body: bytes,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> None:
+        self.stats.by_status[str(status)] += 1
+        await _respond(send, status, body, headers)
+
+    # --- the other routes ------------------------------------------------------------
+
+    async def _health(self, _request: Request) -> Response:
+        return _JSONResponse({"status": "ok"})
+
+    def _refuse(self, request: Request) -> Response | None:
+        if self._authorized(request.headers.get("authorization", "").encode("latin-1") or None):
+            return None
+        return Response(
+            _UNAUTHORIZED,
+            status_code=401,
+            media_type="application/json",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    async def _accounts(self, request: Request) -> Response:
+        if (refused := self._refuse(request)) is not None:
+            return refused
+        # the main API's shapes: 400 for a body that is not JSON, 422 naming a bad field
+        try:
+            body = await _read_body(
+                request.receive, _header(request, "content-length"), MAX_ADMIN_BODY
+            )
+        except InvalidInput as exc:
+            return _error(400, "body_too_large", exc.message, "body")
+        if body is None:
+            return Response(status_code=400)  # the client went away
+        try:
+            doc = loads(body)
+        except ValueError as exc:
+            return _error(400, "invalid_json", f"the body is not valid JSON: {exc}", "body")
+        try:
+            accounts = parse_accounts(doc)
+        except InvalidInput as exc:
+            return _JSONResponse(_invalid_doc("validation_error", exc), 422)
+        await asyncio.to_thread(self.provider.store.set_accounts, accounts)
+        return _JSONResponse({"accounts": len(accounts)})
+
+    async def _ledger(self, request: Request) -> Response:
+        if (refused := self._refuse(request)) is not None:
+            return refused
+        entries = await asyncio.to_thread(self.provider.store.ledger)
+        charges = [
+            {
+                "chargeId": e.charge_id,
+                "idempotencyKey": e.idempotency_key,
+                "invoiceId": e.invoice_id,
+                "customerId": e.customer_id,
+                "value": f"{e.amount.value:f}",
+                "currency": e.amount.currency.value,
+            }
+            for e in entries
+        ]
+        return _JSONResponse({"charges": charges})
+
+    async def _stats(self, request: Request) -> Response:
+        if (refused := self._refuse(request)) is not None:
+            return refused
+        store = await asyncio.to_thread(self.provider.store.stats)
+        return _JSONResponse(self.stats.as_json(store))
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            return _error(404, "not_found", f"no route {request.method} {request.url.path}")
+        if exc.status_code == 405:
+            return _error(
+                405,
+                "method_not_allowed",
+                f"{request.method} is not allowed on {request.url.path}",
+                headers=exc.headers,
+            )
+        return _error(exc.status_code, "http_error", str(exc.detail), headers=exc.headers)
+
+
+def create_simulator_app(
+    provider: SimulatedPaymentProvider,
+    *,
+    api_key: str | None = None,
+    rate_limit: float = 0.0,
+    seed: int = 0,
+) -> SimulatorApp:
+    """The ASGI app serving `provider` over the payment-provider protocol.
+
+    `api_key`: when set, /v1/charges and /admin/* need `Authorization: Bearer <key>`.
+    `rate_limit`: requests a second on /v1/charges (0: unlimited).
+    `seed`: picks, for each lost answer, a 500 or a dropped connection.
+    The caller owns `provider` and closes it after the server stops.
+    """
+    return SimulatorApp(provider, api_key=api_key, rate_limit=rate_limit, seed=seed)
+
+
+# --- plain ASGI helpers ------------------------------------------------------------------
+
+
+class _JSONResponse(Response):
+    media_type = "application/json"
+
+    def __init__(self, content: Any, status_code: int = 200, **kwargs: Any) -> None:
+        super().__init__(_json(content), status_code=status_code, **kwargs)
+
+
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    doc = {"error": code, "message": message}
+    if field is not None:
+        doc["field"] = field
+    return _JSONResponse(doc, status, headers=headers)
+
+
+def _invalid_doc(code: str, exc: InvalidInput) -> dict[str, str]:
+    return {"error": code, "message": exc.message, "field": exc.field}
+
+
+def _invalid(code: str, exc: InvalidInput) -> bytes:
+    return _json(_invalid_doc(code, exc))
+
+
+def _header(request: Request, name: str) -> bytes | None:
+    value = request.headers.get(name)
+    return value.encode("latin-1") if value is not None else None
+
+
+async def _read_body(receive: Receive, length: bytes | None, limit: int) -> bytes | None:
+    """The request body (None if the client left), or InvalidInput past `limit` bytes."""
+    if length is not None:
+        if not length.isdigit():
+            raise InvalidInput("body", "the Content-Length header is malformed")
+        if int(length) > limit:
+            raise InvalidInput("body", f"the body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise InvalidInput("body", f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [_JSON, (b"content-length", b"%d" % len(body)), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _drop(send: Send) -> None:
+    """The status line and headers of an answer whose body never comes: a lost answer."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [_JSON, (b"content-length", b"64")],
+        }
+    )
+    raise DroppedConnection
+
+
+class _QuietDrops(logging.Filter):
+    """Keeps uvicorn from logging each simulated dropped connection as an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], DroppedConnection))
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (OSError when it cannot be had)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.set_inheritable(True)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve(app: SimulatorApp, sock: socket.socket) -> None:
+    """Serve `app` on `sock` with uvicorn (httptools, no access log) until SIGTERM/SIGINT."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        http="httptools",
+        loop="uvloop",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        backlog=2048,
+    )
+    logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+    await uvicorn.Server(config).serve(sockets=[sock])
