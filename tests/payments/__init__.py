@@ -1,0 +1,1 @@
+"""The payment providers: the simulator server, the HTTP adapter, their contract."""

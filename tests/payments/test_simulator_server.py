@@ -1,0 +1,571 @@
+"""`antaeus provider serve` over real HTTP: the protocol, its errors, and every fault flag.
+
+Each configuration is one server process for the module (module-scoped
+fixtures); tests use their own idempotency keys and customers so they can share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.payments.simulator import clean_env, running_simulator
+
+EUR = {"value": "10.00", "currency": "EUR"}
+API_KEY = "sk_test_simulator"
+
+
+def key() -> str:
+    return f"test-{uuid.uuid4()}"
+
+
+def body(invoice_id: int = 1, customer_id: int = 1, amount: dict[str, Any] | None = None) -> str:
+    return json.dumps({"invoiceId": invoice_id, "customerId": customer_id, "amount": amount or EUR})
+
+
+def charge(
+    client: httpx.Client,
+    content: str | bytes,
+    idempotency_key: str | None,
+    headers: dict[str, str | bytes] | None = None,
+) -> httpx.Response:
+    sent: dict[str, str | bytes] = {"Content-Type": "application/json", **(headers or {})}
+    if idempotency_key is not None:
+        sent["Idempotency-Key"] = idempotency_key
+    return client.post("/v1/charges", content=content, headers=sent)
+
+
+def ledger(client: httpx.Client) -> list[dict[str, Any]]:
+    answer = client.get("/admin/ledger")
+    assert answer.status_code == 200, answer.text
+    charges: list[dict[str, Any]] = answer.json()["charges"]
+    return charges
+
+
+def ledger_of(client: httpx.Client, idempotency_key: str) -> list[dict[str, Any]]:
+    return [c for c in ledger(client) if c["idempotencyKey"] == idempotency_key]
+
+
+def client_for(base_url: str, **kwargs: Any) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=10, **kwargs) as client:
+        yield client
+
+
+# --- servers ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plain() -> Iterator[httpx.Client]:
+    with running_simulator() as url:
+        yield from client_for(url)
+
+
+ACCOUNTS = [
+    {"customerId": 1, "currency": "EUR", "balance": "100.00"},
+    {"customerId": 2, "currency": "USD", "balance": 50},
+    {"customerId": 3, "currency": "DKK", "balance": "0"},
+]
+
+
+@pytest.fixture(scope="module")
+def with_accounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    path = tmp_path_factory.mktemp("accounts") / "accounts.json"
+    path.write_text(json.dumps(ACCOUNTS))
+    with running_simulator("--accounts", str(path)) as url:
+        yield from client_for(url)
+
+
+@pytest.fixture(scope="module")
+def ambiguous() -> Iterator[httpx.Client]:
+    with running_simulator("--ambiguous-rate", "1") as url:
+        yield from client_for(url)
+
+
+@pytest.fixture(scope="module")
+def slow() -> Iterator[str]:
+    """200 ms a charge, and keys forgotten after one second."""
+    with running_simulator("--latency-ms", "200", "--key-retention", "1") as url:
+        yield url
+
+
+# --- the protocol ----------------------------------------------------------------------
+
+
+def test_health(plain: httpx.Client) -> None:
+    answer = plain.get("/v1/health")
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ok"}
+
+
+def test_charge_replay_and_ledger(plain: httpx.Client) -> None:
+    k = key()
+    content = body(861, 87, {"value": "89.52", "currency": "USD"})
+    first = charge(plain, content, k)
+    assert first.status_code == 200, first.text
+    assert first.headers["content-type"] == "application/json"
+    assert "idempotent-replayed" not in first.headers
+    charge_id = first.json()["chargeId"]
+    assert first.json() == {"chargeId": charge_id, "status": "charged"}
+    assert charge_id.startswith("ch_")
+
+    again = charge(plain, content, k)
+    assert again.status_code == 200
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+
+    assert ledger_of(plain, k) == [
+        {
+            "chargeId": charge_id,
+            "idempotencyKey": k,
+            "invoiceId": 861,
+            "customerId": 87,
+            "value": "89.52",
+            "currency": "USD",
+        }
+    ]
+
+
+def test_same_key_other_body_is_refused(plain: httpx.Client) -> None:
+    k = key()
+    assert charge(plain, body(1, 1), k).status_code == 200
+    for other in (body(2, 1), body(1, 2), body(1, 1, {"value": "10.01", "currency": "EUR"})):
+        answer = charge(plain, other, k)
+        assert answer.status_code == 422, answer.text
+        assert answer.json() == {"error": "idempotency_key_reused"}
+    assert len(ledger_of(plain, k)) == 1
+
+
+@pytest.mark.parametrize(
+    ("idempotency_key", "content", "field"),
+    [
+        (None, body(), "Idempotency-Key"),
+        ("", body(), "Idempotency-Key"),
+        ("k" * 256, body(), "Idempotency-Key"),
+        ("clé-é", body(), "Idempotency-Key"),
+        ("tab\there", body(), "Idempotency-Key"),
+        (
+            "ok",
+            json.dumps(
+                {"invoiceId": 1, "customerId": 1, "amount": {"value": 10.5, "currency": "EUR"}}
+            ),
+            "amount.value",
+        ),
+        (
+            "ok",
+            json.dumps(
+                {"invoiceId": 1, "customerId": 1, "amount": {"value": 10, "currency": "EUR"}}
+            ),
+            "amount.value",
+        ),
+        ("ok", body(amount={"value": "10.001", "currency": "EUR"}), "amount.value"),
+        ("ok", body(amount={"value": "10.0", "currency": "EUR"}), "amount.value"),
+        ("ok", body(amount={"value": "10", "currency": "EUR"}), "amount.value"),
+        ("ok", body(amount={"value": "-10.00", "currency": "EUR"}), "amount.value"),
+        ("ok", body(amount={"value": "1e3", "currency": "EUR"}), "amount.value"),
+        ("ok", body(amount={"value": "NaN", "currency": "EUR"}), "amount.value"),
+        ("ok", body(amount={"value": "10.00", "currency": "XBT"}), "amount.currency"),
+        ("ok", body(amount={"value": "10.00", "currency": "eur"}), "amount.currency"),
+        ("ok", body(amount={"value": "10.00"}), "amount.currency"),
+        ("ok", body(amount={"currency": "EUR"}), "amount.value"),
+        ("ok", json.dumps({"invoiceId": 1, "customerId": 1}), "amount"),
+        ("ok", json.dumps({"invoiceId": 1, "customerId": 1, "amount": "10.00 EUR"}), "amount"),
+        ("ok", json.dumps({"customerId": 1, "amount": EUR}), "invoiceId"),
+        ("ok", body(invoice_id=-5), "invoiceId"),
+        ("ok", body(invoice_id=0), "invoiceId"),
+        ("ok", body(customer_id=-1), "customerId"),
+        ("ok", body(customer_id=2**63), "customerId"),
+        ("ok", json.dumps({"invoiceId": "1", "customerId": 1, "amount": EUR}), "invoiceId"),
+        ("ok", json.dumps({"invoiceId": True, "customerId": 1, "amount": EUR}), "invoiceId"),
+        ("ok", json.dumps({"invoiceId": 1.0, "customerId": 1, "amount": EUR}), "invoiceId"),
+        ("ok", "[1, 2]", "body"),
+        ("ok", "42", "body"),
+        ("ok", "<html><body>hello</body></html>", "body"),
+        ("ok", "", "body"),
+        ("ok", b"\xff\xfe{", "body"),
+        ("ok", '{"invoiceId": 1, "customerId": 1, "amount": {"value": NaN}}', "body"),
+        ("ok", "[" * 20_000 + "]" * 20_000, "body"),
+    ],
+)
+def test_bad_requests_are_400_naming_the_problem(
+    plain: httpx.Client, idempotency_key: str | None, content: str | bytes, field: str
+) -> None:
+    k = None if idempotency_key is None else idempotency_key.replace("ok", key())
+    headers: dict[str, str | bytes] = {}
+    if k is not None and not k.isascii():
+        headers["Idempotency-Key"] = k.encode("utf-8")  # raw UTF-8 bytes
+        k = None
+    answer = charge(plain, content, k, headers)
+    assert answer.status_code == 400, answer.text
+    doc = answer.json()
+    assert doc["error"] == "invalid_request"
+    assert doc["field"] == field
+    assert doc["message"]
+    if k is not None and k.startswith("test-"):
+        assert ledger_of(plain, k) == []
+
+
+def test_oversized_charge_body_is_400(plain: httpx.Client) -> None:
+    padding = "x" * 70_000
+    content = json.dumps({"invoiceId": 1, "customerId": 1, "amount": EUR, "padding": padding})
+    answer = charge(plain, content, key())
+    assert answer.status_code == 400
+    assert answer.json()["field"] == "body"
+
+
+def test_wrong_method_and_unknown_route_are_json(plain: httpx.Client) -> None:
+    answer = plain.get("/v1/charges")
+    assert answer.status_code == 405
+    assert answer.json()["error"] == "method_not_allowed"
+    answer = plain.get("/v2/charges")
+    assert answer.status_code == 404
+    assert answer.json()["error"] == "not_found"
+
+
+# --- with accounts: the account decides -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("customer_id", "amount", "status", "error"),
+    [
+        (1, {"value": "100.01", "currency": "EUR"}, 402, "insufficient_funds"),
+        (3, {"value": "0.01", "currency": "DKK"}, 402, "insufficient_funds"),
+        (99, {"value": "1.00", "currency": "EUR"}, 404, "customer_not_found"),
+        (1, {"value": "1.00", "currency": "USD"}, 409, "currency_mismatch"),
+    ],
+)
+def test_definite_refusals_and_their_replays(
+    with_accounts: httpx.Client, customer_id: int, amount: dict[str, str], status: int, error: str
+) -> None:
+    k = key()
+    content = body(7, customer_id, amount)
+    first = charge(with_accounts, content, k)
+    assert first.status_code == status, first.text
+    assert first.json() == {"error": error}
+    assert "idempotent-replayed" not in first.headers
+    again = charge(with_accounts, content, k)
+    assert again.status_code == status
+    assert again.json() == {"error": error}
+    assert again.headers["idempotent-replayed"] == "true"
+    assert ledger_of(with_accounts, k) == []
+
+
+def test_accounts_from_file_charge_their_balance(with_accounts: httpx.Client) -> None:
+    k = key()
+    answer = charge(with_accounts, body(8, 2, {"value": "50.00", "currency": "USD"}), k)
+    assert answer.status_code == 200, answer.text
+    # the balance is spent: the next charge of that customer is declined
+    answer = charge(with_accounts, body(9, 2, {"value": "0.01", "currency": "USD"}), key())
+    assert answer.status_code == 402
+    assert [c["value"] for c in ledger_of(with_accounts, k)] == ["50.00"]
+
+
+def test_admin_accounts_upsert(with_accounts: httpx.Client) -> None:
+    accounts = [
+        {"customerId": 500, "currency": "GBP", "balance": "5.5"},
+        {"customerId": 501, "currency": "SEK", "balance": 12.25},
+    ]
+    answer = with_accounts.post("/admin/accounts", json=accounts)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"accounts": 2}
+    ok = charge(with_accounts, body(1, 500, {"value": "5.50", "currency": "GBP"}), key())
+    assert ok.status_code == 200, ok.text
+    low = charge(with_accounts, body(1, 501, {"value": "12.26", "currency": "SEK"}), key())
+    assert low.status_code == 402
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "field"),
+    [
+        ("not json", 400, "body"),
+        ('{"customerId": 600, "currency": "EUR", "balance": "1.00"}', 422, "body"),
+        ("[42]", 422, "[0]"),
+        ('[{"currency": "EUR", "balance": "1.00"}]', 422, "[0].customerId"),
+        ('[{"customerId": "600", "currency": "EUR", "balance": "1.00"}]', 422, "[0].customerId"),
+        ('[{"customerId": true, "currency": "EUR", "balance": "1.00"}]', 422, "[0].customerId"),
+        ('[{"customerId": 0, "currency": "EUR", "balance": "1.00"}]', 422, "[0].customerId"),
+        ('[{"customerId": 600, "balance": "1.00"}]', 422, "[0].currency"),
+        ('[{"customerId": 600, "currency": "XXX", "balance": "1.00"}]', 422, "[0].currency"),
+        ('[{"customerId": 600, "currency": "EUR"}]', 422, "[0].balance"),
+        ('[{"customerId": 600, "currency": "EUR", "balance": "1.001"}]', 422, "[0].balance"),
+        ('[{"customerId": 600, "currency": "EUR", "balance": 1.001}]', 422, "[0].balance"),
+        ('[{"customerId": 600, "currency": "EUR", "balance": "-1.00"}]', 422, "[0].balance"),
+        ('[{"customerId": 600, "currency": "EUR", "balance": "abc"}]', 422, "[0].balance"),
+        ('[{"customerId": 600, "currency": "EUR", "balance": null}]', 422, "[0].balance"),
+        ('[{"customerId": 600, "currency": "EUR", "balance": 1e400}]', 422, "[0].balance"),
+        (
+            '[{"customerId": 600, "currency": "EUR", "balance": "1.00"},'
+            ' {"customerId": 601, "currency": "EUR", "balance": "1.001"}]',
+            422,
+            "[1].balance",
+        ),
+        (
+            '[{"customerId": 600, "currency": "EUR", "balance": "1.00"},'
+            ' {"customerId": 600, "currency": "EUR", "balance": "2.00"}]',
+            422,
+            "[1].customerId",
+        ),
+    ],
+)
+def test_admin_accounts_refuses_bad_input_and_writes_nothing(
+    with_accounts: httpx.Client, content: str, status: int, field: str
+) -> None:
+    answer = with_accounts.post(
+        "/admin/accounts", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == status, answer.text
+    doc = answer.json()
+    assert doc["field"] == field
+    assert doc["error"] in ("invalid_json", "validation_error")
+    assert doc["message"]
+    # customer 600 (valid in some of these lists) was not created
+    refused = charge(with_accounts, body(1, 600, {"value": "1.00", "currency": "EUR"}), key())
+    assert refused.status_code == 404
+
+
+def test_admin_accounts_body_limit(with_accounts: httpx.Client) -> None:
+    """A body announced larger than the limit is refused before it is read."""
+    url = httpx.URL(str(with_accounts.base_url))
+    assert url.port is not None
+    with socket.create_connection((url.host, url.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /admin/accounts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n[]" % (64 * 1024 * 1024)
+        )
+        answer = b""
+        while b"}" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, content = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    assert json.loads(content)["error"] == "body_too_large"
+
+
+# --- faults ----------------------------------------------------------------------------
+
+
+def test_api_key_from_the_environment() -> None:
+    with (
+        running_simulator(env=clean_env(ANTAEUS_PROVIDER_API_KEY=API_KEY)) as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        assert client.get("/v1/health").status_code == 200
+        for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": API_KEY}):
+            answer = charge(client, body(), key(), headers)
+            assert answer.status_code == 401
+            assert answer.json() == {"error": "unauthorized"}
+            for path in ("/admin/ledger", "/admin/stats"):
+                assert client.get(path, headers=headers).status_code == 401
+            answer = client.post("/admin/accounts", json=[], headers=headers)
+            assert answer.status_code == 401
+        good = {"Authorization": f"Bearer {API_KEY}"}
+        assert charge(client, body(), key(), good).status_code == 200
+        assert len(client.get("/admin/ledger", headers=good).json()["charges"]) == 1
+
+
+def test_rate_limit() -> None:
+    with running_simulator("--rate-limit", "5", "--api-key", API_KEY) as url:
+        good = {"Authorization": f"Bearer {API_KEY}"}
+        with httpx.Client(base_url=url, timeout=10, headers=good) as client:
+            keys = [key() for _ in range(20)]
+            answers = [(k, charge(client, body(i + 1), k)) for i, k in enumerate(keys)]
+            statuses = [a.status_code for _, a in answers]
+            assert statuses[:5] == [200] * 5
+            limited = [(k, a) for k, a in answers if a.status_code == 429]
+            assert len(limited) >= 10, statuses
+            assert set(statuses) == {200, 429}
+            k, first = limited[0]
+            assert first.json() == {"error": "rate_limited"}
+            retry_after = int(first.headers["retry-after"])
+            assert retry_after >= 1
+            # nothing moved for a 429, and the key is not remembered: it charges later
+            assert len(ledger(client)) == statuses.count(200)
+            time.sleep(retry_after)
+            assert charge(client, body(keys.index(k) + 1), k).status_code == 200
+            stats = client.get("/admin/stats").json()
+            assert stats["rateLimited"] == len(limited)
+
+
+def test_network_errors_move_nothing() -> None:
+    with (
+        running_simulator("--network-error-rate", "1") as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        k = key()
+        for _ in range(3):
+            answer = charge(client, body(), k)
+            assert answer.status_code == 503
+        assert ledger(client) == []
+        assert client.get("/admin/stats").json()["networkErrors"] == 3
+
+
+def test_ambiguous_answers_charge_and_replay(ambiguous: httpx.Client) -> None:
+    keys = [key() for _ in range(8)]
+    kinds = []
+    for i, k in enumerate(keys):
+        try:
+            answer = charge(ambiguous, body(i + 1), k)
+        except httpx.RemoteProtocolError:  # the connection dropped mid-answer
+            kinds.append("dropped")
+        else:
+            assert answer.status_code == 500, answer.text
+            kinds.append("500")
+    assert set(kinds) == {"500", "dropped"}, kinds  # seed 0 gives both
+    charges = {c["idempotencyKey"]: c for c in ledger(ambiguous)}
+    assert set(charges) == set(keys)  # every charge was made
+    for i, k in enumerate(keys):
+        replay = charge(ambiguous, body(i + 1), k)
+        assert replay.status_code == 200, replay.text
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert replay.json() == {"chargeId": charges[k]["chargeId"], "status": "charged"}
+    assert len(ledger(ambiguous)) == len(keys)  # the replays moved nothing
+    stats = ambiguous.get("/admin/stats").json()
+    assert stats["ambiguous"] == 8
+    assert stats["dropped"] == kinds.count("dropped")
+    assert stats["ambiguous500"] == kinds.count("500")
+    assert stats["replays"] == 8
+    assert stats["byStatus"]["200"] == 8
+
+
+async def test_concurrent_requests_with_one_key_charge_once(slow: str) -> None:
+    k = key()
+    async with httpx.AsyncClient(base_url=slow, timeout=10) as client:
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    "/v1/charges",
+                    content=body(3),
+                    headers={"Idempotency-Key": k, "Content-Type": "application/json"},
+                )
+                for _ in range(10)
+            )
+        )
+        charges = (await client.get("/admin/ledger")).json()["charges"]
+    made = [a for a in answers if a.status_code == 200 and "idempotent-replayed" not in a.headers]
+    in_use = [a for a in answers if a.status_code == 409]
+    replayed = [a for a in answers if a.headers.get("idempotent-replayed") == "true"]
+    assert len(made) == 1
+    assert len(in_use) >= 5  # all but the first, unless one came after the first finished
+    assert len(made) + len(in_use) + len(replayed) == len(answers)
+    for answer in in_use:
+        assert answer.json() == {"error": "idempotency_key_in_use"}
+        assert int(answer.headers["retry-after"]) >= 1
+    assert [c["idempotencyKey"] for c in charges].count(k) == 1
+
+
+def test_key_retention_expiry_charges_again(slow: str) -> None:
+    """After the retention window the simulator has forgotten the key: it is a new charge."""
+    k = key()
+    with httpx.Client(base_url=slow, timeout=10) as client:
+        first = charge(client, body(4), k)
+        assert first.status_code == 200
+        replay = charge(client, body(4), k)  # within the second
+        assert replay.headers.get("idempotent-replayed") == "true"
+        time.sleep(1.2)
+        again = charge(client, body(4), k)
+        assert again.status_code == 200
+        assert "idempotent-replayed" not in again.headers
+        assert again.json()["chargeId"] != first.json()["chargeId"]
+        assert [c["chargeId"] for c in ledger_of(client, k)] == [
+            first.json()["chargeId"],
+            again.json()["chargeId"],
+        ]
+
+
+# --- accounts from an Antaeus database, and flag validation -----------------------------
+
+
+def test_accounts_from_db(tmp_path: Path) -> None:
+    env = clean_env()
+    seeded = subprocess.run(
+        [sys.executable, "-m", "antaeus", "seed", "--seed", "7", "--customers", "5"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert seeded.returncode == 0, seeded.stderr
+    database = tmp_path / "antaeus.db"
+    import sqlite3
+
+    with sqlite3.connect(database) as conn:
+        currencies = dict(conn.execute("SELECT id, currency FROM customers").fetchall())
+    assert len(currencies) == 5
+    url = f"sqlite:///{database}"
+    with (
+        running_simulator("--accounts-from-db", url, "--balance", "100.00") as base,
+        httpx.Client(base_url=base, timeout=10) as client,
+    ):
+        for customer_id, currency in currencies.items():
+            amount = {"value": "60.00", "currency": currency}
+            assert charge(client, body(1, customer_id, amount), key()).status_code == 200
+            # 40.00 left
+            assert charge(client, body(2, customer_id, amount), key()).status_code == 402
+        other = "EUR" if currencies[1] != "EUR" else "USD"
+        answer = charge(client, body(3, 1, {"value": "1.00", "currency": other}), key())
+        assert answer.status_code == 409
+        answer = charge(client, body(4, 6, {"value": "1.00", "currency": "EUR"}), key())
+        assert answer.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--network-error-rate", "1.5"], "--network-error-rate must be between 0 and 1"),
+        (["--ambiguous-rate", "-0.1"], "--ambiguous-rate must be between 0 and 1"),
+        (["--ambiguous-rate", "nan"], "--ambiguous-rate must be between 0 and 1"),
+        (["--latency-ms", "-1"], "--latency-ms must be"),
+        (["--jitter-ms", "inf"], "--jitter-ms must be"),
+        (["--rate-limit", "-3"], "--rate-limit must be"),
+        (["--key-retention", "0"], "--key-retention must be"),
+        (["--port", "70000"], "--port must be between 1 and 65535"),
+        (["--port", "0"], "--port must be between 1 and 65535"),
+        (["--balance", "1.001", "--accounts-from-db", "sqlite:///x.db"], "--balance"),
+        (["--accounts", "missing.json"], "--accounts: cannot read"),
+        (["--accounts-from-db", "sqlite:///empty.db"], "--accounts-from-db"),
+        (["--api-key", "clé"], "--api-key"),
+    ],
+)
+def test_bad_flags_fail_clearly(tmp_path: Path, args: list[str], message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "antaeus", "provider", "serve", *args],
+        cwd=tmp_path,
+        env=clean_env(NO_COLOR="1", COLUMNS="200"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "error:" in done.stderr
+    assert message in done.stderr, done.stderr
+
+
+def test_bad_accounts_file_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.json"
+    path.write_text(json.dumps([{"customerId": 1, "currency": "EUR", "balance": "1.234"}]))
+    done = subprocess.run(
+        [sys.executable, "-m", "antaeus", "provider", "serve", "--accounts", str(path)],
+        cwd=tmp_path,
+        env=clean_env(NO_COLOR="1", COLUMNS="200"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "[0].balance" in done.stderr, done.stderr
