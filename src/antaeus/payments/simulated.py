@@ -91,7 +91,7 @@ class SimulatedNetworkError(OutcomeUnknownError):
     """A fault before anything happened (the server answers 503)."""
 
 
-class SimulatedLostAnswer(OutcomeUnknownError):
+class SimulatedLostAnswer(OutcomeUnknownError):  # noqa: N818 (a lost answer, not an error of ours)
     """The charge was made, then the answer was lost (the server answers 500 or drops)."""
 
 
