@@ -23,7 +23,6 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.payments.simulator import running_simulator
 
 from antaeus.domain.money import Currency, Money
 from antaeus.payments.http import HttpPaymentProvider, HttpProviderSettings
@@ -42,6 +41,7 @@ from antaeus.payments.provider import (
     UnauthorizedError,
 )
 from antaeus.payments.simulated import Account, SimulatedPaymentProvider
+from tests.payments.simulator import running_simulator
 
 _ids = itertools.count(1)
 RETENTION = 2.0  # seconds, for the servers and providers that test expiry
