@@ -154,6 +154,8 @@ class Worker:
         self._crash_hook = crash_hook
         self._installation_id: str | None = None
         self._inflight: set[asyncio.Task[Answer]] = set()
+        # claimed ahead of a free call slot, so a finished call is replaced at once
+        self._ready: collections.deque[Claimed] = collections.deque()
         self._answers: list[Answer] = []
         self._rng = random.Random()
         self._paused: str | None = None
@@ -171,7 +173,9 @@ class Worker:
         """Charge until `stop` is set; then finish the calls in flight and record them.
 
         Claiming and recording run as two pipelined loops, so the provider calls in
-        flight are topped up while earlier answers are being written.
+        flight are topped up while earlier answers are being written. Up to
+        `concurrency` invoices are claimed ahead, so a call that ends is replaced at
+        once instead of waiting for the next claim.
         """
         self.log.info("worker_started", concurrency=self.settings.concurrency)
         await self.wait_for_provider(stop)
@@ -184,6 +188,7 @@ class Worker:
             try:
                 await self._claim_loop(stop)
             finally:
+                await self._release_ready()
                 claiming_done.set()
                 self._answered.set()
                 await recorder
@@ -201,18 +206,42 @@ class Worker:
         self._inflight.discard(task)
         if not task.cancelled():
             self._answers.append(task.result())
+        self._fill()
         self._room.set()
         self._answered.set()
 
+    def _fill(self) -> None:
+        """Start calls for invoices claimed ahead, while there are free slots."""
+        while self._ready and len(self._inflight) < self.settings.concurrency:
+            self._start_call(self._ready.popleft())
+
+    async def _release_ready(self) -> None:
+        """Give back invoices claimed ahead but never sent (a graceful stop)."""
+        if not self._ready:
+            return
+        ids = [item.invoice_id for item in self._ready]
+        self._ready.clear()
+        now = self.clock.now()
+        try:
+            async with self.db.write() as conn:
+                await BillingRepository(conn).release(self.id, ids, now, now)
+        except Exception:  # their leases expire and another claim takes them
+            self.log.exception("release_failed", invoices=len(ids))
+
     async def _claim_loop(self, stop: asyncio.Event) -> None:
-        threshold = max(1, min(self.settings.batch_size, self.settings.concurrency) // 4)
+        concurrency = self.settings.concurrency
+        threshold = max(1, min(self.settings.batch_size, concurrency) // 2)
+        # answers waiting to be recorded hold claims back beyond this (backpressure)
+        backlog = max(self.settings.batch_size, concurrency)
         while not stop.is_set():
-            # answers not yet recorded count too: recording sets the pace (backpressure)
-            free = self.settings.concurrency - len(self._inflight) - len(self._answers)
-            if free >= threshold or not (self._inflight or self._answers):
+            # room for calls, plus as many claimed ahead
+            free = 2 * concurrency - len(self._inflight) - len(self._ready)
+            if len(self._answers) >= backlog:
+                free = 0
+            if free >= threshold or not (self._inflight or self._ready or self._answers):
                 claimed = await self._claim_planned(free)
-                for item in claimed:
-                    self._start_call(item)
+                self._ready.extend(claimed)
+                self._fill()
                 if claimed:
                     continue
                 await _wait(stop, self.settings.poll_interval)  # nothing due: poll
@@ -221,7 +250,8 @@ class Worker:
             await _wait_any(stop, self._room, self.settings.poll_interval)
 
     async def _record_loop(self, claiming_done: asyncio.Event) -> None:
-        half = max(1, self.settings.batch_size // 2)
+        # enough answers for one efficient transaction, or wait `flush_interval` for more
+        enough = max(1, min(self.settings.batch_size, self.settings.concurrency) // 2)
         while True:
             if not self._answers:
                 if claiming_done.is_set() and not self._inflight:
@@ -231,7 +261,7 @@ class Worker:
                 if claiming_done.is_set() and self._inflight and not self._answers:
                     await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            if len(self._answers) < half and self._inflight:
+            if len(self._answers) < enough and self._inflight:
                 await asyncio.sleep(self.settings.flush_interval)  # let more answers join
             size = self.settings.batch_size
             batch, self._answers = self._answers[:size], self._answers[size:]
@@ -546,7 +576,7 @@ class Worker:
         interval = max(self.settings.lease.total_seconds() / 3, 1.0)
         while not stop.is_set():
             await _wait(stop, interval)
-            if self._inflight:
+            if self._inflight or self._ready:
                 try:
                     now = self.clock.now()
                     async with self.db.write() as conn:
