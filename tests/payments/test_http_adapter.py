@@ -1063,3 +1063,14 @@ async def test_check_fails_for_a_silent_provider(client_kind: ClientKind) -> Non
         with pytest.raises(ProviderUnreachableError):
             await check(server.base_url, client_kind)
         assert time.monotonic() - started < CONNECT_TIMEOUT + READ_TIMEOUT + 1.0
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256, "clé", "a\r\nb", "tab\there"])
+async def test_a_key_outside_the_protocol_is_refused_before_anything_is_sent(key: str) -> None:
+    provider = HttpPaymentProvider(HttpProviderSettings(base_url="http://127.0.0.1:9"))
+    try:
+        request = ChargeRequest(1, 1, Money.of(Decimal("1.00"), Currency.EUR), key)
+        with pytest.raises(RequestRejectedError):
+            await provider.charge(request)
+    finally:
+        await provider.aclose()

@@ -330,7 +330,9 @@ class Worker:
         if limit <= 0:
             return []
         if not await self._is_paused():
-            return await self.claim(limit)
+            # tripped here but not yet recorded as a pause: hold new claims already
+            tripped = self._breaker_trips() is not None
+            return await self.claim(limit, open_attempts_only=tripped)
         assert self._paused is not None
         unavailable = self._paused.startswith(UNAVAILABLE)
         claimed = await self.claim(limit, open_attempts_only=True) if unavailable else []
@@ -365,7 +367,11 @@ class Worker:
 
     async def _call(self, item: Claimed) -> Answer:
         with metrics.CHARGE_SECONDS.time():
-            return await self._charge(item)
+            answer = await self._charge(item)
+        # the breaker's window counts each answer as it comes, not when it is recorded
+        if answer.outcome is not None:
+            self._recent.append(answer.outcome is ChargeOutcome.UNKNOWN)
+        return answer
 
     async def _charge(self, item: Claimed) -> Answer:
         request = ChargeRequest(
@@ -426,7 +432,6 @@ class Worker:
             unauthorized = next((a.unauthorized for a in releases if a.unauthorized), None)
             unknown = sum(1 for a in outcomes if a.outcome is ChargeOutcome.UNKNOWN)
             definite = len(outcomes) - unknown
-            self._recent.extend([True] * unknown + [False] * definite)
             tripped = None if self._paused or unauthorized else self._breaker_trips()
             resumed = False
             if unauthorized:

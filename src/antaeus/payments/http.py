@@ -31,6 +31,7 @@ import asyncio
 import email.utils
 import json
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,7 +56,8 @@ from antaeus.payments.provider import (
     UnauthorizedError,
 )
 
-MAX_ANSWER_BYTES: Final = 64 * 1024
+_KEY: Final = re.compile(r"[\x20-\x7e]{1,255}")
+MAX_ANSWER_BYTES: Final = 64 * 1024  # answers are asked for and read uncompressed
 DEFAULT_RETRY_AFTER: Final = 1.0
 ClientKind = Literal["aiohttp", "httpx"]
 
@@ -110,7 +112,7 @@ class _AiohttpTransport:
                     total=None, sock_connect=s.connect_timeout, sock_read=s.read_timeout
                 ),
                 skip_auto_headers=("User-Agent",),
-                headers={"User-Agent": "antaeus"},
+                headers={"User-Agent": "antaeus", "Accept-Encoding": "identity"},
                 auto_decompress=False,
             )
         return self._session
@@ -131,11 +133,13 @@ class _AiohttpTransport:
         return RawAnswer(response.status, headers, body)
 
     async def post(self, url: str, headers: dict[str, str], body: bytes) -> RawAnswer:
-        async with self._open().post(url, data=body, headers=headers) as response:
+        async with self._open().post(
+            url, data=body, headers=headers, allow_redirects=False
+        ) as response:
             return await self._read(response)
 
     async def get(self, url: str, headers: dict[str, str]) -> RawAnswer:
-        async with self._open().get(url, headers=headers) as response:
+        async with self._open().get(url, headers=headers, allow_redirects=False) as response:
             return await self._read(response)
 
     async def aclose(self) -> None:
@@ -157,7 +161,7 @@ class _HttpxTransport:
                 max_connections=settings.max_connections,
                 max_keepalive_connections=settings.max_connections,
             ),
-            headers={"User-Agent": "antaeus"},
+            headers={"User-Agent": "antaeus", "Accept-Encoding": "identity"},
         )
 
     async def _send(self, request: httpx.Request) -> RawAnswer:
@@ -220,6 +224,8 @@ class HttpPaymentProvider:
         return f"HTTP provider at {self.base_url} ({self.settings.client})"
 
     async def charge(self, request: ChargeRequest) -> Charged | Declined:
+        if not _KEY.fullmatch(request.idempotency_key):
+            raise RequestRejectedError("the idempotency key is not 1..255 printable ASCII")
         body = encode_request(request)
         headers = {
             "Content-Type": "application/json",
@@ -285,7 +291,12 @@ def interpret(answer: RawAnswer) -> Charged | Declined:
         )
     if status == 200:
         charge_id = body.get("chargeId")
-        if body.get("status") != "charged" or not isinstance(charge_id, str) or not charge_id:
+        if (
+            body.get("status") != "charged"
+            or not isinstance(charge_id, str)
+            or not charge_id
+            or "error" in body  # the error is authoritative: the status disagrees with it
+        ):
             raise OutcomeUnknownError(f"200 without a charge id: {_snippet(answer.body)}")
         return Charged(charge_id, replayed=replayed)
     error = body.get("error")
