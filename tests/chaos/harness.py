@@ -32,7 +32,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,7 @@ from antaeus.storage.database import Database
 from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.invoices import InvoiceRepository
 from antaeus.storage.tables import billing_runs, charge_attempts, invoices
+from tests.payments.simulator import free_port
 
 PG_ENV = "ANTAEUS_TEST_POSTGRES_URL"
 TOKEN = "ant_chaos_" + secrets.token_urlsafe(24)
@@ -140,12 +140,6 @@ class ChaosReport:
 
 
 # -- processes -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Process:
