@@ -167,7 +167,11 @@ class Settings(BaseSettings):
             return None
         parsed = urlsplit(value)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError("PAYMENT_PROVIDER_URL must be an http:// or https:// URL with a host")
+            shown = value.replace(parsed.password, "***") if parsed.password else value
+            raise ValueError(
+                f"PAYMENT_PROVIDER_URL must be an http:// or https:// URL with a host, "
+                f"not {shown!r}"
+            )
         return value.rstrip("/")
 
     @model_validator(mode="after")

@@ -188,7 +188,13 @@ def test_worker_starts_charging_once_the_provider_comes_up(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     ("command", "bad_url"),
-    [("worker", "ftp://x"), ("worker", "not a url"), ("worker", "http://"), ("serve", "ftp://x")],
+    [
+        ("worker", "ftp://x"),
+        ("worker", "not a url"),
+        ("worker", "http://"),
+        ("serve", "ftp://x"),
+        ("worker", "ftp://user:sekret@x"),
+    ],
 )
 def test_a_malformed_provider_url_stops_the_command_at_once(
     tmp_path: Path, command: str, bad_url: str
@@ -199,5 +205,9 @@ def test_a_malformed_provider_url_stops_the_command_at_once(
     assert done.returncode != 0, done.stderr
     assert time.monotonic() - began < 15  # no retrying: a wrong setting is not an outage
     assert "PAYMENT_PROVIDER_URL" in done.stderr, done.stderr
+    said = " ".join(done.stderr.split())
+    shown = bad_url.replace("sekret", "***")
+    assert repr(shown) in said, said  # the value that is wrong, without its password
+    assert "sekret" not in done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "antaeus.db").exists()  # it stopped before touching the database
