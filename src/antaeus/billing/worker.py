@@ -157,6 +157,7 @@ class Worker:
         # claimed ahead of a free call slot, so a finished call is replaced at once
         self._ready: collections.deque[Claimed] = collections.deque()
         self._answers: list[Answer] = []
+        self._recording = False  # a batch of answers is being written
         self._rng = random.Random()
         self._paused: str | None = None
         self._paused_checked = 0.0
@@ -169,24 +170,28 @@ class Worker:
 
     # -- the loop -------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, *, until_idle: bool = False) -> None:
         """Charge until `stop` is set; then finish the calls in flight and record them.
 
         Claiming and recording run as two pipelined loops, so the provider calls in
         flight are topped up while earlier answers are being written. Up to
         `concurrency` invoices are claimed ahead, so a call that ends is replaced at
         once instead of waiting for the next claim.
+
+        With `until_idle`, also return once nothing is due now and every answer is
+        recorded (`antaeus bill`'s direct mode and the tests).
         """
         self.log.info("worker_started", concurrency=self.settings.concurrency)
         await self.wait_for_provider(stop)
         renewer = asyncio.create_task(self._renew_leases(stop))
         self._room = asyncio.Event()
         self._answered = asyncio.Event()
+        self._recorded = asyncio.Event()
         claiming_done = asyncio.Event()
         try:
             recorder = asyncio.create_task(self._record_loop(claiming_done))
             try:
-                await self._claim_loop(stop)
+                await self._claim_loop(stop, until_idle)
             finally:
                 await self._release_ready()
                 claiming_done.set()
@@ -196,6 +201,14 @@ class Worker:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
             self.log.info("worker_stopped", **self.stats.__dict__)
+
+    async def run_until_idle(self) -> None:
+        """Charge until no open run has work left that is due now."""
+        await self.run(asyncio.Event(), until_idle=True)
+
+    def _busy(self) -> bool:
+        """Calls in flight, claimed ahead, or answers not yet recorded."""
+        return bool(self._inflight or self._ready or self._answers or self._recording)
 
     def _start_call(self, item: Claimed) -> None:
         task = asyncio.create_task(self._call(item))
@@ -228,7 +241,7 @@ class Worker:
         except Exception:  # their leases expire and another claim takes them
             self.log.exception("release_failed", invoices=len(ids))
 
-    async def _claim_loop(self, stop: asyncio.Event) -> None:
+    async def _claim_loop(self, stop: asyncio.Event, until_idle: bool) -> None:
         concurrency = self.settings.concurrency
         threshold = max(1, min(self.settings.batch_size, concurrency) // 2)
         # answers waiting to be recorded hold claims back beyond this (backpressure)
@@ -238,13 +251,20 @@ class Worker:
             free = 2 * concurrency - len(self._inflight) - len(self._ready)
             if len(self._answers) >= backlog:
                 free = 0
-            if free >= threshold or not (self._inflight or self._ready or self._answers):
+            if free >= threshold or not self._busy():
+                self._recorded.clear()
                 claimed = await self._claim_planned(free)
                 self._ready.extend(claimed)
                 self._fill()
-                if claimed:
+                if claimed or self._recorded.is_set():
+                    continue  # (a batch recorded during the claim may have lifted a pause)
+                if not self._busy():
+                    if until_idle:
+                        return
+                    await _wait(stop, self.settings.poll_interval)  # nothing due: poll
                     continue
-                await _wait(stop, self.settings.poll_interval)  # nothing due: poll
+                # nothing due now, calls still out: look again once answers are recorded
+                await _wait_any(stop, self._recorded, self.settings.poll_interval)
                 continue
             self._room.clear()
             await _wait_any(stop, self._room, self.settings.poll_interval)
@@ -265,62 +285,17 @@ class Worker:
                 await asyncio.sleep(self.settings.flush_interval)  # let more answers join
             size = self.settings.batch_size
             batch, self._answers = self._answers[:size], self._answers[size:]
+            self._recording = True
             try:
                 await self.record(batch)
             except Exception:
                 # Leases expire and another claim repeats these with their keys.
                 self.log.exception("record_failed", invoices=len(batch))
                 await asyncio.sleep(self.settings.poll_interval)
+            finally:
+                self._recording = False
             self._room.set()
-
-    async def step(self) -> bool:
-        """Claim if there is room, collect answers, record them. True if anything moved."""
-        moved = False
-        free = self.settings.concurrency - len(self._inflight)
-        if free > 0 and (
-            not self._inflight
-            or free >= min(self.settings.batch_size, self.settings.concurrency) // 2
-        ):
-            claimed = await self._claim_planned(free)
-            moved = bool(claimed)
-            for item in claimed:
-                task = asyncio.create_task(self._call(item))
-                self._inflight.add(task)
-        if self._inflight:
-            done, _ = await asyncio.wait(
-                self._inflight,
-                timeout=self.settings.flush_interval,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            # take everything already finished, not just the first
-            finished = [t for t in self._inflight if t.done()]
-            for task in finished:
-                self._inflight.discard(task)
-                self._answers.append(task.result())
-            moved = moved or bool(done)
-        if self._answers and (
-            not self._inflight or len(self._answers) >= self.settings.batch_size // 2 or moved
-        ):
-            await self.record(self._answers)
-            self._answers = []
-        return moved
-
-    async def drain(self) -> None:
-        """Finish every call in flight and record it (graceful stop)."""
-        if self._inflight:
-            results = await asyncio.gather(*self._inflight)
-            self._inflight.clear()
-            self._answers.extend(results)
-        if self._answers:
-            await self.record(self._answers)
-            self._answers = []
-
-    async def run_until_idle(self) -> None:
-        """Charge until no open run has work left that is due now (tests, `antaeus bill`)."""
-        while True:
-            progressed = await self.step()
-            if not progressed and not self._inflight and not self._answers:
-                return
+            self._recorded.set()
 
     # -- the three steps --------------------------------------------------------
 

@@ -183,12 +183,19 @@ async def _bill_direct(settings: Settings, wait_seconds: float) -> dict[str, Any
             async with db.read() as conn:
                 return (await runs_json(conn, [run_id]))[0]
 
-        async def tick() -> None:
-            if not await w.step():
-                await asyncio.sleep(0.05)
+        stop = asyncio.Event()
+        charging = asyncio.create_task(w.run(stop))
 
-        await _follow(fetch, wait_seconds, tick)
-        await w.drain()  # record the calls in flight before leaving
+        async def tick() -> None:
+            if charging.done():
+                charging.result()  # the worker failed: say why rather than wait
+            await asyncio.sleep(0.1)
+
+        try:
+            await _follow(fetch, wait_seconds, tick)
+        finally:
+            stop.set()  # the worker records the calls in flight, then returns
+            await charging
         return await fetch()
     finally:
         await provider.aclose()
