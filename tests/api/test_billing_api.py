@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -25,17 +24,15 @@ from antaeus.domain.money import Currency
 from antaeus.domain.policy import PolicySettings
 from antaeus.payments.provider import (
     Charged,
-    ChargeRequest,
-    Declined,
     KeyReusedError,
     OutcomeUnknownError,
-    ProviderError,
     UnauthorizedError,
 )
 from antaeus.payments.simulated import Account, SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.installation import InstallationRepository
 from antaeus.storage.tables import invoice_actions
+from tests.billing.fakes import ScriptedProvider
 
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z")
 LINK = re.compile(r'<([^>]+)>; rel="next"')
@@ -66,25 +63,6 @@ ATTEMPT_KEYS = {
 # -- helpers ----------------------------------------------------------------------
 
 
-@dataclass
-class FakeProvider:
-    """Raises `error` on every call while it is set, else charges; records every key."""
-
-    error: type[ProviderError] | None = None
-    deduplicates_keys: bool = True
-    key_retention: timedelta = timedelta(hours=24)
-    keys: list[str] = field(default_factory=list)
-
-    async def charge(self, request: ChargeRequest) -> Charged | Declined:
-        self.keys.append(request.idempotency_key)
-        if self.error is not None:
-            raise self.error("fake provider says so")
-        return Charged(f"ch_fake_{request.invoice_id}")
-
-    async def aclose(self) -> None:
-        return None
-
-
 @pytest.fixture
 async def simulator() -> AsyncIterator[SimulatedPaymentProvider]:
     provider = SimulatedPaymentProvider(":memory:", failure_rate=0.0, seed=1)
@@ -95,7 +73,7 @@ async def simulator() -> AsyncIterator[SimulatedPaymentProvider]:
 
 
 async def charge(
-    database: Database, provider: SimulatedPaymentProvider | FakeProvider, clock: ManualClock
+    database: Database, provider: SimulatedPaymentProvider | ScriptedProvider, clock: ManualClock
 ) -> None:
     worker = Worker(
         database,
@@ -187,7 +165,7 @@ async def review_invoice(
     """A REVIEW invoice (the provider says its key was used with another body); its run id."""
     iid = await new_invoice(client, await new_customer(client))
     run = await trigger(client)
-    await charge(database, FakeProvider(error=KeyReusedError), clock)
+    await charge(database, ScriptedProvider(default=KeyReusedError("the provider says so")), clock)
     found = await get_json(client, f"/rest/v1/invoices/{iid}")
     assert (found["status"], found["lastFailure"]) == ("REVIEW", "idempotency_key_reused")
     return iid, run["id"]
@@ -425,7 +403,9 @@ async def test_status_shows_open_runs_backlog_and_a_pause(
     assert (await get_json(client, "/rest/v1/status"))["dueBacklog"] == 1
     run = await trigger(client)
 
-    await charge(database, FakeProvider(error=UnauthorizedError), clock)
+    await charge(
+        database, ScriptedProvider(default=UnauthorizedError("the provider says so")), clock
+    )
     status = await get_json(client, "/rest/v1/status")
     assert set(status) == {
         "charging",
@@ -526,7 +506,7 @@ async def test_billing_retry_of_an_unknown_outcome_keeps_the_open_attempt_and_ke
 ) -> None:
     iid = await new_invoice(client, await new_customer(client))
     await trigger(client)
-    provider = FakeProvider(error=OutcomeUnknownError)
+    provider = ScriptedProvider(default=OutcomeUnknownError("the provider says so"))
     await charge(database, provider, clock)
     clock.advance(PolicySettings().unknown_repeat_window + timedelta(seconds=1))
     await charge(database, provider, clock)  # still unknown: rescheduled, out of its run
@@ -540,11 +520,11 @@ async def test_billing_retry_of_an_unknown_outcome_keeps_the_open_attempt_and_ke
     response = await client.post("/rest/v1/billing/retry")
     assert response.status_code == 202, response.text
     assert response.json()["counts"]["due"] == 1
-    provider.error = None
+    provider.default = Charged("ch_ok")
     await charge(database, provider, clock)
     assert (await get_json(client, f"/rest/v1/invoices/{iid}"))["status"] == "PAID"
     key = f"{await installation_id(database)}:{iid}:1"
-    assert set(provider.keys) == {key}
+    assert {c.idempotency_key for c in provider.calls} == {key}
     [attempt] = await get_json(client, f"/rest/v1/invoices/{iid}/attempts")
     assert (attempt["number"], attempt["outcome"]) == (1, "charged")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,15 +25,13 @@ from antaeus.clock import ManualClock
 from antaeus.domain.policy import PolicySettings
 from antaeus.payments.provider import (
     Charged,
-    ChargeRequest,
-    Declined,
     OutcomeUnknownError,
-    ProviderError,
 )
 from antaeus.payments.simulated import SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.billing import BillingRepository
 from antaeus.storage.tables import billing_runs, run_invoices
+from tests.billing.fakes import ScriptedProvider
 
 POLICY = PolicySettings()
 CUT = POLICY.key_retention - POLICY.retention_margin  # an open attempt older than this: REVIEW
@@ -52,25 +49,6 @@ def z(moment: datetime) -> str:
 # -- helpers --------------------------------------------------------------------
 
 
-@dataclass
-class FakeProvider:
-    """Raises `error` for every call while it is set, else charges; records every key."""
-
-    error: type[ProviderError] | None = None
-    deduplicates_keys: bool = True
-    key_retention: timedelta = timedelta(hours=24)
-    keys: dict[int, list[str]] = field(default_factory=dict)
-
-    async def charge(self, request: ChargeRequest) -> Charged | Declined:
-        self.keys.setdefault(request.invoice_id, []).append(request.idempotency_key)
-        if self.error is not None:
-            raise self.error("fake provider says so")
-        return Charged(f"ch_fake_{request.invoice_id}")
-
-    async def aclose(self) -> None:
-        return None
-
-
 @pytest.fixture
 async def simulator() -> AsyncIterator[SimulatedPaymentProvider]:
     provider = SimulatedPaymentProvider(":memory:", failure_rate=0.0, seed=1)
@@ -81,7 +59,7 @@ async def simulator() -> AsyncIterator[SimulatedPaymentProvider]:
 
 
 def worker(
-    database: Database, provider: SimulatedPaymentProvider | FakeProvider, clock: ManualClock
+    database: Database, provider: SimulatedPaymentProvider | ScriptedProvider, clock: ManualClock
 ) -> Worker:
     return Worker(database, provider, clock, POLICY, WorkerSettings(batch_size=100, concurrency=50))
 
@@ -301,13 +279,13 @@ async def test_external_mode_opens_no_run_for_new_due_invoices(
 
 
 async def _unknown_then_rescheduled(
-    database: Database, clock: ManualClock, client: httpx.AsyncClient, provider: FakeProvider
+    database: Database, clock: ManualClock, client: httpx.AsyncClient, provider: ScriptedProvider
 ) -> tuple[int, int]:
     """An invoice whose attempt got only unknown answers and left its run rescheduled."""
     cid = await new_customer(client, "UTC")
     inv = await new_invoice(client, cid, due_at="2026-11-01T00:00:00Z")
     run_id = await open_run(database, clock, POLICY, "api")
-    provider.error = OutcomeUnknownError
+    provider.default = OutcomeUnknownError("the provider says so")
     await worker(database, provider, clock).run_until_idle()
     # repeated with its key inside the run for the repeat window, then rescheduled
     clock.advance(POLICY.unknown_repeat_window + SECOND)
@@ -324,9 +302,9 @@ async def _unknown_then_rescheduled(
 async def test_external_mode_opens_a_run_for_an_open_unknown_attempt_when_its_repeat_comes(
     database: Database, clock: ManualClock, client: httpx.AsyncClient
 ) -> None:
-    provider = FakeProvider()
+    provider = ScriptedProvider()
     invoice_id, first_run = await _unknown_then_rescheduled(database, clock, client, provider)
-    [key] = set(provider.keys[invoice_id])
+    [key] = set(provider.by_invoice[invoice_id])
     assert key.endswith(f":{invoice_id}:1")
     repeat_at = clock.now() + POLICY.reschedule_delay
     external = Scheduler(database, clock, POLICY, "external")
@@ -342,13 +320,13 @@ async def test_external_mode_opens_a_run_for_an_open_unknown_attempt_when_its_re
     assert run_id != first_run
     assert await run_members(database, run_id) == {invoice_id: None}  # not the new charge
 
-    provider.error = None
+    provider.default = Charged("ch_ok")
     await worker(database, provider, clock).run_until_idle()
     paid = await invoice(client, invoice_id)
     assert paid["status"] == "PAID"
     assert paid["attemptCount"] == 1
-    assert set(provider.keys[invoice_id]) == {key}  # repeated with the same key only
-    assert newcomer["id"] not in provider.keys
+    assert set(provider.by_invoice[invoice_id]) == {key}  # repeated with the same key only
+    assert newcomer["id"] not in provider.by_invoice
     assert (await invoice(client, newcomer["id"]))["status"] == "PENDING"
     assert await external.tick() is None
 
@@ -357,10 +335,10 @@ async def test_external_mode_opens_a_run_for_an_open_unknown_attempt_when_its_re
 async def test_open_unknown_attempt_goes_to_review_before_key_retention_ends(
     database: Database, clock: ManualClock, client: httpx.AsyncClient, mode: str
 ) -> None:
-    provider = FakeProvider()
+    provider = ScriptedProvider()
     started = clock.now()  # the attempt is first sent now
     invoice_id, _ = await _unknown_then_rescheduled(database, clock, client, provider)
-    sends = len(provider.keys[invoice_id])
+    sends = len(provider.by_invoice[invoice_id])
     scheduler = Scheduler(database, clock, POLICY, mode)  # type: ignore[arg-type]
 
     clock.set(started + CUT - SECOND)
@@ -374,18 +352,18 @@ async def test_open_unknown_attempt_goes_to_review_before_key_retention_ends(
     assert found["lastFailure"] == "unknown_outcome"
     assert found["nextAttemptAt"] is None
 
-    provider.error = None
+    provider.default = Charged("ch_ok")
     clock.advance(timedelta(days=2))
     assert await scheduler.tick() is None
     await worker(database, provider, clock).run_until_idle()
-    assert len(provider.keys[invoice_id]) == sends  # never sent again
+    assert len(provider.by_invoice[invoice_id]) == sends  # never sent again
     assert (await invoice(client, invoice_id))["status"] == "REVIEW"
 
 
 async def test_review_by_tick_gives_the_invoice_its_outcome_in_its_open_run(
     database: Database, clock: ManualClock, client: httpx.AsyncClient
 ) -> None:
-    provider = FakeProvider()
+    provider = ScriptedProvider()
     started = clock.now()
     invoice_id, _ = await _unknown_then_rescheduled(database, clock, client, provider)
     scheduler = Scheduler(database, clock, POLICY, "external")
