@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     WORKER_CONCURRENCY: int = Field(default=500, ge=1, le=10_000)
     WORKER_POLL_INTERVAL: float = Field(default=0.5, gt=0, le=60)
     SCHEDULER_INTERVAL: float = Field(default=1.0, gt=0, le=3_600)
+    IDEMPOTENCY_KEY_RETENTION: int = Field(
+        default=7 * 86_400,
+        ge=3_600,
+        description="seconds an API Idempotency-Key and its answer are remembered",
+    )
     RETRY_AFTER_MAX_SECONDS: float = Field(default=60, ge=0)
     PAUSE_PROBE_SECONDS: float = Field(default=30, gt=0)
 

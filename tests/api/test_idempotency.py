@@ -8,10 +8,17 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
+from sqlalchemy import select
 
+from antaeus.billing import runs as runs_module
+from antaeus.billing.runs import Scheduler
 from antaeus.clock import ManualClock
+from antaeus.config import Settings
+from antaeus.domain.policy import PolicySettings
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.idempotency import IdempotencyRepository, StoredResponse
+from antaeus.storage.tables import idempotency_keys
 
 CUSTOMERS = "/rest/v1/customers"
 INVOICES = "/rest/v1/invoices"
@@ -374,3 +381,67 @@ async def test_concurrent_same_key_different_bodies_create_one(
     winner = next(r for r in responses if r.status_code == 201)
     assert invoices[0] == winner.json()
     _check_race(database, race)
+
+
+# -- retention ------------------------------------------------------------------------
+
+
+async def _stored_keys(database: Database) -> set[str]:
+    async with database.read() as conn:
+        rows = await conn.execute(select(idempotency_keys.c.key))
+        return set(rows.scalars())
+
+
+async def test_the_scheduler_forgets_keys_older_than_their_retention(
+    client: httpx.AsyncClient, database: Database, clock: ManualClock
+) -> None:
+    body = {"currency": "SEK", "timezone": "Europe/Stockholm"}
+    old = await client.post(CUSTOMERS, json=body, headers={"Idempotency-Key": "old"})
+    clock.advance(timedelta(days=6))
+    young = await client.post(CUSTOMERS, json=body, headers={"Idempotency-Key": "young"})
+    clock.advance(timedelta(days=1, seconds=1))  # "old" is 7 days and a second old
+    scheduler = Scheduler(database, clock, PolicySettings(), "external")
+    assert scheduler.idempotency_retention == timedelta(days=7)  # the default
+    await scheduler.tick()
+    assert await _stored_keys(database) == {"young"}
+
+    # the young key still answers its first response; the forgotten one creates anew
+    again = await client.post(CUSTOMERS, json=body, headers={"Idempotency-Key": "young"})
+    assert (again.headers.get("idempotent-replayed"), again.json()) == ("true", young.json())
+    anew = await client.post(CUSTOMERS, json=body, headers={"Idempotency-Key": "old"})
+    assert anew.status_code == 201
+    assert "idempotent-replayed" not in anew.headers
+    assert anew.json()["id"] not in (old.json()["id"], young.json()["id"])
+
+
+async def test_the_sweep_runs_once_a_minute_and_deletes_in_chunks(
+    client: httpx.AsyncClient,
+    database: Database,
+    clock: ManualClock,
+    customer_id: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runs_module, "SWEEP_CHUNK", 3)
+    scheduler = Scheduler(
+        database, clock, PolicySettings(), "external", idempotency_retention=timedelta(hours=1)
+    )
+    await scheduler.tick()  # swept (nothing yet); the next sweep is a minute away
+    for i in range(10):
+        headers = {"Idempotency-Key": f"k{i}"}
+        response = await client.post(INVOICES, json=_invoice_body(customer_id), headers=headers)
+        assert response.status_code == 201, response.text
+    clock.advance(timedelta(minutes=59, seconds=30))
+    await scheduler.tick()  # swept: nothing is an hour old yet
+    assert len(await _stored_keys(database)) == 10
+    clock.advance(timedelta(seconds=31))
+    await scheduler.tick()  # expired now, but the last sweep was 31 s ago
+    assert len(await _stored_keys(database)) == 10
+    clock.advance(timedelta(seconds=30))
+    await scheduler.tick()
+    assert await _stored_keys(database) == set()  # 10 keys in chunks of 3
+
+
+@pytest.mark.parametrize("seconds", ["0", "59", "-1", "soon"])
+def test_a_retention_under_an_hour_is_refused(seconds: str) -> None:
+    with pytest.raises(ValidationError, match="IDEMPOTENCY_KEY_RETENTION"):
+        Settings(IDEMPOTENCY_KEY_RETENTION=seconds)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 
@@ -76,7 +77,12 @@ def create_app(
             tasks.append(asyncio.create_task(worker.run(stop), name="antaeus-worker"))
         if scheduler:
             sched = Scheduler(
-                db, the_clock, settings.policy(), settings.SCHEDULE, settings.SCHEDULER_INTERVAL
+                db,
+                the_clock,
+                settings.policy(),
+                settings.SCHEDULE,
+                settings.SCHEDULER_INTERVAL,
+                idempotency_retention=timedelta(seconds=settings.IDEMPOTENCY_KEY_RETENTION),
             )
             tasks.append(asyncio.create_task(sched.run(stop), name="antaeus-scheduler"))
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 import structlog
@@ -19,10 +19,14 @@ from antaeus.domain.policy import PolicySettings
 from antaeus.observability import metrics
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.billing import BillingRepository
+from antaeus.storage.repositories.idempotency import IdempotencyRepository
 
 log = structlog.get_logger("antaeus.scheduler")
 
 Trigger = Literal["schedule", "api", "cli"]
+
+SWEEP_EVERY = timedelta(minutes=1)  # how often expired Idempotency-Keys are looked for
+SWEEP_CHUNK = 5_000  # keys deleted per transaction (short write locks)
 
 
 def repeat_cut(policy: PolicySettings, now: datetime) -> datetime:
@@ -57,16 +61,25 @@ class Scheduler:
         policy: PolicySettings,
         mode: Literal["automatic", "external"],
         interval: float = 1.0,
+        idempotency_retention: timedelta = timedelta(days=7),
     ) -> None:
         self.db = db
         self.clock = clock
         self.policy = policy
         self.mode = mode
         self.interval = interval
+        self.idempotency_retention = idempotency_retention
+        self._next_sweep: datetime | None = None
 
     async def tick(self) -> int | None:
         """One pass; answers the id of the run it opened, if any."""
         now = self.clock.now()
+        if self._next_sweep is None or now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_EVERY
+            try:
+                await self.sweep_idempotency_keys()
+            except Exception:  # never in the way of opening runs; tried again next minute
+                log.exception("idempotency_sweep_failed")
         cut = repeat_cut(self.policy, now)
         async with self.db.write() as conn:
             repo = BillingRepository(conn)
@@ -94,6 +107,20 @@ class Scheduler:
             metrics.RUNS_OPENED.labels("schedule").inc()
             log.info("run_opened", run_id=run_id, trigger="schedule")
         return run_id
+
+    async def sweep_idempotency_keys(self) -> int:
+        """Forget API Idempotency-Keys older than their retention, a chunk per transaction."""
+        cut = self.clock.now() - self.idempotency_retention
+        purged = 0
+        while True:
+            async with self.db.write() as conn:
+                n = await IdempotencyRepository(conn).purge_before(cut, SWEEP_CHUNK)
+            purged += n
+            if n < SWEEP_CHUNK:
+                break
+        if purged:
+            log.info("idempotency_keys_forgotten", count=purged, stored_before=cut.isoformat())
+        return purged
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("scheduler_started", mode=self.mode)

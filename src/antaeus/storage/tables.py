@@ -108,6 +108,7 @@ idempotency_keys = Table(
     Column("response_body", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("scope", "key"),
+    Index("ix_idempotency_keys_created_at", "created_at"),  # the retention sweep
 )
 
 charge_attempts = Table(

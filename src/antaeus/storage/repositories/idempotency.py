@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.storage.tables import idempotency_keys
@@ -47,3 +47,16 @@ class IdempotencyRepository:
                 created_at=now,
             )
         )
+
+    async def purge_before(self, cut: datetime, limit: int) -> int:
+        """Forget up to `limit` of the oldest keys stored before `cut`; answers how many."""
+        oldest = (
+            select(idempotency_keys.c.id)
+            .where(idempotency_keys.c.created_at < cut)
+            .order_by(idempotency_keys.c.created_at)
+            .limit(limit)
+        )
+        result = await self.conn.execute(
+            delete(idempotency_keys).where(idempotency_keys.c.id.in_(oldest))
+        )
+        return int(result.rowcount or 0)
