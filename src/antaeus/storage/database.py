@@ -9,6 +9,7 @@ plain deferred `BEGIN` and, thanks to WAL, never block writers.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -58,6 +59,11 @@ class Database:
         if self.is_sqlite:
             _install_sqlite_hooks(self.engine, sqlite_synchronous)
         self._writer = self.engine.execution_options(**{_WRITE_OPTION: True})
+        # SQLite has one writer at a time. Writers of this process queue here and
+        # are woken the moment the lock is free, rather than sleeping in SQLite's
+        # busy handler (which backs off by up to 100 ms a try); writers of other
+        # processes still wait in the busy handler.
+        self._sqlite_writers = asyncio.Lock() if self.is_sqlite else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -80,7 +86,11 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction: committed on success, rolled back on any error."""
-        async with self._writer.connect() as conn, conn.begin():
+        if self._sqlite_writers is None:
+            async with self._writer.connect() as conn, conn.begin():
+                yield conn
+            return
+        async with self._sqlite_writers, self._writer.connect() as conn, conn.begin():
             yield conn
 
     async def dispose(self) -> None:
