@@ -87,7 +87,12 @@ class Settings(BaseSettings):
     PAYMENT_PROVIDER_TIMEOUT: float = Field(
         default=60.0, gt=0, le=3_600, description="seconds a whole call may take (a trickle too)"
     )
-    PAYMENT_PROVIDER_MAX_CONNECTIONS: int = Field(default=200, ge=1, le=10_000)
+    PAYMENT_PROVIDER_MAX_CONNECTIONS: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="connections to the provider per process; default: the worker's concurrency",
+    )
     PAYMENT_PROVIDER_HTTP_CLIENT: Literal["aiohttp", "httpx"] = "aiohttp"
     BREAKER_WINDOW: int = Field(
         default=100, ge=10, le=100_000, description="recent calls the unknown-outcome rate counts"

@@ -93,7 +93,7 @@ def worker(
         _install_stop_handlers(stop)
         db = Database.from_settings(settings)
         try:
-            provider = build_provider(settings)
+            provider = build_provider(settings, concurrency)
         except ProviderConfigError as exc:
             fail(str(exc))
         try:

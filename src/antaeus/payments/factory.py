@@ -14,7 +14,12 @@ class ProviderConfigError(Exception):
     pass
 
 
-def build_provider(settings: Settings) -> PaymentProvider:
+def build_provider(settings: Settings, concurrency: int | None = None) -> PaymentProvider:
+    """The provider of `settings`, for a worker with `concurrency` calls in flight.
+
+    Unless set, the HTTP adapter keeps as many connections as calls may be in
+    flight: a call waiting for a free connection would spend its timeout waiting.
+    """
     if settings.provider_kind == "simulated":
         return SimulatedPaymentProvider(
             settings.SIMULATED_STATE,
@@ -35,7 +40,9 @@ def build_provider(settings: Settings) -> PaymentProvider:
             connect_timeout=settings.PAYMENT_PROVIDER_CONNECT_TIMEOUT,
             read_timeout=settings.PAYMENT_PROVIDER_READ_TIMEOUT,
             timeout=settings.PAYMENT_PROVIDER_TIMEOUT,
-            max_connections=settings.PAYMENT_PROVIDER_MAX_CONNECTIONS,
+            max_connections=settings.PAYMENT_PROVIDER_MAX_CONNECTIONS
+            or concurrency
+            or settings.WORKER_CONCURRENCY,
             client=settings.PAYMENT_PROVIDER_HTTP_CLIENT,
         )
     )
