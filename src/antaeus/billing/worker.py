@@ -158,6 +158,8 @@ class Worker:
         self._ready: collections.deque[Claimed] = collections.deque()
         self._answers: list[Answer] = []
         self._recording = False  # a batch of answers is being written
+        self._record_error: Exception | None = None
+        self._pause_changes = 0  # bumped whenever record() changes `_paused`
         self._rng = random.Random()
         self._paused: str | None = None
         self._paused_checked = 0.0
@@ -182,11 +184,15 @@ class Worker:
         recorded (`antaeus bill`'s direct mode and the tests).
         """
         self.log.info("worker_started", concurrency=self.settings.concurrency)
-        await self.wait_for_provider(stop)
-        renewer = asyncio.create_task(self._renew_leases(stop))
+        if not until_idle:  # (until idle, an unreachable provider's calls end as unknowns)
+            await self.wait_for_provider(stop)
+        # leases are renewed until the last answer is recorded, not just until `stop`
+        renewing_done = asyncio.Event()
+        renewer = asyncio.create_task(self._renew_leases(renewing_done))
         self._room = asyncio.Event()
         self._answered = asyncio.Event()
         self._recorded = asyncio.Event()
+        self._record_error = None
         claiming_done = asyncio.Event()
         try:
             recorder = asyncio.create_task(self._record_loop(claiming_done))
@@ -198,9 +204,12 @@ class Worker:
                 self._answered.set()
                 await recorder
         finally:
+            renewing_done.set()
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
             self.log.info("worker_stopped", **self.stats.__dict__)
+        if until_idle and self._record_error is not None:
+            raise self._record_error  # a caller waiting for idleness must not miss it
 
     async def run_until_idle(self) -> None:
         """Charge until no open run has work left that is due now."""
@@ -246,6 +255,7 @@ class Worker:
         threshold = max(1, min(self.settings.batch_size, concurrency) // 2)
         # answers waiting to be recorded hold claims back beyond this (backpressure)
         backlog = max(self.settings.batch_size, concurrency)
+        failures = 0
         while not stop.is_set():
             # room for calls, plus as many claimed ahead
             free = 2 * concurrency - len(self._inflight) - len(self._ready)
@@ -253,7 +263,18 @@ class Worker:
                 free = 0
             if free >= threshold or not self._busy():
                 self._recorded.clear()
-                claimed = await self._claim_planned(free)
+                try:
+                    claimed = await self._claim_planned(free)
+                except Exception:
+                    if until_idle:
+                        raise
+                    # the database is away for a moment: calls out go on; try again soon
+                    failures += 1
+                    delay = min(self.settings.poll_interval * 2**failures, 30.0)
+                    self.log.exception("claim_failed", retry_in=delay)
+                    await _wait(stop, delay)
+                    continue
+                failures = 0
                 self._ready.extend(claimed)
                 self._fill()
                 if claimed or self._recorded.is_set():
@@ -288,9 +309,10 @@ class Worker:
             self._recording = True
             try:
                 await self.record(batch)
-            except Exception:
+            except Exception as exc:
                 # Leases expire and another claim repeats these with their keys.
                 self.log.exception("record_failed", invoices=len(batch))
+                self._record_error = self._record_error or exc
                 await asyncio.sleep(self.settings.poll_interval)
             finally:
                 self._recording = False
@@ -427,6 +449,8 @@ class Worker:
                     a.claimed.invoice_id for a in answers if a.claimed.invoice_id not in owned
                 ],
             )
+        if unauthorized or tripped or (self._paused and definite > unknown):
+            self._pause_changes += 1
         if unauthorized:
             self._paused = f"{UNAUTHORIZED}: {unauthorized}"
             metrics.CHARGING_PAUSED.set(1)
@@ -544,19 +568,22 @@ class Worker:
 
     async def _is_paused(self) -> bool:
         if time.monotonic() - self._paused_checked > 1.0:
+            seen = self._pause_changes
             async with self.db.read() as conn:
                 reason, _ = await BillingRepository(conn).pause_state()
-            if self._paused and not reason:
-                self._recent.clear()  # resumed elsewhere: start counting afresh
-            self._paused = reason
-            self._paused_checked = time.monotonic()
+            # A batch recorded meanwhile that paused or resumed is newer than this read.
+            if seen == self._pause_changes:
+                if self._paused and not reason:
+                    self._recent.clear()  # resumed elsewhere: start counting afresh
+                self._paused = reason
+                self._paused_checked = time.monotonic()
         return self._paused is not None
 
     async def _renew_leases(self, stop: asyncio.Event) -> None:
         interval = max(self.settings.lease.total_seconds() / 3, 1.0)
         while not stop.is_set():
             await _wait(stop, interval)
-            if self._inflight or self._ready:
+            if self._busy():
                 try:
                     now = self.clock.now()
                     async with self.db.write() as conn:
