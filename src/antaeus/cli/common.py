@@ -20,8 +20,30 @@ out = Console()
 err = Console(stderr=True)
 
 
+def raise_open_files_limit() -> int:
+    """Lift the soft limit on open files to the hard one; answers the limit now.
+
+    Each provider call in flight holds a connection, and each connection a file:
+    a worker with 2,000 calls in flight needs more than the common soft limit of 1,024.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # pragma: no cover - a sandbox may refuse
+            pass
+    return int(soft)
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on uvloop when available."""
+    """Run a coroutine on uvloop when available (with the open-files limit lifted)."""
+    raise_open_files_limit()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
