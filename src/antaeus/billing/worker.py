@@ -159,7 +159,7 @@ class Worker:
         self._answers: list[Answer] = []
         self._recording = False  # a batch of answers is being written
         self._record_error: Exception | None = None
-        self._pause_changes = 0  # bumped whenever record() changes `_paused`
+        self._pause_changes = 0  # bumped by every `_set_paused`
         self._rng = random.Random()
         self._paused: str | None = None
         self._paused_checked = 0.0
@@ -449,15 +449,11 @@ class Worker:
                     a.claimed.invoice_id for a in answers if a.claimed.invoice_id not in owned
                 ],
             )
-        if unauthorized or tripped or (self._paused and definite > unknown):
-            self._pause_changes += 1
         if unauthorized:
-            self._paused = f"{UNAUTHORIZED}: {unauthorized}"
-            metrics.CHARGING_PAUSED.set(1)
+            self._set_paused(f"{UNAUTHORIZED}: {unauthorized}")
             self.log.error("charging_paused", reason=UNAUTHORIZED, detail=unauthorized)
         elif tripped:
-            self._paused = f"{UNAVAILABLE}: {tripped}"
-            metrics.CHARGING_PAUSED.set(1)
+            self._set_paused(f"{UNAVAILABLE}: {tripped}")
             self.log.error(
                 "charging_paused",
                 reason=UNAVAILABLE,
@@ -465,9 +461,8 @@ class Worker:
                 action="no new invoices are claimed; open attempts keep being repeated",
             )
         elif self._paused and definite > unknown:
-            self._paused = None
+            self._set_paused(None)
             self._recent.clear()
-            metrics.CHARGING_PAUSED.set(0)
             if resumed:
                 self.log.warning("charging_resumed", definite=definite, unknown=unknown)
         self.stats.recorded += len(mine)
@@ -565,6 +560,12 @@ class Worker:
 
     def _cut(self, now: datetime) -> datetime:
         return now - (self.policy.key_retention - self.policy.retention_margin)
+
+    def _set_paused(self, reason: str | None) -> None:
+        """What this worker's own recorded batch decided (newer than any read in flight)."""
+        self._paused = reason
+        self._pause_changes += 1
+        metrics.CHARGING_PAUSED.set(1 if reason else 0)
 
     async def _is_paused(self) -> bool:
         if time.monotonic() - self._paused_checked > 1.0:

@@ -10,8 +10,8 @@ plain deferred `BEGIN` and, thanks to WAL, never block writers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -77,20 +77,17 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A transaction for reading (it writes nothing, so ending it is cheap)."""
         async with self.engine.connect() as conn, conn.begin():
             yield conn
 
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction: committed on success, rolled back on any error."""
-        if self._sqlite_writers is None:
-            async with self._writer.connect() as conn, conn.begin():
-                yield conn
-            return
-        async with self._sqlite_writers, self._writer.connect() as conn, conn.begin():
+        queue = self._sqlite_writers or contextlib.nullcontext()
+        async with queue, self._writer.connect() as conn, conn.begin():
             yield conn
 
     async def dispose(self) -> None:
