@@ -56,6 +56,7 @@ from antaeus.payments.provider import (
     Declined,
     KeyInUseError,
     KeyReusedError,
+    NotSentError,
     OutcomeUnknownError,
     ProviderError,
     RateLimitedError,
@@ -394,10 +395,8 @@ def outcome(answer: RawAnswer) -> Charged | Declined | ProviderError:
 
 
 @settings(max_examples=200, deadline=None)
-@given(charge_id=st.text(min_size=1, max_size=60), replayed=st.booleans())
-def test_every_non_empty_string_charge_id_is_read_back_exactly(
-    charge_id: str, replayed: bool
-) -> None:
+@given(charge_id=st.text(min_size=1, max_size=255).filter(str.isprintable), replayed=st.booleans())
+def test_every_well_formed_charge_id_is_read_back_exactly(charge_id: str, replayed: bool) -> None:
     headers = {"idempotent-replayed": "true"} if replayed else {}
     answer = RawAnswer(
         200, headers, json.dumps({"chargeId": charge_id, "status": "charged"}).encode()
@@ -416,7 +415,7 @@ NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
         ("2", 2.0),
         (" 2 ", 2.0),
         ("0", 0.0),
-        ("120", 120.0),
+        ("60", 60.0),
         ("1.5", 1.5),
         ("0.25", 0.25),
         ("-5", 0.0),
@@ -824,10 +823,12 @@ async def test_an_answer_of_exactly_the_limit_is_read(client_kind: ClientKind) -
         assert await charge_once(server.base_url, client_kind) == Charged("ch_1")
 
 
-async def test_connection_refused(client_kind: ClientKind) -> None:
+async def test_connection_refused_is_not_sent(client_kind: ClientKind) -> None:
+    """No connection: nothing left this process, so nothing can have been charged."""
     with refused_port() as port:
         started = time.monotonic()
-        await expect_unknown(f"http://127.0.0.1:{port}", client_kind)
+        with pytest.raises(NotSentError):
+            await charge_once(f"http://127.0.0.1:{port}", client_kind)
         assert time.monotonic() - started < TOTAL_TIMEOUT
 
 

@@ -44,5 +44,6 @@ def build_provider(settings: Settings, concurrency: int | None = None) -> Paymen
             or concurrency
             or settings.WORKER_CONCURRENCY,
             client=settings.PAYMENT_PROVIDER_HTTP_CLIENT,
+            retry_after_max=settings.RETRY_AFTER_MAX_SECONDS,
         )
     )

@@ -14,7 +14,14 @@ of the protocol, and anything that is not the protocol is an unknown outcome:
     401 unauthorized                                 UnauthorizedError
     429 rate_limited + Retry-After                   RateLimitedError
     5xx, timeout, reset, HTML, an unknown error
-    code, a 200 without chargeId, a trickle, ...     OutcomeUnknownError
+    code, a 200 without a well-formed chargeId
+    (1-255 printable characters), a trickle, ...    OutcomeUnknownError
+    connection refused or not made in time          NotSentError (nothing sent)
+
+Every value of an answer is bounded where it enters: `Retry-After` is clamped to
+`retry_after_max` (`ANTAEUS_RETRY_AFTER_MAX_SECONDS`), a charge id must have the
+documented shape. A hostile or broken provider can then cost an unknown
+outcome, never a crash of the code that records the answers.
 
 A call has a connect timeout, a read timeout (silence between bytes) and a
 deadline for the whole call, so a provider that trickles bytes cannot hold a
@@ -49,16 +56,19 @@ from antaeus.payments.provider import (
     Declined,
     KeyInUseError,
     KeyReusedError,
+    NotSentError,
     OutcomeUnknownError,
     ProviderError,
     RateLimitedError,
     RequestRejectedError,
     UnauthorizedError,
+    valid_charge_id,
 )
 
 _KEY: Final = re.compile(r"[\x20-\x7e]{1,255}")
 MAX_ANSWER_BYTES: Final = 64 * 1024  # answers are asked for and read uncompressed
 DEFAULT_RETRY_AFTER: Final = 1.0
+DEFAULT_RETRY_AFTER_MAX: Final = 60.0
 ClientKind = Literal["aiohttp", "httpx"]
 
 
@@ -76,6 +86,7 @@ class HttpProviderSettings:
     timeout: float = 60.0
     max_connections: int = 200
     client: ClientKind = "aiohttp"
+    retry_after_max: float = DEFAULT_RETRY_AFTER_MAX  # Retry-After is clamped to this
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +200,14 @@ class _HttpxTransport:
         await self._client.aclose()
 
 
+# Raised when no connection could be made: the request was never sent.
+_NOT_SENT_ERRORS: Final = (
+    aiohttp.ClientConnectorError,  # refused, DNS, TLS handshake
+    aiohttp.ConnectionTimeoutError,  # no connection within the connect timeout
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+)
+
 # Everything a client library raises for a call that went wrong on the way:
 # connection refused or reset, timeouts, protocol errors, a payload cut short.
 _TRANSPORT_ERRORS: Final = (
@@ -239,11 +258,13 @@ class HttpPaymentProvider:
             raise OutcomeUnknownError(
                 f"the answer was longer than {MAX_ANSWER_BYTES} bytes"
             ) from None
+        except _NOT_SENT_ERRORS as exc:
+            raise NotSentError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
         except TimeoutError:
             raise OutcomeUnknownError("no complete answer in time") from None
         except _TRANSPORT_ERRORS as exc:
             raise OutcomeUnknownError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
-        return interpret(answer)
+        return interpret(answer, self.settings.retry_after_max)
 
     async def check(self) -> None:
         """Raise ProviderUnreachableError unless `GET /v1/health` answers 200 ok."""
@@ -276,11 +297,14 @@ def encode_request(request: ChargeRequest) -> bytes:
     ).encode()
 
 
-def interpret(answer: RawAnswer) -> Charged | Declined:
+def interpret(
+    answer: RawAnswer, retry_after_max: float = DEFAULT_RETRY_AFTER_MAX
+) -> Charged | Declined:
     """Read one answer of the protocol; raise the provider error it means.
 
     The body's `error` is authoritative and the status must agree with it;
-    anything else is not the protocol and so an unknown outcome.
+    anything else is not the protocol and so an unknown outcome. A
+    `Retry-After` is clamped to `retry_after_max` seconds.
     """
     status = answer.status
     body = _json_object(answer.body)
@@ -293,11 +317,13 @@ def interpret(answer: RawAnswer) -> Charged | Declined:
         charge_id = body.get("chargeId")
         if (
             body.get("status") != "charged"
-            or not isinstance(charge_id, str)
-            or not charge_id
+            or not valid_charge_id(charge_id)
             or "error" in body  # the error is authoritative: the status disagrees with it
         ):
-            raise OutcomeUnknownError(f"200 without a charge id: {_snippet(answer.body)}")
+            raise OutcomeUnknownError(
+                f"200 without a well-formed charge id: {_snippet(answer.body)}"
+            )
+        assert isinstance(charge_id, str)
         return Charged(charge_id, replayed=replayed)
     error = body.get("error")
     expected = _ERRORS.get((status, error if isinstance(error, str) else ""))
@@ -306,7 +332,8 @@ def interpret(answer: RawAnswer) -> Charged | Declined:
     if expected is Declined:
         return Declined(replayed=replayed)
     if expected in (RateLimitedError, KeyInUseError):
-        raise expected(retry_after(answer.headers.get("retry-after")), str(error))
+        wait = retry_after(answer.headers.get("retry-after"), max_seconds=retry_after_max)
+        raise expected(wait, str(error))
     message = body.get("message")
     raise expected(message if isinstance(message, str) and message else str(error))
 
@@ -323,24 +350,32 @@ _ERRORS: Final[dict[tuple[int, str], Any]] = {
 }
 
 
-def retry_after(value: str | None, now: float | None = None) -> float:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+def retry_after(
+    value: str | None,
+    now: float | None = None,
+    max_seconds: float = DEFAULT_RETRY_AFTER_MAX,
+) -> float:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date).
+
+    Always finite, between 0 and `max_seconds`: `1e300` or a date in year 9999
+    waits `max_seconds`; what cannot be read waits `DEFAULT_RETRY_AFTER`.
+    """
     if value is None:
-        return DEFAULT_RETRY_AFTER
+        return min(DEFAULT_RETRY_AFTER, max_seconds)
     text = value.strip()
     try:
         seconds = float(text)
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return DEFAULT_RETRY_AFTER
+        except (TypeError, ValueError, OverflowError):
+            return min(DEFAULT_RETRY_AFTER, max_seconds)
         if when.tzinfo is None:
-            return DEFAULT_RETRY_AFTER
+            return min(DEFAULT_RETRY_AFTER, max_seconds)
         seconds = when.timestamp() - (time.time() if now is None else now)
     if not math.isfinite(seconds):
-        return DEFAULT_RETRY_AFTER
-    return max(0.0, seconds)
+        return min(DEFAULT_RETRY_AFTER, max_seconds)
+    return min(max(0.0, seconds), max_seconds)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

@@ -11,6 +11,8 @@
         KeyReusedError          the key was used with another body (422)
         OutcomeUnknownError     network error, timeout, 5xx, unreadable answer:
                                 the charge may have happened
+        NotSentError            the request never left (connection refused, no
+                                connection in time): nothing can have been charged
         RateLimitedError        429: nothing happened; retry after `retry_after`
         KeyInUseError           409: the key is being processed; retry after `retry_after`
         UnauthorizedError       401: the credential is refused; nothing happened
@@ -23,9 +25,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from typing import Final, Protocol
 
 from antaeus.domain.money import Money
+
+#: A provider's charge id is 1 to 255 printable characters (no control characters):
+#: anything else is not an answer of the protocol (an unknown outcome).
+MAX_CHARGE_ID_LENGTH: Final = 255
+
+
+def valid_charge_id(value: object) -> bool:
+    """Whether `value` has the documented shape of a charge id."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_CHARGE_ID_LENGTH and value.isprintable()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +84,10 @@ class OutcomeUnknownError(ProviderError):
 
 class UnauthorizedError(ProviderError):
     pass
+
+
+class NotSentError(ProviderError):
+    """The request never reached the provider: nothing was sent, nothing charged."""
 
 
 class _RetryAfterError(ProviderError):
