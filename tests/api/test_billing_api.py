@@ -57,6 +57,8 @@ ATTEMPT_KEYS = {
     "outcome",
     "chargeId",
     "runId",
+    "sends",
+    "answers",
 }
 
 
@@ -452,6 +454,15 @@ async def test_charged_invoice_is_paid_and_its_attempt_names_the_providers_charg
     assert attempt["startedAt"] == attempt["finishedAt"] == NOW_Z
     assert attempt["outcome"] == "charged"
     assert attempt["runId"] == run["id"]
+    assert attempt["sends"] == 1
+    assert attempt["answers"] == [
+        {
+            "outcome": "charged",
+            "chargeId": attempt["chargeId"],
+            "runId": run["id"],
+            "answeredAt": NOW_Z,
+        }
+    ]
     [entry] = simulator.store.ledger()
     assert (entry.charge_id, entry.idempotency_key, entry.invoice_id) == (
         attempt["chargeId"],

@@ -260,6 +260,15 @@ class RunRead(BaseModel):
     collected: list[MoneyRead]
 
 
+class AnswerRead(BaseModel):
+    """One answer of the provider to an attempt, in the order they came."""
+
+    outcome: str
+    chargeId: str | None  # noqa: N815
+    runId: int | None  # noqa: N815
+    answeredAt: datetime  # noqa: N815
+
+
 class AttemptRead(BaseModel):
     number: int
     idempotencyKey: str  # noqa: N815
@@ -268,6 +277,8 @@ class AttemptRead(BaseModel):
     outcome: str | None
     chargeId: str | None  # noqa: N815
     runId: int | None  # noqa: N815
+    sends: int
+    answers: list[AnswerRead]
 
 
 class StatusRead(BaseModel):
@@ -292,7 +303,7 @@ def run_json(run: RunRow, stats: RunStats, paused_reason: str | None) -> dict[st
     }
 
 
-def attempt_json(row: Any) -> dict[str, Any]:
+def attempt_json(row: Any, answers: list[Any]) -> dict[str, Any]:
     return {
         "number": row.number,
         "idempotencyKey": row.idempotency_key,
@@ -301,4 +312,15 @@ def attempt_json(row: Any) -> dict[str, Any]:
         "outcome": row.outcome,
         "chargeId": row.charge_id,
         "runId": row.run_id,
+        "sends": row.sends,
+        "answers": [
+            {
+                "outcome": a.outcome,
+                "chargeId": a.charge_id,
+                "runId": a.run_id,
+                "answeredAt": rfc3339(a.answered_at),
+            }
+            for a in answers
+            if a.attempt == row.number
+        ],
     }

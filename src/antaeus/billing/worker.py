@@ -30,7 +30,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import json
+import math
 import os
 import random
 import secrets
@@ -48,6 +50,7 @@ from antaeus.domain.policy import (
     ChargeOutcome,
     InvoiceProgress,
     PolicySettings,
+    backoff,
     decide,
 )
 from antaeus.observability import metrics
@@ -58,11 +61,13 @@ from antaeus.payments.provider import (
     CustomerNotFoundError,
     KeyInUseError,
     KeyReusedError,
+    NotSentError,
     OutcomeUnknownError,
     PaymentProvider,
     RateLimitedError,
     RequestRejectedError,
     UnauthorizedError,
+    valid_charge_id,
 )
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.billing import BillingRepository, Claimed, OutcomeRow
@@ -118,6 +123,7 @@ class Answer:
     replayed: bool = False
     release_after: float = 0.0  # seconds, when outcome is None
     unauthorized: str | None = None  # the provider refused our credential
+    not_sent: bool = False  # no connection to the provider: the call never left
 
 
 @dataclass
@@ -126,6 +132,7 @@ class WorkerStats:
     recorded: int = 0
     lost_leases: int = 0
     released: int = 0
+    unrecordable: int = 0
     by_outcome: dict[str, int] = field(default_factory=dict)
 
 
@@ -157,6 +164,12 @@ class Worker:
         # claimed ahead of a free call slot, so a finished call is replaced at once
         self._ready: collections.deque[Claimed] = collections.deque()
         self._answers: list[Answer] = []
+        # Every invoice this worker has a claim on and no recorded answer yet (claimed
+        # ahead, in flight, or answered): its claim's token and when its lease ends.
+        # Only these leases are renewed, and none of them is ever claimed again.
+        self._held: dict[int, tuple[int, datetime]] = {}
+        self._claim_tokens = itertools.count(1)
+        self._not_sent_in_a_row = 0
         self._recording = False  # a batch of answers is being written
         self._record_error: Exception | None = None
         self._pause_changes = 0  # bumped by every `_set_paused`
@@ -241,14 +254,24 @@ class Worker:
         """Give back invoices claimed ahead but never sent (a graceful stop)."""
         if not self._ready:
             return
-        ids = [item.invoice_id for item in self._ready]
+        items = list(self._ready)
         self._ready.clear()
         now = self.clock.now()
         try:
             async with self.db.write() as conn:
-                await BillingRepository(conn).release(self.id, ids, now, now)
+                await BillingRepository(conn).release(
+                    self.id, [(i.invoice_id, i.attempt) for i in items], now, now
+                )
         except Exception:  # their leases expire and another claim takes them
-            self.log.exception("release_failed", invoices=len(ids))
+            self.log.exception("release_failed", invoices=len(items))
+        self._unhold(items)
+
+    def _unhold(self, items: list[Claimed]) -> None:
+        """Forget claims that are answered, released or given up on."""
+        for item in items:
+            held = self._held.get(item.invoice_id)
+            if held is not None and held[0] == item.lease_token:
+                del self._held[item.invoice_id]
 
     async def _claim_loop(self, stop: asyncio.Event, until_idle: bool) -> None:
         concurrency = self.settings.concurrency
@@ -308,9 +331,10 @@ class Worker:
             batch, self._answers = self._answers[:size], self._answers[size:]
             self._recording = True
             try:
-                await self.record(batch)
+                await self._record_isolating(batch)
             except Exception as exc:
-                # Leases expire and another claim repeats these with their keys.
+                # The database is away: leases expire and another claim repeats
+                # these with their keys (the provider answers what it did).
                 self.log.exception("record_failed", invoices=len(batch))
                 self._record_error = self._record_error or exc
                 await asyncio.sleep(self.settings.poll_interval)
@@ -318,6 +342,54 @@ class Worker:
                 self._recording = False
             self._room.set()
             self._recorded.set()
+
+    async def _record_isolating(self, batch: list[Answer]) -> None:
+        """Record `batch`; when that fails, record all that can be and give up only
+        on the answers that cannot (each alone in a failed transaction).
+
+        Raises when the database itself is away (nothing can be recorded). An
+        answer given up on keeps its invoice PROCESSING under a lease that is no
+        longer renewed: it expires, and the next claim repeats the call with the
+        attempt's key (the provider answers what it did), or the scheduler sends
+        the invoice to REVIEW before the key's retention ends.
+        """
+        try:
+            await self.record(batch)
+            return
+        except Exception as exc:
+            if not await self._database_answers():
+                self._unhold([a.claimed for a in batch])
+                raise
+            if len(batch) == 1:
+                self._give_up(batch[0], exc)
+                return
+        half = len(batch) // 2
+        await self._record_isolating(batch[:half])
+        await self._record_isolating(batch[half:])
+
+    async def _database_answers(self) -> bool:
+        try:
+            async with self.db.write() as conn:
+                await BillingRepository(conn).pause_state()
+        except Exception:
+            return False
+        return True
+
+    def _give_up(self, answer: Answer, exc: Exception) -> None:
+        item = answer.claimed
+        self._unhold([item])
+        self._record_error = self._record_error or exc  # until idle, the caller hears of it
+        self.stats.unrecordable += 1
+        metrics.ANSWERS_UNRECORDABLE.inc()
+        self.log.error(
+            "answer_unrecordable",
+            invoice_id=item.invoice_id,
+            attempt=item.attempt,
+            idempotency_key=item.idempotency_key,
+            outcome=answer.outcome.value if answer.outcome else None,
+            error=f"{type(exc).__name__}: {exc}"[:500],
+            action="left to its lease: the next claim repeats the call with the same key",
+        )
 
     # -- the three steps --------------------------------------------------------
 
@@ -345,18 +417,27 @@ class Worker:
 
     async def claim(self, limit: int, *, open_attempts_only: bool = False) -> list[Claimed]:
         now = self.clock.now()
+        lease_until = now + self.settings.lease
+        token = next(self._claim_tokens)
+        # Leases this worker could not renew in time (the database was away) have
+        # expired, but their calls are still out: never claim those again.
+        expired = [i for i, (_, until) in self._held.items() if until <= now]
         async with self.db.write() as conn:
             if self._installation_id is None:
                 self._installation_id = await InstallationRepository(conn).installation_id()
             claimed = await BillingRepository(conn).claim(
                 self.id,
                 now,
-                now + self.settings.lease,
+                lease_until,
                 self._cut(now),
                 limit,
                 self._installation_id,
+                token=token,
+                exclude=expired,
                 open_attempts_only=open_attempts_only,
             )
+        for item in claimed:
+            self._held[item.invoice_id] = (token, lease_until)
         self.stats.claimed += len(claimed)
         if claimed and self._crash_hook:
             self._crash_hook("after_claim", claimed)
@@ -365,9 +446,12 @@ class Worker:
     async def _call(self, item: Claimed) -> Answer:
         with metrics.CHARGE_SECONDS.time():
             answer = await self._charge(item)
-        # the breaker's window counts each answer as it comes, not when it is recorded
+        # the breaker's window counts each answer as it comes, not when it is recorded;
+        # a provider that cannot be reached counts as one that does not answer
         if answer.outcome is not None:
             self._recent.append(answer.outcome is ChargeOutcome.UNKNOWN)
+        elif answer.not_sent:
+            self._recent.append(True)
         return answer
 
     async def _charge(self, item: Claimed) -> Answer:
@@ -380,14 +464,23 @@ class Worker:
                 result = await self.provider.charge(request)
             except (RateLimitedError, KeyInUseError) as exc:
                 # Nothing happened: wait and repeat with the same key (not an attempt).
-                delay = max(exc.retry_after, 0.05)
-                if waited + delay > self.settings.retry_after_max:
-                    return Answer(item, None, release_after=delay)
+                # Bounded whatever the provider said (a provider may not clamp it).
+                most = self.settings.retry_after_max
+                delay = exc.retry_after if math.isfinite(exc.retry_after) else math.inf
+                delay = max(delay, 0.05)
+                if waited + delay > most:  # give the invoice back for a while instead
+                    return Answer(item, None, release_after=min(delay, max(most, 0.05)))
                 waited += delay
                 await asyncio.sleep(delay)
                 continue
             except UnauthorizedError as exc:
                 return Answer(item, None, unauthorized=str(exc) or "unauthorized")
+            except NotSentError as exc:
+                # Nothing left this process: as if never claimed, back in a moment.
+                self._not_sent_in_a_row += 1
+                wait = backoff(self.policy, self._not_sent_in_a_row, self._rng.random())
+                self.log.debug("charge_not_sent", invoice_id=item.invoice_id, error=str(exc))
+                return Answer(item, None, release_after=wait.total_seconds(), not_sent=True)
             except CustomerNotFoundError:
                 return Answer(item, ChargeOutcome.CUSTOMER_NOT_FOUND)
             except CurrencyMismatchError:
@@ -403,7 +496,16 @@ class Worker:
             except Exception:  # a provider bug: nobody knows whether money moved
                 self.log.exception("charge_crashed", invoice_id=item.invoice_id)
                 return Answer(item, ChargeOutcome.UNKNOWN)
+            self._not_sent_in_a_row = 0
             if isinstance(result, Charged):
+                if not valid_charge_id(result.charge_id):
+                    # whatever the provider: a charge id we cannot store is no answer
+                    self.log.warning(
+                        "charge_id_malformed",
+                        invoice_id=item.invoice_id,
+                        charge_id=repr(result.charge_id)[:80],
+                    )
+                    return Answer(item, ChargeOutcome.UNKNOWN)
                 return Answer(item, ChargeOutcome.CHARGED, result.charge_id, result.replayed)
             return Answer(item, ChargeOutcome.INSUFFICIENT_FUNDS, replayed=result.replayed)
 
@@ -413,19 +515,27 @@ class Worker:
         now = self.clock.now()
         outcomes = [a for a in answers if a.outcome is not None]
         releases = [a for a in answers if a.outcome is None]
-        rows = [self._row(a, now) for a in outcomes]
+        rows = {id(a): self._row(a, now) for a in outcomes}
         async with self.db.write() as conn:
             repo = BillingRepository(conn)
             owned = await repo.still_owned(self.id, [a.claimed.invoice_id for a in answers])
-            mine = [r for r in rows if r.invoice_id in owned]
+            # An answer counts only for the claim it belongs to, once.
+            current: dict[int, Answer] = {}
+            for a in answers:
+                if owned.get(a.claimed.invoice_id, -1) == a.claimed.lease_token:
+                    current.setdefault(a.claimed.invoice_id, a)
+            kept = {id(a) for a in current.values()}
+            mine = [rows[id(a)] for a in outcomes if id(a) in kept]
             completed = await repo.record(self.id, mine, now)
             # one UPDATE per distinct delay, not one per invoice (a 401 releases a whole batch)
-            by_delay: dict[float, list[int]] = {}
+            by_delay: dict[float, list[tuple[int, int]]] = {}
             for a in releases:
-                if a.claimed.invoice_id in owned:
-                    by_delay.setdefault(a.release_after, []).append(a.claimed.invoice_id)
-            for delay, ids in by_delay.items():
-                await repo.release(self.id, ids, now + timedelta(seconds=delay), now)
+                if id(a) in kept:
+                    by_delay.setdefault(a.release_after, []).append(
+                        (a.claimed.invoice_id, a.claimed.attempt)
+                    )
+            for delay, sent in by_delay.items():
+                await repo.release(self.id, sent, now + timedelta(seconds=delay), now)
             unauthorized = next((a.unauthorized for a in releases if a.unauthorized), None)
             unknown = sum(1 for a in outcomes if a.outcome is ChargeOutcome.UNKNOWN)
             definite = len(outcomes) - unknown
@@ -439,16 +549,12 @@ class Worker:
                 resumed = await repo.resume(now)
             if self._crash_hook:
                 self._crash_hook("before_commit", [a.claimed for a in answers])
-        lost = len(answers) - len([a for a in answers if a.claimed.invoice_id in owned])
+        self._unhold([a.claimed for a in answers])
+        lost = [a.claimed.invoice_id for a in answers if id(a) not in kept]
         if lost:
-            self.stats.lost_leases += lost
-            metrics.LEASES_LOST.inc(lost)
-            self.log.warning(
-                "lease_lost",
-                invoices=[
-                    a.claimed.invoice_id for a in answers if a.claimed.invoice_id not in owned
-                ],
-            )
+            self.stats.lost_leases += len(lost)
+            metrics.LEASES_LOST.inc(len(lost))
+            self.log.warning("lease_lost", invoices=lost)
         if unauthorized:
             self._set_paused(f"{UNAUTHORIZED}: {unauthorized}")
             self.log.error("charging_paused", reason=UNAUTHORIZED, detail=unauthorized)
@@ -466,7 +572,7 @@ class Worker:
             if resumed:
                 self.log.warning("charging_resumed", definite=definite, unknown=unknown)
         self.stats.recorded += len(mine)
-        self.stats.released += len(releases)
+        self.stats.released += sum(1 for a in releases if id(a) in kept)
         for r in mine:
             metrics.CHARGES.labels(r.attempt_outcome).inc()
             self.stats.by_outcome[r.attempt_outcome] = (
@@ -485,6 +591,7 @@ class Worker:
                 attempt_open_since=item.attempt_open_since,
                 run_unknown_since=item.run_unknown_since,
                 unknown_repeats=item.unknown_repeats,
+                earlier_sends=item.sends - 1,
             ),
             now,
             self.policy,
@@ -504,6 +611,7 @@ class Worker:
         )
         return OutcomeRow(
             invoice_id=item.invoice_id,
+            lease_token=item.lease_token,
             run_id=item.run_id,
             attempt=item.attempt,
             status=decision.status.value,
@@ -580,19 +688,28 @@ class Worker:
                 self._paused_checked = time.monotonic()
         return self._paused is not None
 
+    async def renew_leases(self) -> int:
+        """Extend the lease of every invoice this worker holds a claim on; answers how many."""
+        if not self._held:
+            return 0
+        now = self.clock.now()
+        until = now + self.settings.lease
+        async with self.db.write() as conn:
+            renewed = await BillingRepository(conn).renew_leases(self.id, list(self._held), until)
+        for invoice_id in renewed:
+            held = self._held.get(invoice_id)
+            if held is not None:
+                self._held[invoice_id] = (held[0], until)
+        return len(renewed)
+
     async def _renew_leases(self, stop: asyncio.Event) -> None:
         interval = max(self.settings.lease.total_seconds() / 3, 1.0)
         while not stop.is_set():
             await _wait(stop, interval)
-            if self._busy():
-                try:
-                    now = self.clock.now()
-                    async with self.db.write() as conn:
-                        await BillingRepository(conn).renew_leases(
-                            self.id, now + self.settings.lease
-                        )
-                except Exception:
-                    self.log.exception("lease_renewal_failed")
+            try:
+                await self.renew_leases()
+            except Exception:
+                self.log.exception("lease_renewal_failed")
 
 
 async def _wait_any(stop: asyncio.Event, other: asyncio.Event, seconds: float) -> None:

@@ -102,6 +102,17 @@ _DUNNING_EXHAUSTED: Final = Rule(
     RunOutcome.FAILED,
     "invoice.failed",
 )
+#: A 400 speaks only for its own request and is not remembered by the provider:
+#: when an earlier send of the same attempt may have reached it (it ended
+#: unknown, or its worker died mid-call), that send may have charged. Closing
+#: the attempt would let a retry charge again under a new key.
+_REJECTED_AFTER_EARLIER_SEND: Final = Rule(
+    InvoiceEvent.NEEDS_REVIEW,
+    FailureReason.PROVIDER_REJECTED,
+    False,  # the earlier send's key stays the attempt's: a person resolves it
+    RunOutcome.REVIEW,
+    "invoice.review",
+)
 _UNKNOWN_TO_REVIEW: Final = Rule(
     InvoiceEvent.NEEDS_REVIEW,
     FailureReason.UNKNOWN_OUTCOME,
@@ -139,6 +150,7 @@ class InvoiceProgress:
     attempt_open_since: datetime  # first send of the current attempt
     run_unknown_since: datetime | None  # first unknown answer inside the current run
     unknown_repeats: int  # repeats of the current attempt inside the current run
+    earlier_sends: int = 0  # sends of the current attempt before this one (0: first send)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +204,8 @@ def decide(
         )
     if outcome is ChargeOutcome.UNKNOWN:
         return _unknown(progress, now, settings, jitter)
+    if outcome is ChargeOutcome.REJECTED and progress.earlier_sends > 0:
+        return _final(_REJECTED_AFTER_EARLIER_SEND, progress.dunning_count)
     return _final(rule, progress.dunning_count)
 
 

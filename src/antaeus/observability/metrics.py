@@ -17,6 +17,10 @@ CHARGE_SECONDS = Histogram(
 LEASES_LOST = Counter(
     "antaeus_leases_lost_total", "Answers not recorded because the invoice changed hands"
 )
+ANSWERS_UNRECORDABLE = Counter(
+    "antaeus_answers_unrecordable_total",
+    "Provider answers that could not be written (left to their lease; repeated with their key)",
+)
 CHARGING_PAUSED = Gauge(
     "antaeus_charging_paused", "1 while this worker has charging paused (provider refused us)"
 )

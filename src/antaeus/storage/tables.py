@@ -65,12 +65,19 @@ invoices = Table(
     Column("run_id", BigInteger, nullable=True),
     Column("lease_owner", String(64), nullable=True),
     Column("lease_expires_at", UTCDateTime, nullable=True),
+    # Which claim holds the lease: an answer is recorded only for the claim it
+    # belongs to (a worker whose lease expired may have claimed the row again).
+    Column("lease_token", BigInteger, nullable=True),
     # Set while an attempt has no definite outcome (in flight, or unknown):
     # its first send. The next send repeats that attempt's key.
     Column("attempt_open_since", UTCDateTime, nullable=True),
     Column("dunning_count", Integer, nullable=False, server_default="0"),
     Column("unknown_repeats", Integer, nullable=False, server_default="0"),
     Column("run_unknown_since", UTCDateTime, nullable=True),
+    # Sends of the open attempt that may have reached the provider (meaningful
+    # while attempt_open_since is set). A send the provider proved did nothing
+    # (401, 429, 409 in use, no connection) is taken back.
+    Column("attempt_sends", Integer, nullable=False, server_default="0"),
     Index("ix_invoices_customer_id_id", "customer_id", "id"),
     Index("ix_invoices_status_id", "status", "id"),
     Index(
@@ -123,6 +130,20 @@ charge_attempts = Table(
     Column("outcome", String(32), nullable=True),
     Column("charge_id", String(255), nullable=True),
     Column("sends", Integer, nullable=False, server_default="1"),
+)
+
+#: Every answer an attempt got, in order (the attempt row keeps only the last).
+charge_attempt_answers = Table(
+    "charge_attempt_answers",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("invoice_id", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("run_id", BigInteger, nullable=True),
+    Column("outcome", String(32), nullable=False),
+    Column("charge_id", String(255), nullable=True),
+    Column("answered_at", UTCDateTime, nullable=False),
+    Index("ix_charge_attempt_answers_invoice_id_attempt", "invoice_id", "attempt"),
 )
 
 billing_runs = Table(

@@ -193,7 +193,9 @@ async def void_invoice(
 async def invoice_attempts(id: InvoiceId, ctx: Ctx, _who: Principal) -> JSONResponse:
     async with ctx.db.read() as conn:
         invoice = await InvoiceRepository(conn).get(id)
-        rows = await ActionRepository(conn).attempts(id) if invoice else []
+        actions = ActionRepository(conn)
+        rows = await actions.attempts(id) if invoice else []
+        answers = await actions.answers(id) if rows else []
     if invoice is None:
         raise not_found("invoice", id)
-    return JSONResponse([attempt_json(r) for r in rows])
+    return JSONResponse([attempt_json(r, answers) for r in rows])

@@ -17,7 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from antaeus.domain.invoice import TRANSITIONS, InvoiceEvent, InvoiceStatus, transition
 from antaeus.domain.policy import RunOutcome
 from antaeus.storage.repositories.billing import BillingRepository
-from antaeus.storage.tables import charge_attempts, invoice_actions, invoices, run_invoices
+from antaeus.storage.tables import (
+    charge_attempt_answers,
+    charge_attempts,
+    invoice_actions,
+    invoices,
+    run_invoices,
+)
 
 S = InvoiceStatus
 
@@ -178,5 +184,14 @@ class ActionRepository:
             select(charge_attempts)
             .where(charge_attempts.c.invoice_id == invoice_id)
             .order_by(charge_attempts.c.number)
+        )
+        return list(rows)
+
+    async def answers(self, invoice_id: int) -> list[Any]:
+        """Every answer the provider gave to the invoice's attempts, in order."""
+        rows = await self.conn.execute(
+            select(charge_attempt_answers)
+            .where(charge_attempt_answers.c.invoice_id == invoice_id)
+            .order_by(charge_attempt_answers.c.attempt, charge_attempt_answers.c.id)
         )
         return list(rows)

@@ -36,12 +36,15 @@ from antaeus.domain.policy import RunOutcome
 from antaeus.storage.batch import Batch
 from antaeus.storage.tables import (
     billing_runs,
+    charge_attempt_answers,
     charge_attempts,
     charging_state,
     events,
     invoices,
     run_invoices,
 )
+
+_CHUNK: Final = 5_000  # ids per IN list (bound parameters stay well within both engines' limits)
 
 #: Serializes run openings on PostgreSQL, so two schedulers never open the same run twice.
 RUN_LOCK_ID: Final = 7_000_002
@@ -64,6 +67,8 @@ class Claimed:
     dunning_count: int
     unknown_repeats: int
     run_unknown_since: datetime | None
+    lease_token: int  # the claim this lease belongs to
+    sends: int  # sends of this attempt, this one included (1: its first send)
 
 
 @dataclass(slots=True)  # not frozen: built by the thousand on the hot path
@@ -71,6 +76,7 @@ class OutcomeRow:
     """What to write for one invoice that got an answer (built by the worker from a Decision)."""
 
     invoice_id: int
+    lease_token: int
     run_id: int
     attempt: int
     status: str
@@ -133,6 +139,7 @@ _RECORD_INVOICES = Batch(
         invoices.c.id == bindparam("b_id"),
         invoices.c.status == PROCESSING,
         invoices.c.lease_owner == bindparam("b_owner"),
+        invoices.c.lease_token == bindparam("b_token"),
     )
     .values(
         status=bindparam("b_status"),
@@ -146,7 +153,37 @@ _RECORD_INVOICES = Batch(
         run_id=bindparam("b_run_id"),
         lease_owner=bindparam("b_no_owner"),
         lease_expires_at=bindparam("b_no_lease"),
+        lease_token=bindparam("b_no_token"),
         updated_at=bindparam("b_now"),
+    )
+)
+
+_INSERT_ANSWERS = Batch(
+    insert(charge_attempt_answers).values(
+        invoice_id=bindparam("b_id"),
+        attempt=bindparam("b_number"),
+        run_id=bindparam("b_run"),
+        outcome=bindparam("b_outcome"),
+        charge_id=bindparam("b_charge_id"),
+        answered_at=bindparam("b_now"),
+    )
+)
+
+# A send the provider proved did nothing is taken back; an attempt left with no
+# send is removed, as if the invoice had never been claimed.
+_UNSEND_ATTEMPTS = Batch(
+    update(charge_attempts)
+    .where(
+        charge_attempts.c.invoice_id == bindparam("b_id"),
+        charge_attempts.c.number == bindparam("b_number"),
+    )
+    .values(sends=charge_attempts.c.sends - 1)
+)
+_DROP_UNSENT_ATTEMPTS = Batch(
+    charge_attempts.delete().where(
+        charge_attempts.c.invoice_id == bindparam("b_id"),
+        charge_attempts.c.number == bindparam("b_number"),
+        charge_attempts.c.outcome.is_(None),
     )
 )
 
@@ -343,6 +380,8 @@ class BillingRepository:
         limit: int,
         installation_id: str,
         *,
+        token: int = 0,
+        exclude: Sequence[int] = (),
         open_attempts_only: bool = False,
     ) -> list[Claimed]:
         """Claim up to `limit` invoices of open runs, and write their attempts ahead.
@@ -351,7 +390,9 @@ class BillingRepository:
         crashed worker). An invoice whose attempt is still open keeps that
         attempt and its key; any other gets attempt number + 1 and a new key.
         `open_attempts_only` claims only invoices whose attempt is open (repeats
-        with their keys, while new charges are held back).
+        with their keys, while new charges are held back). `token` names this
+        claim (answers are recorded only for it); `exclude`: invoices the caller
+        still has calls out for, whose leases it could not renew in time.
         """
         claimable = and_(
             invoices.c.run_id.is_not(None),
@@ -363,6 +404,8 @@ class BillingRepository:
         )
         if open_attempts_only:
             claimable = and_(claimable, invoices.c.attempt_open_since.is_not(None))
+        if exclude:
+            claimable = and_(claimable, invoices.c.id.not_in(list(exclude)))
         pick = select(invoices.c.id).where(claimable).order_by(invoices.c.eligible_at).limit(limit)
         if self.is_pg:
             pick = pick.with_for_update(skip_locked=True)
@@ -373,10 +416,15 @@ class BillingRepository:
                 status=PROCESSING,
                 lease_owner=owner,
                 lease_expires_at=lease_until,
+                lease_token=token,
                 # a new attempt (and key) only when none is open
                 attempt_count=case(
                     (invoices.c.attempt_open_since.is_(None), invoices.c.attempt_count + 1),
                     else_=invoices.c.attempt_count,
+                ),
+                attempt_sends=case(
+                    (invoices.c.attempt_open_since.is_(None), 1),
+                    else_=invoices.c.attempt_sends + 1,
                 ),
                 attempt_open_since=func.coalesce(invoices.c.attempt_open_since, now),
                 updated_at=now,
@@ -392,6 +440,7 @@ class BillingRepository:
                 invoices.c.dunning_count,
                 invoices.c.unknown_repeats,
                 invoices.c.run_unknown_since,
+                invoices.c.attempt_sends,
             )
         )
         claimed = [
@@ -406,6 +455,8 @@ class BillingRepository:
                 dunning_count=r.dunning_count,
                 unknown_repeats=r.unknown_repeats,
                 run_unknown_since=r.run_unknown_since,
+                lease_token=token,
+                sends=r.attempt_sends,
             )
             for r in result
         ]
@@ -424,24 +475,53 @@ class BillingRepository:
         )
         return claimed
 
-    async def renew_leases(self, owner: str, until: datetime) -> int:
-        result = await self.conn.execute(
-            update(invoices)
-            .where(invoices.c.lease_owner == owner, invoices.c.status == PROCESSING)
-            .values(lease_expires_at=until)
-        )
-        return int(result.rowcount or 0)
+    async def renew_leases(self, owner: str, ids: Sequence[int], until: datetime) -> set[int]:
+        """Extend the leases of `ids` still held by `owner`; answers those extended.
+
+        Only what the caller names: a row the caller no longer has a call out for
+        (an answer it could not record) must be left to expire and be claimed again.
+        """
+        renewed: set[int] = set()
+        ids = list(ids)
+        for start in range(0, len(ids), _CHUNK):
+            result = await self.conn.execute(
+                update(invoices)
+                .where(
+                    invoices.c.id.in_(ids[start : start + _CHUNK]),
+                    invoices.c.lease_owner == owner,
+                    invoices.c.status == PROCESSING,
+                )
+                .values(lease_expires_at=until)
+                .returning(invoices.c.id)
+            )
+            renewed.update(r.id for r in result)
+        return renewed
 
     async def release(
-        self, owner: str, ids: Sequence[int], eligible_at: datetime, now: datetime
+        self,
+        owner: str,
+        sent: Sequence[tuple[int, int]],
+        eligible_at: datetime,
+        now: datetime,
     ) -> int:
-        """Give invoices back to their run (no outcome learned); the attempt stays open."""
-        if not ids:
+        """Give invoices back to their run: the send of each proved nothing happened.
+
+        `sent`: (invoice id, attempt number) of a send that never reached the
+        provider, or that it refused without doing anything (401, 429, 409 in
+        use), or that was never made (claimed ahead, then a graceful stop). The
+        send is taken back: an attempt with earlier sends (which may have
+        charged) stays open with its key; one without any is removed, so that
+        the invoice is as if it had never been claimed (no open attempt:
+        `void` allowed, no REVIEW when key retention ends).
+        """
+        if not sent:
             return 0
+        numbers = dict(sent)
+        first = invoices.c.attempt_sends <= 1
         result = await self.conn.execute(
             update(invoices)
             .where(
-                invoices.c.id.in_(list(ids)),
+                invoices.c.id.in_(list(numbers)),
                 invoices.c.status == PROCESSING,
                 invoices.c.lease_owner == owner,
             )
@@ -449,37 +529,63 @@ class BillingRepository:
                 status=PENDING,
                 lease_owner=None,
                 lease_expires_at=None,
+                lease_token=None,
                 eligible_at=eligible_at,
+                attempt_open_since=case((first, None), else_=invoices.c.attempt_open_since),
+                attempt_count=case(
+                    (first, invoices.c.attempt_count - 1), else_=invoices.c.attempt_count
+                ),
+                attempt_sends=case((first, 0), else_=invoices.c.attempt_sends - 1),
                 updated_at=now,
             )
+            .returning(invoices.c.id, invoices.c.attempt_open_since)
         )
-        return int(result.rowcount or 0)
+        released = [(r.id, r.attempt_open_since is None) for r in result]
+        rows = [{"b_id": i, "b_number": numbers[i]} for i, _ in released]
+        await _UNSEND_ATTEMPTS.executemany(self.conn, rows)
+        await _DROP_UNSENT_ATTEMPTS.executemany(
+            self.conn, [{"b_id": i, "b_number": numbers[i]} for i, gone in released if gone]
+        )
+        return len(released)
 
     # -- outcomes -----------------------------------------------------------
 
-    async def still_owned(self, owner: str, ids: Sequence[int]) -> set[int]:
-        """Which of `ids` are still PROCESSING under `owner`'s lease (locked on PostgreSQL)."""
+    async def still_owned(self, owner: str, ids: Sequence[int]) -> dict[int, int | None]:
+        """Of `ids`, those still PROCESSING under `owner`'s lease, with the claim's token.
+
+        Locked on PostgreSQL (SQLite's writers take turns), so the updates that
+        follow in the same transaction find them as they are now.
+        """
         if not ids:
-            return set()
-        query = select(invoices.c.id).where(
+            return {}
+        query = select(invoices.c.id, invoices.c.lease_token).where(
             invoices.c.id.in_(list(ids)),
             invoices.c.status == PROCESSING,
             invoices.c.lease_owner == owner,
         )
         if self.is_pg:
             query = query.with_for_update()
-        return {r.id for r in await self.conn.execute(query)}
+        return {r.id: r.lease_token for r in await self.conn.execute(query)}
 
     async def record(self, owner: str, rows: Sequence[OutcomeRow], now: datetime) -> list[int]:
-        """Write outcomes for invoices this worker still owns; answers the runs completed."""
+        """Write outcomes for invoices this worker still owns; answers the runs completed.
+
+        The caller passes only rows `still_owned` found under their claim's token,
+        at most one per invoice, in the same transaction: every invoice update
+        then happens, and the writes that depend on it (attempt, answer history,
+        run membership, event) are made for exactly those rows.
+        """
         if not rows:
             return []
+        if len({r.invoice_id for r in rows}) != len(rows):
+            raise ValueError("two answers for one invoice in one batch")
         changed = await _RECORD_INVOICES.executemany(
             self.conn,
             [
                 {
                     "b_id": r.invoice_id,
                     "b_owner": owner,
+                    "b_token": r.lease_token,
                     "b_status": r.status,
                     "b_last_failure": r.last_failure,
                     "b_next_attempt_at": r.next_attempt_at,
@@ -491,6 +597,7 @@ class BillingRepository:
                     "b_run_id": None if r.run_outcome else r.run_id,
                     "b_no_owner": None,
                     "b_no_lease": None,
+                    "b_no_token": None,
                     "b_now": now,
                 }
                 for r in rows
@@ -508,6 +615,20 @@ class BillingRepository:
                     "b_outcome": r.attempt_outcome,
                     "b_finished_at": now if r.attempt_finished else None,
                     "b_charge_id": r.charge_id,
+                }
+                for r in rows
+            ],
+        )
+        await _INSERT_ANSWERS.executemany(
+            self.conn,
+            [
+                {
+                    "b_id": r.invoice_id,
+                    "b_number": r.attempt,
+                    "b_run": r.run_id,
+                    "b_outcome": r.attempt_outcome,
+                    "b_charge_id": r.charge_id,
+                    "b_now": now,
                 }
                 for r in rows
             ],
