@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.storage.database import Database
 
@@ -34,6 +38,22 @@ async def is_up_to_date(db: Database) -> bool:
     return await current_revision(db) == head_revision()
 
 
+@contextlib.asynccontextmanager
+async def migration_connection(db: Database) -> AsyncIterator[AsyncConnection]:
+    """The connection migrations run on.
+
+    PostgreSQL: no transaction around the run; env.py opens one per migration,
+    which a migration may step out of (CREATE INDEX CONCURRENTLY cannot run in a
+    transaction). SQLite: one write transaction (BEGIN IMMEDIATE) for the run.
+    """
+    if db.dialect == "postgresql":
+        async with db.engine.connect() as conn:
+            yield conn
+    else:
+        async with db.write() as conn:
+            yield conn
+
+
 async def upgrade(db: Database, revision: str = "head") -> None:
     """Migrate the database to `revision` (default: the newest)."""
 
@@ -42,5 +62,5 @@ async def upgrade(db: Database, revision: str = "head") -> None:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
 
-    async with db.write() as conn:
+    async with migration_connection(db) as conn:
         await conn.run_sync(_upgrade)

@@ -45,6 +45,8 @@ customers = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 
+OPEN_ATTEMPT_WAITING = "status = 'PENDING' AND run_id IS NULL AND attempt_open_since IS NOT NULL"
+
 invoices = Table(
     "invoices",
     metadata,
@@ -80,8 +82,13 @@ invoices = Table(
     Column("attempt_sends", Integer, nullable=False, server_default="0"),
     Index("ix_invoices_customer_id_id", "customer_id", "id"),
     Index("ix_invoices_status_id", "status", "id"),
+    # Partial indexes of work in progress (not history). Those whose predicate fixes
+    # the status still lead with it: SQLite, which is never analyzed, takes an
+    # equality on an index's first column for the most selective access there is,
+    # and would otherwise prefer ix_invoices_status_id (every PENDING invoice).
     Index(
-        "ix_invoices_due_not_in_run",
+        "ix_invoices_pending_not_in_run",
+        "status",
         "eligible_at",
         sqlite_where=text("status = 'PENDING' AND run_id IS NULL"),
         postgresql_where=text("status = 'PENDING' AND run_id IS NULL"),
@@ -91,6 +98,26 @@ invoices = Table(
         "eligible_at",
         sqlite_where=text("run_id IS NOT NULL"),
         postgresql_where=text("run_id IS NOT NULL"),
+    ),
+    # Open attempts (in flight, or unknown and waiting for a repeat): the scheduler's
+    # sweep to REVIEW before key retention ends...
+    Index(
+        "ix_invoices_open_attempt",
+        "status",
+        "attempt_open_since",
+        sqlite_where=text("attempt_open_since IS NOT NULL"),
+        postgresql_where=text("attempt_open_since IS NOT NULL"),
+    ),
+    # ...and those waiting for their repeat, not in a run: its probe for repeats to
+    # run in `external` mode (run_id is a column so that SQLite counts it as a
+    # second equality and prefers this to ix_invoices_pending_not_in_run).
+    Index(
+        "ix_invoices_open_attempt_waiting",
+        "status",
+        "run_id",
+        "eligible_at",
+        sqlite_where=text(OPEN_ATTEMPT_WAITING),
+        postgresql_where=text(OPEN_ATTEMPT_WAITING),
     ),
 )
 
@@ -169,6 +196,13 @@ run_invoices = Table(
     Index(
         "ix_run_invoices_open",
         "run_id",
+        "invoice_id",
+        sqlite_where=text("outcome IS NULL"),
+        postgresql_where=text("outcome IS NULL"),
+    ),
+    # An invoice's open memberships (void): the primary key leads with run_id.
+    Index(
+        "ix_run_invoices_open_invoice_id",
         "invoice_id",
         sqlite_where=text("outcome IS NULL"),
         postgresql_where=text("outcome IS NULL"),

@@ -761,18 +761,24 @@ class BillingRepository:
     # -- status ---------------------------------------------------------------
 
     async def due_backlog(self, now: datetime) -> int:
-        """Invoices that are due and not yet charged: waiting for a run, or in one."""
-        n = await self.conn.scalar(
-            select(func.count())
-            .select_from(invoices)
-            .where(
-                or_(
-                    and_(invoices.c.status == PENDING, invoices.c.eligible_at <= now),
-                    invoices.c.status == PROCESSING,
-                )
-            )
-        )
-        return int(n or 0)
+        """Invoices that are due and not yet charged: waiting for a run, or in one.
+
+        PENDING and eligible, or PROCESSING; counted in three disjoint parts, each
+        on a partial index whose predicate it repeats, not by a scan of every
+        invoice: waiting (ix_invoices_pending_not_in_run), in a run
+        (ix_invoices_in_run: the status is a FILTER, not a WHERE term, or the
+        planner would walk every PENDING invoice by ix_invoices_status_id), and
+        PROCESSING (ix_invoices_status_id: as many as leases in flight).
+        """
+        pending = invoices.c.status == PENDING
+        due = invoices.c.eligible_at <= now
+        waiting = select(func.count()).where(pending, invoices.c.run_id.is_(None), due)
+        in_runs = select(func.count().filter(pending)).where(invoices.c.run_id.is_not(None), due)
+        processing = select(func.count()).where(invoices.c.status == PROCESSING)
+        total = 0
+        for query in (waiting, in_runs, processing):
+            total += int(await self.conn.scalar(query.select_from(invoices)) or 0)
+        return total
 
 
 class LeaseLostError(Exception):
