@@ -8,7 +8,7 @@
 - `charge_attempt_answers`: every answer an attempt got, in order.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-28
 """
 
@@ -22,7 +22,7 @@ from alembic import op
 from antaeus.storage.types import BigId, UTCDateTime
 
 revision: str = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
