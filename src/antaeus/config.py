@@ -10,8 +10,10 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from antaeus.domain.policy import PolicySettings
+from antaeus.security import mask_url
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -38,7 +40,9 @@ def normalize_database_url(url: str) -> str:
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ValueError(f"database URL {url!r} has no scheme (e.g. sqlite:///antaeus.db)")
+        raise ValueError(
+            f"database URL {mask_url(url)!r} has no scheme (e.g. sqlite:///antaeus.db)"
+        )
     base = scheme.split("+", 1)[0].lower()
     if base in ("postgresql", "postgres"):
         return f"postgresql+asyncpg://{rest}"
@@ -49,7 +53,11 @@ def normalize_database_url(url: str) -> str:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="ANTAEUS_", env_file=".env", extra="ignore", case_sensitive=False
+        env_prefix="ANTAEUS_",
+        env_file=".env",
+        extra="ignore",
+        case_sensitive=False,
+        hide_input_in_errors=True,  # a refused URL or token is never repeated in the error
     )
 
     DATABASE_URL: str = Field(
@@ -191,7 +199,11 @@ class Settings(BaseSettings):
     @field_validator("DATABASE_URL")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        normalize_database_url(value)
+        normalized = normalize_database_url(value)
+        try:
+            make_url(normalized)
+        except Exception:  # SQLAlchemy's message repeats the URL, password and all
+            raise ValueError(f"{mask_url(value)!r} is not a database URL") from None
         return value
 
     @field_validator("PAYMENT_PROVIDER_URL")

@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from antaeus.config import Settings, get_settings, settings_error_message
 from antaeus.observability.logging import configure_logging
+from antaeus.security import mask_url, scrub
 from antaeus.storage import migrate
 from antaeus.storage.database import Database
 
@@ -74,7 +75,7 @@ async def prepare(db: Database, *, allow_migrate: bool) -> None:
     try:
         current = await migrate.current_revision(db)
     except OSError as exc:
-        fail(f"cannot reach the database ({db.url.split('://')[0]}): {exc}")
+        fail(f"cannot reach the database ({mask_url(db.url)}): {escape(scrub(str(exc), db.url))}")
     if current == migrate.head_revision():
         return
     if not allow_migrate:
