@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     SQLITE_SYNCHRONOUS: Literal["NORMAL", "FULL"] = Field(
         default="FULL", description="FULL survives power loss; NORMAL survives process crashes"
     )
+    METRICS_PUBLIC: bool = Field(
+        default=False,
+        description="serve /metrics on the API port without a token (else it needs one)",
+    )
     TOKEN_CACHE_SECONDS: float = Field(
         default=5.0, ge=0, description="how soon a token revoked elsewhere stops working"
     )
