@@ -8,10 +8,12 @@ from functools import lru_cache
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from antaeus.domain.policy import PolicySettings
+from antaeus.security import mask_url
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -38,7 +40,9 @@ def normalize_database_url(url: str) -> str:
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ValueError(f"database URL {url!r} has no scheme (e.g. sqlite:///antaeus.db)")
+        raise ValueError(
+            f"database URL {mask_url(url)!r} has no scheme (e.g. sqlite:///antaeus.db)"
+        )
     base = scheme.split("+", 1)[0].lower()
     if base in ("postgresql", "postgres"):
         return f"postgresql+asyncpg://{rest}"
@@ -49,7 +53,11 @@ def normalize_database_url(url: str) -> str:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="ANTAEUS_", env_file=".env", extra="ignore", case_sensitive=False
+        env_prefix="ANTAEUS_",
+        env_file=".env",
+        extra="ignore",
+        case_sensitive=False,
+        hide_input_in_errors=True,  # a refused URL or token is never repeated in the error
     )
 
     DATABASE_URL: str = Field(
@@ -67,6 +75,10 @@ class Settings(BaseSettings):
     DB_POOL_SIZE: int = Field(default=10, ge=1, le=200)
     SQLITE_SYNCHRONOUS: Literal["NORMAL", "FULL"] = Field(
         default="FULL", description="FULL survives power loss; NORMAL survives process crashes"
+    )
+    METRICS_PUBLIC: bool = Field(
+        default=False,
+        description="serve /metrics on the API port without a token (else it needs one)",
     )
     TOKEN_CACHE_SECONDS: float = Field(
         default=5.0, ge=0, description="how soon a token revoked elsewhere stops working"
@@ -118,7 +130,12 @@ class Settings(BaseSettings):
     )
     UNKNOWN_REPEAT_WINDOW: int = Field(default=300, ge=1, description="seconds")
     PROVIDER_KEY_RETENTION: int = Field(default=86_400, ge=60, description="seconds")
-    KEY_RETENTION_MARGIN: int = Field(default=3_600, ge=0, description="seconds")
+    KEY_RETENTION_MARGIN: int = Field(
+        default=3_600,
+        gt=0,
+        description="seconds; at least PAYMENT_PROVIDER_TIMEOUT + RETRY_AFTER_MAX_SECONDS "
+        "+ LEASE_SECONDS",
+    )
     UNKNOWN_RESCHEDULE_SECONDS: int = Field(default=900, ge=1)
     BACKOFF_BASE_SECONDS: float = Field(default=0.5, gt=0)
     BACKOFF_MAX_SECONDS: float = Field(default=30, gt=0)
@@ -132,7 +149,7 @@ class Settings(BaseSettings):
         ge=3_600,
         description="seconds an API Idempotency-Key and its answer are remembered",
     )
-    RETRY_AFTER_MAX_SECONDS: float = Field(default=60, ge=0)
+    RETRY_AFTER_MAX_SECONDS: float = Field(default=60, ge=0, le=3_600)
     PAUSE_PROBE_SECONDS: float = Field(default=30, gt=0)
 
     @field_validator("DUNNING_SCHEDULE", mode="before")
@@ -142,8 +159,27 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_margin(self) -> Settings:
-        if self.KEY_RETENTION_MARGIN >= self.PROVIDER_KEY_RETENTION:
-            raise ValueError("KEY_RETENTION_MARGIN must be shorter than PROVIDER_KEY_RETENTION")
+        """The margin keeps an open attempt from being sent after the provider forgot its key.
+
+        An attempt claimed just before the cut (retention - margin) may still be
+        sent for a whole call, wait a Retry-After, and be sent again under a
+        lease that ends at most LEASE_SECONDS later: all of it must fit in the margin.
+        """
+        margin, retention = self.KEY_RETENTION_MARGIN, self.PROVIDER_KEY_RETENTION
+        if margin >= retention:
+            raise ValueError(
+                f"ANTAEUS_KEY_RETENTION_MARGIN ({margin} s) must be shorter than "
+                f"ANTAEUS_PROVIDER_KEY_RETENTION ({retention} s)"
+            )
+        parts = (self.PAYMENT_PROVIDER_TIMEOUT, self.RETRY_AFTER_MAX_SECONDS, self.LEASE_SECONDS)
+        if margin < sum(parts):
+            raise ValueError(
+                f"ANTAEUS_KEY_RETENTION_MARGIN ({margin} s) must be at least "
+                "ANTAEUS_PAYMENT_PROVIDER_TIMEOUT + ANTAEUS_RETRY_AFTER_MAX_SECONDS + "
+                f"ANTAEUS_LEASE_SECONDS ({' + '.join(f'{p:g}' for p in parts)} = {sum(parts):g} s)"
+                ": a claim made just before the cut could otherwise send after the provider "
+                "forgot the key"
+            )
         return self
 
     @property
@@ -167,7 +203,11 @@ class Settings(BaseSettings):
     @field_validator("DATABASE_URL")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        normalize_database_url(value)
+        normalized = normalize_database_url(value)
+        try:
+            make_url(normalized)
+        except Exception:  # SQLAlchemy's message repeats the URL, password and all
+            raise ValueError(f"{mask_url(value)!r} is not a database URL") from None
         return value
 
     @field_validator("PAYMENT_PROVIDER_URL")
@@ -178,10 +218,7 @@ class Settings(BaseSettings):
         parsed = urlsplit(value)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             shown = value.replace(parsed.password, "***") if parsed.password else value
-            raise ValueError(
-                f"PAYMENT_PROVIDER_URL must be an http:// or https:// URL with a host, "
-                f"not {shown!r}"
-            )
+            raise ValueError(f"must be an http:// or https:// URL with a host, not {shown!r}")
         return value.rstrip("/")
 
     @model_validator(mode="after")
@@ -193,6 +230,19 @@ class Settings(BaseSettings):
     @property
     def async_database_url(self) -> str:
         return normalize_database_url(self.DATABASE_URL)
+
+
+def settings_error_message(exc: ValidationError) -> str:
+    """One line naming each refused setting as it is set (`ANTAEUS_...`), without the values
+    given (pydantic's own message repeats them, secrets included)."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        names = [str(part) for part in error.get("loc", ()) if isinstance(part, str)]
+        if names and not message.startswith("ANTAEUS_"):
+            message = f"ANTAEUS_{names[0].upper()}: {message}"
+        problems.append(message.replace("\n", " "))
+    return "; ".join(problems) or "invalid settings"
 
 
 @lru_cache(maxsize=1)

@@ -6,10 +6,13 @@ import hashlib
 import hmac
 import re
 import secrets
+from urllib.parse import unquote
 
 TOKEN_PREFIX = "ant_"
 TOKEN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}")
 ENV_TOKEN_NAME = "env"
+MASK = "***"
+_PASSWORD_PARAMETER = re.compile(r"([?&](?:password|passwd|pwd)=)[^&#]*", re.IGNORECASE)
 
 
 def generate_token() -> str:
@@ -32,3 +35,39 @@ def find_token(presented_hash: str, known: dict[str, str]) -> str | None:
 
 def valid_token_name(name: str) -> bool:
     return bool(TOKEN_NAME_PATTERN.fullmatch(name)) and name != ENV_TOKEN_NAME
+
+
+def _password_span(url: str) -> tuple[int, int] | None:
+    """Where the password of `url`'s user info is: it runs from the first `:` after the
+    scheme to the last `@` (a password written with a raw `@`, `/`, `?` or `#` is whole)."""
+    scheme_end = url.find("://")
+    start = scheme_end + 3 if scheme_end >= 0 else 0
+    at = url.rfind("@", start)
+    if at < 0:
+        return None
+    colon = url.find(":", start, at)
+    if colon < 0 or any(c in url[start:colon] for c in "/?#"):
+        return None
+    return colon + 1, at
+
+
+def mask_url(url: str) -> str:
+    """`url` fit to show (logs, errors, CLI output): its password replaced by `***`.
+
+    Use it wherever a URL is shown. A `password=` query parameter is masked too;
+    a URL without a password comes back as it is.
+    """
+    if span := _password_span(url):
+        url = f"{url[: span[0]]}{MASK}{url[span[1] :]}"
+    return _PASSWORD_PARAMETER.sub(rf"\g<1>{MASK}", url)
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (an error message) with every copy of `url`, or of its password, masked."""
+    text = text.replace(url, mask_url(url)) if url else text
+    if span := _password_span(url):
+        password = url[span[0] : span[1]]
+        for secret in {password, unquote(password)}:
+            if len(secret) >= 3:  # masking one or two characters would garble the message
+                text = text.replace(secret, MASK)
+    return text

@@ -20,8 +20,8 @@ async def test_create_and_read_customer(client: httpx.AsyncClient) -> None:
     assert fetched.json() == body
 
 
-async def test_metrics_are_exposed_for_prometheus(anon: httpx.AsyncClient) -> None:
-    response = await anon.get("/metrics")
+async def test_metrics_are_exposed_for_prometheus(client: httpx.AsyncClient) -> None:
+    response = await client.get("/metrics")  # with the API token: see test_metrics.py
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     assert "antaeus_charges_total" in response.text

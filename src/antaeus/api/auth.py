@@ -1,9 +1,11 @@
 """Bearer-token authentication for every /rest/v1 route.
 
 Tokens live in the database as hashes, so every API instance shares them. Each
-process keeps the active hashes for a few seconds (`ANTAEUS_TOKEN_CACHE_SECONDS`);
-an unknown token triggers at most one reload a second, so a token created by
-another process works at once and a flood of wrong tokens costs little.
+process keeps the active hashes for a few seconds (`ANTAEUS_TOKEN_CACHE_SECONDS`)
+and reloads them at most once in that time, whatever the load: an unknown token
+costs no database work, so a flood of wrong tokens cannot queue a valid one
+behind reloads. A token created or revoked by another process (`antaeus token
+create`/`revoke`; the API has no route that does) counts within that time.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from antaeus.security import ENV_TOKEN_NAME, find_token, hash_token
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.tokens import TokenRepository
 
-_MISS_RELOAD_SECONDS = 1.0
-
 
 class TokenAuthority:
     def __init__(self, db: Database, env_token: str | None, ttl_seconds: float) -> None:
@@ -30,30 +30,35 @@ class TokenAuthority:
         self._env_hash = hash_token(env_token) if env_token else None
         self._ttl = ttl_seconds
         self._known: dict[str, str] = {}
-        self._loaded_at = float("-inf")
+        self._loaded_at = float("-inf")  # when the reload that gave `_known` began
         self._lock = asyncio.Lock()
 
-    async def _reload(self) -> None:
+    def _fresh_for(self, arrived: float) -> bool:
+        """Whether the hashes held are good enough for a request that arrived at `arrived`:
+        younger than the cache time, or read by a reload that began after it arrived."""
+        return self._loaded_at >= arrived or time.monotonic() - self._loaded_at <= self._ttl
+
+    async def _hashes(self) -> dict[str, str]:
+        arrived = time.monotonic()
+        if self._fresh_for(arrived):
+            return self._known
         async with self._lock:
+            # Check again: whoever held the lock may have reloaded while this one waited.
+            if self._fresh_for(arrived):
+                return self._known
+            began = time.monotonic()
             async with self._db.read() as conn:
                 known = await TokenRepository(conn).active_hashes()
             if self._env_hash is not None:
                 known[self._env_hash] = ENV_TOKEN_NAME
             self._known = known
-            self._loaded_at = time.monotonic()
+            self._loaded_at = began
+        return known
 
     async def authenticate(self, token: str) -> str | None:
         """The name of the token, or None when it is unknown or revoked."""
         presented = hash_token(token)
-        age = time.monotonic() - self._loaded_at
-        if age > self._ttl:
-            await self._reload()
-            age = 0.0
-        name = find_token(presented, self._known)
-        if name is None and age > _MISS_RELOAD_SECONDS:
-            await self._reload()
-            name = find_token(presented, self._known)
-        return name
+        return find_token(presented, await self._hashes())
 
 
 def _unauthorized(message: str) -> ApiError:

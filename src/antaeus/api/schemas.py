@@ -69,14 +69,58 @@ AmountIn = Annotated[
 ]
 
 
+# -- text ----------------------------------------------------------------------
+#
+# Every string a request body carries reaches the database, the logs or both, so
+# each one is one of the two checked types below (a test holds every request
+# model to it): PostgreSQL refuses NUL in text (a 500 if it got that far) and
+# SQLite would store it; other control characters forge log lines and terminal
+# output. Lengths are capped at the column's (storage/tables.py), so an over-long
+# value is a 422 here, never an error of the database. Text that is not Unicode
+# at all (a lone surrogate) is refused earlier, as malformed JSON (api/jsonio.py).
+
+#: control characters (C0, DEL, C1) and surrogates, but tab, line feed and carriage return
+_CONTROL_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+#: every control character (C0, DEL, C1) and surrogates
+_CONTROL_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _refuse(pattern: re.Pattern[str], value: str) -> str:
+    if match := pattern.search(value):
+        raise ValueError(
+            f"must not contain control characters (U+{ord(match.group()):04X} "
+            f"at position {match.start()})"
+        )
+    return value
+
+
+def _free_text(value: str) -> str:
+    """Text for people (a note): line breaks and tabs are fine, other control characters not."""
+    return _refuse(_CONTROL_IN_TEXT, value)
+
+
+def _single_line(value: str) -> str:
+    """An identifier or a name: no control character at all, not even a line break."""
+    return _refuse(_CONTROL_IN_LINE, value)
+
+
+#: the checks every request string goes through (tests hold request models to them)
+TEXT_CHECKS: Final = (_free_text, _single_line)
+
+#: free text written by people: tabs and line breaks allowed, no other control characters
+FreeText = Annotated[str, AfterValidator(_free_text)]
+#: an identifier or a name from elsewhere (a charge id, a zone): one line, no control characters
+SingleLine = Annotated[str, AfterValidator(_single_line)]
+
+
 def _known_zone(name: str) -> str:
     zone(name)  # raises ValueError naming the problem
     return name
 
 
 TimezoneName = Annotated[
-    str,
-    Field(min_length=1, max_length=64, examples=["Europe/Copenhagen"]),
+    SingleLine,
+    Field(min_length=1, max_length=64, examples=["Europe/Copenhagen"]),  # customers.timezone
     AfterValidator(_known_zone),
 ]
 
@@ -215,7 +259,9 @@ ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
 
 # -- billing ---------------------------------------------------------------------
 
-Note = Annotated[str, Field(max_length=2000, description="why, for the audit trail")]
+Note = Annotated[FreeText, Field(max_length=2000, description="why, for the audit trail")]
+#: the provider's charge id (invoice_actions.charge_id, charge_attempts.charge_id: 255)
+ChargeId = Annotated[SingleLine, Field(min_length=1, max_length=255, examples=["ch_1a2b3c"])]
 
 
 class BillingTrigger(RequestBody):
@@ -228,7 +274,7 @@ class ActionBody(RequestBody):
 
 class ResolveBody(RequestBody):
     charged: StrictBool
-    chargeId: Annotated[str, Field(min_length=1, max_length=255)] | None = None  # noqa: N815
+    chargeId: ChargeId | None = None  # noqa: N815
     note: Note | None = None
 
     @model_validator(mode="after")

@@ -21,6 +21,7 @@ from antaeus.cli.common import err, fail, load_settings, out, prepare, run
 from antaeus.clock import SystemClock
 from antaeus.config import Settings
 from antaeus.payments.factory import ProviderConfigError, build_provider
+from antaeus.security import mask_url, scrub
 from antaeus.storage import migrate
 from antaeus.storage.database import Database
 
@@ -42,7 +43,7 @@ async def _wait_for_schema(db: Database, stop: asyncio.Event) -> None:
                 return
             reason = "the database schema is not current (run `antaeus db upgrade`)"
         except Exception as exc:  # unreachable database: say so, keep trying
-            reason = f"cannot reach the database: {exc}"
+            reason = f"cannot reach the database: {scrub(str(exc), db.url)}"
         if not warned:
             err.print(f"[yellow]waiting:[/] {reason}", highlight=False)
             warned = True
@@ -208,9 +209,9 @@ async def _bill_remote(url: str, token: str, wait_seconds: float) -> dict[str, A
         try:
             response = await client.post("/rest/v1/billing", json={"trigger": "cli"})
         except httpx.HTTPError as exc:
-            fail(f"cannot reach {url}: {exc}")
+            fail(f"cannot reach {mask_url(url)}: {scrub(str(exc), url)}")
         if response.status_code != 202:
-            fail(f"{url} answered {response.status_code}: {response.text[:500]}")
+            fail(f"{mask_url(url)} answered {response.status_code}: {response.text[:500]}")
         run_id = response.json()["id"]
 
         async def fetch() -> dict[str, Any]:

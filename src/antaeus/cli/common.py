@@ -7,10 +7,13 @@ from collections.abc import Coroutine
 from typing import Any, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
-from antaeus.config import Settings, get_settings
+from antaeus.config import Settings, get_settings, settings_error_message
 from antaeus.observability.logging import configure_logging
+from antaeus.security import mask_url, scrub
 from antaeus.storage import migrate
 from antaeus.storage.database import Database
 
@@ -52,15 +55,17 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def load_settings() -> Settings:
     try:
         settings = get_settings()
-    except Exception as exc:  # pydantic's ValidationError names the bad setting
-        fail(f"invalid configuration: {exc}")
+    except ValidationError as exc:  # one line naming each setting, not the values given
+        fail(f"invalid configuration: {escape(settings_error_message(exc))}")
+    except Exception as exc:  # an unreadable .env file, a list setting that is not JSON
+        fail(f"invalid configuration: {escape(' '.join(str(exc).split()))}")
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     return settings
 
@@ -70,7 +75,7 @@ async def prepare(db: Database, *, allow_migrate: bool) -> None:
     try:
         current = await migrate.current_revision(db)
     except OSError as exc:
-        fail(f"cannot reach the database ({db.url.split('://')[0]}): {exc}")
+        fail(f"cannot reach the database ({mask_url(db.url)}): {escape(scrub(str(exc), db.url))}")
     if current == migrate.head_revision():
         return
     if not allow_migrate:

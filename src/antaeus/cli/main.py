@@ -68,6 +68,15 @@ def serve(
     no_scheduler: Annotated[
         bool, typer.Option("--no-scheduler", help="another process runs the scheduler")
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="also serve Prometheus metrics on this port, without a token "
+            "(on the API port /metrics needs one unless ANTAEUS_METRICS_PUBLIC=true)",
+        ),
+    ] = None,
 ) -> None:
     """Run the REST API (port 7000), the run scheduler and an embedded charging worker."""
     import uvicorn
@@ -75,6 +84,10 @@ def serve(
     from antaeus.api.app import create_app
 
     settings = load_settings()
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=host or settings.HOST)
     bind_host = host or settings.HOST
     bind_port = port or settings.PORT
 

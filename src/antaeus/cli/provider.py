@@ -22,6 +22,7 @@ from antaeus.payments.simulator_server import (
     parse_accounts,
     serve,
 )
+from antaeus.security import mask_url, scrub
 
 app = typer.Typer(
     help="A payment provider speaking the HTTP protocol, for tests and benchmarks.",
@@ -68,7 +69,8 @@ async def _accounts_from_db(url: str, balance_minor: int) -> list[Account]:
     try:
         db = Database(url)
     except Exception as exc:  # an unparseable URL, an unknown driver
-        fail(f"--accounts-from-db: cannot use {escape(repr(url))}: {escape(str(exc))}")
+        shown = escape(repr(mask_url(url)))
+        fail(f"--accounts-from-db: cannot use {shown}: {escape(scrub(str(exc), url))}")
     try:
         async with db.read() as conn:
             rows = (
@@ -79,12 +81,16 @@ async def _accounts_from_db(url: str, balance_minor: int) -> list[Account]:
     except Exception as exc:  # unreachable, or not an Antaeus database
         reason = getattr(exc, "orig", None) or exc  # the driver's words, without the SQL
         fail(
-            f"--accounts-from-db: cannot read the customers of {escape(url)}: {escape(str(reason))}"
+            f"--accounts-from-db: cannot read the customers of {escape(mask_url(url))}: "
+            f"{escape(scrub(str(reason), url))}"
         )
     finally:
         await db.dispose()
     if not rows:
-        fail(f"--accounts-from-db: {escape(url)} has no customers (load some with `antaeus seed`)")
+        fail(
+            f"--accounts-from-db: {escape(mask_url(url))} has no customers "
+            "(load some with `antaeus seed`)"
+        )
     return [Account(row.id, Currency(row.currency), balance_minor) for row in rows]
 
 

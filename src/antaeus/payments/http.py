@@ -64,6 +64,7 @@ from antaeus.payments.provider import (
     UnauthorizedError,
     valid_charge_id,
 )
+from antaeus.security import mask_url, scrub
 
 _KEY: Final = re.compile(r"[\x20-\x7e]{1,255}")
 MAX_ANSWER_BYTES: Final = 64 * 1024  # answers are asked for and read uncompressed
@@ -229,6 +230,7 @@ class HttpPaymentProvider:
     def __init__(self, settings: HttpProviderSettings) -> None:
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")
+        self.shown_url = mask_url(self.base_url)  # what logs and errors show: no password
         self._charges_url = f"{self.base_url}/v1/charges"
         self._auth = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self._transport: _Transport = (
@@ -240,7 +242,7 @@ class HttpPaymentProvider:
         return self.settings.key_retention
 
     def describe(self) -> str:
-        return f"HTTP provider at {self.base_url} ({self.settings.client})"
+        return f"HTTP provider at {self.shown_url} ({self.settings.client})"
 
     async def charge(self, request: ChargeRequest) -> Charged | Declined:
         if not _KEY.fullmatch(request.idempotency_key):
@@ -272,12 +274,12 @@ class HttpPaymentProvider:
             async with asyncio.timeout(self.settings.connect_timeout + self.settings.read_timeout):
                 answer = await self._transport.get(f"{self.base_url}/v1/health", dict(self._auth))
         except (*_TRANSPORT_ERRORS, TimeoutError) as exc:
-            detail = str(exc) or type(exc).__name__
-            raise ProviderUnreachableError(f"{self.base_url} does not answer: {detail}") from None
+            detail = scrub(str(exc), self.base_url) or type(exc).__name__
+            raise ProviderUnreachableError(f"{self.shown_url} does not answer: {detail}") from None
         parsed = _json_object(answer.body)
         if answer.status != 200 or parsed is None or parsed.get("status") != "ok":
             raise ProviderUnreachableError(
-                f"{self.base_url}/v1/health answered {answer.status} {_snippet(answer.body)}"
+                f"{self.shown_url}/v1/health answered {answer.status} {_snippet(answer.body)}"
             )
 
     async def aclose(self) -> None:
