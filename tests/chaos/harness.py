@@ -25,10 +25,14 @@ to the same run: 429/409 answers with a huge or malformed Retry-After, 409
 idempotency_key_in_use with a sane one, 200s of charges made whose chargeId is
 malformed (the next request with the key gets the real one), a 400
 invalid_request on the first repeat of a key whose answer was lost, and bursts
-of 401 for every charge (1.5 s every 8 s; the workers probe every second,
-`ANTAEUS_PAUSE_PROBE_SECONDS=1`). Verification is the same, and accepts REVIEW
-for an invoice whose repeat got that 400 (it may have been charged: a person
-looks), counting them; the summary counts each fault injected.
+of 401 for every charge (1.5 s every 8 s). The workers probe a paused provider
+every second (`ANTAEUS_PAUSE_PROBE_SECONDS=1`) and wait at most 5 s for a
+Retry-After (`ANTAEUS_RETRY_AFTER_MAX_SECONDS=5`). Verification is the same,
+and accepts REVIEW for an invoice whose repeat got that 400 (it may have been
+charged: a person looks), counting them; the summary counts each fault
+injected and the outcomes of the invoices they hit. `--hostile-faults
+key-in-use,401` turns on only some of them (names in `HOSTILE_FAULTS`), to try
+one client fix at a time.
 
 It prints a summary and exits 1 when any invariant is broken.
 """
@@ -42,6 +46,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import secrets
 import signal
 import subprocess
@@ -84,6 +89,8 @@ SUMMARY_STATS = (
     ("unauthorized", "unauthorized (401)"),
     ("invalidRequests", "invalid request (400)"),
 )
+#: The hostile faults, by the names `--hostile-faults` takes.
+HOSTILE_FAULTS = ("retry-after", "key-in-use", "charge-id", "400-after-unknown", "401")
 #: The hostile faults injected, as /admin/stats counts them under "hostile".
 HOSTILE_STATS = (
     ("hostile.unauthorized", "401 in bursts"),
@@ -123,6 +130,7 @@ class ChaosConfig:
     workdir: Path | None = None
     # the hostile provider (see the module doc); its rates are shares of requests
     hostile: bool = False
+    hostile_faults: tuple[str, ...] = HOSTILE_FAULTS  # the ones that are on
     bad_retry_after_rate: float = 0.02
     key_in_use_rate: float = 0.03
     bad_charge_id_rate: float = 0.05
@@ -138,12 +146,22 @@ class ChaosConfig:
             "--jitter-ms", str(self.jitter_ms),
             "--seed", str(self.seed),
         ]  # fmt: skip
-        if self.hostile:
+        if not self.hostile:
+            return flags
+        unknown = set(self.hostile_faults) - set(HOSTILE_FAULTS)
+        if unknown:
+            raise ValueError(f"unknown hostile faults {sorted(unknown)}; known: {HOSTILE_FAULTS}")
+        on = set(self.hostile_faults)
+        for fault, flag, value in (
+            ("retry-after", "--bad-retry-after-rate", self.bad_retry_after_rate),
+            ("key-in-use", "--key-in-use-rate", self.key_in_use_rate),
+            ("charge-id", "--bad-charge-id-rate", self.bad_charge_id_rate),
+            ("400-after-unknown", "--reject-after-unknown-rate", self.reject_after_unknown_rate),
+        ):
+            if fault in on:
+                flags += [flag, str(value)]
+        if "401" in on:
             flags += [
-                "--bad-retry-after-rate", str(self.bad_retry_after_rate),
-                "--key-in-use-rate", str(self.key_in_use_rate),
-                "--bad-charge-id-rate", str(self.bad_charge_id_rate),
-                "--reject-after-unknown-rate", str(self.reject_after_unknown_rate),
                 "--unauthorized-every", str(self.unauthorized_every),
                 "--unauthorized-for", str(self.unauthorized_for),
             ]  # fmt: skip
@@ -215,8 +233,20 @@ class ChaosReport:
         lines.append(f"  rare but allowed: {len(self.rare)}")
         lines.extend(f"    {r}" for r in self.rare[:20])
         lines.append(f"  problems: {len(self.problems)}")
+        kinds = collections.Counter(_kind(p) for p in self.problems)
+        if len(kinds) > 1 or len(self.problems) > 1:
+            lines.extend(f"    {n} x {kind}" for kind, n in kinds.most_common())
+            lines.append("   the first ones:")
         lines.extend(f"    {p}" for p in self.problems[:50])
         return "\n".join(lines)
+
+
+def _kind(problem: str) -> str:
+    """A problem without its ids, numbers and quoted values, to count problems by kind."""
+    text = re.sub(r"\[[^\]]*\]", "…", problem)  # lists of values
+    text = re.sub(r"(?<=invoice )\d+|(?<=run )\d+", "N", text)
+    text = re.sub(r"(?<=[\s(])'(?:[^'\\]|\\.)*'", "…", text)  # quoted values, not "ledger's"
+    return re.sub(r"(?<!\w)(?!(?:400|401|409|429)\b)\d+", "N", text)  # not HTTP statuses
 
 
 # -- processes -------------------------------------------------------------------------
@@ -407,8 +437,11 @@ async def _run(config: ChaosConfig, report: ChaosReport, workdir: Path, url: str
         "ANTAEUS_LOG_LEVEL": "warning",
         "ANTAEUS_PORT": str(api_port),
     }
-    if config.hostile:  # a 401 burst lasts 1.5 s: probe often enough to see it end
+    if config.hostile:
+        # a 401 burst lasts 1.5 s: probe often enough to see it end; and a Retry-After
+        # is waited for at most 5 s before the invoice is released for later
         env["ANTAEUS_PAUSE_PROBE_SECONDS"] = "1"
+        env["ANTAEUS_RETRY_AFTER_MAX_SECONDS"] = "5"
     migrate = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "antaeus", "db", "upgrade"],
@@ -638,10 +671,10 @@ async def verify(
             if not made:
                 problems.append(f"invoice {invoice_id} PAID but never charged")
             elif not any(a.charge_id == made[0]["chargeId"] for a in mine):
-                shown = [a.charge_id for a in mine if a.charge_id]
+                shown = [a.charge_id[:40] for a in mine if a.charge_id]
                 problems.append(
                     f"invoice {invoice_id} PAID without the ledger's charge id "
-                    f"{made[0]['chargeId']!r} (attempts hold {shown!r:.120})"
+                    f"{made[0]['chargeId']!r} (its attempts hold {shown!r})"
                 )
         elif made:
             key = made[0]["idempotencyKey"]
@@ -715,8 +748,9 @@ def _verify_events(
     if status == "PAID" and made and seen["invoice.paid"] == 1:
         carried = paid_charge_ids[invoice_id][0]
         if carried != made[0]["chargeId"]:
+            shown = carried[:40] if isinstance(carried, str) else carried
             problems.append(
-                f"invoice {invoice_id}'s invoice.paid event carries chargeId {carried!r:.80}, "
+                f"invoice {invoice_id}: its invoice.paid event carries chargeId {shown!r}, "
                 f"not the ledger's {made[0]['chargeId']!r}"
             )
 
@@ -734,7 +768,16 @@ def main(argv: list[str] | None = None) -> int:
         help="a hostile provider: bad Retry-After values, 409s, malformed chargeIds, "
         "400 after an unknown outcome, 401 bursts (see the module doc)",
     )
+    parser.add_argument(
+        "--hostile-faults",
+        default=",".join(HOSTILE_FAULTS),
+        help=f"with --hostile, only these faults (comma-separated; default all: "
+        f"{','.join(HOSTILE_FAULTS)})",
+    )
     args = parser.parse_args(argv)
+    faults = tuple(f.strip() for f in args.hostile_faults.split(",") if f.strip())
+    if set(faults) - set(HOSTILE_FAULTS):
+        parser.error(f"--hostile-faults: unknown {sorted(set(faults) - set(HOSTILE_FAULTS))}")
     config = ChaosConfig(
         database=args.database,
         invoices=args.invoices,
@@ -742,6 +785,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         workdir=args.workdir,
         hostile=args.hostile,
+        hostile_faults=faults,
     )
     report = asyncio.run(run_chaos(config))
     print(report.summary())

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 Engine = Literal["sqlite", "postgres"]
 #: each fault of the hostile provider, as /admin/stats counts it
-HOSTILE_FAULTS = (
+HOSTILE_COUNTERS = (
     "unauthorized",
     "unauthorizedBursts",
     "badRetryAfter",
@@ -41,7 +41,7 @@ async def test_a_hostile_provider_while_processes_are_killed(
     chargeIds, a 400 after an unknown outcome and bursts of 401 (the harness's --hostile)."""
     config = ChaosConfig(database=database, workdir=tmp_path, hostile=True)
     report = await _run(config)
-    for fault in HOSTILE_FAULTS:  # each fault was injected
+    for fault in HOSTILE_COUNTERS:  # each fault was injected
         assert report.provider_stats.get(f"hostile.{fault}", 0) > 0, (fault, report.summary())
     _assert_invariants_hold(config, report)
 
