@@ -12,12 +12,27 @@ runs, processes are SIGKILLed and restarted:
   processes; a random worker is killed about every second, the API once;
 - sqlite: the single embedded `antaeus serve` process, killed and restarted.
 
-When the run completes, every invoice is checked against the ledger (see
-`verify`). By hand:
+When the run completes, every invoice is checked against the ledger and the
+`events` outbox (see `verify`). By hand:
 
     python -m tests.chaos.harness --database sqlite
     ANTAEUS_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/test \\
         python -m tests.chaos.harness --database postgres
+    python -m tests.chaos.harness --database sqlite --hostile
+
+`--hostile` adds the hostile provider's faults (`simulator_server.HostileFaults`)
+to the same run: 429/409 answers with a huge or malformed Retry-After, 409
+idempotency_key_in_use with a sane one, 200s of charges made whose chargeId is
+malformed (the next request with the key gets the real one), a 400
+invalid_request on the first repeat of a key whose answer was lost, and bursts
+of 401 for every charge (1.5 s every 8 s). The workers probe a paused provider
+every second (`ANTAEUS_PAUSE_PROBE_SECONDS=1`) and wait at most 5 s for a
+Retry-After (`ANTAEUS_RETRY_AFTER_MAX_SECONDS=5`). Verification is the same,
+and accepts REVIEW for an invoice whose repeat got that 400 (it may have been
+charged: a person looks), counting them; the summary counts each fault
+injected and the outcomes of the invoices they hit. `--hostile-faults
+key-in-use,401` turns on only some of them (names in `HOSTILE_FAULTS`), to try
+one client fix at a time.
 
 It prints a summary and exits 1 when any invariant is broken.
 """
@@ -28,8 +43,10 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import json
 import os
 import random
+import re
 import secrets
 import signal
 import subprocess
@@ -51,7 +68,7 @@ from antaeus.domain.money import Currency, Money
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.invoices import InvoiceRepository
-from antaeus.storage.tables import billing_runs, charge_attempts, invoices
+from antaeus.storage.tables import billing_runs, charge_attempts, events, invoices
 from tests.payments.simulator import free_port
 
 PG_ENV = "ANTAEUS_TEST_POSTGRES_URL"
@@ -68,6 +85,30 @@ SUMMARY_STATS = (
     ("networkErrors", "network errors (503)"),
     ("ambiguous", "ambiguous (charged, then 500 or dropped)"),
     ("keyInUse", "key in use (409)"),
+    ("rateLimited", "rate limited (429)"),
+    ("unauthorized", "unauthorized (401)"),
+    ("invalidRequests", "invalid request (400)"),
+)
+#: The hostile faults, by the names `--hostile-faults` takes.
+HOSTILE_FAULTS = ("retry-after", "key-in-use", "charge-id", "400-after-unknown", "401")
+#: The hostile faults injected, as /admin/stats counts them under "hostile".
+HOSTILE_STATS = (
+    ("hostile.unauthorized", "401 in bursts"),
+    ("hostile.unauthorizedBursts", "401 bursts"),
+    ("hostile.badRetryAfter", "bad Retry-After"),
+    ("hostile.badRetryAfterByStatus.429", "of them 429"),
+    ("hostile.badRetryAfterByStatus.409", "of them 409"),
+    ("hostile.keyInUse", "409 key in use"),
+    ("hostile.badChargeId", "bad chargeId"),
+    ("hostile.rejectedAfterUnknown", "400 after unknown"),
+)
+#: The events an outcome of a charge writes (domain/policy.py, billing/runs.py).
+OUTCOME_EVENTS = (
+    "invoice.paid",
+    "invoice.payment_declined",
+    "invoice.failed",
+    "invoice.review",
+    "invoice.payment_unknown",
 )
 
 
@@ -87,6 +128,44 @@ class ChaosConfig:
     seed: int = 0
     postgres_url: str | None = None
     workdir: Path | None = None
+    # the hostile provider (see the module doc); its rates are shares of requests
+    hostile: bool = False
+    hostile_faults: tuple[str, ...] = HOSTILE_FAULTS  # the ones that are on
+    bad_retry_after_rate: float = 0.02
+    key_in_use_rate: float = 0.03
+    bad_charge_id_rate: float = 0.05
+    reject_after_unknown_rate: float = 0.3
+    unauthorized_every: float = 8.0
+    unauthorized_for: float = 1.5
+
+    def simulator_flags(self) -> list[str]:
+        flags = [
+            "--network-error-rate", str(self.network_error_rate),
+            "--ambiguous-rate", str(self.ambiguous_rate),
+            "--latency-ms", str(self.latency_ms),
+            "--jitter-ms", str(self.jitter_ms),
+            "--seed", str(self.seed),
+        ]  # fmt: skip
+        if not self.hostile:
+            return flags
+        unknown = set(self.hostile_faults) - set(HOSTILE_FAULTS)
+        if unknown:
+            raise ValueError(f"unknown hostile faults {sorted(unknown)}; known: {HOSTILE_FAULTS}")
+        on = set(self.hostile_faults)
+        for fault, flag, value in (
+            ("retry-after", "--bad-retry-after-rate", self.bad_retry_after_rate),
+            ("key-in-use", "--key-in-use-rate", self.key_in_use_rate),
+            ("charge-id", "--bad-charge-id-rate", self.bad_charge_id_rate),
+            ("400-after-unknown", "--reject-after-unknown-rate", self.reject_after_unknown_rate),
+        ):
+            if fault in on:
+                flags += [flag, str(value)]
+        if "401" in on:
+            flags += [
+                "--unauthorized-every", str(self.unauthorized_every),
+                "--unauthorized-for", str(self.unauthorized_for),
+            ]  # fmt: skip
+        return flags
 
 
 @dataclass
@@ -100,6 +179,7 @@ class Expected:
 class ChaosReport:
     database: str
     invoices: int = 0
+    hostile: bool = False
     worker_kills: int = 0
     api_kills: int = 0
     seconds: float = 0.0
@@ -108,6 +188,9 @@ class ChaosReport:
     provider_stats: dict[str, Any] = field(default_factory=dict)
     statuses: collections.Counter[str] = field(default_factory=collections.Counter)
     by_category: dict[str, collections.Counter[str]] = field(default_factory=dict)
+    events: collections.Counter[str] = field(default_factory=collections.Counter)
+    # hostile faults: the statuses of the invoices each one hit
+    hit: dict[str, collections.Counter[str]] = field(default_factory=dict)
     rare: list[str] = field(default_factory=list)  # allowed, with the reason
     problems: list[str] = field(default_factory=list)  # broken invariants
 
@@ -117,8 +200,8 @@ class ChaosReport:
 
     def summary(self) -> str:
         lines = [
-            f"chaos on {self.database}: {self.invoices} invoices in {self.seconds:.1f} s, "
-            f"run {self.run_status}",
+            f"chaos on {self.database}{' (hostile provider)' if self.hostile else ''}: "
+            f"{self.invoices} invoices in {self.seconds:.1f} s, run {self.run_status}",
             f"  kills: {self.worker_kills} worker, {self.api_kills} api/serve",
             f"  provider: {self.charges} charges in the ledger; "
             + ", ".join(
@@ -126,17 +209,44 @@ class ChaosReport:
                 for key, name in SUMMARY_STATS
                 if key in self.provider_stats
             ),
-            "  outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items())),
         ]
+        if self.hostile:
+            lines.append(
+                "  hostile faults injected: "
+                + ", ".join(
+                    f"{name} {self.provider_stats.get(key, 0)}" for key, name in HOSTILE_STATS
+                )
+            )
+            for fault, counts in sorted(self.hit.items()):
+                lines.append(
+                    f"    invoices hit by {fault}: "
+                    + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")
+                )
+        lines.append(
+            "  outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))
+        )
         for category, counts in sorted(self.by_category.items()):
             lines.append(
                 f"    {category}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
             )
+        lines.append("  events: " + ", ".join(f"{k} {v}" for k, v in sorted(self.events.items())))
         lines.append(f"  rare but allowed: {len(self.rare)}")
         lines.extend(f"    {r}" for r in self.rare[:20])
         lines.append(f"  problems: {len(self.problems)}")
+        kinds = collections.Counter(_kind(p) for p in self.problems)
+        if len(kinds) > 1 or len(self.problems) > 1:
+            lines.extend(f"    {n} x {kind}" for kind, n in kinds.most_common())
+            lines.append("   the first ones:")
         lines.extend(f"    {p}" for p in self.problems[:50])
         return "\n".join(lines)
+
+
+def _kind(problem: str) -> str:
+    """A problem without its ids, numbers and quoted values, to count problems by kind."""
+    text = re.sub(r"\[[^\]]*\]", "…", problem)  # lists of values
+    text = re.sub(r"(?<=invoice )\d+|(?<=run )\d+", "N", text)
+    text = re.sub(r"(?<=[\s(])'(?:[^'\\]|\\.)*'", "…", text)  # quoted values, not "ledger's"
+    return re.sub(r"(?<!\w)(?!(?:400|401|409|429)\b)\d+", "N", text)  # not HTTP statuses
 
 
 # -- processes -------------------------------------------------------------------------
@@ -285,7 +395,7 @@ async def load(url: str, config: ChaosConfig) -> tuple[dict[int, Expected], list
 
 
 async def run_chaos(config: ChaosConfig) -> ChaosReport:
-    report = ChaosReport(config.database, invoices=config.invoices)
+    report = ChaosReport(config.database, invoices=config.invoices, hostile=config.hostile)
     with _workdir(config) as workdir:
         async with database_url(config, workdir) as url:
             await _run(config, report, workdir, url)
@@ -308,17 +418,10 @@ async def _run(config: ChaosConfig, report: ChaosReport, workdir: Path, url: str
     sim_port, api_port = free_port(), free_port()
     simulator = Process(
         "simulator",
-        [
-            "provider", "serve", "--port", str(sim_port),
-            "--network-error-rate", str(config.network_error_rate),
-            "--ambiguous-rate", str(config.ambiguous_rate),
-            "--latency-ms", str(config.latency_ms),
-            "--jitter-ms", str(config.jitter_ms),
-            "--seed", str(config.seed),
-        ],
+        ["provider", "serve", "--port", str(sim_port), *config.simulator_flags()],
         base_env,
         workdir / "simulator.log",
-    )  # fmt: skip
+    )
     sim_url = f"http://127.0.0.1:{sim_port}"
     env = {
         **base_env,
@@ -334,6 +437,11 @@ async def _run(config: ChaosConfig, report: ChaosReport, workdir: Path, url: str
         "ANTAEUS_LOG_LEVEL": "warning",
         "ANTAEUS_PORT": str(api_port),
     }
+    if config.hostile:
+        # a 401 burst lasts 1.5 s: probe often enough to see it end; and a Retry-After
+        # is waited for at most 5 s before the invoice is released for later
+        env["ANTAEUS_PAUSE_PROBE_SECONDS"] = "1"
+        env["ANTAEUS_RETRY_AFTER_MAX_SECONDS"] = "5"
     migrate = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "antaeus", "db", "upgrade"],
@@ -380,8 +488,9 @@ async def _run(config: ChaosConfig, report: ChaosReport, workdir: Path, url: str
         async with httpx.AsyncClient(base_url=sim_url, timeout=60) as sim:
             ledger = (await sim.get("/admin/ledger")).json()["charges"]
             stats = (await sim.get("/admin/stats")).json()
+            faults = (await sim.get("/admin/faults")).json()
         report.provider_stats = _flatten(stats)
-        await verify(url, run_id, expected, ledger, report)
+        await verify(url, run_id, expected, ledger, report, faults)
     finally:
         for process in everything:
             process.stop()
@@ -458,8 +567,27 @@ async def verify(
     expected: dict[int, Expected],
     ledger: list[dict[str, Any]],
     report: ChaosReport,
+    faults: dict[str, list[dict[str, Any]]] | None = None,
 ) -> None:
-    """Every invariant of the issue, on every invoice."""
+    """Every invariant of the issue, on every invoice.
+
+    - the ledger: nobody charged twice; every charge of the invoice's amount,
+      currency and customer; every PAID invoice charged, its attempt holding the
+      ledger's chargeId; every charged invoice PAID, or REVIEW, or (rare,
+      reported) PENDING with the open attempt of that charge's key;
+    - the categories: funded ends PAID, the others declined or failed for their
+      reason (rare, reported: REVIEW, or PENDING with an open attempt);
+    - the outbox: one `invoice.paid` per PAID invoice (with the ledger's
+      chargeId), one `invoice.failed` per FAILED, one `invoice.review` per
+      REVIEW, none of them otherwise; one `invoice.payment_declined` per decline
+      (`dunning_count`); at least one `invoice.payment_unknown` for an invoice
+      waiting on an unknown outcome;
+    - nothing left PROCESSING, and the run completed.
+
+    `faults` is the simulator's GET /admin/faults: an invoice whose repeat got a
+    400 after an unknown outcome may end in REVIEW (it may have been charged),
+    counted in `report.hit`, never FAILED.
+    """
     db = Database(url)
     try:
         async with db.read() as conn:
@@ -467,6 +595,9 @@ async def verify(
             attempts: dict[int, list[Any]] = collections.defaultdict(list)
             for a in await conn.execute(select(charge_attempts)):
                 attempts[a.invoice_id].append(a)
+            outbox = (
+                await conn.execute(select(events.c.type, events.c.invoice_id, events.c.payload))
+            ).all()
             run_status = await conn.scalar(
                 select(billing_runs.c.status).where(billing_runs.c.id == run_id)
             )
@@ -484,6 +615,25 @@ async def verify(
             problems.append(f"invoice {invoice_id} charged {len(made)} times")
         if invoice_id not in rows:
             problems.append(f"invoice {invoice_id} charged but unknown to the database")
+    events_of: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    paid_charge_ids: dict[int, list[Any]] = collections.defaultdict(list)
+    for event in outbox:
+        report.events[event.type] += 1
+        if event.invoice_id is None:
+            continue
+        if event.type not in OUTCOME_EVENTS:
+            problems.append(f"event {event.type} for invoice {event.invoice_id}: not an outcome")
+        if event.invoice_id not in expected:
+            problems.append(f"event {event.type} for invoice {event.invoice_id}, not one of ours")
+        events_of[event.invoice_id][event.type] += 1
+        if event.type == "invoice.paid":
+            paid_charge_ids[event.invoice_id].append(json.loads(event.payload).get("chargeId"))
+    hit_by: dict[str, set[int]] = {
+        fault: {int(f["invoiceId"]) for f in hits} for fault, hits in (faults or {}).items()
+    }
+    if report.hostile:
+        report.hit = {fault: collections.Counter() for fault in hit_by}
+    rejected = hit_by.get("rejectedAfterUnknown", set())
     for invoice_id, want in expected.items():
         row = rows[invoice_id]
         status = row.status
@@ -492,6 +642,11 @@ async def verify(
         made = charges.get(invoice_id, [])
         mine = sorted(attempts.get(invoice_id, []), key=lambda a: a.number)
         open_attempt = row.attempt_open_since is not None
+        after_400 = invoice_id in rejected
+        for fault, hit in hit_by.items():
+            if invoice_id in hit and fault in report.hit:
+                label = f"{status}, charged" if made and status != "PAID" else status
+                report.hit[fault][label] += 1
         if status == "PROCESSING":
             problems.append(f"invoice {invoice_id} left PROCESSING")
         for charge in made:
@@ -502,15 +657,35 @@ async def verify(
                 )
             if int(charge["customerId"]) != want.customer_id:
                 problems.append(f"invoice {invoice_id} charged to customer {charge['customerId']}")
-        if status == "PAID":
+        if (
+            after_400
+            and status not in ("PAID", "REVIEW")
+            and not (status == "PENDING" and open_attempt)
+        ):
+            problems.append(
+                f"invoice {invoice_id} got a 400 after an unknown outcome and is {status} "
+                f"({row.last_failure}){', charged' if made else ''}: it may have been "
+                "charged, so it must be REVIEW"
+            )
+        elif status == "PAID":
             if not made:
                 problems.append(f"invoice {invoice_id} PAID but never charged")
             elif not any(a.charge_id == made[0]["chargeId"] for a in mine):
-                problems.append(f"invoice {invoice_id} PAID without the ledger's charge id")
+                shown = [a.charge_id[:40] for a in mine if a.charge_id]
+                problems.append(
+                    f"invoice {invoice_id} PAID without the ledger's charge id "
+                    f"{made[0]['chargeId']!r} (its attempts hold {shown!r})"
+                )
         elif made:
             key = made[0]["idempotencyKey"]
             holds = open_attempt and mine and mine[-1].idempotency_key == key
-            if status in ("REVIEW", "PENDING") and holds:
+            if status == "REVIEW" and after_400:
+                if not (mine and mine[-1].idempotency_key == key):
+                    problems.append(
+                        f"invoice {invoice_id} REVIEW after a 400, but its last attempt is not "
+                        "the key that charged"
+                    )
+            elif status in ("REVIEW", "PENDING") and holds:
                 rare.append(
                     f"invoice {invoice_id} charged, {status} with its open attempt "
                     f"({row.last_failure}): the answer was lost and not yet repeated"
@@ -522,9 +697,9 @@ async def verify(
                 )
         if want.category == "funded" and status != "PAID":
             if status == "REVIEW" or (status == "PENDING" and open_attempt):
-                if not made:
+                if not made and not after_400:
                     rare.append(f"funded invoice {invoice_id} {status} ({row.last_failure})")
-            else:
+            elif not after_400:  # (reported above)
                 problems.append(
                     f"funded invoice {invoice_id} is {status} ({row.last_failure}), not PAID"
                 )
@@ -541,6 +716,43 @@ async def verify(
                     f"{want.category} invoice {invoice_id} is {status} ({row.last_failure}), "
                     f"not {expected_failure[0]} ({expected_failure[1]})"
                 )
+        _verify_events(invoice_id, row, made, events_of[invoice_id], paid_charge_ids, problems)
+
+
+def _verify_events(
+    invoice_id: int,
+    row: Any,
+    made: list[dict[str, Any]],
+    seen: collections.Counter[str],
+    paid_charge_ids: dict[int, list[Any]],
+    problems: list[str],
+) -> None:
+    """One event per outcome (see `verify`)."""
+    status = row.status
+    exhausted = status == "FAILED" and row.last_failure == "insufficient_funds"
+    want = {
+        "invoice.paid": int(status == "PAID"),
+        "invoice.failed": int(status == "FAILED"),
+        "invoice.review": int(status == "REVIEW"),
+        "invoice.payment_declined": row.dunning_count - int(exhausted),
+    }
+    for type_, n in want.items():
+        if seen[type_] != n:
+            problems.append(
+                f"invoice {invoice_id} {status} ({row.last_failure}) has {seen[type_]} "
+                f"{type_} events, not {n}"
+            )
+    waiting = status == "PENDING" and row.last_failure == "unknown_outcome"
+    if waiting and not seen["invoice.payment_unknown"]:
+        problems.append(f"invoice {invoice_id} waits on an unknown outcome without its event")
+    if status == "PAID" and made and seen["invoice.paid"] == 1:
+        carried = paid_charge_ids[invoice_id][0]
+        if carried != made[0]["chargeId"]:
+            shown = carried[:40] if isinstance(carried, str) else carried
+            problems.append(
+                f"invoice {invoice_id}: its invoice.paid event carries chargeId {shown!r}, "
+                f"not the ledger's {made[0]['chargeId']!r}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -550,13 +762,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs here")
+    parser.add_argument(
+        "--hostile",
+        action="store_true",
+        help="a hostile provider: bad Retry-After values, 409s, malformed chargeIds, "
+        "400 after an unknown outcome, 401 bursts (see the module doc)",
+    )
+    parser.add_argument(
+        "--hostile-faults",
+        default=",".join(HOSTILE_FAULTS),
+        help=f"with --hostile, only these faults (comma-separated; default all: "
+        f"{','.join(HOSTILE_FAULTS)})",
+    )
     args = parser.parse_args(argv)
+    faults = tuple(f.strip() for f in args.hostile_faults.split(",") if f.strip())
+    if set(faults) - set(HOSTILE_FAULTS):
+        parser.error(f"--hostile-faults: unknown {sorted(set(faults) - set(HOSTILE_FAULTS))}")
     config = ChaosConfig(
         database=args.database,
         invoices=args.invoices,
         concurrency=args.concurrency,
         seed=args.seed,
         workdir=args.workdir,
+        hostile=args.hostile,
+        hostile_faults=faults,
     )
     report = asyncio.run(run_chaos(config))
     print(report.summary())

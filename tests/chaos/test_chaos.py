@@ -4,25 +4,60 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
-from tests.chaos.harness import PG_ENV, ChaosConfig, run_chaos
+from tests.chaos.harness import PG_ENV, ChaosConfig, ChaosReport, run_chaos
 
 pytestmark = pytest.mark.slow
+
+Engine = Literal["sqlite", "postgres"]
+#: each fault of the hostile provider, as /admin/stats counts it
+HOSTILE_COUNTERS = (
+    "unauthorized",
+    "unauthorizedBursts",
+    "badRetryAfter",
+    "keyInUse",
+    "badChargeId",
+    "rejectedAfterUnknown",
+)
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 async def test_no_double_charge_and_no_lost_invoice_while_processes_are_killed(
-    database: str, tmp_path: Path
+    database: Engine, tmp_path: Path
 ) -> None:
-    if database == "postgres" and not os.environ.get(PG_ENV):
+    config = ChaosConfig(database=database, workdir=tmp_path)
+    report = await _run(config)
+    _assert_invariants_hold(config, report)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+async def test_a_hostile_provider_while_processes_are_killed(
+    database: Engine, tmp_path: Path
+) -> None:
+    """The same against a provider answering bad Retry-After values, 409s, malformed
+    chargeIds, a 400 after an unknown outcome and bursts of 401 (the harness's --hostile)."""
+    config = ChaosConfig(database=database, workdir=tmp_path, hostile=True)
+    report = await _run(config)
+    for fault in HOSTILE_COUNTERS:  # each fault was injected
+        assert report.provider_stats.get(f"hostile.{fault}", 0) > 0, (fault, report.summary())
+    _assert_invariants_hold(config, report)
+
+
+async def _run(config: ChaosConfig) -> ChaosReport:
+    if config.database == "postgres" and not os.environ.get(PG_ENV):
         pytest.skip(f"{PG_ENV} is not set: the PostgreSQL chaos test is skipped")
-    config = ChaosConfig(database=database, seed=int.from_bytes(os.urandom(2)), workdir=tmp_path)
+    config.seed = int.from_bytes(os.urandom(2))
     report = await run_chaos(config)
     print(report.summary())  # shown with -s, and with the failure
+    return report
+
+
+def _assert_invariants_hold(config: ChaosConfig, report: ChaosReport) -> None:
     assert not report.problems, f"seed {config.seed}\n{report.summary()}"
     assert report.kills >= config.min_kills, report.summary()
-    if database == "postgres":
+    if config.database == "postgres":
         assert report.api_kills == 1, report.summary()
     assert report.seconds < 180, report.summary()

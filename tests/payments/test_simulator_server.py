@@ -20,6 +20,11 @@ from typing import Any
 import httpx
 import pytest
 
+from antaeus.payments.simulator_server import (
+    HOSTILE_CHARGE_IDS,
+    HOSTILE_RETRY_AFTER,
+    spoil_charge_id,
+)
 from tests.payments.simulator import clean_env, running_simulator
 
 EUR = {"value": "10.00", "currency": "EUR"}
@@ -484,6 +489,202 @@ def test_key_retention_expiry_charges_again(slow: str) -> None:
         ]
 
 
+# --- a hostile provider ------------------------------------------------------------------
+
+
+def well_formed(charge_id: object) -> bool:
+    """What the protocol's client may accept as a chargeId: 1..255 printable ASCII."""
+    return (
+        isinstance(charge_id, str)
+        and 1 <= len(charge_id) <= 255
+        and charge_id.isascii()
+        and charge_id.isprintable()
+    )
+
+
+def hostile_stats(client: httpx.Client) -> dict[str, Any]:
+    stats: dict[str, Any] = client.get("/admin/stats").json()["hostile"]
+    return stats
+
+
+def test_no_hostile_fault_by_default(plain: httpx.Client) -> None:
+    assert charge(plain, body(), key()).status_code == 200
+    assert all(v in (0, {}) for v in hostile_stats(plain).values())
+    assert plain.get("/admin/faults").json() == {"badChargeId": [], "rejectedAfterUnknown": []}
+
+
+def test_bad_retry_after_is_429_or_409_and_moves_nothing() -> None:
+    with (
+        running_simulator("--bad-retry-after-rate", "1") as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        answers = [charge(client, body(i + 1), key()) for i in range(40)]
+        statuses = {a.status_code for a in answers}
+        assert statuses == {409, 429}
+        values = set()
+        for answer in answers:
+            expected = "rate_limited" if answer.status_code == 429 else "idempotency_key_in_use"
+            assert answer.json() == {"error": expected}
+            values.add(answer.headers["retry-after"].encode("latin-1"))
+        assert values <= set(HOSTILE_RETRY_AFTER)
+        assert len(values) >= 4, values  # seed 0 gives most of them
+        assert ledger(client) == []  # nothing charged
+        stats = client.get("/admin/stats").json()
+        hostile = stats["hostile"]
+        assert hostile["badRetryAfter"] == 40
+        by_status = {int(s): n for s, n in hostile["badRetryAfterByStatus"].items()}
+        assert by_status == {s: [a.status_code for a in answers].count(s) for s in (409, 429)}
+        assert stats["rateLimited"] == by_status[429]  # counted as what they are, too
+        assert stats["keyInUse"] == by_status[409]
+
+
+def test_injected_key_in_use_has_a_sane_retry_after_and_moves_nothing() -> None:
+    with (
+        running_simulator("--key-in-use-rate", "1") as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        k = key()
+        for _ in range(3):  # not remembered: the same key is refused again
+            answer = charge(client, body(), k)
+            assert answer.status_code == 409
+            assert answer.json() == {"error": "idempotency_key_in_use"}
+            assert answer.headers["retry-after"] == "1"
+        assert ledger(client) == []
+        assert hostile_stats(client)["keyInUse"] == 3
+
+
+def test_spoiled_charge_ids_are_malformed() -> None:
+    real = "ch_" + "0123456789abcdef01234567"
+    for how in HOSTILE_CHARGE_IDS:
+        spoiled = spoil_charge_id(real, how)
+        assert not well_formed(spoiled), how
+        assert spoiled != real
+    assert len(spoil_charge_id(real, "too_long")) > 255
+    assert "\x00" in spoil_charge_id(real, "nul")
+    assert "\n" in spoil_charge_id(real, "newline")
+
+
+def test_bad_charge_id_charges_and_the_replay_carries_the_real_one() -> None:
+    with (
+        running_simulator("--bad-charge-id-rate", "1") as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        keys = [key() for _ in range(16)]
+        spoiled = {}
+        for i, k in enumerate(keys):
+            answer = charge(client, body(i + 1), k)
+            assert answer.status_code == 200, answer.text
+            assert "idempotent-replayed" not in answer.headers
+            doc = answer.json()  # valid JSON: the control characters are escaped
+            assert doc["status"] == "charged"
+            assert not well_formed(doc["chargeId"]), doc
+            spoiled[k] = doc["chargeId"]
+        charges = {c["idempotencyKey"]: c for c in ledger(client)}
+        assert set(charges) == set(keys)  # every charge was made, once
+        for i, k in enumerate(keys):
+            real = charges[k]["chargeId"]
+            assert well_formed(real)
+            assert real != spoiled[k]
+            replay = charge(client, body(i + 1), k)
+            assert replay.status_code == 200
+            assert replay.headers["idempotent-replayed"] == "true"
+            assert replay.json() == {"chargeId": real, "status": "charged"}
+        assert len(ledger(client)) == len(keys)  # the replays moved nothing
+        hostile = hostile_stats(client)
+        assert hostile["badChargeId"] == len(keys)
+        assert set(hostile["badChargeIdByKind"]) == set(HOSTILE_CHARGE_IDS)  # seed 0
+        faults = client.get("/admin/faults").json()["badChargeId"]
+        assert [(f["idempotencyKey"], f["invoiceId"]) for f in faults] == [
+            (k, i + 1) for i, k in enumerate(keys)
+        ]
+        assert {f["kind"] for f in faults} == set(HOSTILE_CHARGE_IDS)
+
+
+def test_400_after_an_unknown_outcome_is_not_remembered() -> None:
+    with (
+        running_simulator("--ambiguous-rate", "1", "--reject-after-unknown-rate", "1") as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        keys = [key() for _ in range(8)]
+        kinds = []
+        for i, k in enumerate(keys):
+            try:
+                first = charge(client, body(i + 1), k)
+            except httpx.RemoteProtocolError:
+                kinds.append("dropped")
+            else:
+                assert first.status_code == 500
+                kinds.append("500")
+        assert set(kinds) == {"500", "dropped"}, kinds  # seed 0 gives both
+        charges = {c["idempotencyKey"]: c for c in ledger(client)}
+        assert set(charges) == set(keys)  # charged, answers lost
+        for i, k in enumerate(keys):
+            refused = charge(client, body(i + 1), k)
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"] == "invalid_request"
+            assert "idempotent-replayed" not in refused.headers
+            # the 400 was not remembered: the next request replays the charge made
+            replay = charge(client, body(i + 1), k)
+            assert replay.status_code == 200, replay.text
+            assert replay.headers["idempotent-replayed"] == "true"
+            assert replay.json() == {"chargeId": charges[k]["chargeId"], "status": "charged"}
+        assert len(ledger(client)) == len(keys)
+        stats = client.get("/admin/stats").json()
+        assert stats["hostile"]["rejectedAfterUnknown"] == len(keys)
+        assert stats["invalidRequests"] == len(keys)
+        faults = client.get("/admin/faults").json()["rejectedAfterUnknown"]
+        assert [(f["idempotencyKey"], f["invoiceId"]) for f in faults] == [
+            (k, i + 1) for i, k in enumerate(keys)
+        ]
+
+
+def test_no_400_without_a_lost_answer() -> None:
+    """A 503 (nothing happened) or a definite answer is not an unknown the server made."""
+    with (
+        running_simulator("--network-error-rate", "1", "--reject-after-unknown-rate", "1") as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        k = key()
+        assert [charge(client, body(), k).status_code for _ in range(3)] == [503] * 3
+        assert hostile_stats(client)["rejectedAfterUnknown"] == 0
+    with (
+        running_simulator("--reject-after-unknown-rate", "1") as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        k = key()
+        assert [charge(client, body(), k).status_code for _ in range(3)] == [200] * 3
+        assert hostile_stats(client)["rejectedAfterUnknown"] == 0
+
+
+def test_unauthorized_bursts() -> None:
+    """1 s of 401 at the end of every 2 s: every charge refused then, nothing charged."""
+    with (
+        running_simulator("--unauthorized-every", "2", "--unauthorized-for", "1") as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        seen: list[int] = []
+        health_in_burst = []
+        deadline = time.monotonic() + 4.6
+        while time.monotonic() < deadline:
+            answer = charge(client, body(), key())
+            seen.append(answer.status_code)
+            if answer.status_code == 401:
+                assert answer.json() == {"error": "unauthorized"}
+                assert answer.headers["www-authenticate"] == "Bearer"
+                health_in_burst.append(client.get("/v1/health").status_code)
+            time.sleep(0.05)
+        assert set(seen) == {200, 401}, seen
+        # the 401s come in runs (bursts), not scattered
+        runs = [s for i, s in enumerate(seen) if s == 401 and (i == 0 or seen[i - 1] != 401)]
+        assert 2 <= len(runs) <= 3, seen
+        assert set(health_in_burst) == {200}  # only charges are refused
+        assert len(ledger(client)) == seen.count(200)  # a 401 charged nothing
+        stats = client.get("/admin/stats").json()
+        assert stats["hostile"]["unauthorized"] == seen.count(401)
+        assert stats["unauthorized"] == seen.count(401)
+        assert stats["hostile"]["unauthorizedBursts"] == len(runs)
+
+
 # --- accounts from an Antaeus database, and flag validation -----------------------------
 
 
@@ -538,6 +739,13 @@ def test_accounts_from_db(tmp_path: Path) -> None:
         (["--accounts", "missing.json"], "--accounts: cannot read"),
         (["--accounts-from-db", "sqlite:///empty.db"], "--accounts-from-db"),
         (["--api-key", "clé"], "--api-key"),
+        (["--bad-retry-after-rate", "2"], "--bad-retry-after-rate must be between 0 and 1"),
+        (["--key-in-use-rate", "-1"], "--key-in-use-rate must be between 0 and 1"),
+        (["--bad-charge-id-rate", "nan"], "--bad-charge-id-rate must be between 0 and 1"),
+        (["--reject-after-unknown-rate", "1.1"], "--reject-after-unknown-rate must be"),
+        (["--unauthorized-every", "-1"], "--unauthorized-every must be"),
+        (["--unauthorized-every", "2", "--unauthorized-for", "0"], "--unauthorized-for must be"),
+        (["--unauthorized-every", "2", "--unauthorized-for", "3"], "--unauthorized-for must be"),
     ],
 )
 def test_bad_flags_fail_clearly(tmp_path: Path, args: list[str], message: str) -> None:

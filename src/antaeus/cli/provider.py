@@ -15,6 +15,7 @@ from antaeus.cli.common import err, fail, run
 from antaeus.domain.money import MoneyError, parse_amount
 from antaeus.payments.simulated import Account, SimulatedPaymentProvider
 from antaeus.payments.simulator_server import (
+    HostileFaults,
     InvalidInput,
     create_simulator_app,
     listen,
@@ -100,6 +101,7 @@ def _faults(
     network_error_rate: float,
     ambiguous_rate: float,
     rate_limit: float,
+    hostile: HostileFaults,
 ) -> str:
     faults = []
     if latency_ms or jitter_ms:
@@ -110,6 +112,7 @@ def _faults(
         faults.append(f"ambiguous answers {ambiguous_rate * 100:g}%")
     if rate_limit:
         faults.append(f"rate limit {rate_limit:g}/s")
+    faults.extend(hostile.describe())
     return ", ".join(faults) or "none"
 
 
@@ -153,6 +156,48 @@ def serve_command(
     rate_limit: Annotated[
         float, typer.Option(help="requests a second on /v1/charges (token bucket), 0: none")
     ] = 0.0,
+    bad_retry_after_rate: Annotated[
+        float,
+        typer.Option(
+            help="hostile: share of charges answered 429 rate_limited or 409 "
+            "idempotency_key_in_use with a huge or malformed Retry-After (1e300, a date in "
+            "year 9999, -5, nan, garbage); nothing is charged"
+        ),
+    ] = 0.0,
+    key_in_use_rate: Annotated[
+        float,
+        typer.Option(
+            help="hostile: share of charges answered 409 idempotency_key_in_use with "
+            "Retry-After: 1; nothing is charged"
+        ),
+    ] = 0.0,
+    bad_charge_id_rate: Annotated[
+        float,
+        typer.Option(
+            help="hostile: share of charges made whose 200 carries a chargeId over 255 "
+            "characters or with a control character (NUL, newline, tab); the charge is in "
+            "the ledger, and the next request with the key replays the real chargeId"
+        ),
+    ] = 0.0,
+    reject_after_unknown_rate: Annotated[
+        float,
+        typer.Option(
+            help="hostile: share of keys whose answer was lost (charged, then 500 or dropped) "
+            "whose next request is answered 400 invalid_request, not processed and not "
+            "remembered"
+        ),
+    ] = 0.0,
+    unauthorized_every: Annotated[
+        float,
+        typer.Option(
+            help="hostile: every this many seconds, a burst of --unauthorized-for seconds "
+            "in which every charge is answered 401 unauthorized (nothing charged); 0: none"
+        ),
+    ] = 0.0,
+    unauthorized_for: Annotated[
+        float,
+        typer.Option(help="hostile: seconds each 401 burst lasts (less than --unauthorized-every)"),
+    ] = 1.5,
     api_key: Annotated[
         str | None,
         typer.Option(
@@ -168,9 +213,13 @@ def serve_command(
 ) -> None:
     """Serve the payment-provider protocol (POST /v1/charges) with faults on demand.
 
-    Also GET /v1/health, POST /admin/accounts, GET /admin/ledger, GET /admin/stats.
-    Without accounts every charge is made; with accounts, the customer's account
-    decides (404 unknown customer, 409 other currency, 402 balance too low).
+    Also GET /v1/health, POST /admin/accounts, GET /admin/ledger, GET /admin/stats,
+    GET /admin/faults. Without accounts every charge is made; with accounts, the
+    customer's account decides (404 unknown customer, 409 other currency, 402
+    balance too low). The "hostile" flags make a provider that answers what a
+    client must survive: bad Retry-After values, 409s, malformed chargeIds of
+    charges made, a 400 after an unknown outcome, 401 bursts (/admin/stats counts
+    each under "hostile").
     """
     if not 1 <= port <= 65535:
         fail(f"--port must be between 1 and 65535, not {port}")
@@ -178,6 +227,26 @@ def serve_command(
         fail("--host must not be empty")
     _rate("network-error-rate", network_error_rate)
     _rate("ambiguous-rate", ambiguous_rate)
+    _rate("bad-retry-after-rate", bad_retry_after_rate)
+    _rate("key-in-use-rate", key_in_use_rate)
+    _rate("bad-charge-id-rate", bad_charge_id_rate)
+    _rate("reject-after-unknown-rate", reject_after_unknown_rate)
+    _duration("unauthorized-every", unauthorized_every)
+    if unauthorized_every:
+        _duration("unauthorized-for", unauthorized_for, above=True)
+        if unauthorized_for >= unauthorized_every:
+            fail(
+                f"--unauthorized-for must be less than --unauthorized-every "
+                f"({unauthorized_every:g}), not {unauthorized_for:g}"
+            )
+    hostile = HostileFaults(
+        bad_retry_after_rate=bad_retry_after_rate,
+        key_in_use_rate=key_in_use_rate,
+        bad_charge_id_rate=bad_charge_id_rate,
+        reject_after_unknown_rate=reject_after_unknown_rate,
+        unauthorized_every=unauthorized_every,
+        unauthorized_for=unauthorized_for,
+    )
     _duration("latency-ms", latency_ms)
     _duration("jitter-ms", jitter_ms)
     _duration("rate-limit", rate_limit)
@@ -221,6 +290,9 @@ def serve_command(
             except OSError as exc:
                 fail(f"cannot listen on {escape(host)}:{port}: {escape(exc.strerror or str(exc))}")
             shown = f"[{host}]" if ":" in host else host
+            faults = _faults(
+                latency_ms, jitter_ms, network_error_rate, ambiguous_rate, rate_limit, hostile
+            )
             how_many = (
                 f"{len(from_db) + len(loaded):,} accounts loaded"
                 if from_db or loaded
@@ -231,7 +303,7 @@ def serve_command(
             err.print(
                 f"antaeus provider: serving the payment-provider protocol on "
                 f"http://{shown}:{port} (faults: "
-                f"{_faults(latency_ms, jitter_ms, network_error_rate, ambiguous_rate, rate_limit)}"
+                f"{faults}"
                 f"; key retention {key_retention:g} s; {how_many}; "
                 f"{'API key required' if api_key else 'no API key'}; state {state}; seed {seed}; "
                 f"pid {os.getpid()})",
@@ -239,7 +311,9 @@ def serve_command(
                 highlight=False,
                 soft_wrap=True,
             )
-            app_ = create_simulator_app(provider, api_key=api_key, rate_limit=rate_limit, seed=seed)
+            app_ = create_simulator_app(
+                provider, api_key=api_key, rate_limit=rate_limit, seed=seed, hostile=hostile
+            )
             await serve(app_, sock)
         finally:
             await provider.aclose()

@@ -9,6 +9,8 @@ to talk to, with faults on demand:
     POST /admin/accounts  [{"customerId", "currency", "balance"}] -> upsert accounts
     GET  /admin/ledger    every charge made: {"charges": [...]}
     GET  /admin/stats     counts of /v1/charges answers, for chaos test summaries
+    GET  /admin/faults    the requests that got a bad chargeId or a 400 after an
+                          unknown outcome: {"badChargeId": [...], "rejectedAfterUnknown": [...]}
 
 What the wrapped provider decides is mapped to the protocol's answers:
 
@@ -28,6 +30,37 @@ and 429 rate_limited (a token bucket of `rate_limit` requests per second on
 /v1/charges). When the key's retention has passed, the provider has forgotten
 it: the same key then charges again, like a new one.
 
+A hostile provider (`HostileFaults`, the `--bad-retry-after-rate`,
+`--key-in-use-rate`, `--bad-charge-id-rate`, `--reject-after-unknown-rate`,
+`--unauthorized-every` and `--unauthorized-for` flags) also answers what a
+client must survive without charging twice or losing an invoice:
+
+    bad Retry-After         429 rate_limited or 409 idempotency_key_in_use whose
+                            Retry-After is huge or malformed (1e300, a date in
+                            year 9999, -5, nan, garbage, ...); nothing charged
+    key in use              409 idempotency_key_in_use, Retry-After: 1; nothing
+                            charged
+    bad chargeId            the charge is made (it is in the ledger), but the 200
+                            carries a chargeId longer than 255 characters or with
+                            a control character (NUL, newline, tab); the next
+                            request with the key replays the real chargeId
+    400 after unknown       for a key whose last answer was lost (500 or dropped:
+                            charged, answer lost), the next request is answered
+                            400 invalid_request without being processed; like
+                            every 400, not remembered
+    401 bursts              for `unauthorized_for` seconds out of every
+                            `unauthorized_every` (the first burst ends
+                            `unauthorized_every` seconds after start), every
+                            charge request gets 401 unauthorized; nothing charged
+
+The first four are shares of the charge requests they can apply to, decided in
+this order once the request is read: 400 after unknown (requests of a key whose
+last answer was lost), bad Retry-After, key in use (every request), bad chargeId
+(answers of a charge just made, never a replay). Counts are in GET /admin/stats
+under "hostile"; GET /admin/faults lists the requests that got a bad chargeId or
+a 400 after an unknown outcome (key and invoice), so a chaos test can check
+what the client made of them.
+
 The hot path, /v1/charges, is plain ASGI with a hand-written body parser (no
 pydantic, no Starlette request objects); the rarely used routes are a small
 Starlette app. Money is exact throughout: amounts are parsed to minor units.
@@ -45,7 +78,8 @@ import re
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
@@ -258,6 +292,91 @@ def _retry_after(seconds: float) -> bytes:
     return str(max(1, math.ceil(seconds))).encode()
 
 
+#: Retry-After values of the bad-Retry-After fault: huge, far away, negative,
+#: not a number, or not a value at all. A client must wait a bounded time.
+HOSTILE_RETRY_AFTER: Final[tuple[bytes, ...]] = (
+    b"1e300",
+    b"99999999999999999999999999",
+    b"Fri, 31 Dec 9999 23:59:59 GMT",
+    b"-5",
+    b"nan",
+    b"inf",
+    b"soon, maybe",
+    b"",
+)
+#: How a real chargeId is spoiled by the bad-chargeId fault.
+HOSTILE_CHARGE_IDS: Final[tuple[str, ...]] = ("too_long", "nul", "newline", "tab")
+
+
+def spoil_charge_id(charge_id: str, how: str) -> str:
+    """A malformed variant of `charge_id`: over 255 characters, or with a control character."""
+    if how == "too_long":
+        return charge_id + "_" + "x" * (MAX_KEY_LENGTH + 1 - len(charge_id))
+    control = {"nul": "\x00", "newline": "\n", "tab": "\t"}[how]
+    middle = len(charge_id) // 2
+    return charge_id[:middle] + control + charge_id[middle:]
+
+
+@dataclass(frozen=True, slots=True)
+class HostileFaults:
+    """Faults of a hostile provider (see the module doc); all off by default.
+
+    Rates are shares (0 to 1) of the requests each fault can apply to;
+    `unauthorized_every` 0 means no 401 bursts.
+    """
+
+    bad_retry_after_rate: float = 0.0
+    key_in_use_rate: float = 0.0
+    bad_charge_id_rate: float = 0.0
+    reject_after_unknown_rate: float = 0.0
+    unauthorized_every: float = 0.0
+    unauthorized_for: float = 1.5
+
+    def __post_init__(self) -> None:
+        for name in (
+            "bad_retry_after_rate",
+            "key_in_use_rate",
+            "bad_charge_id_rate",
+            "reject_after_unknown_rate",
+        ):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:  # NaN fails this too
+                raise ValueError(f"{name} must be between 0 and 1, not {value}")
+        every, length = self.unauthorized_every, self.unauthorized_for
+        if not (math.isfinite(every) and every >= 0):
+            raise ValueError(f"unauthorized_every must be 0 or more seconds, not {every}")
+        if every and not (math.isfinite(length) and 0 < length < every):
+            raise ValueError(
+                f"unauthorized_for must be more than 0 and less than unauthorized_every "
+                f"({every:g}), not {length}"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(
+            self.bad_retry_after_rate
+            or self.key_in_use_rate
+            or self.bad_charge_id_rate
+            or self.reject_after_unknown_rate
+            or self.unauthorized_every
+        )
+
+    def describe(self) -> list[str]:
+        """Each fault that is on, in words (for the server's start-up line)."""
+        out = []
+        if self.bad_retry_after_rate:
+            out.append(f"bad Retry-After {self.bad_retry_after_rate * 100:g}%")
+        if self.key_in_use_rate:
+            out.append(f"key in use {self.key_in_use_rate * 100:g}%")
+        if self.bad_charge_id_rate:
+            out.append(f"bad chargeId {self.bad_charge_id_rate * 100:g}%")
+        if self.reject_after_unknown_rate:
+            out.append(f"400 after unknown {self.reject_after_unknown_rate * 100:g}%")
+        if self.unauthorized_every:
+            out.append(f"401 for {self.unauthorized_for:g} s every {self.unauthorized_every:g} s")
+        return out
+
+
 def _json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
@@ -278,6 +397,12 @@ _LOST: Final = _json(
     {"error": "internal_error", "message": "simulated lost answer: the charge may have happened"}
 )
 _FAILED: Final = _json({"error": "internal_error", "message": "the simulator failed"})
+_REJECTED_AFTER_UNKNOWN: Final = _json(
+    {
+        "error": "invalid_request",
+        "message": "simulated refusal after an unknown outcome: this request moved nothing",
+    }
+)
 _METHOD: Final = _json({"error": "method_not_allowed", "message": "use POST /v1/charges"})
 
 
@@ -295,6 +420,25 @@ class SimulatorStats:
         self.key_reused = 0
         self.unauthorized = 0
         self.invalid_requests = 0
+        # injected by HostileFaults (also counted above, by the kind of answer)
+        self.hostile_unauthorized = 0
+        self.unauthorized_bursts = 0
+        self.bad_retry_after: Counter[str] = Counter()  # by status, "429" and "409"
+        self.hostile_key_in_use = 0
+        self.bad_charge_ids: Counter[str] = Counter()  # by how the chargeId was spoiled
+        self.rejected_after_unknown = 0
+
+    def hostile_json(self) -> dict[str, Any]:
+        return {
+            "unauthorized": self.hostile_unauthorized,
+            "unauthorizedBursts": self.unauthorized_bursts,
+            "badRetryAfter": sum(self.bad_retry_after.values()),
+            "badRetryAfterByStatus": dict(sorted(self.bad_retry_after.items())),
+            "keyInUse": self.hostile_key_in_use,
+            "badChargeId": sum(self.bad_charge_ids.values()),
+            "badChargeIdByKind": dict(sorted(self.bad_charge_ids.items())),
+            "rejectedAfterUnknown": self.rejected_after_unknown,
+        }
 
     def as_json(self, store: dict[str, int]) -> dict[str, Any]:
         return {
@@ -310,6 +454,7 @@ class SimulatorStats:
             "keyReused": self.key_reused,
             "unauthorized": self.unauthorized,
             "invalidRequests": self.invalid_requests,
+            "hostile": self.hostile_json(),
             # outcomes the simulator's store recorded: every process sharing its state
             "store": dict(sorted(store.items())),
         }
@@ -325,6 +470,8 @@ class SimulatorApp:
         api_key: str | None = None,
         rate_limit: float = 0.0,
         seed: int = 0,
+        hostile: HostileFaults | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if api_key is not None and not (api_key and api_key.isascii() and api_key.isprintable()):
             raise ValueError("the API key must be printable ASCII characters")
@@ -335,12 +482,26 @@ class SimulatorApp:
         self.bucket = TokenBucket(rate_limit) if rate_limit else None
         self.stats = SimulatorStats()
         self._rng = random.Random(seed)
+        self.hostile = hostile or HostileFaults()
+        # its own generator, so turning hostile faults on does not change the others' choices
+        self._hostile_rng = random.Random(f"hostile:{seed}")
+        self._clock = clock
+        self._started = clock()
+        self._last_burst = -1
+        #: keys whose last answer was lost (charged, then 500 or dropped)
+        self._lost: set[str] = set()
+        #: the requests that got a bad chargeId or a 400 after an unknown outcome
+        self.faults: dict[str, list[dict[str, Any]]] = {
+            "badChargeId": [],
+            "rejectedAfterUnknown": [],
+        }
         self._routes = Starlette(
             routes=[
                 Route("/v1/health", self._health, methods=["GET"]),
                 Route("/admin/accounts", self._accounts, methods=["POST"]),
                 Route("/admin/ledger", self._ledger, methods=["GET"]),
                 Route("/admin/stats", self._stats, methods=["GET"]),
+                Route("/admin/faults", self._faults, methods=["GET"]),
             ],
             exception_handlers={HTTPException: self._http_error},
         )
@@ -378,6 +539,11 @@ class SimulatorApp:
                 auth = value
             elif name == b"content-length":
                 length = value
+        if self._in_unauthorized_burst():
+            stats.unauthorized += 1
+            stats.hostile_unauthorized += 1
+            await self._send(send, 401, _UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
+            return
         if not self._authorized(auth):
             stats.unauthorized += 1
             await self._send(send, 401, _UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
@@ -400,7 +566,55 @@ class SimulatorApp:
             stats.invalid_requests += 1
             await self._send(send, 400, _invalid("invalid_request", exc))
             return
+        if self.hostile.enabled and await self._hostile_refusal(send, request):
+            return
         await self._answer(send, request)
+
+    def _in_unauthorized_burst(self) -> bool:
+        every = self.hostile.unauthorized_every
+        if not every:
+            return False
+        elapsed = self._clock() - self._started
+        burst = int(elapsed // every)
+        if elapsed - burst * every < every - self.hostile.unauthorized_for:
+            return False
+        if burst != self._last_burst:
+            self._last_burst = burst
+            self.stats.unauthorized_bursts += 1
+        return True
+
+    async def _hostile_refusal(self, send: Send, request: ChargeRequest) -> bool:
+        """Answer a hostile refusal that moves nothing (True), or leave the request be."""
+        hostile, stats, rng = self.hostile, self.stats, self._hostile_rng
+        key = request.idempotency_key
+        if key in self._lost:
+            self._lost.discard(key)  # a chance for the first request after the lost answer
+            if (
+                hostile.reject_after_unknown_rate
+                and rng.random() < hostile.reject_after_unknown_rate
+            ):
+                stats.invalid_requests += 1
+                stats.rejected_after_unknown += 1
+                self.faults["rejectedAfterUnknown"].append(_fault(request))
+                await self._send(send, 400, _REJECTED_AFTER_UNKNOWN)
+                return True
+        if hostile.bad_retry_after_rate and rng.random() < hostile.bad_retry_after_rate:
+            retry = [(b"retry-after", rng.choice(HOSTILE_RETRY_AFTER))]
+            if rng.random() < 0.5:
+                stats.rate_limited += 1
+                stats.bad_retry_after["429"] += 1
+                await self._send(send, 429, _RATE_LIMITED, retry)
+            else:
+                stats.key_in_use += 1
+                stats.bad_retry_after["409"] += 1
+                await self._send(send, 409, _KEY_IN_USE, retry)
+            return True
+        if hostile.key_in_use_rate and rng.random() < hostile.key_in_use_rate:
+            stats.key_in_use += 1
+            stats.hostile_key_in_use += 1
+            await self._send(send, 409, _KEY_IN_USE, [(b"retry-after", b"1")])
+            return True
+        return False
 
     async def _answer(self, send: Send, request: ChargeRequest) -> None:
         stats = self.stats
@@ -421,6 +635,8 @@ class SimulatorApp:
             stats.network_errors += 1
             await self._send(send, 503, _NETWORK)
         except SimulatedLostAnswer:
+            if self.hostile.reject_after_unknown_rate:
+                self._lost.add(request.idempotency_key)
             if self._rng.random() < 0.5:
                 stats.ambiguous_500 += 1
                 await self._send(send, 500, _LOST)
@@ -433,6 +649,14 @@ class SimulatorApp:
             await self._send(send, 500, _FAILED)
         else:
             if isinstance(result, Charged):
+                rate = self.hostile.bad_charge_id_rate
+                if rate and not result.replayed and self._hostile_rng.random() < rate:
+                    how = self._hostile_rng.choice(HOSTILE_CHARGE_IDS)
+                    stats.bad_charge_ids[how] += 1
+                    self.faults["badChargeId"].append({**_fault(request), "kind": how})
+                    spoiled = spoil_charge_id(result.charge_id, how)
+                    await self._send(send, 200, _json({"chargeId": spoiled, "status": "charged"}))
+                    return
                 body = b'{"chargeId":"%s","status":"charged"}' % result.charge_id.encode()
                 status = 200
             else:
@@ -521,6 +745,11 @@ class SimulatorApp:
         store = await asyncio.to_thread(self.provider.store.stats)
         return _JSONResponse(self.stats.as_json(store))
 
+    async def _faults(self, request: Request) -> Response:
+        if (refused := self._refuse(request)) is not None:
+            return refused
+        return _JSONResponse(self.faults)
+
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 404:
@@ -541,15 +770,20 @@ def create_simulator_app(
     api_key: str | None = None,
     rate_limit: float = 0.0,
     seed: int = 0,
+    hostile: HostileFaults | None = None,
 ) -> SimulatorApp:
     """The ASGI app serving `provider` over the payment-provider protocol.
 
     `api_key`: when set, /v1/charges and /admin/* need `Authorization: Bearer <key>`.
     `rate_limit`: requests a second on /v1/charges (0: unlimited).
-    `seed`: picks, for each lost answer, a 500 or a dropped connection.
+    `seed`: picks, for each lost answer, a 500 or a dropped connection, and each
+    hostile fault.
+    `hostile`: the faults of a hostile provider (see the module doc); none by default.
     The caller owns `provider` and closes it after the server stops.
     """
-    return SimulatorApp(provider, api_key=api_key, rate_limit=rate_limit, seed=seed)
+    return SimulatorApp(
+        provider, api_key=api_key, rate_limit=rate_limit, seed=seed, hostile=hostile
+    )
 
 
 # --- plain ASGI helpers ------------------------------------------------------------------
@@ -573,6 +807,10 @@ def _error(
     if field is not None:
         doc["field"] = field
     return _JSONResponse(doc, status, headers=headers)
+
+
+def _fault(request: ChargeRequest) -> dict[str, Any]:
+    return {"idempotencyKey": request.idempotency_key, "invoiceId": request.invoice_id}
 
 
 def _invalid_doc(code: str, exc: InvalidInput) -> dict[str, str]:
