@@ -411,11 +411,11 @@ async def test_hot_and_periodic_statements_use_indexes(
     settings = WorkerSettings(batch_size=50, concurrency=20)
     worker = Worker(database, provider, clock, POLICY, settings)
     claimed = await worker.claim(5)
+    await worker.renew_leases()
     async with database.write() as conn:
         repo = BillingRepository(conn)
-        await repo.renew_leases(worker.id, now + timedelta(minutes=1))
         await repo.still_owned(worker.id, [c.invoice_id for c in claimed])
-        await repo.release(worker.id, [c.invoice_id for c in claimed], now, now)
+        await repo.release(worker.id, [(c.invoice_id, c.attempt) for c in claimed], now, now)
     await worker.run_until_idle()
 
     captured.phase = "api (after the run)"
