@@ -96,3 +96,14 @@ def test_an_error_message_is_one_line_without_the_values_given() -> None:
     assert "ANTAEUS_PORT" in message
     assert "ANTAEUS_KEY_RETENTION_MARGIN" in message
     assert "pydantic.dev" not in message
+
+
+def test_credentials_in_the_provider_url_and_an_api_key_are_refused() -> None:
+    """Both would be the Authorization header: aiohttp refuses every call with a ValueError."""
+    message = _refused(
+        PAYMENT_PROVIDER_URL="https://user:pw@pay.example.com", PAYMENT_PROVIDER_API_KEY="sk"
+    )
+    assert "ANTAEUS_PAYMENT_PROVIDER_URL" in message
+    assert "ANTAEUS_PAYMENT_PROVIDER_API_KEY" in message
+    assert "pw@" not in message
+    Settings(PAYMENT_PROVIDER_URL="https://user:pw@pay.example.com")  # alone, fine

@@ -225,6 +225,13 @@ class Settings(BaseSettings):
     def _check_provider(self) -> Settings:
         if self.PAYMENT_PROVIDER == "http" and not self.PAYMENT_PROVIDER_URL:
             raise ValueError("PAYMENT_PROVIDER=http needs PAYMENT_PROVIDER_URL")
+        url = self.PAYMENT_PROVIDER_URL
+        if url and self.PAYMENT_PROVIDER_API_KEY and urlsplit(url).username is not None:
+            # both would be the Authorization header: the client refuses every call
+            raise ValueError(
+                "ANTAEUS_PAYMENT_PROVIDER_URL carries credentials (user@ or user:password@) "
+                "and ANTAEUS_PAYMENT_PROVIDER_API_KEY is set: use one of them"
+            )
         return self
 
     @property
