@@ -21,9 +21,13 @@ app = typer.Typer(
     help="Antaeus: a recurring billing engine that charges every due invoice exactly once.",
     no_args_is_help=True,
     add_completion=False,
+    # Plain help wraps long option names; rich's tables cut them short at 80 columns.
+    rich_markup_mode=None,
 )
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-token_app = typer.Typer(help="API tokens (stored only as hashes).", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True, rich_markup_mode=None)
+token_app = typer.Typer(
+    help="API tokens (stored only as hashes).", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(provider.app, name="provider")

@@ -28,6 +28,7 @@ from antaeus.security import mask_url, scrub
 app = typer.Typer(
     help="A payment provider speaking the HTTP protocol, for tests and benchmarks.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 API_KEY_ENV = "ANTAEUS_PROVIDER_API_KEY"
