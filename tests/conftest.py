@@ -154,3 +154,16 @@ async def anon(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://antaeus.test") as c:
         yield c
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say, in one line, how many tests did not run for want of PostgreSQL."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if PG_ENV in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} PostgreSQL test{'s' if len(skipped) != 1 else ''} skipped: "
+            f"{PG_ENV} is not set "
+            f"(e.g. {PG_ENV}=postgresql://postgres@127.0.0.1:5432/test)",
+            yellow=True,
+            bold=True,
+        )
