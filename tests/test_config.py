@@ -107,3 +107,10 @@ def test_credentials_in_the_provider_url_and_an_api_key_are_refused() -> None:
     assert "ANTAEUS_PAYMENT_PROVIDER_API_KEY" in message
     assert "pw@" not in message
     Settings(PAYMENT_PROVIDER_URL="https://user:pw@pay.example.com")  # alone, fine
+
+
+def test_worker_defaults_are_the_settings_defaults() -> None:
+    """One home for each default: a Worker built without settings runs as `antaeus worker`."""
+    from antaeus.billing.worker import WorkerSettings, worker_settings
+
+    assert WorkerSettings() == worker_settings(_settings())

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -80,19 +81,25 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
+def _default(name: str) -> Any:
+    return Settings.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
-    batch_size: int = 500
-    concurrency: int = 100
-    lease: timedelta = timedelta(seconds=60)
-    poll_interval: float = 0.5
-    flush_interval: float = 0.05
-    retry_after_max: float = 60.0
-    pause_probe: float = 30.0
-    breaker_window: int = 100
-    breaker_threshold: float = 0.6
-    breaker_probe: float = 5.0
-    provider_check_max_interval: float = 30.0
+    """What a worker runs with; the defaults are `Settings`' own (one home for each)."""
+
+    batch_size: int = _default("BATCH_SIZE")
+    concurrency: int = _default("WORKER_CONCURRENCY")
+    lease: timedelta = timedelta(seconds=_default("LEASE_SECONDS"))
+    poll_interval: float = _default("WORKER_POLL_INTERVAL")
+    flush_interval: float = 0.05  # how long a small batch of answers waits for company
+    retry_after_max: float = _default("RETRY_AFTER_MAX_SECONDS")
+    pause_probe: float = _default("PAUSE_PROBE_SECONDS")
+    breaker_window: int = _default("BREAKER_WINDOW")
+    breaker_threshold: float = _default("BREAKER_THRESHOLD")
+    breaker_probe: float = _default("BREAKER_PROBE_SECONDS")
+    provider_check_max_interval: float = 30.0  # the longest wait between health checks
 
 
 def worker_settings(settings: Settings, concurrency: int | None = None) -> WorkerSettings:
