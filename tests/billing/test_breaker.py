@@ -19,7 +19,6 @@ import collections
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -27,7 +26,6 @@ import pytest
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
-import antaeus.billing.worker as worker_module
 from antaeus.billing.runs import open_run
 from antaeus.billing.worker import Worker, WorkerSettings
 from antaeus.clock import ManualClock
@@ -98,17 +96,21 @@ class FakeMonotonic:
 
 
 @pytest.fixture
-def monotonic(monkeypatch: pytest.MonkeyPatch) -> FakeMonotonic:
-    """The worker's `time.monotonic` (probe and pause-check intervals), moved by hand."""
-    fake = FakeMonotonic()
-    monkeypatch.setattr(worker_module, "time", SimpleNamespace(monotonic=fake))
-    return fake
+def monotonic() -> FakeMonotonic:
+    """The worker's monotonic time (probe and pause-check intervals), moved by hand."""
+    return FakeMonotonic()
 
 
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def new_worker(db: Database, provider: ScriptedProvider, clock: ManualClock, **kw: Any) -> Worker:
+def new_worker(
+    db: Database,
+    provider: ScriptedProvider,
+    clock: ManualClock,
+    monotonic: FakeMonotonic | None = None,
+    **kw: Any,
+) -> Worker:
     settings: dict[str, Any] = {
         "batch_size": BATCH,
         "concurrency": CONCURRENCY,
@@ -119,7 +121,14 @@ def new_worker(db: Database, provider: ScriptedProvider, clock: ManualClock, **k
         "flush_interval": 0.01,
     }
     settings.update(kw)
-    return Worker(db, provider, clock, POLICY, WorkerSettings(**settings))
+    return Worker(
+        db,
+        provider,
+        clock,
+        POLICY,
+        WorkerSettings(**settings),
+        monotonic=monotonic or time.monotonic,
+    )
 
 
 async def pause_state(db: Database) -> tuple[str | None, Any]:
@@ -165,14 +174,14 @@ async def open_outcomes(db: Database, run_id: int) -> int:
 
 
 async def trip(
-    db: Database, clock: ManualClock, n: int = N
+    db: Database, clock: ManualClock, monotonic: FakeMonotonic, n: int = N
 ) -> tuple[list[int], int, Ledger, ScriptedProvider, Worker]:
     """`n` due invoices in a run, a provider that is down, a worker charging until idle."""
     ids = await make_invoices(db, n, clock.now() - timedelta(minutes=1))
     run_id = await open_run(db, clock, POLICY, "api")
     ledger = Ledger(down=True)
     provider = ScriptedProvider(default=ledger)
-    w = new_worker(db, provider, clock)
+    w = new_worker(db, provider, clock, monotonic)
     await w.run_until_idle()
     return ids, run_id, ledger, provider, w
 
@@ -189,7 +198,7 @@ def assert_same_key_per_invoice(provider: ScriptedProvider) -> None:
 async def test_unknown_outcomes_stop_new_claims_and_keep_the_open_attempts(
     database: Database, clock: ManualClock, monotonic: FakeMonotonic
 ) -> None:
-    ids, run_id, _ledger, provider, w = await trip(database, clock)
+    ids, run_id, _ledger, provider, w = await trip(database, clock, monotonic)
 
     reason, since = await pause_state(database)
     assert reason is not None
@@ -237,7 +246,7 @@ async def test_unknown_outcomes_stop_new_claims_and_keep_the_open_attempts(
 async def test_while_unavailable_only_open_attempts_and_one_probe_per_interval(
     database: Database, clock: ManualClock, monotonic: FakeMonotonic
 ) -> None:
-    _ids, _run, _ledger, provider, w = await trip(database, clock)
+    _ids, _run, _ledger, provider, w = await trip(database, clock, monotonic)
     attempted = set(provider.by_invoice)
     calls = len(provider.calls)
 
@@ -283,7 +292,7 @@ async def test_while_unavailable_only_open_attempts_and_one_probe_per_interval(
 async def test_recovery_lifts_the_pause_and_charges_everything_exactly_once(
     database: Database, clock: ManualClock, monotonic: FakeMonotonic
 ) -> None:
-    ids, run_id, ledger, provider, w = await trip(database, clock)
+    ids, run_id, ledger, provider, w = await trip(database, clock, monotonic)
     attempted = set(provider.by_invoice)
     assert any(ledger.money_moved(i) for i in attempted)  # some answers were lost after a charge
 
@@ -351,7 +360,7 @@ async def test_an_unauthorized_pause_is_lifted_only_by_a_definite_answer(
     ids = await make_invoices(database, 30, clock.now() - timedelta(minutes=1))
     await open_run(database, clock, POLICY, "api")
     provider = ScriptedProvider(default=UnauthorizedError("bad key"))
-    w = new_worker(database, provider, clock, pause_probe=30.0)
+    w = new_worker(database, provider, clock, monotonic, pause_probe=30.0)
     await w.run_until_idle()
     reason, _ = await pause_state(database)
     assert reason is not None
@@ -386,7 +395,7 @@ async def test_an_unauthorized_pause_is_lifted_only_by_a_definite_answer(
 async def test_status_and_the_run_say_charging_is_paused_while_the_provider_is_unavailable(
     client: httpx.AsyncClient, database: Database, clock: ManualClock, monotonic: FakeMonotonic
 ) -> None:
-    _ids, run_id, ledger, provider, w = await trip(database, clock, n=100)
+    _ids, run_id, ledger, provider, w = await trip(database, clock, monotonic, n=100)
 
     response = await client.get("/rest/v1/status")
     assert response.status_code == 200, response.text
@@ -422,7 +431,7 @@ async def test_the_logs_say_charging_paused_then_resumed(
     database: Database, clock: ManualClock, monotonic: FakeMonotonic
 ) -> None:
     with capture_logs() as logs:
-        _ids, _run, ledger, _provider, w = await trip(database, clock, n=60)
+        _ids, _run, ledger, _provider, w = await trip(database, clock, monotonic, n=60)
         ledger.down = False
         clock.advance(ALL_DUE)
         await w.run_until_idle()

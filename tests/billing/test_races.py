@@ -104,7 +104,7 @@ def _worker_process(url: str, state: Path, log: Path) -> subprocess.Popen[bytes]
         "ANTAEUS_SIMULATED_FAILURE_RATE": "0",
         "ANTAEUS_SIMULATED_LATENCY_MS": "5",
         "ANTAEUS_BATCH_SIZE": "25",
-        "ANTAEUS_LOG_LEVEL": "warning",
+        "ANTAEUS_LOG_LEVEL": "info",  # `worker_started` says its stop handlers are in place
     }
     with log.open("ab") as sink:
         return subprocess.Popen(
@@ -135,6 +135,11 @@ async def test_two_worker_processes_share_one_sqlite_file(
             await asyncio.sleep(0.2)
         else:
             pytest.fail(f"run did not complete: {log.read_text()}")
+        # One worker may finish the run before the other is up: stop both only once
+        # each has started (before that, SIGTERM ends a process still importing).
+        while log.read_text().count("worker_started") < 2:
+            assert time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.1)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

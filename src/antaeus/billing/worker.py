@@ -157,6 +157,7 @@ class Worker:
         settings: WorkerSettings | None = None,
         worker_id: str | None = None,
         crash_hook: CrashHook | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.db = db
         self.provider = provider
@@ -166,6 +167,7 @@ class Worker:
         self.id = worker_id or new_worker_id()
         self.stats = WorkerStats()
         self._crash_hook = crash_hook
+        self._monotonic = monotonic  # probe and pause-check intervals (tests move it by hand)
         self._installation_id: str | None = None
         self._inflight: set[asyncio.Task[Answer]] = set()
         # claimed ahead of a free call slot, so a finished call is replaced at once
@@ -416,9 +418,9 @@ class Worker:
         if (
             not claimed
             and not self._inflight
-            and time.monotonic() - self._last_probe >= probe_every
+            and self._monotonic() - self._last_probe >= probe_every
         ):
-            self._last_probe = time.monotonic()
+            self._last_probe = self._monotonic()
             claimed = await self.claim(1)
         return claimed
 
@@ -683,7 +685,7 @@ class Worker:
         metrics.CHARGING_PAUSED.set(1 if reason else 0)
 
     async def _is_paused(self) -> bool:
-        if time.monotonic() - self._paused_checked > 1.0:
+        if self._monotonic() - self._paused_checked > 1.0:
             seen = self._pause_changes
             async with self.db.read() as conn:
                 reason, _ = await BillingRepository(conn).pause_state()
@@ -692,7 +694,7 @@ class Worker:
                 if self._paused and not reason:
                     self._recent.clear()  # resumed elsewhere: start counting afresh
                 self._paused = reason
-                self._paused_checked = time.monotonic()
+                self._paused_checked = self._monotonic()
         return self._paused is not None
 
     async def renew_leases(self) -> int:
