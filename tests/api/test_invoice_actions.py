@@ -177,3 +177,12 @@ async def test_invalid_page_is_422(client: httpx.AsyncClient, query: str) -> Non
 async def test_needs_a_token(anon: httpx.AsyncClient) -> None:
     response = await anon.get("/rest/v1/invoices/1/actions")
     assert response.status_code == 401, response.text
+
+
+async def test_the_note_reads_back_exactly(client: httpx.AsyncClient) -> None:
+    iid = await new_invoice(client, await new_customer(client), due_at="2027-01-01T00:00:00Z")
+    note = 'line one\nline two\ttabbed — ünïcödé 💶 "quoted" <b>not html</b>' + "x" * 1900
+    response = await client.post(f"/rest/v1/invoices/{iid}/void", json={"note": note})
+    assert response.status_code == 200, response.text
+    [entry] = await get_json(client, f"/rest/v1/invoices/{iid}/actions")
+    assert entry["note"] == note
