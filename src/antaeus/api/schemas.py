@@ -26,6 +26,7 @@ from pydantic import (
 from antaeus.domain.customer import Customer, zone
 from antaeus.domain.invoice import FailureReason, Invoice, InvoiceStatus
 from antaeus.domain.money import MAX_AMOUNT, Currency, MoneyError, parse_amount
+from antaeus.storage.repositories.actions import ActionRow
 from antaeus.storage.repositories.billing import RunRow, RunStats
 
 MAX_ID: Final = 2**63 - 1
@@ -327,6 +328,19 @@ class AttemptRead(BaseModel):
     answers: list[AnswerRead]
 
 
+class ActionRead(BaseModel):
+    """One thing a person did to an invoice (retry, resolve, void), as recorded."""
+
+    id: int
+    actor: str = Field(description="the name of the API token that did it")
+    action: Literal["retried", "resolved_charged", "resolved_not_charged", "voided"]
+    fromStatus: InvoiceStatus  # noqa: N815
+    toStatus: InvoiceStatus  # noqa: N815
+    note: str | None
+    chargeId: str | None  # noqa: N815
+    createdAt: datetime  # noqa: N815
+
+
 class StatusRead(BaseModel):
     charging: Literal["running", "paused"]
     pausedReason: str | None  # noqa: N815
@@ -369,4 +383,17 @@ def attempt_json(row: Any, answers: list[Any]) -> dict[str, Any]:
             for a in answers
             if a.attempt == row.number
         ],
+    }
+
+
+def action_json(row: ActionRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "actor": row.actor,
+        "action": row.action,
+        "fromStatus": row.from_status,
+        "toStatus": row.to_status,
+        "note": row.note,
+        "chargeId": row.charge_id,
+        "createdAt": rfc3339(row.created_at),
     }

@@ -14,12 +14,15 @@ from typing import Literal
 
 import structlog
 
+from antaeus.billing.attention import NeedsPerson, announce, attempt_key
 from antaeus.clock import Clock
+from antaeus.domain.invoice import FailureReason, InvoiceStatus
 from antaeus.domain.policy import PolicySettings
 from antaeus.observability import metrics
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.billing import BillingRepository
 from antaeus.storage.repositories.idempotency import IdempotencyRepository
+from antaeus.storage.repositories.installation import InstallationRepository
 
 log = structlog.get_logger("antaeus.scheduler")
 
@@ -86,17 +89,27 @@ class Scheduler:
         async with self.db.write() as conn:
             repo = BillingRepository(conn)
             moved = await repo.to_review_past_retention(now, cut)
+            installation_id = ""
             if moved:
                 await repo.add_events(
                     [
                         ("invoice.review", invoice_id, run_id, '{"reason":"unknown_outcome"}')
-                        for invoice_id, run_id in moved
+                        for invoice_id, run_id, _ in moved
                     ],
                     now,
                 )
+                installation_id = await InstallationRepository(conn).installation_id()
         metrics.INVOICES_TO_REVIEW.inc(len(moved))
-        for invoice_id, _ in moved:
-            log.warning("invoice_needs_review", invoice_id=invoice_id, reason="unknown_outcome")
+        announce(
+            NeedsPerson(
+                invoice_id=invoice_id,
+                attempt=attempt,
+                idempotency_key=attempt_key(installation_id, invoice_id, attempt),
+                status=InvoiceStatus.REVIEW.value,
+                reason=FailureReason.UNKNOWN_OUTCOME.value,
+            )
+            for invoice_id, _, attempt in moved
+        )
         async with self.db.write() as conn:
             run_id = await BillingRepository(conn).open_run(
                 "schedule",

@@ -45,6 +45,7 @@ from typing import Any
 
 import structlog
 
+from antaeus.billing.attention import WAITING, NeedsPerson, announce
 from antaeus.clock import Clock
 from antaeus.config import Settings
 from antaeus.domain.policy import (
@@ -559,6 +560,21 @@ class Worker:
             if self._crash_hook:
                 self._crash_hook("before_commit", [a.claimed for a in answers])
         self._unhold([a.claimed for a in answers])
+        recorded = [(a.claimed, rows[id(a)]) for a in outcomes if id(a) in kept]
+        announce(
+            (
+                NeedsPerson(
+                    invoice_id=r.invoice_id,
+                    attempt=r.attempt,
+                    idempotency_key=claimed.idempotency_key,
+                    status=r.status,
+                    reason=r.last_failure or r.attempt_outcome,
+                )
+                for claimed, r in recorded
+                if r.status in WAITING
+            ),
+            worker=self.id,
+        )
         lost = [a.claimed.invoice_id for a in answers if id(a) not in kept]
         if lost:
             self.stats.lost_leases += len(lost)

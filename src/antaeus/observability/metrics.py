@@ -28,3 +28,8 @@ RUNS_OPENED = Counter("antaeus_runs_opened_total", "Billing runs opened, by trig
 INVOICES_TO_REVIEW = Counter(
     "antaeus_invoices_review_total", "Invoices sent to REVIEW by the scheduler (key retention)"
 )
+INVOICES_NEED_PERSON = Counter(
+    "antaeus_invoices_need_person_total",
+    "Invoices that became FAILED or REVIEW and wait for a person, by reason (last failure)",
+    ["reason"],
+)

@@ -16,11 +16,13 @@ from antaeus.api.schemas import (
     ERROR_RESPONSES,
     MAX_ID,
     ActionBody,
+    ActionRead,
     AttemptRead,
     DigitsInt,
     InvoiceCreate,
     InvoiceRead,
     ResolveBody,
+    action_json,
     attempt_json,
     invoice_json,
 )
@@ -199,3 +201,27 @@ async def invoice_attempts(id: InvoiceId, ctx: Ctx, _who: Principal) -> JSONResp
     if invoice is None:
         raise not_found("invoice", id)
     return JSONResponse([attempt_json(r, answers) for r in rows])
+
+
+@router.get(
+    "/{id}/actions",
+    summary="What people did to an invoice, oldest first",
+    description="Every retry, resolve and void: the token's name that did it, the status "
+    "before and after, the note and the charge id given. Paginated by action id.",
+    response_model=list[ActionRead],
+    responses=ERROR_RESPONSES,
+)
+async def invoice_actions(
+    id: InvoiceId, request: Request, ctx: Ctx, _who: Principal, page: Page
+) -> JSONResponse:
+    async with ctx.db.read() as conn:
+        invoice = await InvoiceRepository(conn).get(id)
+        rows = (
+            await ActionRepository(conn).history(id, after=page.after, limit=page.limit + 1)
+            if invoice
+            else []
+        )
+    if invoice is None:
+        raise not_found("invoice", id)
+    items, headers = paginate(request, rows, page)
+    return JSONResponse([action_json(r) for r in items], headers=headers)

@@ -29,6 +29,21 @@ S = InvoiceStatus
 
 
 @dataclass(frozen=True, slots=True)
+class ActionRow:
+    """One recorded action: who did what to the invoice, from and to which status, and why."""
+
+    id: int
+    invoice_id: int
+    action: str
+    actor: str
+    note: str | None
+    charge_id: str | None
+    from_status: str
+    to_status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ActionResult:
     ok: bool
     status: InvoiceStatus | None  # the status now (None: no such invoice)
@@ -195,3 +210,26 @@ class ActionRepository:
             .order_by(charge_attempt_answers.c.attempt, charge_attempt_answers.c.id)
         )
         return list(rows)
+
+    async def history(self, invoice_id: int, *, after: int, limit: int) -> list[ActionRow]:
+        """The invoice's recorded actions with ids greater than `after`, oldest first."""
+        rows = await self.conn.execute(
+            select(invoice_actions)
+            .where(invoice_actions.c.invoice_id == invoice_id, invoice_actions.c.id > after)
+            .order_by(invoice_actions.c.id)
+            .limit(limit)
+        )
+        return [
+            ActionRow(
+                id=r.id,
+                invoice_id=r.invoice_id,
+                action=r.action,
+                actor=r.actor,
+                note=r.note,
+                charge_id=r.charge_id,
+                from_status=r.from_status,
+                to_status=r.to_status,
+                created_at=r.created_at,
+            )
+            for r in rows
+        ]

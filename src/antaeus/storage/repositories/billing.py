@@ -661,11 +661,11 @@ class BillingRepository:
 
     async def to_review_past_retention(
         self, now: datetime, cut: datetime
-    ) -> list[tuple[int, int | None]]:
+    ) -> list[tuple[int, int | None, int]]:
         """Open attempts first sent before `cut` can no longer be repeated safely: REVIEW.
 
         Takes PENDING invoices and PROCESSING ones whose lease expired; answers
-        (invoice id, run id) of each moved.
+        (invoice id, run id, attempt number) of each moved.
         """
         past = and_(
             invoices.c.attempt_open_since.is_not(None),
@@ -676,10 +676,10 @@ class BillingRepository:
             ),
         )
         # Read the runs first: RETURNING would answer the run_id after it is cleared.
-        query = select(invoices.c.id, invoices.c.run_id).where(past)
+        query = select(invoices.c.id, invoices.c.run_id, invoices.c.attempt_count).where(past)
         if self.is_pg:
             query = query.with_for_update(skip_locked=True)
-        found = {r.id: r.run_id for r in await self.conn.execute(query)}
+        found = {r.id: (r.run_id, r.attempt_count) for r in await self.conn.execute(query)}
         if not found:
             return []
         result = await self.conn.execute(
@@ -696,8 +696,8 @@ class BillingRepository:
             )
             .returning(invoices.c.id)
         )
-        moved = [(r.id, found[r.id]) for r in result]
-        in_runs = [(i, r) for i, r in moved if r is not None]
+        moved = [(r.id, *found[r.id]) for r in result]
+        in_runs = [(i, r) for i, r, _ in moved if r is not None]
         if in_runs:
             ri = run_invoices.c
             await self.conn.execute(
