@@ -1,4 +1,4 @@
-"""The invoice state machine, checked against an explicit table taken from design.md.
+"""The invoice state machine, checked against an explicit table taken from docs/architecture.md.
 
 The expected table is written out here on purpose: it is never derived from
 `TRANSITIONS`, so a change to the code's table that the design does not allow fails.
@@ -24,7 +24,7 @@ from antaeus.domain.invoice import (
 S = InvoiceStatus
 E = InvoiceEvent
 
-#: (from, event) -> to, as design.md describes it. Every pair not listed is refused.
+#: (from, event) -> to, as docs/architecture.md describes it. Every pair not listed is refused.
 EXPECTED: dict[tuple[InvoiceStatus, InvoiceEvent], InvoiceStatus] = {
     # PENDING waits for its due time, a dunning retry or a repeat of an unknown outcome.
     (S.PENDING, E.CLAIM): S.PROCESSING,  # a worker claims it under a lease
@@ -82,7 +82,7 @@ def test_sources_of_agrees_with_the_table(event: InvoiceEvent) -> None:
     assert sources_of(event) == expected
 
 
-# --- design.md, spelled out ---------------------------------------------------------
+# --- docs/architecture.md, spelled out ---------------------------------------------------------
 
 
 def test_void_only_from_failed_or_pending() -> None:

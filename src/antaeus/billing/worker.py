@@ -1,4 +1,4 @@
-"""The charge flow (design.md, "How a charge happens").
+"""The charge flow (docs/architecture.md, "How a charge happens").
 
 A worker keeps up to `concurrency` provider calls in flight:
 

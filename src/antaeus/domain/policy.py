@@ -1,6 +1,6 @@
 """The outcome policy: what each answer of the payment provider leads to.
 
-`OUTCOME_TABLE` is the one table (design.md, "What each outcome leads to");
+`OUTCOME_TABLE` is the one table (docs/architecture.md, "What each outcome leads to");
 `decide` applies it to one invoice, filling in the parts that depend on the
 invoice's history: how many dunning retries remain, and how long an unknown
 outcome may still be repeated with its key before it needs a person.

@@ -61,7 +61,7 @@ invoices = Table(
     Column("next_attempt_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-    # Billing state (see design.md). `eligible_at` is next_attempt_at or due_at:
+    # Billing state (see docs/architecture.md). `eligible_at` is next_attempt_at or due_at:
     # when the invoice may next be charged. `run_id` is the open run it is in.
     Column("eligible_at", UTCDateTime, nullable=False),
     Column("run_id", BigInteger, nullable=True),
