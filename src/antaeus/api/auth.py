@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
 
-from antaeus.api.errors import ApiError
+from antaeus.api.errors import ApiError, UnauthorizedError
 from antaeus.api.jsonio import ExactJSONRoute
 from antaeus.security import ENV_TOKEN_NAME, find_token, hash_token
 from antaeus.storage.database import Database
@@ -62,7 +62,7 @@ class TokenAuthority:
 
 
 def _unauthorized(message: str) -> ApiError:
-    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+    return UnauthorizedError(message, headers={"WWW-Authenticate": "Bearer"})
 
 
 async def require_token(request: Request) -> str:

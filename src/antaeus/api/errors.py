@@ -42,12 +42,75 @@ class ApiError(Exception):
         return out
 
 
+class _NamedError(ApiError):
+    """An error of the API with its status and code; raise it with a message."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(self.status, self.code, message, field=field, headers=headers, **extra)
+
+
+class BadRequestError(_NamedError):
+    status, code = 400, "bad_request"
+
+
+class BodyTooLargeError(_NamedError):
+    status, code = 400, "body_too_large"
+
+
+class InvalidIdempotencyKeyError(_NamedError):
+    status, code = 400, "invalid_idempotency_key"
+
+
+class UnauthorizedError(_NamedError):
+    status, code = 401, "unauthorized"
+
+
+class NotFoundError(_NamedError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowedError(_NamedError):
+    status, code = 405, "method_not_allowed"
+
+
+class InvalidStateError(_NamedError):
+    """The invoice's status does not allow the action (the body says which it is)."""
+
+    status, code = 409, "invalid_state"
+
+
+class IdempotencyConflictError(_NamedError):
+    status, code = 409, "idempotency_conflict"
+
+
+class IdempotencyKeyReusedError(_NamedError):
+    status, code = 422, "idempotency_key_reused"
+
+
+class CustomerNotFoundError(_NamedError):
+    status, code = 422, "customer_not_found"
+
+
+class CurrencyMismatchError(_NamedError):
+    status, code = 422, "currency_mismatch"
+
+
 def error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
 
 def not_found(what: str, ident: object) -> ApiError:
-    return ApiError(404, "not_found", f"{what} {ident} does not exist")
+    return NotFoundError(f"{what} {ident} does not exist")
 
 
 _LOC_PREFIXES = {"body", "path", "query", "header"}
@@ -102,18 +165,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers or {})
+        err: ApiError
         if exc.status_code == 404:
-            err = ApiError(404, "not_found", f"no route {request.method} {request.url.path}")
+            err = NotFoundError(f"no route {request.method} {request.url.path}")
         elif exc.status_code == 405:
-            err = ApiError(
-                405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}"
-            )
+            err = MethodNotAllowedError(f"{request.method} is not allowed on {request.url.path}")
         elif exc.status_code == 413:
-            err = ApiError(
-                400, "body_too_large", "the request body is larger than the limit", field="body"
-            )
+            err = BodyTooLargeError("the request body is larger than the limit", field="body")
         elif exc.status_code == 400:
-            err = ApiError(400, "bad_request", str(exc.detail))
+            err = BadRequestError(str(exc.detail))
         else:
             err = ApiError(exc.status_code, "http_error", str(exc.detail))
         err.headers = headers or None
@@ -143,15 +203,12 @@ class ContentLengthLimit:
         if scope["type"] == "http":
             for name, value in scope.get("headers", ()):
                 if name == b"content-length":
-                    err = None
+                    err: ApiError | None = None
                     if not value.isdigit():
-                        err = ApiError(400, "bad_request", "malformed Content-Length header")
+                        err = BadRequestError("malformed Content-Length header")
                     elif int(value) > self.limit:
-                        err = ApiError(
-                            400,
-                            "body_too_large",
-                            f"the request body is larger than {self.limit} bytes",
-                            field="body",
+                        err = BodyTooLargeError(
+                            f"the request body is larger than {self.limit} bytes", field="body"
                         )
                     if err is not None:
                         await error_response(err)(scope, receive, send)

@@ -18,7 +18,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.api.context import AppContext
-from antaeus.api.errors import ApiError
+from antaeus.api.errors import (
+    IdempotencyConflictError,
+    IdempotencyKeyReusedError,
+    InvalidIdempotencyKeyError,
+)
 from antaeus.api.jsonio import JSONResponse, dumps
 from antaeus.storage.repositories.idempotency import IdempotencyRepository
 
@@ -69,9 +73,7 @@ async def run_idempotent(
             status, body, headers = await effect(conn)
         return JSONResponse(body, status_code=status, headers=headers)
     if not _KEY.fullmatch(key):
-        raise ApiError(
-            400,
-            "invalid_idempotency_key",
+        raise InvalidIdempotencyKeyError(
             "Idempotency-Key must be 1 to 255 printable ASCII characters",
             field="Idempotency-Key",
         )
@@ -83,9 +85,7 @@ async def run_idempotent(
                 stored = await repo.find(scope, key)
                 if stored is not None:
                     if stored.request_hash != digest:
-                        raise ApiError(
-                            422,
-                            "idempotency_key_reused",
+                        raise IdempotencyKeyReusedError(
                             "this Idempotency-Key was already used with a different request",
                             field="Idempotency-Key",
                         )
@@ -107,4 +107,4 @@ async def run_idempotent(
             # Another request with this key committed first (PostgreSQL lets
             # both get this far): loop to answer what it stored.
             continue
-    raise ApiError(409, "idempotency_conflict", "concurrent requests with this Idempotency-Key")
+    raise IdempotencyConflictError("concurrent requests with this Idempotency-Key")

@@ -8,7 +8,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.api.auth import AuthenticatedRoute, Principal
 from antaeus.api.context import AppContext, Ctx
-from antaeus.api.errors import ApiError, not_found
+from antaeus.api.errors import (
+    CurrencyMismatchError,
+    CustomerNotFoundError,
+    InvalidStateError,
+    not_found,
+)
 from antaeus.api.idempotency import IdempotencyKey, run_idempotent
 from antaeus.api.jsonio import JSONResponse
 from antaeus.api.pagination import Page, paginate
@@ -87,16 +92,12 @@ async def create_invoice(
     async def effect(conn: AsyncConnection) -> tuple[int, Any, dict[str, str]]:
         customer = await CustomerRepository(conn).get(body.customerId)
         if customer is None:
-            raise ApiError(
-                422,
-                "customer_not_found",
+            raise CustomerNotFoundError(
                 f"customer {body.customerId} does not exist",
                 field="customerId",
             )
         if customer.currency is not body.amount.currency:
-            raise ApiError(
-                422,
-                "currency_mismatch",
+            raise CurrencyMismatchError(
                 f"customer {customer.id} is billed in {customer.currency.value}, "
                 f"not {body.amount.currency.value}",
                 field="amount.currency",
@@ -121,9 +122,7 @@ async def _act(
     if result.status is None:
         raise not_found("invoice", invoice_id)
     if not result.ok or invoice is None:
-        raise ApiError(
-            409,
-            "invalid_state",
+        raise InvalidStateError(
             result.reason or f"invoice {invoice_id} is {result.status.value}",
             status=result.status.value,
         )
