@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.billing.attention import NeedsPerson, announce, attempt_key
 from antaeus.clock import Clock
@@ -38,14 +39,60 @@ def repeat_cut(policy: PolicySettings, now: datetime) -> datetime:
     return now - (policy.key_retention - policy.retention_margin)
 
 
-async def open_run(db: Database, clock: Clock, policy: PolicySettings, trigger: Trigger) -> int:
-    """Open a run now with every due invoice not in an open run (possibly none)."""
-    now = clock.now()
-    async with db.write() as conn:
-        run_id = await BillingRepository(conn).open_run(trigger, now, repeat_cut(policy, now))
-    assert run_id is not None
+async def open_run_in(
+    conn: AsyncConnection,
+    now: datetime,
+    policy: PolicySettings,
+    trigger: Trigger,
+    *,
+    open_attempts_only: bool = False,
+    skip_if_empty: bool = False,
+) -> int | None:
+    """Open a run in the caller's transaction: the one place runs are opened.
+
+    Takes every due invoice not in an open run (possibly none; with
+    `skip_if_empty`, then no run and None). Once the transaction has
+    committed, the caller says so with `run_opened` (`open_run` does both).
+    """
+    run_id = await BillingRepository(conn).open_run(
+        trigger,
+        now,
+        repeat_cut(policy, now),
+        open_attempts_only=open_attempts_only,
+        skip_if_empty=skip_if_empty,
+    )
+    if run_id is None and not skip_if_empty:
+        raise RuntimeError("a run that may not be skipped was not opened")
+    return run_id
+
+
+def run_opened(run_id: int, trigger: Trigger) -> None:
+    """Log and count a run whose opening has committed."""
     metrics.RUNS_OPENED.labels(trigger).inc()
     log.info("run_opened", run_id=run_id, trigger=trigger)
+
+
+async def open_run(
+    db: Database,
+    clock: Clock,
+    policy: PolicySettings,
+    trigger: Trigger,
+    *,
+    open_attempts_only: bool = False,
+    skip_if_empty: bool = False,
+) -> int | None:
+    """Open a run now in a transaction of its own, then log and count it."""
+    async with db.write() as conn:
+        run_id = await open_run_in(
+            conn,
+            clock.now(),
+            policy,
+            trigger,
+            open_attempts_only=open_attempts_only,
+            skip_if_empty=skip_if_empty,
+        )
+    if run_id is not None:
+        run_opened(run_id, trigger)
     return run_id
 
 
@@ -110,18 +157,14 @@ class Scheduler:
             )
             for invoice_id, _, attempt in moved
         )
-        async with self.db.write() as conn:
-            run_id = await BillingRepository(conn).open_run(
-                "schedule",
-                now,
-                cut,
-                open_attempts_only=self.mode == "external",
-                skip_if_empty=True,
-            )
-        if run_id is not None:
-            metrics.RUNS_OPENED.labels("schedule").inc()
-            log.info("run_opened", run_id=run_id, trigger="schedule")
-        return run_id
+        return await open_run(
+            self.db,
+            self.clock,
+            self.policy,
+            "schedule",
+            open_attempts_only=self.mode == "external",
+            skip_if_empty=True,
+        )
 
     async def sweep_idempotency_keys(self) -> int:
         """Forget API Idempotency-Keys older than their retention, a chunk per transaction.

@@ -171,7 +171,10 @@ async def _bill_direct(settings: Settings, wait_seconds: float) -> dict[str, Any
     clock = SystemClock()
     try:
         await prepare(db, allow_migrate=True)
-        run_id = await open_run(db, clock, settings.policy(), "cli")
+        opened = await open_run(db, clock, settings.policy(), "cli")
+        if opened is None:  # only a run that may be skipped is ever None
+            fail("no run was opened")
+        run_id: int = opened
         w = Worker(
             db,
             provider,

@@ -22,19 +22,12 @@ from antaeus.api.schemas import (
     StatusRead,
     rfc3339,
 )
-from antaeus.billing.runs import repeat_cut
+from antaeus.billing.runs import open_run_in, run_opened
 from antaeus.storage.repositories.billing import BillingRepository
 
 router = APIRouter(prefix="/rest/v1", tags=["billing"], route_class=AuthenticatedRoute)
 
 RunId = Annotated[DigitsInt, Path(ge=1, le=MAX_ID, description="run id")]
-
-
-async def _open(ctx: AppContext, conn: AsyncConnection, trigger: str) -> dict[str, Any]:
-    now = ctx.clock.now()
-    run_id = await BillingRepository(conn).open_run(trigger, now, repeat_cut(ctx.policy, now))
-    assert run_id is not None
-    return (await runs_json(conn, [run_id]))[0]
 
 
 async def _current_run(ctx: AppContext, _status: int, stored_body: str) -> Response:
@@ -62,17 +55,25 @@ async def bill(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     trigger = (body or BillingTrigger()).trigger
+    opened: list[int] = []
 
     async def effect(conn: AsyncConnection) -> tuple[int, Any, dict[str, str]]:
-        run = await _open(ctx, conn, trigger)
-        return 202, run, {"Location": f"/rest/v1/billing/runs/{run['id']}"}
+        run_id = await open_run_in(conn, ctx.clock.now(), ctx.policy, trigger)
+        if run_id is None:  # only a run that may be skipped is ever None
+            raise RuntimeError("POST /rest/v1/billing opened no run")
+        opened.append(run_id)
+        run = (await runs_json(conn, [run_id]))[0]
+        return 202, run, {"Location": f"/rest/v1/billing/runs/{run_id}"}
 
     async def replay(status: int, stored: str) -> Response:
         return await _current_run(ctx, status, stored)
 
-    return await run_idempotent(
+    response = await run_idempotent(
         ctx, "POST /rest/v1/billing", idempotency_key, {"trigger": trigger}, effect, replay
     )
+    for run_id in opened:  # committed (a replay opens nothing)
+        run_opened(run_id, trigger)
+    return response
 
 
 @router.post(
@@ -88,7 +89,11 @@ async def retry_all(ctx: Ctx, _who: Principal) -> JSONResponse:
     now = ctx.clock.now()
     async with ctx.db.write() as conn:
         await BillingRepository(conn).failed_pending_due_now(now)
-        run = await _open(ctx, conn, "api")
+        run_id = await open_run_in(conn, now, ctx.policy, "api")
+        if run_id is None:  # only a run that may be skipped is ever None
+            raise RuntimeError("POST /rest/v1/billing/retry opened no run")
+        run = (await runs_json(conn, [run_id]))[0]
+    run_opened(run_id, "api")
     return JSONResponse(run, status_code=202)
 
 
