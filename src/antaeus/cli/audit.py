@@ -37,7 +37,8 @@ def _print(report: AuditReport) -> None:
         for f in shown:
             invoice = f"invoice {f.invoice_id}" if f.invoice_id is not None else "no invoice"
             charges = f" [{', '.join(f.charge_ids)}]" if f.charge_ids else ""
-            out.print(f"  {invoice}{charges}: {f.detail}", markup=False, highlight=False)
+            line = f"  {invoice}{charges}: {f.detail}"
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
     extra = (
         f"; {report.paid_without_attempts:,} PAID invoices have no attempt (not charged by "
         "Antaeus, not checked)"
