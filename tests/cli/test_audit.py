@@ -289,6 +289,17 @@ def test_json_numbers_are_exact(billed: Billed, tmp_path: Path) -> None:
     assert done.exit_code == 0, done.output
 
 
+def test_json_invoice_id_may_be_left_out(billed: Billed, tmp_path: Path) -> None:
+    ledger = [{k: v for k, v in c.items() if k != "invoiceId"} for c in billed.ledger]
+    assert audit(tmp_path, as_json(ledger)).exit_code == 0
+    lying = [{**billed.ledger[0], "invoiceId": billed.review}, *billed.ledger[1:]]
+    doc = report(audit(tmp_path, as_json(lying), "--json"))
+    assert failing(doc) == {"foreign_key": 1, "paid_without_charge": 1}
+    [foreign] = [f for f in doc["findings"] if f["kind"] == "foreign_key"]
+    keyed = billed.ledger[0]["invoiceId"]
+    assert f"the ledger says invoice {billed.review}, the key {keyed}" in foreign["detail"]
+
+
 def test_show_limits_the_listing_not_the_counts(billed: Billed, tmp_path: Path) -> None:
     doc = report(audit(tmp_path, as_json([]), "--json", "--show", "2"))
     assert doc["counts"]["paid_without_charge"] == PAID_COUNT
