@@ -380,6 +380,24 @@ def test_missing_file_and_unmigrated_database_exit_2(
     done = audit(tmp_path, '{"charges": []}')
     assert done.exit_code == 2
     assert "antaeus db upgrade" in done.stderr
+    monkeypatch.setenv("ANTAEUS_DATABASE_URL", "mysql://nowhere/db")
+    done = audit(tmp_path, '{"charges": []}')
+    assert done.exit_code == 2
+    assert "invalid configuration" in done.stderr
+
+
+def test_a_database_failing_mid_audit_is_one_line_and_exit_2(
+    billed: Billed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_args: object) -> None:
+        raise ConnectionResetError("connection lost")
+
+    monkeypatch.setattr("antaeus.storage.repositories.audit.AuditRepository.invoices_after", broken)
+    done = audit(tmp_path, as_json(billed.ledger))
+    assert done.exit_code == 2, done.output
+    assert done.stderr.strip() == (
+        "error: the audit could not finish: ConnectionResetError: connection lost"
+    )
 
 
 def test_against_the_real_simulators_ledger(cli: Cli) -> None:

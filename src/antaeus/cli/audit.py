@@ -12,6 +12,7 @@ from rich.table import Table
 
 from antaeus.billing.audit import KINDS, AuditReport, LedgerError, audit, parse_ledger
 from antaeus.cli.common import fail, load_settings, out, prepare, run
+from antaeus.security import scrub
 from antaeus.storage.database import Database
 
 #: Exit codes: everything agrees, something disagrees, the audit could not be made.
@@ -88,7 +89,10 @@ def audit_command(
         charges = parse_ledger(data)
     except LedgerError as exc:
         fail(f"{escape(str(provider_ledger))}: {escape(str(exc))}", CANNOT)
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except typer.Exit as exc:  # the one-line error is printed; 1 would read "disagrees"
+        raise typer.Exit(CANNOT) from exc
 
     async def main() -> AuditReport:
         db = Database.from_settings(settings)
@@ -97,7 +101,11 @@ def audit_command(
                 await prepare(db, allow_migrate=False)
             except typer.Exit as exc:
                 raise typer.Exit(CANNOT) from exc
-            return await audit(db, charges, show=show)
+            try:
+                return await audit(db, charges, show=show)
+            except Exception as exc:  # a database that went away or refused us mid-audit
+                reason = " ".join(scrub(str(exc), db.url).split())
+                fail(f"the audit could not finish: {type(exc).__name__}: {escape(reason)}", CANNOT)
         finally:
             await db.dispose()
 
