@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from antaeus.cli import billing, provider
+from antaeus.cli import audit, billing, provider
 from antaeus.cli.common import err, fail, load_settings, out, prepare, run
 from antaeus.clock import SystemClock
 from antaeus.config import Settings
@@ -292,6 +292,7 @@ def seed(
 
 app.command()(billing.worker)
 app.command()(billing.bill)
+app.command("audit")(audit.audit_command)
 
 
 def main() -> None:
