@@ -17,6 +17,7 @@ from antaeus.domain.policy import (
     RunOutcome,
     backoff,
     decide,
+    retention_ending,
 )
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -142,3 +143,25 @@ def test_backoff_grows_and_is_capped(repeats: int, jitter: float) -> None:
     wait = backoff(s, repeats, jitter)
     assert s.backoff_base / 2 <= wait <= s.backoff_max
     assert backoff(s, repeats, 1.0) <= backoff(s, repeats + 1, 1.0)
+
+
+@given(progress_st, settings_st, st.floats(0, 1))
+def test_an_attempt_past_the_retention_cut_goes_to_review_and_none_before(
+    progress: InvoiceProgress, settings: PolicySettings, jitter: float
+) -> None:
+    """The scheduler's sweep applies `retention_ending`: the cut is exactly the moment past
+    which `decide` would no longer repeat an unknown outcome (its repeat deadline)."""
+    rule = retention_ending(NOW, settings)
+    assert (rule.status, rule.reason.value, rule.run_outcome) == (
+        InvoiceStatus.REVIEW,
+        "unknown_outcome",
+        RunOutcome.REVIEW,
+    )
+    assert rule.event_type == "invoice.review"
+    past = progress.attempt_open_since <= rule.cut
+    assert past == (settings.repeat_deadline(progress.attempt_open_since) <= NOW)
+    if past and settings.provider_deduplicates:
+        # an unknown answer now would not be repeated either: same rule, same place
+        assert decide(ChargeOutcome.UNKNOWN, progress, NOW, settings, jitter).status is (
+            InvoiceStatus.REVIEW
+        )

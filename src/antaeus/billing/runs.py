@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -17,8 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.billing.attention import NeedsPerson, announce, attempt_key
 from antaeus.clock import Clock
-from antaeus.domain.invoice import FailureReason, InvoiceStatus
-from antaeus.domain.policy import PolicySettings
+from antaeus.domain.policy import PolicySettings, retention_ending
 from antaeus.observability import metrics
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.billing import BillingRepository
@@ -36,7 +36,7 @@ SWEEP_MAX_CHUNKS = 10  # per pass; a larger backlog goes on at the next pass
 
 def repeat_cut(policy: PolicySettings, now: datetime) -> datetime:
     """Open attempts first sent before this moment are never sent again."""
-    return now - (policy.key_retention - policy.retention_margin)
+    return policy.repeat_cut(now)
 
 
 async def open_run_in(
@@ -132,15 +132,23 @@ class Scheduler:
                     self._next_sweep = now  # more expired keys wait: go on next pass
             except Exception:  # never in the way of opening runs; tried again next minute
                 log.exception("idempotency_sweep_failed")
-        cut = repeat_cut(self.policy, now)
+        decision = retention_ending(now, self.policy)
+        reason = decision.reason
         async with self.db.write() as conn:
             repo = BillingRepository(conn)
-            moved = await repo.to_review_past_retention(now, cut)
+            moved = await repo.to_review_past_retention(
+                now,
+                decision.cut,
+                status=decision.status.value,
+                reason=reason.value,
+                run_outcome=decision.run_outcome.value,
+            )
             installation_id = ""
             if moved:
+                payload = json.dumps({"reason": reason.value}, separators=(",", ":"))
                 await repo.add_events(
                     [
-                        ("invoice.review", invoice_id, run_id, '{"reason":"unknown_outcome"}')
+                        (decision.event_type, invoice_id, run_id, payload)
                         for invoice_id, run_id, _ in moved
                     ],
                     now,
@@ -152,8 +160,8 @@ class Scheduler:
                 invoice_id=invoice_id,
                 attempt=attempt,
                 idempotency_key=attempt_key(installation_id, invoice_id, attempt),
-                status=InvoiceStatus.REVIEW.value,
-                reason=FailureReason.UNKNOWN_OUTCOME.value,
+                status=decision.status.value,
+                reason=reason.value,
             )
             for invoice_id, _, attempt in moved
         )

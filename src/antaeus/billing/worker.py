@@ -692,7 +692,7 @@ class Worker:
             return
 
     def _cut(self, now: datetime) -> datetime:
-        return now - (self.policy.key_retention - self.policy.retention_margin)
+        return self.policy.repeat_cut(now)
 
     def _set_paused(self, reason: str | None) -> None:
         """What this worker's own recorded batch decided (newer than any read in flight)."""

@@ -141,6 +141,10 @@ class PolicySettings:
         """After this moment an open attempt is never sent again: it goes to REVIEW."""
         return attempt_open_since + self.key_retention - self.retention_margin
 
+    def repeat_cut(self, now: datetime) -> datetime:
+        """Open attempts first sent at or before this moment are past their deadline now."""
+        return now - (self.key_retention - self.retention_margin)
+
 
 @dataclass(frozen=True, slots=True)
 class InvoiceProgress:
@@ -170,6 +174,29 @@ class Decision:
     @property
     def closes_attempt(self) -> bool:
         return self.rule.closes_attempt
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionDecision:
+    """What becomes of every open attempt first sent at or before `cut`."""
+
+    cut: datetime
+    status: InvoiceStatus
+    reason: FailureReason
+    run_outcome: RunOutcome
+    event_type: str
+
+
+def retention_ending(now: datetime, settings: PolicySettings) -> RetentionDecision:
+    """The rule for open attempts whose key the provider may soon forget (the scheduler's
+    sweep applies it): a repeat could then charge again, so a person must look."""
+    return RetentionDecision(
+        cut=settings.repeat_cut(now),
+        status=transition(InvoiceStatus.PENDING, InvoiceEvent.RETENTION_EXPIRING),
+        reason=FailureReason.UNKNOWN_OUTCOME,
+        run_outcome=_UNKNOWN_TO_REVIEW.run_outcome,
+        event_type=_UNKNOWN_TO_REVIEW.event_type,
+    )
 
 
 def backoff(settings: PolicySettings, repeats: int, jitter: float) -> timedelta:

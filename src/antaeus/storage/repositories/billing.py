@@ -660,9 +660,17 @@ class BillingRepository:
     # -- the scheduler's sweeps -----------------------------------------------
 
     async def to_review_past_retention(
-        self, now: datetime, cut: datetime
+        self,
+        now: datetime,
+        cut: datetime,
+        *,
+        status: str,
+        reason: str,
+        run_outcome: str,
     ) -> list[tuple[int, int | None, int]]:
-        """Open attempts first sent before `cut` can no longer be repeated safely: REVIEW.
+        """Apply the policy's `retention_ending` rule: open attempts first sent before
+        `cut` can no longer be repeated safely (`status`, `reason`, leaving their run
+        with `run_outcome`).
 
         Takes PENDING invoices and PROCESSING ones whose lease expired; answers
         (invoice id, run id, attempt number) of each moved.
@@ -686,8 +694,8 @@ class BillingRepository:
             update(invoices)
             .where(invoices.c.id.in_(list(found)), past)
             .values(
-                status=InvoiceStatus.REVIEW.value,
-                last_failure="unknown_outcome",
+                status=status,
+                last_failure=reason,
                 next_attempt_at=None,
                 lease_owner=None,
                 lease_expires_at=None,
@@ -707,7 +715,7 @@ class BillingRepository:
                     ri.invoice_id == bindparam("b_id"),
                     ri.outcome.is_(None),
                 )
-                .values(outcome=RunOutcome.REVIEW.value, finished_at=now),
+                .values(outcome=run_outcome, finished_at=now),
                 [{"b_run": r, "b_id": i} for i, r in in_runs],
             )
             await self.complete_runs(sorted({r for _, r in in_runs}), now)
