@@ -1,0 +1,463 @@
+"""The charge flow's SQL: claims with leases, write-ahead attempts, outcomes.
+
+Every statement here is batched: one round trip per batch of invoices, never
+one per invoice. Every status change is conditional (`WHERE status = ...`,
+and for a worker `AND lease_owner = <me>` and the claim's token), so a worker
+that lost its lease never overwrites what another worker recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from antaeus.domain.money import Currency, Money
+from antaeus.storage.batch import Batch
+from antaeus.storage.repositories.runs import _CHUNK, PENDING, PROCESSING, RunsRepository
+from antaeus.storage.tables import (
+    charge_attempt_answers,
+    charge_attempts,
+    invoices,
+    run_invoices,
+)
+
+
+@dataclass(slots=True)  # not frozen: built by the thousand on the hot path
+class Claimed:
+    """An invoice claimed under this worker's lease, with its write-ahead attempt."""
+
+    invoice_id: int
+    customer_id: int
+    amount: Money
+    run_id: int
+    attempt: int
+    idempotency_key: str
+    attempt_open_since: datetime
+    dunning_count: int
+    unknown_repeats: int
+    run_unknown_since: datetime | None
+    lease_token: int  # the claim this lease belongs to
+    sends: int  # sends of this attempt, this one included (1: its first send)
+
+
+@dataclass(slots=True)  # not frozen: built by the thousand on the hot path
+class OutcomeRow:
+    """What to write for one invoice that got an answer (built by the worker from a Decision)."""
+
+    invoice_id: int
+    lease_token: int
+    run_id: int
+    attempt: int
+    status: str
+    last_failure: str | None
+    next_attempt_at: datetime | None
+    eligible_at: datetime
+    attempt_open_since: datetime | None
+    dunning_count: int
+    unknown_repeats: int
+    run_unknown_since: datetime | None
+    attempt_outcome: str
+    attempt_finished: bool
+    charge_id: str | None
+    run_outcome: str | None  # None: stays in its run (repeated soon)
+    event_type: str
+    event_payload: str
+
+
+def _attempt_upsert(insert_fn: Any) -> Batch:
+    """Write an attempt ahead; a repeat of an open attempt only counts one more send."""
+    stmt = insert_fn(charge_attempts).values(
+        invoice_id=bindparam("b_id"),
+        number=bindparam("b_number"),
+        idempotency_key=bindparam("b_key"),
+        run_id=bindparam("b_run"),
+        started_at=bindparam("b_now"),
+        sends=1,
+    )
+    return Batch(
+        stmt.on_conflict_do_update(
+            index_elements=[charge_attempts.c.invoice_id, charge_attempts.c.number],
+            set_={"sends": charge_attempts.c.sends + 1, "run_id": stmt.excluded.run_id},
+        )
+    )
+
+
+_UPSERT_ATTEMPTS = {
+    "postgresql": _attempt_upsert(pg_insert),
+    "sqlite": _attempt_upsert(sqlite_insert),
+}
+
+_RECORD_INVOICES = Batch(
+    update(invoices)
+    .where(
+        invoices.c.id == bindparam("b_id"),
+        invoices.c.status == PROCESSING,
+        invoices.c.lease_owner == bindparam("b_owner"),
+        invoices.c.lease_token == bindparam("b_token"),
+    )
+    .values(
+        status=bindparam("b_status"),
+        last_failure=bindparam("b_last_failure"),
+        next_attempt_at=bindparam("b_next_attempt_at"),
+        eligible_at=bindparam("b_eligible_at"),
+        attempt_open_since=bindparam("b_attempt_open_since"),
+        dunning_count=bindparam("b_dunning_count"),
+        unknown_repeats=bindparam("b_unknown_repeats"),
+        run_unknown_since=bindparam("b_run_unknown_since"),
+        run_id=bindparam("b_run_id"),
+        lease_owner=bindparam("b_no_owner"),
+        lease_expires_at=bindparam("b_no_lease"),
+        lease_token=bindparam("b_no_token"),
+        updated_at=bindparam("b_now"),
+    )
+)
+
+_INSERT_ANSWERS = Batch(
+    insert(charge_attempt_answers).values(
+        invoice_id=bindparam("b_id"),
+        attempt=bindparam("b_number"),
+        run_id=bindparam("b_run"),
+        outcome=bindparam("b_outcome"),
+        charge_id=bindparam("b_charge_id"),
+        answered_at=bindparam("b_now"),
+    )
+)
+
+# A send the provider proved did nothing is taken back; an attempt left with no
+# send is removed, as if the invoice had never been claimed.
+_UNSEND_ATTEMPTS = Batch(
+    update(charge_attempts)
+    .where(
+        charge_attempts.c.invoice_id == bindparam("b_id"),
+        charge_attempts.c.number == bindparam("b_number"),
+    )
+    .values(sends=charge_attempts.c.sends - 1)
+)
+_DROP_UNSENT_ATTEMPTS = Batch(
+    charge_attempts.delete().where(
+        charge_attempts.c.invoice_id == bindparam("b_id"),
+        charge_attempts.c.number == bindparam("b_number"),
+        charge_attempts.c.outcome.is_(None),
+    )
+)
+
+_RECORD_ATTEMPTS = Batch(
+    update(charge_attempts)
+    .where(
+        charge_attempts.c.invoice_id == bindparam("b_id"),
+        charge_attempts.c.number == bindparam("b_number"),
+    )
+    .values(
+        outcome=bindparam("b_outcome"),
+        finished_at=bindparam("b_finished_at"),
+        charge_id=bindparam("b_charge_id"),
+    )
+)
+
+_RECORD_RUN_INVOICES = Batch(
+    update(run_invoices)
+    .where(
+        run_invoices.c.run_id == bindparam("b_run"),
+        run_invoices.c.invoice_id == bindparam("b_id"),
+        run_invoices.c.outcome.is_(None),
+    )
+    .values(outcome=bindparam("b_outcome"), finished_at=bindparam("b_now"))
+)
+
+
+class ChargesRepository(RunsRepository):
+    # -- claims and write-ahead ---------------------------------------------
+
+    async def claim(
+        self,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+        cut: datetime,
+        limit: int,
+        installation_id: str,
+        *,
+        token: int = 0,
+        exclude: Sequence[int] = (),
+        open_attempts_only: bool = False,
+    ) -> list[Claimed]:
+        """Claim up to `limit` invoices of open runs, and write their attempts ahead.
+
+        Claimable: PENDING and eligible, or PROCESSING under an expired lease (a
+        crashed worker). An invoice whose attempt is still open keeps that
+        attempt and its key; any other gets attempt number + 1 and a new key.
+        `open_attempts_only` claims only invoices whose attempt is open (repeats
+        with their keys, while new charges are held back). `token` names this
+        claim (answers are recorded only for it); `exclude`: invoices the caller
+        still has calls out for, whose leases it could not renew in time.
+        """
+        claimable = and_(
+            invoices.c.run_id.is_not(None),
+            or_(
+                and_(invoices.c.status == PENDING, invoices.c.eligible_at <= now),
+                and_(invoices.c.status == PROCESSING, invoices.c.lease_expires_at <= now),
+            ),
+            or_(invoices.c.attempt_open_since.is_(None), invoices.c.attempt_open_since > cut),
+        )
+        if open_attempts_only:
+            claimable = and_(claimable, invoices.c.attempt_open_since.is_not(None))
+        if exclude:
+            claimable = and_(claimable, invoices.c.id.not_in(list(exclude)))
+        pick = select(invoices.c.id).where(claimable).order_by(invoices.c.eligible_at).limit(limit)
+        if self.is_pg:
+            pick = pick.with_for_update(skip_locked=True)
+        result = await self.conn.execute(
+            update(invoices)
+            .where(invoices.c.id.in_(pick.scalar_subquery()))
+            .values(
+                status=PROCESSING,
+                lease_owner=owner,
+                lease_expires_at=lease_until,
+                lease_token=token,
+                # a new attempt (and key) only when none is open
+                attempt_count=case(
+                    (invoices.c.attempt_open_since.is_(None), invoices.c.attempt_count + 1),
+                    else_=invoices.c.attempt_count,
+                ),
+                attempt_sends=case(
+                    (invoices.c.attempt_open_since.is_(None), 1),
+                    else_=invoices.c.attempt_sends + 1,
+                ),
+                attempt_open_since=func.coalesce(invoices.c.attempt_open_since, now),
+                updated_at=now,
+            )
+            .returning(
+                invoices.c.id,
+                invoices.c.customer_id,
+                invoices.c.currency,
+                invoices.c.amount_minor,
+                invoices.c.run_id,
+                invoices.c.attempt_count,
+                invoices.c.attempt_open_since,
+                invoices.c.dunning_count,
+                invoices.c.unknown_repeats,
+                invoices.c.run_unknown_since,
+                invoices.c.attempt_sends,
+            )
+        )
+        claimed = [
+            Claimed(
+                invoice_id=r.id,
+                customer_id=r.customer_id,
+                amount=Money.from_minor(r.amount_minor, Currency(r.currency)),
+                run_id=r.run_id,
+                attempt=r.attempt_count,
+                idempotency_key=f"{installation_id}:{r.id}:{r.attempt_count}",
+                attempt_open_since=r.attempt_open_since,
+                dunning_count=r.dunning_count,
+                unknown_repeats=r.unknown_repeats,
+                run_unknown_since=r.run_unknown_since,
+                lease_token=token,
+                sends=r.attempt_sends,
+            )
+            for r in result
+        ]
+        await _UPSERT_ATTEMPTS[self.conn.dialect.name].executemany(
+            self.conn,
+            [
+                {
+                    "b_id": c.invoice_id,
+                    "b_number": c.attempt,
+                    "b_key": c.idempotency_key,
+                    "b_run": c.run_id,
+                    "b_now": now,
+                }
+                for c in claimed
+            ],
+        )
+        return claimed
+
+    async def renew_leases(self, owner: str, ids: Sequence[int], until: datetime) -> set[int]:
+        """Extend the leases of `ids` still held by `owner`; answers those extended.
+
+        Only what the caller names: a row the caller no longer has a call out for
+        (an answer it could not record) must be left to expire and be claimed again.
+        """
+        renewed: set[int] = set()
+        ids = list(ids)
+        for start in range(0, len(ids), _CHUNK):
+            result = await self.conn.execute(
+                update(invoices)
+                .where(
+                    invoices.c.id.in_(ids[start : start + _CHUNK]),
+                    invoices.c.lease_owner == owner,
+                    invoices.c.status == PROCESSING,
+                )
+                .values(lease_expires_at=until)
+                .returning(invoices.c.id)
+            )
+            renewed.update(r.id for r in result)
+        return renewed
+
+    async def release(
+        self,
+        owner: str,
+        sent: Sequence[tuple[int, int]],
+        eligible_at: datetime,
+        now: datetime,
+    ) -> int:
+        """Give invoices back to their run: the send of each proved nothing happened.
+
+        `sent`: (invoice id, attempt number) of a send that never reached the
+        provider, or that it refused without doing anything (401, 429, 409 in
+        use), or that was never made (claimed ahead, then a graceful stop). The
+        send is taken back: an attempt with earlier sends (which may have
+        charged) stays open with its key; one without any is removed, so that
+        the invoice is as if it had never been claimed (no open attempt:
+        `void` allowed, no REVIEW when key retention ends).
+        """
+        if not sent:
+            return 0
+        numbers = dict(sent)
+        first = invoices.c.attempt_sends <= 1
+        result = await self.conn.execute(
+            update(invoices)
+            .where(
+                invoices.c.id.in_(list(numbers)),
+                invoices.c.status == PROCESSING,
+                invoices.c.lease_owner == owner,
+            )
+            .values(
+                status=PENDING,
+                lease_owner=None,
+                lease_expires_at=None,
+                lease_token=None,
+                eligible_at=eligible_at,
+                attempt_open_since=case((first, None), else_=invoices.c.attempt_open_since),
+                attempt_count=case(
+                    (first, invoices.c.attempt_count - 1), else_=invoices.c.attempt_count
+                ),
+                attempt_sends=case((first, 0), else_=invoices.c.attempt_sends - 1),
+                updated_at=now,
+            )
+            .returning(invoices.c.id, invoices.c.attempt_open_since)
+        )
+        released = [(r.id, r.attempt_open_since is None) for r in result]
+        rows = [{"b_id": i, "b_number": numbers[i]} for i, _ in released]
+        await _UNSEND_ATTEMPTS.executemany(self.conn, rows)
+        await _DROP_UNSENT_ATTEMPTS.executemany(
+            self.conn, [{"b_id": i, "b_number": numbers[i]} for i, gone in released if gone]
+        )
+        return len(released)
+
+    # -- outcomes -----------------------------------------------------------
+
+    async def still_owned(self, owner: str, ids: Sequence[int]) -> dict[int, int | None]:
+        """Of `ids`, those still PROCESSING under `owner`'s lease, with the claim's token.
+
+        Locked on PostgreSQL (SQLite's writers take turns), so the updates that
+        follow in the same transaction find them as they are now.
+        """
+        if not ids:
+            return {}
+        query = select(invoices.c.id, invoices.c.lease_token).where(
+            invoices.c.id.in_(list(ids)),
+            invoices.c.status == PROCESSING,
+            invoices.c.lease_owner == owner,
+        )
+        if self.is_pg:
+            query = query.with_for_update()
+        return {r.id: r.lease_token for r in await self.conn.execute(query)}
+
+    async def record(self, owner: str, rows: Sequence[OutcomeRow], now: datetime) -> list[int]:
+        """Write outcomes for invoices this worker still owns; answers the runs completed.
+
+        The caller passes only rows `still_owned` found under their claim's token,
+        at most one per invoice, in the same transaction: every invoice update
+        then happens, and the writes that depend on it (attempt, answer history,
+        run membership, event) are made for exactly those rows.
+        """
+        if not rows:
+            return []
+        if len({r.invoice_id for r in rows}) != len(rows):
+            raise ValueError("two answers for one invoice in one batch")
+        changed = await _RECORD_INVOICES.executemany(
+            self.conn,
+            [
+                {
+                    "b_id": r.invoice_id,
+                    "b_owner": owner,
+                    "b_token": r.lease_token,
+                    "b_status": r.status,
+                    "b_last_failure": r.last_failure,
+                    "b_next_attempt_at": r.next_attempt_at,
+                    "b_eligible_at": r.eligible_at,
+                    "b_attempt_open_since": r.attempt_open_since,
+                    "b_dunning_count": r.dunning_count,
+                    "b_unknown_repeats": r.unknown_repeats,
+                    "b_run_unknown_since": r.run_unknown_since,
+                    "b_run_id": None if r.run_outcome else r.run_id,
+                    "b_no_owner": None,
+                    "b_no_lease": None,
+                    "b_no_token": None,
+                    "b_now": now,
+                }
+                for r in rows
+            ],
+        )
+        if changed not in (-1, len(rows)):
+            # callers pass only invoices `still_owned` locked for them: this is a bug
+            raise LeaseLostError(f"{len(rows) - changed} of {len(rows)} invoices changed hands")
+        await _RECORD_ATTEMPTS.executemany(
+            self.conn,
+            [
+                {
+                    "b_id": r.invoice_id,
+                    "b_number": r.attempt,
+                    "b_outcome": r.attempt_outcome,
+                    "b_finished_at": now if r.attempt_finished else None,
+                    "b_charge_id": r.charge_id,
+                }
+                for r in rows
+            ],
+        )
+        await _INSERT_ANSWERS.executemany(
+            self.conn,
+            [
+                {
+                    "b_id": r.invoice_id,
+                    "b_number": r.attempt,
+                    "b_run": r.run_id,
+                    "b_outcome": r.attempt_outcome,
+                    "b_charge_id": r.charge_id,
+                    "b_now": now,
+                }
+                for r in rows
+            ],
+        )
+        leaving = [r for r in rows if r.run_outcome]
+        await _RECORD_RUN_INVOICES.executemany(
+            self.conn,
+            [
+                {"b_run": r.run_id, "b_id": r.invoice_id, "b_outcome": r.run_outcome, "b_now": now}
+                for r in leaving
+            ],
+        )
+        await self.add_events(
+            [(r.event_type, r.invoice_id, r.run_id, r.event_payload) for r in rows], now
+        )
+        return await self.complete_runs(sorted({r.run_id for r in leaving}), now)
+
+
+class LeaseLostError(Exception):
+    """An outcome could not be written because the invoice changed hands meanwhile."""

@@ -1,0 +1,230 @@
+"""Billing runs: opening, completing and reading them, and the outbox events every
+statement of the charge flow writes (the base of the billing repositories)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import (
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from antaeus.domain.invoice import InvoiceStatus
+from antaeus.domain.money import Currency, Money
+from antaeus.domain.policy import RunOutcome
+from antaeus.storage.batch import Batch
+from antaeus.storage.tables import (
+    billing_runs,
+    events,
+    invoices,
+    run_invoices,
+)
+
+_CHUNK: Final = 5_000  # ids per IN list (bound parameters stay well within both engines' limits)
+#: Serializes run openings on PostgreSQL, so two schedulers never open the same run twice.
+RUN_LOCK_ID: Final = 7_000_002
+PENDING: Final = InvoiceStatus.PENDING.value
+PROCESSING: Final = InvoiceStatus.PROCESSING.value
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    id: int
+    trigger: str
+    status: str
+    started_at: datetime
+    completed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunStats:
+    counts: dict[str, int]  # due, paid, failed, review, rescheduled, void
+    collected: list[Money]
+
+
+_INSERT_EVENTS = Batch(
+    insert(events).values(
+        type=bindparam("b_type"),
+        invoice_id=bindparam("b_invoice"),
+        run_id=bindparam("b_run"),
+        payload=bindparam("b_payload"),
+        created_at=bindparam("b_now"),
+    )
+)
+
+
+def _due_not_in_run(now: datetime, cut: datetime, open_attempts_only: bool) -> Any:
+    cond = and_(
+        invoices.c.status == PENDING,
+        invoices.c.run_id.is_(None),
+        invoices.c.eligible_at <= now,
+        or_(invoices.c.attempt_open_since.is_(None), invoices.c.attempt_open_since > cut),
+    )
+    if open_attempts_only:
+        cond = and_(cond, invoices.c.attempt_open_since.is_not(None))
+    return cond
+
+
+class BillingBase:
+    """A connection, and what every billing repository shares."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.is_pg = conn.dialect.name == "postgresql"
+
+    async def add_events(
+        self, items: Sequence[tuple[str, int | None, int | None, str]], now: datetime
+    ) -> None:
+        await _INSERT_EVENTS.executemany(
+            self.conn,
+            [
+                {"b_type": t, "b_invoice": i, "b_run": r, "b_payload": p, "b_now": now}
+                for t, i, r, p in items
+            ],
+        )
+
+
+class RunsRepository(BillingBase):
+    # -- runs ---------------------------------------------------------------
+
+    async def open_run(
+        self,
+        trigger: str,
+        now: datetime,
+        cut: datetime,
+        *,
+        open_attempts_only: bool = False,
+        skip_if_empty: bool = False,
+    ) -> int | None:
+        """Open a run with every due invoice not in an open run; None if skipped (empty).
+
+        `cut`: an open attempt first sent before it is past its key's retention
+        margin and never sent again (the scheduler moves it to REVIEW).
+        """
+        if self.is_pg:
+            await self.conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": RUN_LOCK_ID})
+        cond = _due_not_in_run(now, cut, open_attempts_only)
+        if skip_if_empty:
+            found = await self.conn.scalar(select(invoices.c.id).where(cond).limit(1))
+            if found is None:
+                return None
+        run_id: int = (
+            await self.conn.execute(
+                insert(billing_runs)
+                .values(trigger=trigger, status="running", started_at=now)
+                .returning(billing_runs.c.id)
+            )
+        ).scalar_one()
+        await self.conn.execute(
+            update(invoices)
+            .where(cond)
+            .values(run_id=run_id, run_unknown_since=None, unknown_repeats=0)
+        )
+        added = await self.conn.execute(
+            insert(run_invoices).from_select(
+                ["run_id", "invoice_id", "currency", "amount_minor"],
+                select(
+                    literal(run_id), invoices.c.id, invoices.c.currency, invoices.c.amount_minor
+                ).where(invoices.c.run_id == run_id),
+            )
+        )
+        if added.rowcount == 0:
+            await self.complete_runs([run_id], now)
+        return run_id
+
+    async def complete_runs(self, run_ids: Sequence[int], now: datetime) -> list[int]:
+        """Complete the runs of `run_ids` whose invoices all have an outcome (answers those)."""
+        if not run_ids:
+            return []
+        open_left = exists().where(
+            run_invoices.c.run_id == billing_runs.c.id, run_invoices.c.outcome.is_(None)
+        )
+        result = await self.conn.execute(
+            update(billing_runs)
+            .where(
+                billing_runs.c.id.in_(list(run_ids)),
+                billing_runs.c.status == "running",
+                ~open_left,
+            )
+            .values(status="completed", completed_at=now)
+            .returning(billing_runs.c.id)
+        )
+        return [r.id for r in result]
+
+    async def running_run_ids(self) -> list[int]:
+        rows = await self.conn.execute(
+            select(billing_runs.c.id).where(billing_runs.c.status == "running")
+        )
+        return [r.id for r in rows]
+
+    async def get_run(self, run_id: int) -> RunRow | None:
+        row = (
+            await self.conn.execute(select(billing_runs).where(billing_runs.c.id == run_id))
+        ).first()
+        return (
+            RunRow(row.id, row.trigger, row.status, row.started_at, row.completed_at)
+            if row
+            else None
+        )
+
+    async def get_runs(self, run_ids: Sequence[int]) -> list[RunRow]:
+        if not run_ids:
+            return []
+        rows = await self.conn.execute(
+            select(billing_runs)
+            .where(billing_runs.c.id.in_(list(run_ids)))
+            .order_by(billing_runs.c.id)
+        )
+        return [RunRow(r.id, r.trigger, r.status, r.started_at, r.completed_at) for r in rows]
+
+    async def list_runs(self, *, after: int, limit: int, status: str | None) -> list[RunRow]:
+        query = select(billing_runs).where(billing_runs.c.id > after)
+        if status is not None:
+            query = query.where(billing_runs.c.status == status)
+        rows = await self.conn.execute(query.order_by(billing_runs.c.id).limit(limit))
+        return [RunRow(r.id, r.trigger, r.status, r.started_at, r.completed_at) for r in rows]
+
+    async def run_stats(self, run_ids: Sequence[int]) -> dict[int, RunStats]:
+        """Counts per outcome and amounts collected per currency, for each run."""
+        stats = {
+            rid: RunStats({"due": 0, **{o.value: 0 for o in RunOutcome}}, []) for rid in run_ids
+        }
+        if not run_ids:
+            return stats
+        ids = list(run_ids)
+        rows = await self.conn.execute(
+            select(run_invoices.c.run_id, run_invoices.c.outcome, func.count())
+            .where(run_invoices.c.run_id.in_(ids))
+            .group_by(run_invoices.c.run_id, run_invoices.c.outcome)
+        )
+        for run_id, outcome, n in rows:
+            counts = stats[run_id].counts
+            counts["due"] += n
+            if outcome is not None:
+                counts[outcome] = counts.get(outcome, 0) + n
+        paid = await self.conn.execute(
+            select(
+                run_invoices.c.run_id,
+                run_invoices.c.currency,
+                func.sum(run_invoices.c.amount_minor),
+            )
+            .where(run_invoices.c.run_id.in_(ids), run_invoices.c.outcome == RunOutcome.PAID.value)
+            .group_by(run_invoices.c.run_id, run_invoices.c.currency)
+            .order_by(run_invoices.c.run_id, run_invoices.c.currency)
+        )
+        for run_id, currency, total in paid:
+            stats[run_id].collected.append(Money.from_minor(int(total), Currency(currency)))
+        return stats
