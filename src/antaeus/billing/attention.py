@@ -39,11 +39,6 @@ class NeedsPerson:
     reason: str  # the invoice's last failure, e.g. customer_not_found, unknown_outcome
 
 
-def attempt_key(installation_id: str, invoice_id: int, attempt: int) -> str:
-    """The idempotency key of an invoice's attempt (as `BillingRepository.claim` makes it)."""
-    return f"{installation_id}:{invoice_id}:{attempt}"
-
-
 def announce(items: Iterable[NeedsPerson], **context: str) -> None:
     """Log one warning and count once per invoice that now waits for a person."""
     for item in items:

@@ -16,8 +16,9 @@ from typing import Literal
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from antaeus.billing.attention import NeedsPerson, announce, attempt_key
+from antaeus.billing.attention import NeedsPerson, announce
 from antaeus.clock import Clock
+from antaeus.domain.invoice import attempt_key
 from antaeus.domain.policy import PolicySettings, retention_ending
 from antaeus.observability import metrics
 from antaeus.storage.database import Database
@@ -32,11 +33,6 @@ Trigger = Literal["schedule", "api", "cli"]
 SWEEP_EVERY = timedelta(minutes=1)  # how often expired Idempotency-Keys are looked for
 SWEEP_CHUNK = 5_000  # keys deleted per transaction (short write locks)
 SWEEP_MAX_CHUNKS = 10  # per pass; a larger backlog goes on at the next pass
-
-
-def repeat_cut(policy: PolicySettings, now: datetime) -> datetime:
-    """Open attempts first sent before this moment are never sent again."""
-    return policy.repeat_cut(now)
 
 
 async def open_run_in(
@@ -57,7 +53,7 @@ async def open_run_in(
     run_id = await BillingRepository(conn).open_run(
         trigger,
         now,
-        repeat_cut(policy, now),
+        policy.repeat_cut(now),
         open_attempts_only=open_attempts_only,
         skip_if_empty=skip_if_empty,
     )

@@ -439,7 +439,7 @@ class Worker:
                 self.id,
                 now,
                 lease_until,
-                self._cut(now),
+                self.policy.repeat_cut(now),
                 limit,
                 self._installation_id,
                 token=token,
@@ -690,9 +690,6 @@ class Worker:
             if failures:
                 self.log.warning("provider_reachable", after_failures=failures)
             return
-
-    def _cut(self, now: datetime) -> datetime:
-        return self.policy.repeat_cut(now)
 
     def _set_paused(self, reason: str | None) -> None:
         """What this worker's own recorded batch decided (newer than any read in flight)."""

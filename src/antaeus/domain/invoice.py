@@ -100,3 +100,8 @@ class Invoice:
     attempt_count: int = 0
     last_failure: FailureReason | None = None
     next_attempt_at: datetime | None = None
+
+
+def attempt_key(installation_id: str, invoice_id: int, attempt: int) -> str:
+    """The idempotency key of an invoice's attempt: `<installation>:<invoice>:<attempt>`."""
+    return f"{installation_id}:{invoice_id}:{attempt}"

@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from antaeus.domain.invoice import attempt_key
 from antaeus.domain.money import Currency, Money
 from antaeus.storage.batch import Batch
 from antaeus.storage.repositories.runs import _CHUNK, PENDING, PROCESSING, RunsRepository
@@ -262,7 +263,7 @@ class ChargesRepository(RunsRepository):
                 amount=Money.from_minor(r.amount_minor, Currency(r.currency)),
                 run_id=r.run_id,
                 attempt=r.attempt_count,
-                idempotency_key=f"{installation_id}:{r.id}:{r.attempt_count}",
+                idempotency_key=attempt_key(installation_id, r.id, r.attempt_count),
                 attempt_open_since=r.attempt_open_since,
                 dunning_count=r.dunning_count,
                 unknown_repeats=r.unknown_repeats,

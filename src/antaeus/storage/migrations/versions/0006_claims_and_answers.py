@@ -35,14 +35,8 @@ def upgrade() -> None:
     )
     op.execute(
         "UPDATE invoices SET attempt_sends = COALESCE(("
-        " SELECT MAX(charge_attempts.sends, 1) FROM charge_attempts"
-        " WHERE charge_attempts.invoice_id = invoices.id"
-        " AND charge_attempts.number = invoices.attempt_count), 1)"
-        " WHERE attempt_open_since IS NOT NULL"
-        if op.get_bind().dialect.name == "sqlite"
-        else "UPDATE invoices SET attempt_sends = COALESCE(("
-        " SELECT GREATEST(charge_attempts.sends, 1) FROM charge_attempts"
-        " WHERE charge_attempts.invoice_id = invoices.id"
+        " SELECT CASE WHEN charge_attempts.sends > 1 THEN charge_attempts.sends ELSE 1 END"
+        " FROM charge_attempts WHERE charge_attempts.invoice_id = invoices.id"
         " AND charge_attempts.number = invoices.attempt_count), 1)"
         " WHERE attempt_open_since IS NOT NULL"
     )
