@@ -23,7 +23,8 @@ from antaeus.api.errors import (
     IdempotencyKeyReusedError,
     InvalidIdempotencyKeyError,
 )
-from antaeus.api.jsonio import JSONResponse, dumps
+from antaeus.api.jsonio import JSONResponse
+from antaeus.exactjson import dumps
 from antaeus.storage.repositories.idempotency import IdempotencyRepository
 
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")

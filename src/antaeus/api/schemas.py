@@ -26,15 +26,11 @@ from pydantic import (
 from antaeus.domain.customer import Customer, zone
 from antaeus.domain.invoice import FailureReason, Invoice, InvoiceStatus
 from antaeus.domain.money import MAX_AMOUNT, Currency, MoneyError, parse_amount
+from antaeus.exactjson import rfc3339
 from antaeus.storage.repositories.actions import ActionRow
-from antaeus.storage.repositories.billing import RunRow, RunStats
 
 MAX_ID: Final = 2**63 - 1
 AMOUNT_PATTERN: Final = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _positive_amount(value: object) -> Decimal:
@@ -78,7 +74,7 @@ AmountIn = Annotated[
 # SQLite would store it; other control characters forge log lines and terminal
 # output. Lengths are capped at the column's (storage/tables.py), so an over-long
 # value is a 422 here, never an error of the database. Text that is not Unicode
-# at all (a lone surrogate) is refused earlier, as malformed JSON (api/jsonio.py).
+# at all (a lone surrogate) is refused earlier, as malformed JSON (antaeus/exactjson.py).
 
 #: control characters (C0, DEL, C1) and surrogates, but tab, line feed and carriage return
 _CONTROL_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -348,19 +344,6 @@ class StatusRead(BaseModel):
     schedule: Literal["automatic", "external"]
     openRuns: list[int]  # noqa: N815
     dueBacklog: int  # noqa: N815
-
-
-def run_json(run: RunRow, stats: RunStats, paused_reason: str | None) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "trigger": run.trigger,
-        "status": run.status,
-        "startedAt": rfc3339(run.started_at),
-        "completedAt": rfc3339(run.completed_at) if run.completed_at else None,
-        "pausedReason": paused_reason if run.status == "running" else None,
-        "counts": stats.counts,
-        "collected": [{"value": m.value, "currency": m.currency.value} for m in stats.collected],
-    }
 
 
 def attempt_json(row: Any, answers: list[Any]) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from antaeus.api.errors import not_found
 from antaeus.api.idempotency import IdempotencyKey, run_idempotent
 from antaeus.api.jsonio import JSONResponse
 from antaeus.api.pagination import Page, paginate
-from antaeus.api.runs_view import runs_json
 from antaeus.api.schemas import (
     ERROR_RESPONSES,
     MAX_ID,
@@ -20,9 +19,10 @@ from antaeus.api.schemas import (
     DigitsInt,
     RunRead,
     StatusRead,
-    rfc3339,
 )
 from antaeus.billing.runs import open_run_in, run_opened
+from antaeus.billing.runs_view import runs_json
+from antaeus.exactjson import rfc3339
 from antaeus.storage.repositories.billing import BillingRepository
 
 router = APIRouter(prefix="/rest/v1", tags=["billing"], route_class=AuthenticatedRoute)
