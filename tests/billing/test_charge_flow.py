@@ -88,7 +88,9 @@ async def test_charged_invoice_is_paid_with_the_providers_charge_id(
         "status": "PAID",
         "outcome": "charged",
         "attempt": 1,
+        "idempotencyKey": f"{installation}:{invoice_id}:1",
         "chargeId": "ch_123",
+        "reason": None,
         "runId": run_id,
         "nextAttemptAt": None,
     }

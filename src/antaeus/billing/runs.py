@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -18,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.billing.attention import NeedsPerson, announce
 from antaeus.clock import Clock
+from antaeus.domain.events import SentToReview, row
 from antaeus.domain.invoice import attempt_key
 from antaeus.domain.policy import PolicySettings, retention_ending
 from antaeus.observability import metrics
@@ -141,15 +141,23 @@ class Scheduler:
             )
             installation_id = ""
             if moved:
-                payload = json.dumps({"reason": reason.value}, separators=(",", ":"))
+                installation_id = await InstallationRepository(conn).installation_id()
                 await repo.add_events(
                     [
-                        (decision.event_type, invoice_id, run_id, payload)
-                        for invoice_id, run_id, _ in moved
+                        row(
+                            SentToReview(
+                                invoice_id=invoice_id,
+                                run_id=run_id,
+                                attempt=attempt,
+                                idempotency_key=attempt_key(installation_id, invoice_id, attempt),
+                                status=decision.status.value,
+                                reason=reason.value,
+                            )
+                        )
+                        for invoice_id, run_id, attempt in moved
                     ],
                     now,
                 )
-                installation_id = await InstallationRepository(conn).installation_id()
         metrics.INVOICES_TO_REVIEW.inc(len(moved))
         announce(
             NeedsPerson(

@@ -31,7 +31,6 @@ import asyncio
 import collections
 import contextlib
 import itertools
-import json
 import math
 import os
 import random
@@ -48,6 +47,7 @@ import structlog
 from antaeus.billing.attention import WAITING, NeedsPerson, announce
 from antaeus.clock import Clock
 from antaeus.config import Settings
+from antaeus.domain.events import ChargeAnswered, payload
 from antaeus.domain.policy import (
     ChargeOutcome,
     InvoiceProgress,
@@ -623,16 +623,20 @@ class Worker:
             jitter=self._rng.random(),
         )
         eligible = decision.next_attempt_at or now
-        amount = item.amount
-        next_at = decision.next_attempt_at
-        # the values are numbers, codes and ISO times; only the charge id is foreign text
-        payload = (
-            f'{{"invoiceId":{item.invoice_id},"customerId":{item.customer_id},'
-            f'"amount":{{"value":"{amount.value}","currency":"{amount.currency.value}"}},'
-            f'"status":"{decision.status.value}","outcome":"{answer.outcome.value}",'
-            f'"attempt":{item.attempt},"chargeId":{json.dumps(answer.charge_id)},'
-            f'"runId":{item.run_id},'
-            f'"nextAttemptAt":{json.dumps(next_at.isoformat() if next_at else None)}}}'
+        last_failure = decision.last_failure.value if decision.last_failure else None
+        event = ChargeAnswered(
+            type=decision.rule.event_type,
+            invoice_id=item.invoice_id,
+            customer_id=item.customer_id,
+            amount=item.amount,
+            status=decision.status.value,
+            outcome=answer.outcome.value,
+            attempt=item.attempt,
+            idempotency_key=item.idempotency_key,
+            charge_id=answer.charge_id,
+            reason=last_failure,
+            run_id=item.run_id,
+            next_attempt_at=decision.next_attempt_at,
         )
         return OutcomeRow(
             invoice_id=item.invoice_id,
@@ -640,7 +644,7 @@ class Worker:
             run_id=item.run_id,
             attempt=item.attempt,
             status=decision.status.value,
-            last_failure=decision.last_failure.value if decision.last_failure else None,
+            last_failure=last_failure,
             next_attempt_at=decision.next_attempt_at,
             eligible_at=eligible,
             attempt_open_since=None if decision.closes_attempt else item.attempt_open_since,
@@ -652,7 +656,7 @@ class Worker:
             charge_id=answer.charge_id,
             run_outcome=decision.rule.run_outcome.value if decision.leaves_run else None,
             event_type=decision.rule.event_type,
-            event_payload=payload,
+            event_payload=payload(event),
         )
 
     # -- helpers ----------------------------------------------------------------

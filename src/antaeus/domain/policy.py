@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
+from antaeus.domain.events import EventType
 from antaeus.domain.invoice import FailureReason, InvoiceEvent, InvoiceStatus, transition
 
 
@@ -44,54 +45,56 @@ class Rule:
     reason: FailureReason | None
     closes_attempt: bool  # a definite outcome: the next attempt gets a new key
     run_outcome: RunOutcome
-    event_type: str
+    event_type: EventType
 
 
 #: The fixed part of the policy. INSUFFICIENT_FUNDS and UNKNOWN have variants
 #: chosen by `decide` (dunning exhausted; repeat, reschedule or review).
 OUTCOME_TABLE: Final[dict[ChargeOutcome, Rule]] = {
-    ChargeOutcome.CHARGED: Rule(InvoiceEvent.CHARGED, None, True, RunOutcome.PAID, "invoice.paid"),
+    ChargeOutcome.CHARGED: Rule(
+        InvoiceEvent.CHARGED, None, True, RunOutcome.PAID, EventType.INVOICE_PAID
+    ),
     ChargeOutcome.INSUFFICIENT_FUNDS: Rule(
         InvoiceEvent.DECLINED,
         FailureReason.INSUFFICIENT_FUNDS,
         True,
         RunOutcome.RESCHEDULED,
-        "invoice.payment_declined",
+        EventType.INVOICE_PAYMENT_DECLINED,
     ),
     ChargeOutcome.CUSTOMER_NOT_FOUND: Rule(
         InvoiceEvent.FAILED_DEFINITELY,
         FailureReason.CUSTOMER_NOT_FOUND,
         True,
         RunOutcome.FAILED,
-        "invoice.failed",
+        EventType.INVOICE_FAILED,
     ),
     ChargeOutcome.CURRENCY_MISMATCH: Rule(
         InvoiceEvent.FAILED_DEFINITELY,
         FailureReason.CURRENCY_MISMATCH,
         True,
         RunOutcome.FAILED,
-        "invoice.failed",
+        EventType.INVOICE_FAILED,
     ),
     ChargeOutcome.REJECTED: Rule(
         InvoiceEvent.FAILED_DEFINITELY,
         FailureReason.PROVIDER_REJECTED,
         True,
         RunOutcome.FAILED,
-        "invoice.failed",
+        EventType.INVOICE_FAILED,
     ),
     ChargeOutcome.KEY_REUSED: Rule(
         InvoiceEvent.NEEDS_REVIEW,
         FailureReason.IDEMPOTENCY_KEY_REUSED,
         False,  # the earlier use of the key may have charged: a person resolves it
         RunOutcome.REVIEW,
-        "invoice.review",
+        EventType.INVOICE_REVIEW,
     ),
     ChargeOutcome.UNKNOWN: Rule(
         InvoiceEvent.OUTCOME_UNKNOWN,
         FailureReason.UNKNOWN_OUTCOME,
         False,  # repeated with the same key
         RunOutcome.RESCHEDULED,
-        "invoice.payment_unknown",
+        EventType.INVOICE_PAYMENT_UNKNOWN,
     ),
 }
 
@@ -100,7 +103,7 @@ _DUNNING_EXHAUSTED: Final = Rule(
     FailureReason.INSUFFICIENT_FUNDS,
     True,
     RunOutcome.FAILED,
-    "invoice.failed",
+    EventType.INVOICE_FAILED,
 )
 #: A 400 speaks only for its own request and is not remembered by the provider:
 #: when an earlier send of the same attempt may have reached it (it ended
@@ -111,14 +114,14 @@ _REJECTED_AFTER_EARLIER_SEND: Final = Rule(
     FailureReason.PROVIDER_REJECTED,
     False,  # the earlier send's key stays the attempt's: a person resolves it
     RunOutcome.REVIEW,
-    "invoice.review",
+    EventType.INVOICE_REVIEW,
 )
 _UNKNOWN_TO_REVIEW: Final = Rule(
     InvoiceEvent.NEEDS_REVIEW,
     FailureReason.UNKNOWN_OUTCOME,
     False,
     RunOutcome.REVIEW,
-    "invoice.review",
+    EventType.INVOICE_REVIEW,
 )
 
 
@@ -184,7 +187,7 @@ class RetentionDecision:
     status: InvoiceStatus
     reason: FailureReason
     run_outcome: RunOutcome
-    event_type: str
+    event_type: EventType
 
 
 def retention_ending(now: datetime, settings: PolicySettings) -> RetentionDecision:

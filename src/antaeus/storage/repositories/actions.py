@@ -6,7 +6,6 @@ row count), recorded with who did it and why, and announced in the outbox.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from antaeus.domain.events import ActionTaken, row
 from antaeus.domain.invoice import TRANSITIONS, InvoiceEvent, InvoiceStatus, transition
 from antaeus.domain.policy import RunOutcome
 from antaeus.storage.repositories.billing import BillingRepository
@@ -81,12 +81,16 @@ class ActionRepository:
                 created_at=now,
             )
         )
-        payload: dict[str, Any] = {"invoiceId": invoice_id, "action": action, "actor": actor}
-        if charge_id:
-            payload["chargeId"] = charge_id
-        await BillingRepository(self.conn).add_events(
-            [(f"invoice.{action}", invoice_id, None, json.dumps(payload))], now
+        event = ActionTaken(
+            invoice_id=invoice_id,
+            action=action,
+            actor=actor,
+            note=note,
+            charge_id=charge_id,
+            from_status=before.value,
+            to_status=after.value,
         )
+        await BillingRepository(self.conn).add_events([row(event)], now)
 
     async def retry(
         self, invoice_id: int, actor: str, note: str | None, now: datetime

@@ -1,0 +1,222 @@
+"""The outbox events: every type, and the one place their stored payloads are built.
+
+An event is written to the `events` table in the same transaction as its cause
+(`storage/repositories/runs.py` `add_events`, which takes `row(event)`). Its
+payload is the event's `data`, built here from typed values and serialised by
+`antaeus.exactjson.dumps`, the encoder the API writes its bodies with. Amounts
+are written as decimal strings (`"10.50"`), never as floats; moments as the API
+writes them (RFC 3339, UTC, `Z`). A publisher (not in this version) wraps each
+stored row as `{"id", "type", "createdAt", "data"}`.
+
+Pure: values in, text out; no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Final, Protocol
+
+from antaeus.domain.money import Money
+from antaeus.exactjson import dumps, rfc3339
+
+
+class EventType(StrEnum):
+    INVOICE_PAID = "invoice.paid"
+    INVOICE_PAYMENT_DECLINED = "invoice.payment_declined"
+    INVOICE_FAILED = "invoice.failed"
+    INVOICE_REVIEW = "invoice.review"
+    INVOICE_PAYMENT_UNKNOWN = "invoice.payment_unknown"
+    INVOICE_RESCHEDULED = "invoice.rescheduled"
+    INVOICE_RETRIED = "invoice.retried"
+    INVOICE_RESOLVED = "invoice.resolved"
+    INVOICE_VOIDED = "invoice.voided"
+    RUN_OPENED = "run.opened"
+    RUN_COMPLETED = "run.completed"
+    CHARGING_PAUSED = "charging.paused"
+    CHARGING_RESUMED = "charging.resumed"
+
+
+#: the types an answer of the provider can lead to (domain/policy.py chooses)
+ANSWER_TYPES: Final = frozenset(
+    {
+        EventType.INVOICE_PAID,
+        EventType.INVOICE_PAYMENT_DECLINED,
+        EventType.INVOICE_FAILED,
+        EventType.INVOICE_REVIEW,
+        EventType.INVOICE_PAYMENT_UNKNOWN,
+        EventType.INVOICE_RESCHEDULED,
+    }
+)
+
+#: the action recorded in `invoice_actions`, and the event it writes
+ACTION_TYPES: Final[dict[str, EventType]] = {
+    "retried": EventType.INVOICE_RETRIED,
+    "resolved_charged": EventType.INVOICE_RESOLVED,
+    "resolved_not_charged": EventType.INVOICE_RESOLVED,
+    "voided": EventType.INVOICE_VOIDED,
+}
+
+#: one row of the outbox as `add_events` takes it: (type, invoice id, run id, payload)
+Row = tuple[str, int | None, int | None, str]
+
+
+def _moment(value: datetime | None) -> str | None:
+    return rfc3339(value) if value is not None else None
+
+
+class Event(Protocol):
+    """An outbox event: its type, the invoice and the run it is about, and its data."""
+
+    @property
+    def type(self) -> EventType: ...
+
+    @property
+    def invoice_id(self) -> int | None: ...
+
+    @property
+    def run_id(self) -> int | None: ...
+
+    def data(self) -> dict[str, Any]: ...
+
+
+def payload(event: Event) -> str:
+    """The stored payload: the event's data as JSON text, by the API's encoder."""
+    return dumps(event.data())
+
+
+def row(event: Event) -> Row:
+    """The event as one row of the outbox (`add_events`)."""
+    return (event.type.value, event.invoice_id, event.run_id, dumps(event.data()))
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeAnswered:
+    """The provider answered an attempt and the worker recorded it (a type of ANSWER_TYPES).
+
+    The worker's hot path builds one per answer: keep it flat and cheap.
+    """
+
+    type: EventType
+    invoice_id: int
+    customer_id: int
+    amount: Money
+    status: str  # the invoice's status now
+    outcome: str  # ChargeOutcome value
+    attempt: int
+    idempotency_key: str
+    charge_id: str | None
+    reason: str | None  # the invoice's last failure, if any
+    run_id: int
+    next_attempt_at: datetime | None
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "invoiceId": self.invoice_id,
+            "customerId": self.customer_id,
+            "amount": {"value": str(self.amount.value), "currency": self.amount.currency.value},
+            "status": self.status,
+            "outcome": self.outcome,
+            "attempt": self.attempt,
+            "idempotencyKey": self.idempotency_key,
+            "chargeId": self.charge_id,
+            "reason": self.reason,
+            "runId": self.run_id,
+            "nextAttemptAt": _moment(self.next_attempt_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SentToReview:
+    """The scheduler moved an open attempt to REVIEW before its key's retention ends."""
+
+    invoice_id: int
+    run_id: int | None  # the open run it was in, if any
+    attempt: int
+    idempotency_key: str
+    status: str  # REVIEW
+    reason: str  # unknown_outcome
+    type: ClassVar[EventType] = EventType.INVOICE_REVIEW
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "invoiceId": self.invoice_id,
+            "status": self.status,
+            "attempt": self.attempt,
+            "idempotencyKey": self.idempotency_key,
+            "reason": self.reason,
+            "runId": self.run_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ActionTaken:
+    """A person retried, resolved or voided an invoice (`actor`: the API token's name)."""
+
+    invoice_id: int
+    action: str  # a key of ACTION_TYPES
+    actor: str
+    note: str | None
+    charge_id: str | None  # resolved_charged: the provider's charge id
+    from_status: str
+    to_status: str
+    run_id: ClassVar[None] = None
+
+    @property
+    def type(self) -> EventType:
+        return ACTION_TYPES[self.action]
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "invoiceId": self.invoice_id,
+            "action": self.action,
+            "actor": self.actor,
+            "note": self.note,
+            "chargeId": self.charge_id,
+            "fromStatus": self.from_status,
+            "toStatus": self.to_status,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunOpened:
+    invoice_id: ClassVar[None] = None
+    run_id: int
+    trigger: str  # schedule, api, cli
+    type: ClassVar[EventType] = EventType.RUN_OPENED
+
+    def data(self) -> dict[str, Any]:
+        return {"runId": self.run_id, "trigger": self.trigger}
+
+
+@dataclass(frozen=True, slots=True)
+class RunCompleted:
+    invoice_id: ClassVar[None] = None
+    run_id: int
+    type: ClassVar[EventType] = EventType.RUN_COMPLETED
+
+    def data(self) -> dict[str, Any]:
+        return {"runId": self.run_id}
+
+
+@dataclass(frozen=True, slots=True)
+class ChargingPaused:
+    invoice_id: ClassVar[None] = None
+    run_id: ClassVar[None] = None
+    reason: str  # provider_unauthorized, provider_unavailable
+    detail: str
+    type: ClassVar[EventType] = EventType.CHARGING_PAUSED
+
+    def data(self) -> dict[str, Any]:
+        return {"reason": self.reason, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class ChargingResumed:
+    invoice_id: ClassVar[None] = None
+    run_id: ClassVar[None] = None
+    type: ClassVar[EventType] = EventType.CHARGING_RESUMED
+
+    def data(self) -> dict[str, Any]:
+        return {}
