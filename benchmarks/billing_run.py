@@ -28,7 +28,7 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy import func, insert, select, update
 
-from antaeus.billing.runs import open_run
+from antaeus.billing.service import open_run
 from antaeus.clock import SystemClock
 from antaeus.domain.policy import PolicySettings
 from antaeus.storage.database import Database

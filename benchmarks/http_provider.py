@@ -35,7 +35,7 @@ from pathlib import Path
 from billing_run import antaeus, peak_rss_mb, recreate_pg, wait_completed
 from sqlalchemy import func, select
 
-from antaeus.billing.runs import open_run
+from antaeus.billing.service import open_run
 from antaeus.clock import SystemClock
 from antaeus.domain.money import Currency, Money
 from antaeus.domain.policy import PolicySettings

@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
-from antaeus.billing.runs import open_run
+from antaeus.billing.service import open_run
 from antaeus.billing.worker import Worker, WorkerSettings
 from antaeus.clock import ManualClock
 from antaeus.domain.policy import PolicySettings

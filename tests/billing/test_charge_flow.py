@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from antaeus.billing.runs import open_run
+from antaeus.billing.service import open_run
 from antaeus.billing.worker import Worker, WorkerSettings
 from antaeus.clock import ManualClock
 from antaeus.domain.policy import PolicySettings

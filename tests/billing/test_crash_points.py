@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from antaeus.billing.runs import open_run
+from antaeus.billing.service import open_run
 from antaeus.clock import SystemClock
 from antaeus.domain.policy import PolicySettings
 from antaeus.payments.simulated import SimulatorStore

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from antaeus.billing.runs import open_run
+from antaeus.billing.service import open_run
 from antaeus.billing.worker import Answer, Worker, WorkerSettings
 from antaeus.clock import ManualClock
 from antaeus.domain.policy import ChargeOutcome, PolicySettings

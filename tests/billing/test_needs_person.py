@@ -12,7 +12,8 @@ import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from antaeus.billing.runs import Scheduler, open_run
+from antaeus.billing.runs import Scheduler
+from antaeus.billing.service import open_run
 from antaeus.billing.worker import Worker, WorkerSettings
 from antaeus.clock import ManualClock
 from antaeus.domain.policy import PolicySettings

@@ -19,7 +19,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from antaeus.billing.runs import Scheduler, open_run
+from antaeus.billing.runs import Scheduler
+from antaeus.billing.service import open_run
 from antaeus.billing.worker import Worker, WorkerSettings
 from antaeus.clock import ManualClock
 from antaeus.domain.policy import PolicySettings

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from antaeus.billing.runs import open_run
+from antaeus.billing.service import open_run
 from antaeus.billing.worker import Worker, WorkerSettings
 from antaeus.clock import ManualClock, SystemClock
 from antaeus.domain.policy import PolicySettings

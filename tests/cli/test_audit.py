@@ -24,7 +24,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from antaeus.billing import audit as audit_module
-from antaeus.billing.runs import open_run
+from antaeus.billing.service import open_run
 from antaeus.billing.worker import Worker, WorkerSettings
 from antaeus.cli.main import app
 from antaeus.clock import ManualClock

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from antaeus.billing.runs import open_run
+from antaeus.billing.service import open_run
 from antaeus.clock import SystemClock
 from antaeus.domain.policy import PolicySettings
 from antaeus.storage.database import Database

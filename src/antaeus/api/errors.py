@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from antaeus.api.jsonio import JSONResponse
+from antaeus.domain.errors import ActionRefusedError, InvoiceNotFoundError
 
 log = structlog.get_logger("antaeus.api")
 
@@ -147,6 +148,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc)
+
+    # What the use cases refuse (billing/service.py), as the API's errors.
+    @app.exception_handler(InvoiceNotFoundError)
+    async def _no_invoice(_request: Request, exc: InvoiceNotFoundError) -> JSONResponse:
+        return error_response(not_found("invoice", exc.invoice_id))
+
+    @app.exception_handler(ActionRefusedError)
+    async def _refused(_request: Request, exc: ActionRefusedError) -> JSONResponse:
+        return error_response(InvalidStateError(str(exc), status=exc.status.value))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

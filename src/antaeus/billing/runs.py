@@ -1,8 +1,9 @@
-"""Opening billing runs, and the scheduler that opens them on time.
+"""The scheduler: opens billing runs on time, and sends unresolvable unknowns to REVIEW.
 
 Every charge belongs to a run. A run takes every due invoice not already in an
 open run; runs may overlap but never share an invoice (the UPDATE that takes
-invoices only takes those with no run, and run openings are serialized).
+invoices only takes those with no run, and run openings are serialized). Runs
+are opened by `billing.service.open_run`, as for every other trigger.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.billing.attention import NeedsPerson, announce
+from antaeus.billing.service import open_run
 from antaeus.clock import Clock
 from antaeus.domain.events import SentToReview, row
 from antaeus.domain.invoice import attempt_key
@@ -28,68 +29,9 @@ from antaeus.storage.repositories.installation import InstallationRepository
 
 log = structlog.get_logger("antaeus.scheduler")
 
-Trigger = Literal["schedule", "api", "cli"]
-
 SWEEP_EVERY = timedelta(minutes=1)  # how often expired Idempotency-Keys are looked for
 SWEEP_CHUNK = 5_000  # keys deleted per transaction (short write locks)
 SWEEP_MAX_CHUNKS = 10  # per pass; a larger backlog goes on at the next pass
-
-
-async def open_run_in(
-    conn: AsyncConnection,
-    now: datetime,
-    policy: PolicySettings,
-    trigger: Trigger,
-    *,
-    open_attempts_only: bool = False,
-    skip_if_empty: bool = False,
-) -> int | None:
-    """Open a run in the caller's transaction: the one place runs are opened.
-
-    Takes every due invoice not in an open run (possibly none; with
-    `skip_if_empty`, then no run and None). Once the transaction has
-    committed, the caller says so with `run_opened` (`open_run` does both).
-    """
-    run_id = await BillingRepository(conn).open_run(
-        trigger,
-        now,
-        policy.repeat_cut(now),
-        open_attempts_only=open_attempts_only,
-        skip_if_empty=skip_if_empty,
-    )
-    if run_id is None and not skip_if_empty:
-        raise RuntimeError("a run that may not be skipped was not opened")
-    return run_id
-
-
-def run_opened(run_id: int, trigger: Trigger) -> None:
-    """Log and count a run whose opening has committed."""
-    metrics.RUNS_OPENED.labels(trigger).inc()
-    log.info("run_opened", run_id=run_id, trigger=trigger)
-
-
-async def open_run(
-    db: Database,
-    clock: Clock,
-    policy: PolicySettings,
-    trigger: Trigger,
-    *,
-    open_attempts_only: bool = False,
-    skip_if_empty: bool = False,
-) -> int | None:
-    """Open a run now in a transaction of its own, then log and count it."""
-    async with db.write() as conn:
-        run_id = await open_run_in(
-            conn,
-            clock.now(),
-            policy,
-            trigger,
-            open_attempts_only=open_attempts_only,
-            skip_if_empty=skip_if_empty,
-        )
-    if run_id is not None:
-        run_opened(run_id, trigger)
-    return run_id
 
 
 class Scheduler:

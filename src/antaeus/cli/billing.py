@@ -14,8 +14,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from antaeus.billing.runs import open_run
 from antaeus.billing.runs_view import runs_json
+from antaeus.billing.service import open_run
 from antaeus.billing.worker import Worker, worker_settings
 from antaeus.cli.common import err, fail, load_settings, out, prepare, run
 from antaeus.clock import SystemClock

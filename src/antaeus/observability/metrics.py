@@ -33,3 +33,8 @@ INVOICES_NEED_PERSON = Counter(
     "Invoices that became FAILED or REVIEW and wait for a person, by reason (last failure)",
     ["reason"],
 )
+INVOICE_ACTIONS = Counter(
+    "antaeus_invoice_actions_total",
+    "People's actions on invoices (retry, resolve, void) that changed them, by action",
+    ["action"],
+)

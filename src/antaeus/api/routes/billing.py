@@ -20,7 +20,7 @@ from antaeus.api.schemas import (
     RunRead,
     StatusRead,
 )
-from antaeus.billing.runs import open_run_in, run_opened
+from antaeus.billing import service
 from antaeus.billing.runs_view import runs_json
 from antaeus.exactjson import rfc3339
 from antaeus.storage.repositories.billing import BillingRepository
@@ -55,25 +55,24 @@ async def bill(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     trigger = (body or BillingTrigger()).trigger
-    opened: list[int] = []
 
-    async def effect(conn: AsyncConnection) -> tuple[int, Any, dict[str, str]]:
-        run_id = await open_run_in(conn, ctx.clock.now(), ctx.policy, trigger)
-        if run_id is None:  # only a run that may be skipped is ever None
-            raise RuntimeError("POST /rest/v1/billing opened no run")
-        opened.append(run_id)
-        run = (await runs_json(conn, [run_id]))[0]
-        return 202, run, {"Location": f"/rest/v1/billing/runs/{run_id}"}
+    async with service.RunOpening() as opening:
 
-    async def replay(status: int, stored: str) -> Response:
-        return await _current_run(ctx, status, stored)
+        async def effect(conn: AsyncConnection) -> tuple[int, Any, dict[str, str]]:
+            run_id = await opening.open_in(conn, ctx.clock.now(), ctx.policy, trigger)
+            run = (await runs_json(conn, [run_id]))[0]
+            return 202, run, {"Location": f"/rest/v1/billing/runs/{run_id}"}
 
-    response = await run_idempotent(
-        ctx, "POST /rest/v1/billing", idempotency_key, {"trigger": trigger}, effect, replay
-    )
-    for run_id in opened:  # committed (a replay opens nothing)
-        run_opened(run_id, trigger)
-    return response
+        async def replay(status: int, stored: str) -> Response:
+            return await _current_run(ctx, status, stored)
+
+        response = await run_idempotent(
+            ctx, "POST /rest/v1/billing", idempotency_key, {"trigger": trigger}, effect, replay
+        )
+        if response.headers.get("Idempotent-Replayed") == "true":
+            # the key's first use answered: any run opened here was rolled back with its key
+            opening.discard()
+        return response
 
 
 @router.post(
@@ -86,14 +85,7 @@ async def bill(
     responses=ERROR_RESPONSES,
 )
 async def retry_all(ctx: Ctx, _who: Principal) -> JSONResponse:
-    now = ctx.clock.now()
-    async with ctx.db.write() as conn:
-        await BillingRepository(conn).failed_pending_due_now(now)
-        run_id = await open_run_in(conn, now, ctx.policy, "api")
-        if run_id is None:  # only a run that may be skipped is ever None
-            raise RuntimeError("POST /rest/v1/billing/retry opened no run")
-        run = (await runs_json(conn, [run_id]))[0]
-    run_opened(run_id, "api")
+    run = await service.retry_failed_pending(ctx.db, ctx.clock, ctx.policy)
     return JSONResponse(run, status_code=202)
 
 

@@ -1,17 +1,15 @@
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.api.auth import AuthenticatedRoute, Principal
-from antaeus.api.context import AppContext, Ctx
+from antaeus.api.context import Ctx
 from antaeus.api.errors import (
     CurrencyMismatchError,
     CustomerNotFoundError,
-    InvalidStateError,
     not_found,
 )
 from antaeus.api.idempotency import IdempotencyKey, run_idempotent
@@ -31,10 +29,11 @@ from antaeus.api.schemas import (
     attempt_json,
     invoice_json,
 )
+from antaeus.billing import service
 from antaeus.domain.calendar import next_first_of_month
 from antaeus.domain.invoice import InvoiceStatus
 from antaeus.domain.money import Money
-from antaeus.storage.repositories.actions import ActionRepository, ActionResult
+from antaeus.storage.repositories.actions import ActionRepository
 from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.invoices import InvoiceRepository
 
@@ -113,22 +112,6 @@ async def create_invoice(
     )
 
 
-async def _act(
-    ctx: AppContext, invoice_id: int, action: Callable[[ActionRepository], Awaitable[ActionResult]]
-) -> JSONResponse:
-    async with ctx.db.write() as conn:
-        result = await action(ActionRepository(conn))
-        invoice = await InvoiceRepository(conn).get(invoice_id) if result.ok else None
-    if result.status is None:
-        raise not_found("invoice", invoice_id)
-    if not result.ok or invoice is None:
-        raise InvalidStateError(
-            result.reason or f"invoice {invoice_id} is {result.status.value}",
-            status=result.status.value,
-        )
-    return JSONResponse(invoice_json(invoice))
-
-
 @router.post(
     "/{id}/retry",
     summary="Retry a FAILED invoice (after the cause was fixed)",
@@ -143,7 +126,8 @@ async def retry_invoice(
     body: ActionBody | None = None,
 ) -> JSONResponse:
     note = body.note if body else None
-    return await _act(ctx, id, lambda repo: repo.retry(id, who, note, ctx.clock.now()))
+    invoice = await service.retry(ctx.db, ctx.clock, id, actor=who, note=note)
+    return JSONResponse(invoice_json(invoice))
 
 
 @router.post(
@@ -161,11 +145,16 @@ async def resolve_invoice(
     ctx: Ctx,
     who: Principal,
 ) -> JSONResponse:
-    return await _act(
-        ctx,
+    invoice = await service.resolve(
+        ctx.db,
+        ctx.clock,
         id,
-        lambda repo: repo.resolve(id, body.charged, body.chargeId, who, body.note, ctx.clock.now()),
+        charged=body.charged,
+        charge_id=body.chargeId,
+        actor=who,
+        note=body.note,
     )
+    return JSONResponse(invoice_json(invoice))
 
 
 @router.post(
@@ -182,7 +171,8 @@ async def void_invoice(
     body: ActionBody | None = None,
 ) -> JSONResponse:
     note = body.note if body else None
-    return await _act(ctx, id, lambda repo: repo.void(id, who, note, ctx.clock.now()))
+    invoice = await service.void(ctx.db, ctx.clock, id, actor=who, note=note)
+    return JSONResponse(invoice_json(invoice))
 
 
 @router.get(

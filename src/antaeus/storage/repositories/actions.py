@@ -48,6 +48,7 @@ class ActionResult:
     ok: bool
     status: InvoiceStatus | None  # the status now (None: no such invoice)
     reason: str | None = None
+    before: InvoiceStatus | None = None  # the status the action changed (when ok)
 
 
 class ActionRepository:
@@ -112,7 +113,7 @@ class ActionRepository:
         if result.rowcount != 1:
             return ActionResult(False, await self._status(invoice_id))
         await self._audit(invoice_id, "retried", actor, note, S.FAILED, after, now)
-        return ActionResult(True, after)
+        return ActionResult(True, after, before=S.FAILED)
 
     async def resolve(
         self,
@@ -160,7 +161,7 @@ class ActionRepository:
         )
         action = "resolved_charged" if charged else "resolved_not_charged"
         await self._audit(invoice_id, action, actor, note, S.REVIEW, after, now, charge_id)
-        return ActionResult(True, after)
+        return ActionResult(True, after, before=S.REVIEW)
 
     async def void(
         self, invoice_id: int, actor: str, note: str | None, now: datetime
@@ -196,7 +197,7 @@ class ActionRepository:
         if run_ids:
             await BillingRepository(self.conn).complete_runs(run_ids, now)
         await self._audit(invoice_id, "voided", actor, note, before, S.VOID, now)
-        return ActionResult(True, S.VOID)
+        return ActionResult(True, S.VOID, before=before)
 
     async def attempts(self, invoice_id: int) -> list[Any]:
         rows = await self.conn.execute(

@@ -1,0 +1,227 @@
+"""The use cases, each in one function that the routes, the CLI and the scheduler call.
+
+Open a run, retry every PENDING invoice that failed before, and a person's
+retry, resolve and void of one invoice. Each is: its transaction, its
+repository calls, and, once the transaction has committed, its log line and
+metric, so no caller can change the database and skip saying so. Refusals are
+domain errors (`antaeus.domain.errors`); the API maps them to its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Literal
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from antaeus.billing.runs_view import runs_json
+from antaeus.clock import Clock
+from antaeus.domain.errors import ActionRefusedError, InvoiceNotFoundError
+from antaeus.domain.invoice import Invoice
+from antaeus.domain.policy import PolicySettings
+from antaeus.observability import metrics
+from antaeus.storage.database import Database
+from antaeus.storage.repositories.actions import ActionRepository, ActionResult
+from antaeus.storage.repositories.billing import BillingRepository
+from antaeus.storage.repositories.invoices import InvoiceRepository
+
+log = structlog.get_logger("antaeus.service")
+
+Trigger = Literal["schedule", "api", "cli"]
+
+
+# -- runs -------------------------------------------------------------------------
+
+
+async def _open_in(
+    conn: AsyncConnection,
+    now: datetime,
+    policy: PolicySettings,
+    trigger: Trigger,
+    *,
+    open_attempts_only: bool = False,
+    skip_if_empty: bool = False,
+) -> int | None:
+    """Open a run in `conn`'s transaction: the one place runs are opened.
+
+    Takes every due invoice not in an open run (possibly none; with
+    `skip_if_empty`, then no run and None).
+    """
+    run_id = await BillingRepository(conn).open_run(
+        trigger,
+        now,
+        policy.repeat_cut(now),
+        open_attempts_only=open_attempts_only,
+        skip_if_empty=skip_if_empty,
+    )
+    if run_id is None and not skip_if_empty:
+        raise RuntimeError("a run that may not be skipped was not opened")
+    return run_id
+
+
+def _run_opened(run_id: int, trigger: Trigger) -> None:
+    metrics.RUNS_OPENED.labels(trigger).inc()
+    log.info("run_opened", run_id=run_id, trigger=trigger)
+
+
+async def open_run(
+    db: Database,
+    clock: Clock,
+    policy: PolicySettings,
+    trigger: Trigger,
+    *,
+    open_attempts_only: bool = False,
+    skip_if_empty: bool = False,
+) -> int | None:
+    """Open a run now in a transaction of its own, then log and count it."""
+    async with db.write() as conn:
+        run_id = await _open_in(
+            conn,
+            clock.now(),
+            policy,
+            trigger,
+            open_attempts_only=open_attempts_only,
+            skip_if_empty=skip_if_empty,
+        )
+    if run_id is not None:
+        _run_opened(run_id, trigger)
+    return run_id
+
+
+class RunOpening:
+    """Open runs in a transaction the caller owns (an `Idempotency-Key`'s), said once it ends.
+
+        async with RunOpening() as opening:
+            ...  # the transaction, in which: run_id = await opening.open_in(conn, ...)
+
+    Leaving the block without an error means the transaction committed: each
+    run opened in it is logged and counted then (a replay opens none).
+    """
+
+    def __init__(self) -> None:
+        self._opened: list[tuple[int, Trigger]] | None = None
+
+    async def __aenter__(self) -> RunOpening:
+        self._opened = []
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        opened, self._opened = self._opened or [], None
+        if exc_type is None:
+            for run_id, trigger in opened:
+                _run_opened(run_id, trigger)
+
+    def discard(self) -> None:
+        """The caller's transaction was rolled back after all: its runs were never opened."""
+        if self._opened is not None:
+            self._opened.clear()
+
+    async def open_in(
+        self, conn: AsyncConnection, now: datetime, policy: PolicySettings, trigger: Trigger
+    ) -> int:
+        if self._opened is None:
+            raise RuntimeError("RunOpening.open_in outside `async with RunOpening()`")
+        run_id = await _open_in(conn, now, policy, trigger)
+        assert run_id is not None  # only a run that may be skipped is ever None
+        self._opened.append((run_id, trigger))
+        return run_id
+
+
+async def retry_failed_pending(
+    db: Database, clock: Clock, policy: PolicySettings, trigger: Trigger = "api"
+) -> dict[str, Any]:
+    """Every PENDING invoice with a past failure becomes due now, and a run opens with them.
+
+    Answers the run as the API shows it, read in the same transaction.
+    """
+    now = clock.now()
+    async with db.write() as conn:
+        await BillingRepository(conn).failed_pending_due_now(now)
+        run_id = await _open_in(conn, now, policy, trigger)
+        assert run_id is not None  # only a run that may be skipped is ever None
+        run = (await runs_json(conn, [run_id]))[0]
+    _run_opened(run_id, trigger)
+    return run
+
+
+# -- a person's actions on one invoice -------------------------------------------------
+
+
+async def _act(
+    db: Database,
+    invoice_id: int,
+    action: str,
+    actor: str,
+    change: Callable[[ActionRepository], Awaitable[ActionResult]],
+) -> Invoice:
+    async with db.write() as conn:
+        result = await change(ActionRepository(conn))
+        invoice = await InvoiceRepository(conn).get(invoice_id) if result.ok else None
+    if result.status is None:
+        raise InvoiceNotFoundError(invoice_id)
+    if not result.ok or invoice is None:
+        raise ActionRefusedError(invoice_id, result.status, result.reason)
+    metrics.INVOICE_ACTIONS.labels(action).inc()
+    log.info(
+        "invoice_action",
+        invoice_id=invoice_id,
+        action=action,
+        actor=actor,  # the token's name, never the token
+        from_status=result.before.value if result.before else None,
+        status=invoice.status.value,
+    )
+    return invoice
+
+
+async def retry(
+    db: Database, clock: Clock, invoice_id: int, *, actor: str, note: str | None = None
+) -> Invoice:
+    """A FAILED invoice becomes PENDING and due now; its next charge is a new attempt."""
+    return await _act(
+        db,
+        invoice_id,
+        "retried",
+        actor,
+        lambda repo: repo.retry(invoice_id, actor, note, clock.now()),
+    )
+
+
+async def resolve(
+    db: Database,
+    clock: Clock,
+    invoice_id: int,
+    *,
+    charged: bool,
+    charge_id: str | None,
+    actor: str,
+    note: str | None = None,
+) -> Invoice:
+    """A REVIEW invoice becomes PAID (`charged`, with the provider's charge id) or PENDING."""
+    return await _act(
+        db,
+        invoice_id,
+        "resolved_charged" if charged else "resolved_not_charged",
+        actor,
+        lambda repo: repo.resolve(invoice_id, charged, charge_id, actor, note, clock.now()),
+    )
+
+
+async def void(
+    db: Database, clock: Clock, invoice_id: int, *, actor: str, note: str | None = None
+) -> Invoice:
+    """A FAILED invoice, or a PENDING one with no open attempt, becomes VOID."""
+    return await _act(
+        db,
+        invoice_id,
+        "voided",
+        actor,
+        lambda repo: repo.void(invoice_id, actor, note, clock.now()),
+    )
