@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 from fastapi import Header, Response
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.api.context import AppContext
 from antaeus.api.errors import (
@@ -24,6 +23,7 @@ from antaeus.api.errors import (
     InvalidIdempotencyKeyError,
 )
 from antaeus.api.jsonio import JSONResponse, dumps
+from antaeus.storage.database import WriteConnection
 from antaeus.storage.repositories.idempotency import IdempotencyRepository
 
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -38,7 +38,7 @@ IdempotencyKey = Annotated[
 ]
 
 #: Makes a response: (status code, JSON-able body, extra headers).
-Effect = Callable[[AsyncConnection], Awaitable[tuple[int, Any, dict[str, str]]]]
+Effect = Callable[[WriteConnection], Awaitable[tuple[int, Any, dict[str, str]]]]
 
 
 def request_hash(normalized: Any) -> str:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from antaeus.api.schemas import run_json
+from antaeus.storage.database import ReadConnection
 from antaeus.storage.repositories.billing import BillingRepository
 
 
-async def runs_json(conn: AsyncConnection, run_ids: list[int]) -> list[dict[str, Any]]:
+async def runs_json(conn: ReadConnection, run_ids: list[int]) -> list[dict[str, Any]]:
     """The runs of `run_ids` (those that exist), as the API writes them: three queries in all."""
     repo = BillingRepository(conn)
     paused, _ = await repo.pause_state()

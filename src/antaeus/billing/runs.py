@@ -14,14 +14,13 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.billing.attention import NeedsPerson, announce
 from antaeus.clock import Clock
 from antaeus.domain.invoice import attempt_key
 from antaeus.domain.policy import PolicySettings, retention_ending
 from antaeus.observability import metrics
-from antaeus.storage.database import Database
+from antaeus.storage.database import Database, WriteConnection
 from antaeus.storage.repositories.billing import BillingRepository
 from antaeus.storage.repositories.idempotency import IdempotencyRepository
 from antaeus.storage.repositories.installation import InstallationRepository
@@ -36,7 +35,7 @@ SWEEP_MAX_CHUNKS = 10  # per pass; a larger backlog goes on at the next pass
 
 
 async def open_run_in(
-    conn: AsyncConnection,
+    conn: WriteConnection,
     now: datetime,
     policy: PolicySettings,
     trigger: Trigger,

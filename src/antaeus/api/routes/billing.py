@@ -4,7 +4,6 @@ import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.api.auth import AuthenticatedRoute, Principal
 from antaeus.api.context import AppContext, Ctx
@@ -23,6 +22,7 @@ from antaeus.api.schemas import (
     rfc3339,
 )
 from antaeus.billing.runs import open_run_in, run_opened
+from antaeus.storage.database import WriteConnection
 from antaeus.storage.repositories.billing import BillingRepository
 
 router = APIRouter(prefix="/rest/v1", tags=["billing"], route_class=AuthenticatedRoute)
@@ -57,7 +57,7 @@ async def bill(
     trigger = (body or BillingTrigger()).trigger
     opened: list[int] = []
 
-    async def effect(conn: AsyncConnection) -> tuple[int, Any, dict[str, str]]:
+    async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
         run_id = await open_run_in(conn, ctx.clock.now(), ctx.policy, trigger)
         if run_id is None:  # only a run that may be skipped is ever None
             raise RuntimeError("POST /rest/v1/billing opened no run")

@@ -4,7 +4,6 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.api.auth import AuthenticatedRoute, Principal
 from antaeus.api.context import AppContext, Ctx
@@ -34,6 +33,7 @@ from antaeus.api.schemas import (
 from antaeus.domain.calendar import next_first_of_month
 from antaeus.domain.invoice import InvoiceStatus
 from antaeus.domain.money import Money
+from antaeus.storage.database import WriteConnection
 from antaeus.storage.repositories.actions import ActionRepository, ActionResult
 from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.invoices import InvoiceRepository
@@ -89,7 +89,7 @@ async def get_invoice(id: InvoiceId, ctx: Ctx, _who: Principal) -> JSONResponse:
 async def create_invoice(
     body: InvoiceCreate, ctx: Ctx, _who: Principal, idempotency_key: IdempotencyKey = None
 ) -> Response:
-    async def effect(conn: AsyncConnection) -> tuple[int, Any, dict[str, str]]:
+    async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
         customer = await CustomerRepository(conn).get(body.customerId)
         if customer is None:
             raise CustomerNotFoundError(
@@ -114,7 +114,9 @@ async def create_invoice(
 
 
 async def _act(
-    ctx: AppContext, invoice_id: int, action: Callable[[ActionRepository], Awaitable[ActionResult]]
+    ctx: AppContext,
+    invoice_id: int,
+    action: Callable[[ActionRepository[WriteConnection]], Awaitable[ActionResult]],
 ) -> JSONResponse:
     async with ctx.db.write() as conn:
         result = await action(ActionRepository(conn))
