@@ -422,8 +422,7 @@ class SimulatorStore:
         return found
 
     def account(self, customer_id: int) -> Account | None:
-        """The customer's account, if it has one now (a seeded profile opens it at its first
-        charge)."""
+        """The customer's account, if it has one (a seeded profile opens it at its first charge)."""
         with self._lock:
             return self._account(self._conn.cursor(), customer_id)
 
@@ -561,6 +560,8 @@ class SimulatedPaymentProvider:
 
     def profile(self, customer_id: int) -> str:
         """The seeded profile of a customer: a stable function of (seed, customer id)."""
+        if not self.failure_rate:
+            return PROFILE_FUNDED
         u = _unit(self.seed, "customer", customer_id) / self.failure_rate
         if u < 0.5:
             return PROFILE_LOW
