@@ -163,6 +163,15 @@ class Settings(BaseSettings):
     def _parse_dunning(cls, value: object) -> object:
         return parse_durations(value) if isinstance(value, str) else value
 
+    @field_validator("API_TOKEN", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        """`ANTAEUS_API_TOKEN=` (set, but empty; compose's `${VAR:-}`) means no such token:
+        `serve` then creates and prints the first one, as when it is unset."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @model_validator(mode="after")
     def _check_margin(self) -> Settings:
         """The margin keeps an open attempt from being sent after the provider forgot its key.
