@@ -114,3 +114,11 @@ def test_worker_defaults_are_the_settings_defaults() -> None:
     from antaeus.billing.worker import WorkerSettings, worker_settings
 
     assert WorkerSettings() == worker_settings(_settings())
+
+
+def test_an_empty_api_token_is_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    # compose's `ANTAEUS_API_TOKEN: ${ANTAEUS_API_TOKEN:-}` sets it empty: serve must then
+    # create and print the first token, as when the variable is unset
+    for empty in ("", "   "):
+        monkeypatch.setenv("ANTAEUS_API_TOKEN", empty)
+        assert Settings().API_TOKEN is None

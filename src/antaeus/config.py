@@ -115,7 +115,13 @@ class Settings(BaseSettings):
     BREAKER_PROBE_SECONDS: float = Field(
         default=5.0, gt=0, description="how often a stopped worker tries one new invoice"
     )
-    SIMULATED_FAILURE_RATE: float = Field(default=0.3, ge=0, le=1)
+    SIMULATED_FAILURE_RATE: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="share of the simulator's customers not simply funded (seeded profiles), "
+        "and the rate of its transient faults",
+    )
     SIMULATED_STATE: str = Field(default="antaeus-simulator.db", description="file or :memory:")
     SIMULATED_SEED: int = 0
     SIMULATED_LATENCY_MS: float = Field(default=0, ge=0, le=60_000)
@@ -156,6 +162,15 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_dunning(cls, value: object) -> object:
         return parse_durations(value) if isinstance(value, str) else value
+
+    @field_validator("API_TOKEN", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        """`ANTAEUS_API_TOKEN=` (set, but empty; compose's `${VAR:-}`) means no such token:
+        `serve` then creates and prints the first one, as when it is unset."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @model_validator(mode="after")
     def _check_margin(self) -> Settings:

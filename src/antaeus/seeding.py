@@ -5,6 +5,11 @@ row: the first `PENDING` and already due (midnight on the first of the current
 month), the rest `PAID` in the months before. Amounts are uniform in [10, 500)
 with two decimals, in the customer's own currency. With the defaults this is
 the original 100 customers and 1,000 invoices, 100 of them pending.
+
+What charging them does is the payment provider's: the embedded simulator
+gives its customers seeded profiles by customer id (see
+`antaeus.payments.simulated`), so the sample shows every outcome, `REVIEW`
+included, and the same ones whatever the seed here.
 """
 
 from __future__ import annotations

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
+from typing import Any
+
+import httpx
 
 from tests.cli.test_cli import TOKEN, Cli, serving
 
@@ -24,6 +29,7 @@ def test_seed_then_bill_charges_the_sample_invoices(cli: Cli) -> None:
     # the default simulated provider (30% failures) shows every kind of outcome
     assert counts["paid"] > 50
     assert counts["failed"] > 0
+    assert counts["review"] > 0
     assert counts["rescheduled"] > 0
     assert sum(counts[k] for k in ("paid", "failed", "review", "rescheduled", "void")) == 100
     assert "collected" in done.stdout
@@ -61,3 +67,85 @@ def test_bill_times_out_with_a_reason_and_leaves_the_run_open(cli: Cli) -> None:
     assert "still open" in done.stderr
     [(status,)] = cli.query("SELECT status FROM billing_runs")
     assert status == "running"
+
+
+def _account(cli: Cli, customer: int) -> dict[str, Any]:
+    shown: dict[str, Any] = json.loads(
+        cli.ok("provider", "account", "--customer", str(customer)).stdout
+    )
+    return shown
+
+
+def test_the_demo_shows_every_outcome_and_fixing_the_cause_is_what_pays(cli: Cli) -> None:
+    cli.ok("seed", "--seed", "1")
+    counts = _summary_counts(cli.ok("bill").stdout)
+    assert all(counts[k] > 0 for k in ("paid", "failed", "review", "rescheduled")), counts
+    rows = cli.query(
+        "SELECT id, customer_id, currency, status, last_failure FROM invoices "
+        "WHERE last_failure IS NOT NULL ORDER BY id"
+    )
+    by_reason: dict[str, list[tuple[int, int, str, str]]] = {}
+    for iid, cid, currency, status, reason in rows:
+        by_reason.setdefault(reason, []).append((iid, cid, currency, status))
+    assert {s for *_, s in by_reason["customer_not_found"]} == {"FAILED"}
+    assert {s for *_, s in by_reason["currency_mismatch"]} == {"FAILED"}
+    assert {s for *_, s in by_reason["insufficient_funds"]} == {"PENDING"}
+    assert {s for *_, s in by_reason["provider_rejected"]} == {"REVIEW"}
+    assert len(by_reason["customer_not_found"]) >= 2, by_reason
+    for _, cid, currency, _ in by_reason["currency_mismatch"]:
+        assert _account(cli, cid)["currency"] != currency  # only when the currencies differ
+    for _, cid, _, _ in by_reason["customer_not_found"]:
+        assert "no account" in cli.ok("provider", "account", "--customer", str(cid)).stdout
+
+    # fix the causes at the simulator, leaving one customer without an account
+    (found, found_cid, found_currency, _), (unfixed, *_) = by_reason["customer_not_found"][:2]
+    cli.ok(
+        "provider", "account", "--customer", str(found_cid),
+        "--currency", found_currency, "--balance", "1000.00",
+    )  # fmt: skip
+    mismatch, mismatch_cid, mismatch_currency, _ = by_reason["currency_mismatch"][0]
+    cli.ok("provider", "account", "--customer", str(mismatch_cid), "--currency", mismatch_currency)
+    low, low_cid, _, _ = by_reason["insufficient_funds"][0]
+    funded = json.loads(
+        cli.ok("provider", "fund", "--customer", str(low_cid), "--amount", "500.00").stdout
+    )
+    assert float(funded["balance"]) >= 500
+
+    token = cli.ok("token", "create", "--name", "ops").stdout.strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    watched = [found, unfixed, mismatch, low]
+    with serving(cli) as server:  # the automatic schedule charges what becomes due
+        for iid in (found, unfixed, mismatch):
+            answer = httpx.post(f"{server.base_url}/rest/v1/invoices/{iid}/retry", headers=headers)
+            assert answer.status_code == 200, answer.text
+        answer = httpx.post(f"{server.base_url}/rest/v1/billing/retry", headers=headers)
+        assert answer.status_code == 202, answer.text
+        deadline = time.monotonic() + 60
+        while True:
+            marks = ",".join(map(str, watched))
+            done = dict(cli.query(f"SELECT id, status FROM invoices WHERE id IN ({marks})"))
+            paid = {done[found], done[mismatch], done[low]} == {"PAID"}
+            if paid and done[unfixed] == "FAILED":
+                break
+            assert time.monotonic() < deadline, done
+            time.sleep(0.2)
+
+        # an invoice in REVIEW: its key is in the simulator's ledger; resolve it as charged
+        review = by_reason["provider_rejected"][0][0]
+        [charge] = json.loads(cli.ok("provider", "ledger", "--invoice", str(review)).stdout)[
+            "charges"
+        ]
+        attempts = httpx.get(
+            f"{server.base_url}/rest/v1/invoices/{review}/attempts", headers=headers
+        ).json()
+        assert charge["idempotencyKey"] == attempts[-1]["idempotencyKey"]
+        answer = httpx.post(
+            f"{server.base_url}/rest/v1/invoices/{review}/resolve",
+            headers=headers,
+            json={"charged": True, "chargeId": charge["chargeId"], "note": "in the ledger"},
+        )
+        assert answer.status_code == 200, answer.text
+    [(unfixed_reason,)] = cli.query(f"SELECT last_failure FROM invoices WHERE id = {unfixed}")
+    assert unfixed_reason == "customer_not_found"  # a plain retry changed nothing
+    [(review_status,)] = cli.query(f"SELECT status FROM invoices WHERE id = {review}")
+    assert review_status == "PAID"

@@ -216,9 +216,9 @@ def serving(cli: Cli, *args: str, name: str = "serve") -> Iterator[Server]:
 
 
 def _assert_stopped_gracefully(server: Server) -> None:
-    # uvicorn finishes its shutdown, then re-raises SIGTERM: it dies "by" the signal.
-    assert server.process.returncode in (0, -signal.SIGTERM), server.stderr()
-    assert "Application shutdown complete" in server.stderr(), server.stderr()
+    # a graceful stop exits 0 and ends with its one line (tests/cli/test_graceful_stop.py)
+    assert server.process.returncode == 0, server.stderr()
+    assert server.stderr().splitlines()[-1].startswith("stopped"), server.stderr()
 
 
 def _bearer(token: str) -> dict[str, str]:

@@ -289,6 +289,92 @@ def test_admin_accounts_upsert(with_accounts: httpx.Client) -> None:
     assert low.status_code == 402
 
 
+def test_one_account_is_created_changed_and_funded_and_decides(with_accounts: httpx.Client) -> None:
+    cid = 700
+    assert with_accounts.get(f"/admin/accounts/{cid}").status_code == 404
+    sek = {"value": "20.00", "currency": "SEK"}
+    k = key()
+    assert charge(with_accounts, body(70, cid, sek), k).status_code == 404  # no account
+    assert charge(with_accounts, body(70, cid, sek), k).status_code == 404  # replayed
+    no_fund = with_accounts.post(f"/admin/accounts/{cid}/fund", json={"amount": "1.00"})
+    assert (no_fund.status_code, no_fund.json()["error"]) == (404, "no_account")
+
+    created = with_accounts.post(f"/admin/accounts/{cid}", json={"currency": "DKK", "balance": 5})
+    assert created.status_code == 201, created.text
+    assert created.json() == {"customerId": cid, "currency": "DKK", "balance": "5.00"}
+    assert charge(with_accounts, body(70, cid, sek), key()).status_code == 409  # DKK, not SEK
+    changed = with_accounts.post(f"/admin/accounts/{cid}", json={"currency": "SEK"})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["balance"] == "5.00"
+    assert charge(with_accounts, body(70, cid, sek), key()).status_code == 402  # 5 < 20
+    funded = with_accounts.post(f"/admin/accounts/{cid}/fund", json={"amount": "15.00"})
+    assert funded.json() == {"customerId": cid, "currency": "SEK", "balance": "20.00"}
+    paid = key()
+    assert charge(with_accounts, body(70, cid, sek), paid).status_code == 200
+    assert with_accounts.get(f"/admin/accounts/{cid}").json()["balance"] == "0.00"
+    assert [c["value"] for c in ledger_of(with_accounts, paid)] == ["20.00"]
+    # the other loaded accounts are unchanged, and a customer never loaded still has none
+    assert with_accounts.get("/admin/accounts/1").json()["currency"] == "EUR"
+    assert charge(with_accounts, body(71, 701, sek), key()).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "status", "field"),
+    [
+        ("/admin/accounts/0", '{"currency": "EUR", "balance": "1"}', 422, "customerId"),
+        ("/admin/accounts/x", '{"currency": "EUR", "balance": "1"}', 422, "customerId"),
+        ("/admin/accounts/800", "not json", 400, "body"),
+        ("/admin/accounts/800", "[]", 422, "body"),
+        ("/admin/accounts/800", '{"balance": "1.00"}', 422, "currency"),
+        ("/admin/accounts/800", '{"currency": "EUR"}', 422, "balance"),
+        ("/admin/accounts/800", '{"currency": "XXX", "balance": "1"}', 422, "currency"),
+        ("/admin/accounts/800", '{"currency": "EUR", "balance": "-1"}', 422, "balance"),
+        ("/admin/accounts/800", '{"currency": "EUR", "balance": 1.001}', 422, "balance"),
+        ("/admin/accounts/1/fund", "{}", 422, "amount"),
+        ("/admin/accounts/1/fund", '{"amount": "0"}', 422, "amount"),
+        ("/admin/accounts/1/fund", '{"amount": "-5.00"}', 422, "amount"),
+        ("/admin/accounts/1/fund", '{"amount": 0.001}', 422, "amount"),
+    ],
+)
+def test_one_account_refuses_bad_input(
+    with_accounts: httpx.Client, path: str, content: str, status: int, field: str
+) -> None:
+    before = with_accounts.get("/admin/accounts/1").json()
+    answer = with_accounts.post(path, content=content, headers={"Content-Type": "application/json"})
+    assert answer.status_code == status, answer.text
+    assert answer.json()["field"] == field
+    assert with_accounts.get("/admin/accounts/800").status_code == 404
+    assert with_accounts.get("/admin/accounts/1").json() == before
+
+
+def test_failure_rate_gives_stable_customers_and_lost_answers_refuse_repeats() -> None:
+    def status(client: httpx.Client, cid: int, k: str) -> int | str:
+        try:
+            answer = charge(client, body(cid, cid, EUR), k).status_code
+        except httpx.TransportError:
+            return "lost"  # cut off after the status line
+        return "lost" if answer == 500 else answer
+
+    with (
+        running_simulator("--failure-rate", "1", "--seed", "4") as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        kinds = {cid: status(client, cid, key()) for cid in range(1, 61)}
+        assert kinds == {cid: status(client, cid, key()) for cid in range(1, 61)}  # new keys
+        assert {200, 402, 404, 409} <= set(kinds.values()), kinds
+        for cid in [c for c, s in kinds.items() if s == 409]:
+            assert client.get(f"/admin/accounts/{cid}").json()["currency"] != "EUR"
+        lost = [c for c, s in kinds.items() if s == "lost"]
+        assert lost, kinds
+        for cid in lost:  # charged, answer lost: the repeat of the key is refused
+            k = key()
+            assert status(client, cid, k) == "lost"
+            repeat = charge(client, body(cid, cid, EUR), k)
+            assert (repeat.status_code, repeat.json()["error"]) == (400, "invalid_request")
+            assert len(ledger_of(client, k)) == 1
+        assert client.get("/admin/stats").json()["refusedRepeats"] == len(lost)
+
+
 @pytest.mark.parametrize(
     ("content", "status", "field"),
     [
@@ -777,3 +863,53 @@ def test_bad_accounts_file_names_the_field(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "[0].balance" in done.stderr, done.stderr
+
+
+def _provider(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "antaeus", "provider", *args],
+        cwd=tmp_path,
+        env=clean_env(NO_COLOR="1", COLUMNS="200", **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_account_fund_and_ledger_commands_on_the_embedded_store(tmp_path: Path) -> None:
+    missing = _provider(tmp_path, "fund", "--customer", "3", "--amount", "1.00")
+    assert missing.returncode == 1
+    assert "no simulator state at antaeus-simulator.db" in missing.stderr
+    memory = _provider(tmp_path, "ledger", ANTAEUS_SIMULATED_STATE=":memory:")
+    assert (memory.returncode, ":memory:" in memory.stderr) == (1, True)
+    half = _provider(tmp_path, "account", "--customer", "3", "--balance", "1.00")
+    assert half.returncode == 1
+    assert "--currency: currency is required" in half.stderr
+    created = _provider(
+        tmp_path, "account", "--customer", "3", "--currency", "GBP", "--balance", "2"
+    )
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout) == {"customerId": 3, "currency": "GBP", "balance": "2.00"}
+    funded = _provider(tmp_path, "fund", "--customer", "3", "--amount", "0.50")
+    assert json.loads(funded.stdout)["balance"] == "2.50"
+    for amount in ("0", "-1", "0.001", "abc"):
+        bad = _provider(tmp_path, "fund", "--customer", "3", "--amount", amount)
+        assert (bad.returncode, "--amount" in bad.stderr) == (1, True), bad.stderr
+    nobody = _provider(tmp_path, "fund", "--customer", "4", "--amount", "1.00")
+    assert nobody.returncode == 1
+    assert "customer 4 has no account" in nobody.stderr
+    assert _provider(tmp_path, "account", "--customer", "4").stdout.strip() == (
+        "customer 4: no account"
+    )
+    elsewhere = tmp_path / "other.db"
+    moved = _provider(
+        tmp_path, "account", "--customer", "5", "--currency", "EUR", "--balance", "1",
+        ANTAEUS_SIMULATED_STATE=str(elsewhere),
+    )  # fmt: skip
+    assert moved.returncode == 0, moved.stderr
+    assert elsewhere.exists()
+    shown = _provider(tmp_path, "account", "--customer", "5", "--state", str(elsewhere))
+    assert json.loads(shown.stdout)["currency"] == "EUR"
+    ledger = _provider(tmp_path, "ledger", "--invoice", "1")
+    assert json.loads(ledger.stdout) == {"charges": []}

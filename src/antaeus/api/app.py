@@ -74,6 +74,7 @@ def create_app(
                 settings.policy(the_provider.deduplicates_keys),
                 worker_settings(settings),
             )
+            app.state.worker = worker  # `antaeus serve` reports its stats at a stop
             tasks.append(asyncio.create_task(worker.run(stop), name="antaeus-worker"))
         if scheduler:
             sched = Scheduler(

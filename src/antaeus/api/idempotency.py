@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 from fastapi import Header, Response
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.api.context import AppContext
 from antaeus.api.errors import (
@@ -25,6 +24,7 @@ from antaeus.api.errors import (
 )
 from antaeus.api.jsonio import JSONResponse
 from antaeus.exactjson import dumps
+from antaeus.storage.database import WriteConnection
 from antaeus.storage.repositories.idempotency import IdempotencyRepository
 
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -39,7 +39,7 @@ IdempotencyKey = Annotated[
 ]
 
 #: Makes a response: (status code, JSON-able body, extra headers).
-Effect = Callable[[AsyncConnection], Awaitable[tuple[int, Any, dict[str, str]]]]
+Effect = Callable[[WriteConnection], Awaitable[tuple[int, Any, dict[str, str]]]]
 
 
 def request_hash(normalized: Any) -> str:

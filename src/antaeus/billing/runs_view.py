@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from antaeus.exactjson import rfc3339
+from antaeus.storage.database import ReadConnection
 from antaeus.storage.repositories.billing import BillingRepository, RunRow, RunStats
 
 
@@ -27,7 +26,7 @@ def run_json(run: RunRow, stats: RunStats, paused_reason: str | None) -> dict[st
     }
 
 
-async def runs_json(conn: AsyncConnection, run_ids: list[int]) -> list[dict[str, Any]]:
+async def runs_json(conn: ReadConnection, run_ids: list[int]) -> list[dict[str, Any]]:
     """The runs of `run_ids` (those that exist), as the API writes them: three queries in all."""
     repo = BillingRepository(conn)
     paused, _ = await repo.pause_state()

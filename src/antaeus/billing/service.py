@@ -15,7 +15,6 @@ from types import TracebackType
 from typing import Any, Literal
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.billing.runs_view import runs_json
 from antaeus.clock import Clock
@@ -23,7 +22,7 @@ from antaeus.domain.errors import ActionRefusedError, InvoiceNotFoundError
 from antaeus.domain.invoice import Invoice
 from antaeus.domain.policy import PolicySettings
 from antaeus.observability import metrics
-from antaeus.storage.database import Database
+from antaeus.storage.database import Database, WriteConnection
 from antaeus.storage.repositories.actions import ActionRepository, ActionResult
 from antaeus.storage.repositories.billing import BillingRepository
 from antaeus.storage.repositories.invoices import InvoiceRepository
@@ -37,7 +36,7 @@ Trigger = Literal["schedule", "api", "cli"]
 
 
 async def _open_in(
-    conn: AsyncConnection,
+    conn: WriteConnection,
     now: datetime,
     policy: PolicySettings,
     trigger: Trigger,
@@ -125,7 +124,7 @@ class RunOpening:
             self._opened.clear()
 
     async def open_in(
-        self, conn: AsyncConnection, now: datetime, policy: PolicySettings, trigger: Trigger
+        self, conn: WriteConnection, now: datetime, policy: PolicySettings, trigger: Trigger
     ) -> int:
         if self._opened is None:
             raise RuntimeError("RunOpening.open_in outside `async with RunOpening()`")
@@ -160,7 +159,7 @@ async def _act(
     invoice_id: int,
     action: str,
     actor: str,
-    change: Callable[[ActionRepository], Awaitable[ActionResult]],
+    change: Callable[[ActionRepository[WriteConnection]], Awaitable[ActionResult]],
 ) -> Invoice:
     async with db.write() as conn:
         result = await change(ActionRepository(conn))

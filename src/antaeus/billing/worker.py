@@ -140,6 +140,7 @@ class WorkerStats:
     recorded: int = 0
     lost_leases: int = 0
     released: int = 0
+    handed_back: int = 0  # claimed ahead, never sent, given back at a graceful stop
     unrecordable: int = 0
     by_outcome: dict[str, int] = field(default_factory=dict)
 
@@ -230,7 +231,8 @@ class Worker:
             renewing_done.set()
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
-            self.log.info("worker_stopped", **self.stats.__dict__)
+            # debug: the commands print one line of their own at a graceful stop
+            self.log.debug("worker_stopped", **self.stats.__dict__)
         if until_idle and self._record_error is not None:
             raise self._record_error  # a caller waiting for idleness must not miss it
 
@@ -272,6 +274,7 @@ class Worker:
                 await BillingRepository(conn).release(
                     self.id, [(i.invoice_id, i.attempt) for i in items], now, now
                 )
+            self.stats.handed_back += len(items)
         except Exception:  # their leases expire and another claim takes them
             self.log.exception("release_failed", invoices=len(items))
         self._unhold(items)

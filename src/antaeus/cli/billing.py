@@ -16,8 +16,9 @@ from rich.table import Table
 
 from antaeus.billing.runs_view import runs_json
 from antaeus.billing.service import open_run
-from antaeus.billing.worker import Worker, worker_settings
-from antaeus.cli.common import err, fail, load_settings, out, prepare, run
+from antaeus.billing.worker import Worker, WorkerStats, worker_settings
+from antaeus.cli.common import err, fail, load_settings, out, prepare, run, serve_metrics
+from antaeus.cli.stopping import GracefulStop, stopped_line
 from antaeus.clock import SystemClock
 from antaeus.config import Settings
 from antaeus.payments.factory import ProviderConfigError, build_provider
@@ -26,12 +27,6 @@ from antaeus.storage import migrate
 from antaeus.storage.database import Database
 
 OUTCOMES = ("paid", "failed", "review", "rescheduled", "void")
-
-
-def _install_stop_handlers(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
 
 async def _wait_for_schema(db: Database, stop: asyncio.Event) -> None:
@@ -85,13 +80,12 @@ def worker(
     """
     settings = load_settings()
     if metrics_port:
-        from prometheus_client import start_http_server
+        serve_metrics(metrics_port, settings.HOST)
 
-        start_http_server(metrics_port, addr=settings.HOST)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        _install_stop_handlers(stop)
+    async def main() -> WorkerStats:
+        stopping = GracefulStop()
+        stopping.install()
+        stop = stopping.event
         db = Database.from_settings(settings)
         try:
             provider = build_provider(settings, concurrency)
@@ -99,6 +93,8 @@ def worker(
             fail(str(exc))
         try:
             await _wait_for_schema(db, stop)
+            if stop.is_set():
+                return WorkerStats()
             w = Worker(
                 db,
                 provider,
@@ -108,11 +104,12 @@ def worker(
                 crash_hook=_failpoint(),
             )
             await w.run(stop)
+            return w.stats
         finally:
             await provider.aclose()
             await db.dispose()
 
-    run(main())
+    err.print(stopped_line(run(main())), highlight=False, soft_wrap=True)
 
 
 def _summary(run_json: dict[str, Any]) -> Table:
@@ -131,9 +128,11 @@ def _summary(run_json: dict[str, Any]) -> Table:
 async def _follow(
     fetch: Callable[[], Awaitable[dict[str, Any]]],
     wait_seconds: float,
+    stop: asyncio.Event,
     tick: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
-    """Show a progress bar until the run completes or `timeout` passes; answers its last state."""
+    """Show a progress bar until the run completes, `timeout` passes or `stop` is set;
+    answers the run's last state."""
     deadline = time.monotonic() + wait_seconds
     state = await fetch()
     columns = (
@@ -156,13 +155,19 @@ async def _follow(
                 bar.update(task, total=counts["due"], completed=done, detail=detail)
                 if state["status"] == "completed" or time.monotonic() >= deadline:
                     return state
+            if stop.is_set():
+                return state
             if tick is not None:
                 await tick()
             else:
                 await asyncio.sleep(0.25)
 
 
-async def _bill_direct(settings: Settings, wait_seconds: float) -> dict[str, Any]:
+async def _bill_direct(
+    settings: Settings, wait_seconds: float
+) -> tuple[dict[str, Any], GracefulStop, WorkerStats]:
+    stopping = GracefulStop()
+    stopping.install()
     db = Database.from_settings(settings)
     try:
         provider = build_provider(settings)
@@ -187,7 +192,7 @@ async def _bill_direct(settings: Settings, wait_seconds: float) -> dict[str, Any
             async with db.read() as conn:
                 return (await runs_json(conn, [run_id]))[0]
 
-        stop = asyncio.Event()
+        stop = asyncio.Event()  # set by a signal, the run's end or the timeout
         charging = asyncio.create_task(w.run(stop))
 
         async def tick() -> None:
@@ -196,17 +201,21 @@ async def _bill_direct(settings: Settings, wait_seconds: float) -> dict[str, Any
             await asyncio.sleep(0.1)
 
         try:
-            await _follow(fetch, wait_seconds, tick)
+            await _follow(fetch, wait_seconds, stopping.event, tick)
         finally:
             stop.set()  # the worker records the calls in flight, then returns
             await charging
-        return await fetch()
+        return await fetch(), stopping, w.stats
     finally:
         await provider.aclose()
         await db.dispose()
 
 
-async def _bill_remote(url: str, token: str, wait_seconds: float) -> dict[str, Any]:
+async def _bill_remote(
+    url: str, token: str, wait_seconds: float
+) -> tuple[dict[str, Any], GracefulStop]:
+    stopping = GracefulStop()
+    stopping.install()
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=30) as client:
         try:
@@ -223,7 +232,7 @@ async def _bill_remote(url: str, token: str, wait_seconds: float) -> dict[str, A
             body: dict[str, Any] = r.json()
             return body
 
-        return await _follow(fetch, wait_seconds)
+        return await _follow(fetch, wait_seconds, stopping.event), stopping
 
 
 def bill(
@@ -245,7 +254,8 @@ def bill(
 
     Without --url it charges in this process, directly on the database. Exits 0
     when the run completed (whatever the declines), 1 when it is still open after
-    --timeout (the run goes on) or on errors.
+    --timeout (the run goes on) or on errors, 130 (143) when Ctrl-C (SIGTERM)
+    stopped it first: the calls in flight are recorded and the run stays open.
     """
     os.environ.setdefault("ANTAEUS_LOG_LEVEL", "warning")
     settings = load_settings()
@@ -253,9 +263,22 @@ def bill(
     if url:
         if not token:
             fail("--url needs a token: --token or ANTAEUS_API_TOKEN")
-        state = run(_bill_remote(url, token, timeout))
+        state, stopping = run(_bill_remote(url, token, timeout))
+        stats = None
     else:
-        state = run(_bill_direct(settings, timeout))
+        state, stopping, stats = run(_bill_direct(settings, timeout))
+    if stopping.signal is not None and state["status"] != "completed":
+        counts = state["counts"]
+        done = sum(counts.get(k, 0) for k in OUTCOMES)
+        progress = f"run {state['id']} stays open, {done:,} of {counts['due']:,} done"
+        if stats is None:
+            line = f"stopped following {progress}; it goes on at {mask_url(url or '')}"
+        else:
+            line = stopped_line(
+                stats, f" ({progress}; `antaeus worker` or `antaeus serve` finishes it)"
+            )
+        err.print(line, highlight=False, soft_wrap=True)
+        raise typer.Exit(128 + stopping.signal)
     out.print(_summary(state))
     elapsed = time.perf_counter() - started
     if state["status"] != "completed":

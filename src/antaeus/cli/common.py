@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 from collections.abc import Coroutine
 from typing import Any, NoReturn, TypeVar
 
@@ -52,6 +54,42 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """Bind `host:port` for the API, or fail with one line naming the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        fail(_bind_error(host, port, exc, "--port or ANTAEUS_PORT"))
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve_metrics(port: int, host: str) -> None:
+    """Serve Prometheus metrics on `host:port` (a thread), or fail with one line."""
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        fail(_bind_error(host, port, exc, "--metrics-port"))
+
+
+def _bind_error(host: str, port: int, exc: OSError, option: str) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        why = "the port is in use"
+    elif exc.errno == errno.EACCES:
+        why = "permission denied (ports below 1024 need privileges)"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        why = "no such address on this machine"
+    else:
+        why = exc.strerror or str(exc)
+    return f"cannot listen on {host}:{port}: {why}; choose another with {option}"
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -8,8 +8,19 @@ from typing import Annotated
 
 import typer
 
+from antaeus.billing.worker import Worker, WorkerStats
 from antaeus.cli import audit, billing, provider
-from antaeus.cli.common import err, fail, load_settings, out, prepare, run
+from antaeus.cli.common import (
+    err,
+    fail,
+    listen_socket,
+    load_settings,
+    out,
+    prepare,
+    run,
+    serve_metrics,
+)
+from antaeus.cli.stopping import GracefulStop, StoppableServer, stopped_line
 from antaeus.clock import SystemClock
 from antaeus.config import Settings
 from antaeus.security import generate_token, hash_token, valid_token_name
@@ -82,42 +93,54 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Run the REST API (port 7000), the run scheduler and an embedded charging worker."""
+    """Run the REST API (port 7000), the run scheduler and an embedded charging worker.
+
+    Ctrl-C or SIGTERM stops it gracefully: the calls in flight are finished and
+    recorded, invoices claimed ahead are handed back, and one line says so.
+    """
     import uvicorn
 
     from antaeus.api.app import create_app
 
     settings = load_settings()
-    if metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, addr=host or settings.HOST)
     bind_host = host or settings.HOST
     bind_port = port or settings.PORT
+    # The port first: a busy one ends here, before a worker, a scheduler, a
+    # migration or a token exist.
+    sock = listen_socket(bind_host, bind_port)
+    if metrics_port:
+        serve_metrics(metrics_port, host or settings.HOST)
 
-    async def main() -> None:
+    async def main() -> WorkerStats | None:
+        stop = GracefulStop()
+        stop.install()
         db = Database.from_settings(settings)
         try:
             await prepare(db, allow_migrate=not no_migrate)
             await _ensure_token(db, settings, bind_port, bind_host)
+            app = create_app(
+                settings,
+                database=db,
+                embedded_worker=not no_worker,
+                scheduler=not no_scheduler,
+            )
             config = uvicorn.Config(
-                create_app(
-                    settings,
-                    database=db,
-                    embedded_worker=not no_worker,
-                    scheduler=not no_scheduler,
-                ),
+                app,
                 host=bind_host,
                 port=bind_port,
                 log_level=settings.LOG_LEVEL,
                 access_log=settings.LOG_LEVEL == "debug",
                 server_header=False,
             )
-            await uvicorn.Server(config).serve()
+            await StoppableServer(config, stop).serve(sockets=[sock])
+            worker: Worker | None = getattr(app.state, "worker", None)
+            return worker.stats if worker is not None else None
         finally:
             await db.dispose()
+            sock.close()
 
-    run(main())
+    stats = run(main())
+    err.print(stopped_line(stats), highlight=False, soft_wrap=True)
 
 
 @db_app.command("upgrade")

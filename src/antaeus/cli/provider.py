@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from datetime import timedelta
@@ -11,16 +12,20 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from antaeus.cli.common import err, fail, run
+from antaeus.cli.common import err, fail, load_settings, out, run
 from antaeus.domain.money import MoneyError, parse_amount
-from antaeus.payments.simulated import Account, SimulatedPaymentProvider
+from antaeus.payments.simulated import Account, SimulatedPaymentProvider, SimulatorStore
 from antaeus.payments.simulator_server import (
     HostileFaults,
     InvalidInput,
+    account_json,
     create_simulator_app,
+    ledger_json,
     listen,
     loads,
+    parse_account,
     parse_accounts,
+    parse_funding,
     serve,
 )
 from antaeus.security import mask_url, scrub
@@ -145,6 +150,15 @@ def serve_command(
             help="seconds a key's outcome is remembered; after that the same key charges again"
         ),
     ] = 86_400,
+    failure_rate: Annotated[
+        float,
+        typer.Option(
+            help="without loaded accounts: seeded customer profiles (as "
+            "ANTAEUS_SIMULATED_FAILURE_RATE): about half this share of the customers has too "
+            "little money, a tenth each no account, an account in another currency, or lost "
+            "answers; 0: every charge of a customer without an account is made"
+        ),
+    ] = 0.0,
     latency_ms: Annotated[float, typer.Option(help="added to every charge")] = 0.0,
     jitter_ms: Annotated[float, typer.Option(help="latency varies by up to ± this")] = 0.0,
     network_error_rate: Annotated[
@@ -214,18 +228,22 @@ def serve_command(
 ) -> None:
     """Serve the payment-provider protocol (POST /v1/charges) with faults on demand.
 
-    Also GET /v1/health, POST /admin/accounts, GET /admin/ledger, GET /admin/stats,
-    GET /admin/faults. Without accounts every charge is made; with accounts, the
-    customer's account decides (404 unknown customer, 409 other currency, 402
-    balance too low). The "hostile" flags make a provider that answers what a
-    client must survive: bad Retry-After values, 409s, malformed chargeIds of
-    charges made, a 400 after an unknown outcome, 401 bursts (/admin/stats counts
-    each under "hostile").
+    Also GET /v1/health, POST /admin/accounts (load a list), GET and POST
+    /admin/accounts/{customerId} (show, create or change one), POST
+    /admin/accounts/{customerId}/fund, GET /admin/ledger, GET /admin/stats, GET
+    /admin/faults. The customer's account decides (404 no account, 409 other
+    currency, 402 balance too low); without loaded accounts, --failure-rate gives
+    customers seeded profiles, and with neither every charge is made. The
+    "hostile" flags make a provider that answers what a client must survive:
+    bad Retry-After values, 409s, malformed chargeIds of charges made, a 400
+    after an unknown outcome, 401 bursts (/admin/stats counts each under
+    "hostile").
     """
     if not 1 <= port <= 65535:
         fail(f"--port must be between 1 and 65535, not {port}")
     if not host:
         fail("--host must not be empty")
+    _rate("failure-rate", failure_rate)
     _rate("network-error-rate", network_error_rate)
     _rate("ambiguous-rate", ambiguous_rate)
     _rate("bad-retry-after-rate", bad_retry_after_rate)
@@ -272,7 +290,7 @@ def serve_command(
         try:
             provider = SimulatedPaymentProvider(
                 state,
-                failure_rate=0.0,
+                failure_rate=failure_rate,
                 network_error_rate=network_error_rate,
                 ambiguous_rate=ambiguous_rate,
                 seed=seed,
@@ -297,9 +315,13 @@ def serve_command(
             how_many = (
                 f"{len(from_db) + len(loaded):,} accounts loaded"
                 if from_db or loaded
+                else "accounts loaded in the state file"
+                if provider.store.accounts_loaded()
+                else f"seeded customer profiles, failure rate {failure_rate:g}"
+                if failure_rate
                 else "every charge is made (no accounts)"
                 if not provider.store.has_accounts()
-                else "accounts from the state file"
+                else "accounts of the state file; every other charge is made"
             )
             err.print(
                 f"antaeus provider: serving the payment-provider protocol on "
@@ -320,3 +342,139 @@ def serve_command(
             await provider.aclose()
 
     run(main())
+
+
+# --- the embedded simulator's store: accounts and ledger, for people ---------------------
+
+StateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--state",
+        help="the simulator's SQLite file (default: ANTAEUS_SIMULATED_STATE, "
+        "antaeus-simulator.db); the same file `antaeus serve` and `antaeus bill` charge through",
+    ),
+]
+CustomerOption = Annotated[
+    int, typer.Option("--customer", min=1, help="the customer's id (as in Antaeus)")
+]
+
+
+def _open_store(state: str | None, *, create: bool) -> SimulatorStore:
+    path = state if state is not None else load_settings().SIMULATED_STATE
+    if path == ":memory:" or not path:
+        fail("the simulator's state is :memory: (nothing to read or change); give --state FILE")
+    if Path(path).is_dir():
+        fail(f"--state {escape(path)} is a directory; give a file")
+    if not create and not Path(path).exists():
+        fail(
+            f"no simulator state at {escape(path)} (nothing was charged through it yet); "
+            "give --state FILE, or create the account with `antaeus provider account`"
+        )
+    try:
+        return SimulatorStore(path)
+    except Exception as exc:  # sqlite3 cannot open the file, or it is not a simulator's
+        fail(f"--state {escape(path)}: {escape(str(exc))}")
+
+
+def _print_account(account: Account | None, customer: int) -> None:
+    if account is None:
+        out.print(f"customer {customer}: no account", markup=False, highlight=False)
+        return
+    out.print(json.dumps(account_json(account)), markup=False, highlight=False)
+
+
+@app.command("account")
+def account_command(
+    customer: CustomerOption,
+    currency: Annotated[
+        str | None,
+        typer.Option(help="set the account's currency (required to create an account)"),
+    ] = None,
+    balance: Annotated[
+        str | None,
+        typer.Option(help="set the account's balance (required to create an account)"),
+    ] = None,
+    state: StateOption = None,
+) -> None:
+    """Show a customer's account at the embedded simulator, or create or change it.
+
+    Without --currency and --balance it prints the account as JSON
+    ({"customerId", "currency", "balance"}), or "no account". With either, it
+    creates or replaces the account (the other field is kept), so a customer the
+    simulator did not know, or whose account is in another currency, is charged
+    on the next attempt (`POST /rest/v1/invoices/{id}/retry` of a FAILED invoice).
+    Same as `POST /admin/accounts/{customerId}` of `antaeus provider serve`.
+    """
+    changing = currency is not None or balance is not None
+    store = _open_store(state, create=changing)
+    try:
+        current = store.account(customer)
+        if not changing:
+            _print_account(current, customer)
+            return
+        doc: dict[str, str] = {}
+        if currency is not None:
+            doc["currency"] = currency
+        if balance is not None:
+            doc["balance"] = balance
+        try:
+            account = parse_account(customer, doc, current)
+        except InvalidInput as exc:
+            fail(f"--{exc.field}: {escape(exc.message)}")
+        store.put_account(account)
+        _print_account(account, customer)
+    finally:
+        store.close()
+
+
+@app.command("fund")
+def fund_command(
+    customer: CustomerOption,
+    amount: Annotated[str, typer.Option(help="added to the balance, in the account's currency")],
+    state: StateOption = None,
+) -> None:
+    """Add money to a customer's account at the embedded simulator.
+
+    A charge declined for insufficient funds is then made on its next attempt
+    (the invoice's dunning retry, or `POST /rest/v1/invoices/{id}/retry` once it
+    is FAILED). Prints the account. Same as
+    `POST /admin/accounts/{customerId}/fund` of `antaeus provider serve`.
+    """
+    store = _open_store(state, create=False)
+    try:
+        current = store.account(customer)
+        if current is None:
+            fail(
+                f"customer {customer} has no account at the simulator; create one with "
+                f"`antaeus provider account --customer {customer} --currency C --balance X`"
+            )
+        try:
+            minor = parse_funding({"amount": amount}, current.currency)
+        except InvalidInput as exc:
+            fail(f"--amount: {escape(exc.message)}")
+        _print_account(store.fund(customer, minor), customer)
+    finally:
+        store.close()
+
+
+@app.command("ledger")
+def ledger_command(
+    invoice: Annotated[
+        int | None, typer.Option(min=1, help="only the charges of this invoice")
+    ] = None,
+    state: StateOption = None,
+) -> None:
+    """Print the charges the embedded simulator made, as `GET /admin/ledger` answers them.
+
+    {"charges": [{"chargeId", "idempotencyKey", "invoiceId", "customerId", "value",
+    "currency"}]}: what `antaeus audit --provider-ledger` reads, and where an
+    invoice in REVIEW is looked up (its attempt's idempotencyKey) before it is
+    resolved.
+    """
+    store = _open_store(state, create=False)
+    try:
+        entries = store.ledger()
+    finally:
+        store.close()
+    charges = [ledger_json(e) for e in entries if invoice is None or e.invoice_id == invoice]
+    out.print(json.dumps({"charges": charges}, indent=1), markup=False, highlight=False)

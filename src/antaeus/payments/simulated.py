@@ -7,16 +7,42 @@ live in a SQLite store of its own (`ANTAEUS_SIMULATED_STATE`), shared by every
 process that opens it and kept through crashes, so tests can compare its
 ledger with Antaeus's database.
 
-Outcomes are deterministic for a seed: a key's definite outcome is a function
-of (seed, key); transient faults of (seed, key, how many times it was sent).
-With `failure_rate` r, about r of all charges do not succeed at first: 50% of
-those decline for insufficient funds, 10% customer not found, 10% currency
-mismatch, 20% a network error before anything happens, 10% an ambiguous
-failure (the charge is made, then the answer is lost). When accounts are
-loaded, they decide instead: unknown customer, other currency, balance.
-`network_error_rate` and `ambiguous_rate` set those two faults on their own
-(the simulator server's flags). A request whose key is still being processed
-is refused with `KeyInUseError`, as a real provider answers 409.
+**What decides a charge is the customer's account**, as at a real provider:
+none (customer not found), one in another currency than the charge's
+(currency mismatch, and only then), one whose balance is below the amount
+(insufficient funds), or a funded one, which the charge debits. Where the
+accounts come from:
+
+- **Loaded** (`set_accounts`: `POST /admin/accounts`, `--accounts`,
+  `--accounts-from-db`): the list is the provider's customers; a customer not
+  in it has no account.
+- **Seeded profiles** (`failure_rate` r > 0 and nothing loaded: the default of
+  `antaeus serve` and `antaeus bill`): each customer is a stable function of
+  (seed, customer id). The first charge the simulator sees for a customer
+  opens its account (in that store, for every process): about 0.5 r of the
+  customers get one in the charge's currency with less than the amount; 0.1 r
+  have none; 0.1 r get one in another currency; 0.1 r get a funded one whose
+  answers are lost (see below); the rest a funded one (1,000,000.00).
+- **Neither** (r = 0, nothing loaded): every charge of a customer without an
+  account is made.
+
+An account set on its own (`put_account`, `fund`: `POST
+/admin/accounts/{customerId}`, `.../fund`, `antaeus provider account`,
+`antaeus provider fund`) decides for its customer in every mode, so fixing the
+cause (creating the account, funding it, setting its currency) and retrying is
+what makes the next charge succeed.
+
+Faults: a network error before anything happens is a function of (seed, key,
+how many times the key was sent), about `network_error_rate` of the sends
+(0.2 r unless given); a lost answer of a charge made (`ambiguous_rate`, 0.1 r
+unless given) of (seed, key, sends), after which the repeat with the key
+replays the charge. The "answers lost" customers of the seeded profiles are
+charged on a key's first send but never get the answer, and every repeat of
+that key is refused as malformed (`RequestRejectedError`, the server's 400),
+without being processed: Antaeus cannot know whether it was charged, so the
+invoice goes to `REVIEW`, and the ledger shows the charge. A request whose key
+is still being processed is refused with `KeyInUseError`, as a real provider
+answers 409.
 
 Concurrent charges are written in one transaction per batch (group commit), so
 the simulator is never the bottleneck of a benchmark.
@@ -33,7 +59,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from antaeus.domain.money import Currency, Money
 from antaeus.payments.provider import (
@@ -46,6 +72,7 @@ from antaeus.payments.provider import (
     KeyReusedError,
     OutcomeUnknownError,
     ProviderError,
+    RequestRejectedError,
 )
 
 _SCHEMA: Final = """
@@ -60,12 +87,27 @@ CREATE TABLE IF NOT EXISTS charges (
 CREATE TABLE IF NOT EXISTS accounts (
     customer_id INTEGER PRIMARY KEY, currency TEXT NOT NULL, balance_minor INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS stats (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+#: A store made before `meta` existed had its accounts loaded if it had any.
+_LOADED_FLAG: Final = (
+    "INSERT OR IGNORE INTO meta (name, value) SELECT 'accounts_loaded', "
+    "CASE WHEN EXISTS (SELECT 1 FROM accounts) THEN '1' ELSE '0' END"
+)
 
 CHARGED: Final = "charged"
 INSUFFICIENT: Final = "insufficient_funds"
 NOT_FOUND: Final = "customer_not_found"
 MISMATCH: Final = "currency_mismatch"
+
+#: The seeded profiles of customers (see the module doc).
+PROFILE_FUNDED: Final = "funded"
+PROFILE_LOW: Final = "low_balance"
+PROFILE_NONE: Final = "no_account"
+PROFILE_OTHER_CURRENCY: Final = "other_currency"
+PROFILE_ANSWERS_LOST: Final = "answers_lost"
+#: The balance of an account opened funded by a seeded profile: 1,000,000.00.
+FUNDED_BALANCE_MINOR: Final = 100_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +137,10 @@ class SimulatedLostAnswer(OutcomeUnknownError):  # noqa: N818 (a lost answer, no
     """The charge was made, then the answer was lost (the server answers 500 or drops)."""
 
 
+class SimulatedRefusedRepeat(RequestRejectedError):  # noqa: N818 (a refusal, like the 400)
+    """A repeat of a key whose answer was lost, refused as malformed and not processed."""
+
+
 class ReplayedOutcome:
     """Marks an error that replays a remembered definite outcome (a key seen before).
 
@@ -117,6 +163,23 @@ def _unit(*parts: object) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+class Rules(Protocol):
+    """What the provider decides for the store, per request (see the module doc)."""
+
+    @property
+    def profiled(self) -> bool:
+        """True when a customer without an account has a seeded profile."""
+        ...
+
+    def network_error(self, req: ChargeRequest, sends: int) -> bool: ...
+
+    def answer_lost(self, req: ChargeRequest, sends: int) -> bool: ...
+
+    def profile(self, customer_id: int) -> str: ...
+
+    def open_account(self, req: ChargeRequest, profile: str) -> Account | None: ...
+
+
 def _request_hash(req: ChargeRequest) -> str:
     return f"{req.invoice_id}:{req.customer_id}:{req.amount.minor}:{req.amount.currency.value}"
 
@@ -137,6 +200,7 @@ class SimulatorStore:
             # a simulator: surviving a process crash (WAL) is enough, power loss is not modelled
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+            self._conn.execute(_LOADED_FLAG)
 
     def close(self) -> None:
         with self._lock:
@@ -150,7 +214,7 @@ class SimulatorStore:
     def process(
         self,
         requests: list[ChargeRequest],
-        decide: Callable[[ChargeRequest, int, tuple[str, int] | None, bool], tuple[str, bool]],
+        rules: Rules,
         now: float,
         retention_seconds: float,
     ) -> list[Result]:
@@ -163,7 +227,7 @@ class SimulatorStore:
         with self._lock:
             cur = self._begin()
             try:
-                out = self._process(cur, requests, decide, now, retention_seconds)
+                out = self._process(cur, requests, rules, now, retention_seconds)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -183,7 +247,7 @@ class SimulatorStore:
         self,
         cur: sqlite3.Cursor,
         requests: list[ChargeRequest],
-        decide: Callable[[ChargeRequest, int, tuple[str, int] | None, bool], tuple[str, bool]],
+        rules: Rules,
         now: float,
         retention_seconds: float,
     ) -> list[Result]:
@@ -198,9 +262,15 @@ class SimulatorStore:
             )
         }
         sends = dict(self._fetch(cur, "SELECT key, n FROM sends WHERE key IN ({marks})", keys))
-        strict = cur.execute("SELECT 1 FROM accounts LIMIT 1").fetchone() is not None
+        loaded = _loaded(cur)
+        profiled = rules.profiled and not loaded
+        with_accounts = (
+            loaded
+            or profiled
+            or cur.execute("SELECT 1 FROM accounts LIMIT 1").fetchone() is not None
+        )
         accounts: dict[int, tuple[str, int]] = {}
-        if strict:
+        if with_accounts:
             customers = list({r.customer_id for r in requests})
             accounts = {
                 row[0]: (row[1], row[2])
@@ -211,27 +281,52 @@ class SimulatorStore:
                     customers,
                 )
             }
+        changed: set[int] = set()
         out: list[Result] = []
         new_keys: dict[str, tuple[str, str, str | None, float]] = {}
         charges: list[tuple[Any, ...]] = []
         stats: dict[str, int] = {}
         for req in requests:
             key = req.idempotency_key
+            customer = req.customer_id
             digest = _request_hash(req)
+            profile = rules.profile(customer) if profiled else None
             seen = known.get(key)
             if seen is not None and now - seen[3] < retention_seconds:
                 if seen[0] != digest:
                     out.append(KeyReusedError(f"key {key} was used with another request"))
                     continue
+                if profile == PROFILE_ANSWERS_LOST and seen[1] == CHARGED:
+                    stats["refused_repeats"] = stats.get("refused_repeats", 0) + 1
+                    out.append(
+                        SimulatedRefusedRepeat(
+                            "simulated refusal of a repeat after a lost answer (not processed)"
+                        )
+                    )
+                    continue
                 stats["replays"] = stats.get("replays", 0) + 1
                 out.append(_result(seen[1], seen[2], replayed=True))
                 continue
             n = sends[key] = sends.get(key, 0) + 1
-            outcome, ambiguous = decide(req, n, accounts.get(req.customer_id), strict)
-            if outcome == "network_error":
+            if rules.network_error(req, n):
                 stats["network_errors"] = stats.get("network_errors", 0) + 1
                 out.append(SimulatedNetworkError("simulated network error (nothing happened)"))
                 continue
+            account = accounts.get(customer)
+            if account is None and profile is not None:
+                opened = rules.open_account(req, profile)
+                if opened is not None:
+                    account = accounts[customer] = (opened.currency.value, opened.balance_minor)
+                    changed.add(customer)
+                    stats["accounts_opened"] = stats.get("accounts_opened", 0) + 1
+            if account is None:
+                outcome = NOT_FOUND if loaded or profiled else CHARGED
+            elif account[0] != req.amount.currency.value:
+                outcome = MISMATCH
+            elif account[1] < req.amount.minor:
+                outcome = INSUFFICIENT
+            else:
+                outcome = CHARGED
             charge_id = None
             if outcome == CHARGED:
                 charge_id = "ch_" + hashlib.sha256(f"{key}:{n}:{now}".encode()).hexdigest()[:24]
@@ -241,17 +336,20 @@ class SimulatorStore:
                         charge_id,
                         key,
                         req.invoice_id,
-                        req.customer_id,
+                        customer,
                         amount.minor,
                         amount.currency.value,
                         now,
                     )
                 )
-                if req.customer_id in accounts:
-                    currency, balance = accounts[req.customer_id]
-                    accounts[req.customer_id] = (currency, balance - amount.minor)
+                if account is not None:
+                    accounts[customer] = (account[0], account[1] - amount.minor)
+                    changed.add(customer)
             known[key] = new_keys[key] = (digest, outcome, charge_id, now)
             stats[outcome] = stats.get(outcome, 0) + 1
+            ambiguous = outcome == CHARGED and (
+                profile == PROFILE_ANSWERS_LOST or rules.answer_lost(req, n)
+            )
             if ambiguous:
                 stats["ambiguous"] = stats.get("ambiguous", 0) + 1
                 out.append(SimulatedLostAnswer("simulated lost answer (the charge was made)"))
@@ -263,10 +361,10 @@ class SimulatorStore:
             [(k, *v) for k, v in new_keys.items()],
         )
         cur.executemany("INSERT INTO charges VALUES (?, ?, ?, ?, ?, ?, ?)", charges)
-        if strict:
+        if changed:
             cur.executemany(
-                "UPDATE accounts SET balance_minor = ? WHERE customer_id = ?",
-                [(balance, cid) for cid, (_, balance) in accounts.items()],
+                "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?)",
+                [(cid, *accounts[cid]) for cid in changed],
             )
         cur.executemany(
             "INSERT INTO stats (name, n) VALUES (?, ?) "
@@ -291,17 +389,63 @@ class SimulatorStore:
             return dict(self._conn.execute("SELECT name, n FROM stats").fetchall())
 
     def set_accounts(self, accounts: Iterable[Account]) -> None:
+        """Load accounts: from now on a customer not among them has no account."""
         with self._lock:
             cur = self._begin()
             cur.executemany(
                 "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?)",
                 [(a.customer_id, a.currency.value, a.balance_minor) for a in accounts],
             )
+            cur.execute("UPDATE meta SET value = '1' WHERE name = 'accounts_loaded'")
             cur.execute("COMMIT")
+
+    def put_account(self, account: Account) -> None:
+        """Create or replace one customer's account (the others keep what they had)."""
+        with self._lock:
+            cur = self._begin()
+            cur.execute(
+                "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?)",
+                (account.customer_id, account.currency.value, account.balance_minor),
+            )
+            cur.execute("COMMIT")
+
+    def fund(self, customer_id: int, amount_minor: int) -> Account | None:
+        """Add `amount_minor` to the customer's balance; None when it has no account."""
+        with self._lock:
+            cur = self._begin()
+            cur.execute(
+                "UPDATE accounts SET balance_minor = balance_minor + ? WHERE customer_id = ?",
+                (amount_minor, customer_id),
+            )
+            found = self._account(cur, customer_id)
+            cur.execute("COMMIT")
+        return found
+
+    def account(self, customer_id: int) -> Account | None:
+        """The customer's account, if it has one (a seeded profile opens it at its first charge)."""
+        with self._lock:
+            return self._account(self._conn.cursor(), customer_id)
+
+    @staticmethod
+    def _account(cur: sqlite3.Cursor, customer_id: int) -> Account | None:
+        row = cur.execute(
+            "SELECT currency, balance_minor FROM accounts WHERE customer_id = ?", (customer_id,)
+        ).fetchone()
+        return None if row is None else Account(customer_id, Currency(row[0]), row[1])
+
+    def accounts_loaded(self) -> bool:
+        """True when accounts were loaded (`set_accounts`): the others have none."""
+        with self._lock:
+            return _loaded(self._conn.cursor())
 
     def has_accounts(self) -> bool:
         with self._lock:
             return self._conn.execute("SELECT 1 FROM accounts LIMIT 1").fetchone() is not None
+
+
+def _loaded(cur: sqlite3.Cursor) -> bool:
+    row = cur.execute("SELECT value FROM meta WHERE name = 'accounts_loaded'").fetchone()
+    return row is not None and row[0] == "1"
 
 
 def _result(outcome: str, charge_id: str | None, *, replayed: bool) -> Result:
@@ -390,7 +534,7 @@ class SimulatedPaymentProvider:
                 results = await asyncio.to_thread(
                     self.store.process,
                     [req for req, _ in batch],
-                    self._decide,
+                    self,
                     self._clock(),
                     self._retention.total_seconds(),
                 )
@@ -400,43 +544,48 @@ class SimulatedPaymentProvider:
                 if not future.done():
                     future.set_result(result)
 
-    def _decide(
-        self, req: ChargeRequest, sends: int, account: tuple[str, int] | None, strict: bool
-    ) -> tuple[str, bool]:
-        """(outcome, ambiguous) of a request sent for the `sends`-th time under its key."""
-        r = self.failure_rate
-        key = req.idempotency_key
-        if self.network_error_rate and (
-            _unit(self.seed, key, "fault", sends) < self.network_error_rate
-        ):
-            return "network_error", False
-        if strict:
-            if account is None:
-                outcome = NOT_FOUND
-            elif account[0] != req.amount.currency.value:
-                outcome = MISMATCH
-            elif account[1] < req.amount.minor:
-                outcome = INSUFFICIENT
-            else:
-                outcome = CHARGED
-        elif not r:
-            outcome = CHARGED
-        else:
-            u = _unit(self.seed, key, "outcome") / r
-            if u < 0.5:
-                outcome = INSUFFICIENT
-            elif u < 0.6:
-                outcome = NOT_FOUND
-            elif u < 0.7:
-                outcome = MISMATCH
-            else:
-                outcome = CHARGED
-        ambiguous = (
-            outcome == CHARGED
-            and bool(self.ambiguous_rate)
-            and _unit(self.seed, key, "ambiguous", sends) < self.ambiguous_rate
-        )
-        return outcome, ambiguous
+    @property
+    def profiled(self) -> bool:
+        return bool(self.failure_rate)
+
+    def network_error(self, req: ChargeRequest, sends: int) -> bool:
+        """A fault before anything happens: of (seed, key, how many times it was sent)."""
+        rate = self.network_error_rate
+        return bool(rate) and _unit(self.seed, req.idempotency_key, "fault", sends) < rate
+
+    def answer_lost(self, req: ChargeRequest, sends: int) -> bool:
+        """The answer of a charge just made is lost: of (seed, key, sends)."""
+        rate = self.ambiguous_rate
+        return bool(rate) and _unit(self.seed, req.idempotency_key, "ambiguous", sends) < rate
+
+    def profile(self, customer_id: int) -> str:
+        """The seeded profile of a customer: a stable function of (seed, customer id)."""
+        if not self.failure_rate:
+            return PROFILE_FUNDED
+        u = _unit(self.seed, "customer", customer_id) / self.failure_rate
+        if u < 0.5:
+            return PROFILE_LOW
+        if u < 0.6:
+            return PROFILE_NONE
+        if u < 0.7:
+            return PROFILE_OTHER_CURRENCY
+        if u < 0.8:
+            return PROFILE_ANSWERS_LOST
+        return PROFILE_FUNDED
+
+    def open_account(self, req: ChargeRequest, profile: str) -> Account | None:
+        """The account a seeded profile opens at the customer's first charge, `req`."""
+        customer, currency = req.customer_id, req.amount.currency
+        if profile == PROFILE_NONE:
+            return None
+        if profile == PROFILE_LOW:  # less than the amount: 0 to 90% of it
+            share = _unit(self.seed, "balance", customer) * 0.9
+            return Account(customer, currency, int(req.amount.minor * share))
+        if profile == PROFILE_OTHER_CURRENCY:
+            others = [c for c in Currency if c != currency]
+            other = others[int(_unit(self.seed, "currency", customer) * len(others))]
+            return Account(customer, other, FUNDED_BALANCE_MINOR)
+        return Account(customer, currency, FUNDED_BALANCE_MINOR)
 
     async def aclose(self) -> None:
         if self._flusher is not None:

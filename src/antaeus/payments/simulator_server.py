@@ -6,7 +6,12 @@ to talk to, with faults on demand:
 
     POST /v1/charges      the protocol; answered by `SimulatedPaymentProvider`
     GET  /v1/health       200 {"status": "ok"} (never needs the API key)
-    POST /admin/accounts  [{"customerId", "currency", "balance"}] -> upsert accounts
+    POST /admin/accounts  [{"customerId", "currency", "balance"}] -> load accounts
+                          (from then on a customer not loaded has no account)
+    GET  /admin/accounts/{customerId}       the account, or 404 no_account
+    POST /admin/accounts/{customerId}       {"currency", "balance"} -> create or
+                          replace it (either field may be left out of an existing one)
+    POST /admin/accounts/{customerId}/fund  {"amount"} -> add to its balance
     GET  /admin/ledger    every charge made: {"charges": [...]}
     GET  /admin/stats     counts of /v1/charges answers, for chaos test summaries
     GET  /admin/faults    the requests that got a bad chargeId or a 400 after an
@@ -23,6 +28,8 @@ What the wrapped provider decides is mapped to the protocol's answers:
     SimulatedNetworkError   503 (nothing happened)
     SimulatedLostAnswer     500, or the connection dropped after the status line
                             (the charge was made; a replay answers 200)
+    SimulatedRefusedRepeat  400 invalid_request (a repeat after a lost answer, of a
+                            customer whose answers are lost; not processed)
 
 A replay of a remembered outcome carries `Idempotent-Replayed: true`. The server
 itself adds 400 invalid_request (bad key or body), 401 unauthorized (`api_key`)
@@ -98,9 +105,11 @@ from antaeus.payments.provider import (
     CustomerNotFoundError,
     KeyInUseError,
     KeyReusedError,
+    RequestRejectedError,
 )
 from antaeus.payments.simulated import (
     Account,
+    LedgerEntry,
     ReplayedOutcome,
     SimulatedLostAnswer,
     SimulatedNetworkError,
@@ -227,6 +236,74 @@ def parse_charge(key: str, body: bytes) -> ChargeRequest:
     return ChargeRequest(invoice_id, customer_id, Money.from_minor(minor, currency), key)
 
 
+def _balance(value: object, field: str, currency: Currency) -> int:
+    """A non-negative amount with at most the currency's decimals, in minor units."""
+    try:
+        amount = parse_amount(value)
+    except MoneyError as exc:
+        raise InvalidInput(field, f"{field}: {exc}") from None
+    if amount < 0:
+        raise InvalidInput(field, f"{field} must not be negative")
+    return int(amount.scaleb(currency.minor_units))
+
+
+def parse_account(customer_id: int, doc: object, current: Account | None) -> Account:
+    """The account `{"currency", "balance"}` sets for `customer_id`, or InvalidInput.
+
+    Either field may be left out when the customer has an account (`current`):
+    it keeps its currency or balance.
+    """
+    if not isinstance(doc, dict):
+        raise InvalidInput("body", 'the body must be a JSON object {"currency", "balance"}')
+    if "currency" in doc:
+        currency = _currency(doc["currency"], "currency")
+    elif current is not None:
+        currency = current.currency
+    else:
+        raise InvalidInput("currency", "currency is required (the customer has no account)")
+    if "balance" in doc:
+        balance = _balance(doc["balance"], "balance", currency)
+    elif current is not None:
+        balance = current.balance_minor
+    else:
+        raise InvalidInput("balance", "balance is required (the customer has no account)")
+    return Account(customer_id, currency, balance)
+
+
+def parse_funding(doc: object, currency: Currency) -> int:
+    """The amount `{"amount"}` adds to a balance in `currency`, in minor units (more than 0)."""
+    if not isinstance(doc, dict):
+        raise InvalidInput("body", 'the body must be a JSON object {"amount"}')
+    if "amount" not in doc:
+        raise InvalidInput("amount", "amount is required")
+    minor = _balance(doc["amount"], "amount", currency)
+    if minor == 0:
+        raise InvalidInput("amount", "amount must be more than 0")
+    return minor
+
+
+def account_json(account: Account) -> dict[str, Any]:
+    """An account as the admin API writes it: `{"customerId", "currency", "balance"}`."""
+    balance = Money.from_minor(account.balance_minor, account.currency)
+    return {
+        "customerId": account.customer_id,
+        "currency": account.currency.value,
+        "balance": f"{balance.value:f}",
+    }
+
+
+def ledger_json(entry: LedgerEntry) -> dict[str, Any]:
+    """A charge as `GET /admin/ledger` writes it."""
+    return {
+        "chargeId": entry.charge_id,
+        "idempotencyKey": entry.idempotency_key,
+        "invoiceId": entry.invoice_id,
+        "customerId": entry.customer_id,
+        "value": f"{entry.amount.value:f}",
+        "currency": entry.amount.currency.value,
+    }
+
+
 def parse_accounts(doc: object) -> list[Account]:
     """Accounts from `[{"customerId", "currency", "balance"}]`, or InvalidInput naming the field.
 
@@ -255,13 +332,7 @@ def parse_accounts(doc: object) -> list[Account]:
         field = f"{where}.balance"
         if "balance" not in item:
             raise InvalidInput(field, f"{field} is required")
-        try:
-            balance = parse_amount(item["balance"])
-        except MoneyError as exc:
-            raise InvalidInput(field, f"{field}: {exc}") from None
-        if balance < 0:
-            raise InvalidInput(field, f"{field} must not be negative")
-        minor = int(balance.scaleb(currency.minor_units))
+        minor = _balance(item["balance"], field, currency)
         accounts.append(Account(customer_id, currency, minor))
     return accounts
 
@@ -403,6 +474,13 @@ _REJECTED_AFTER_UNKNOWN: Final = _json(
         "message": "simulated refusal after an unknown outcome: this request moved nothing",
     }
 )
+_REFUSED_REPEAT: Final = _json(
+    {
+        "error": "invalid_request",
+        "message": "simulated refusal of a repeat after a lost answer: this request moved "
+        "nothing (the first one may have charged)",
+    }
+)
 _METHOD: Final = _json({"error": "method_not_allowed", "message": "use POST /v1/charges"})
 
 
@@ -420,6 +498,7 @@ class SimulatorStats:
         self.key_reused = 0
         self.unauthorized = 0
         self.invalid_requests = 0
+        self.refused_repeats = 0  # of customers whose answers are lost (seeded profiles)
         # injected by HostileFaults (also counted above, by the kind of answer)
         self.hostile_unauthorized = 0
         self.unauthorized_bursts = 0
@@ -454,6 +533,7 @@ class SimulatorStats:
             "keyReused": self.key_reused,
             "unauthorized": self.unauthorized,
             "invalidRequests": self.invalid_requests,
+            "refusedRepeats": self.refused_repeats,
             "hostile": self.hostile_json(),
             # outcomes the simulator's store recorded: every process sharing its state
             "store": dict(sorted(store.items())),
@@ -499,6 +579,8 @@ class SimulatorApp:
             routes=[
                 Route("/v1/health", self._health, methods=["GET"]),
                 Route("/admin/accounts", self._accounts, methods=["POST"]),
+                Route("/admin/accounts/{customer_id}", self._account, methods=["GET", "POST"]),
+                Route("/admin/accounts/{customer_id}/fund", self._fund, methods=["POST"]),
                 Route("/admin/ledger", self._ledger, methods=["GET"]),
                 Route("/admin/stats", self._stats, methods=["GET"]),
                 Route("/admin/faults", self._faults, methods=["GET"]),
@@ -631,6 +713,10 @@ class SimulatorApp:
         except KeyReusedError:
             stats.key_reused += 1
             await self._send(send, 422, _KEY_REUSED)
+        except RequestRejectedError:
+            stats.invalid_requests += 1
+            stats.refused_repeats += 1
+            await self._send(send, 400, _REFUSED_REPEAT)
         except SimulatedNetworkError:
             stats.network_errors += 1
             await self._send(send, 503, _NETWORK)
@@ -722,21 +808,75 @@ class SimulatorApp:
         await asyncio.to_thread(self.provider.store.set_accounts, accounts)
         return _JSONResponse({"accounts": len(accounts)})
 
+    async def _json_body(self, request: Request) -> Any:
+        """The request's JSON (InvalidInput with `field` "body" and a 400's code as message)."""
+        try:
+            body = await _read_body(
+                request.receive, _header(request, "content-length"), MAX_ADMIN_BODY
+            )
+        except InvalidInput as exc:
+            raise _BadBody(_error(400, "body_too_large", exc.message, "body")) from None
+        if body is None:
+            raise _BadBody(Response(status_code=400))  # the client went away
+        try:
+            return loads(body)
+        except ValueError as exc:
+            raise _BadBody(
+                _error(400, "invalid_json", f"the body is not valid JSON: {exc}", "body")
+            ) from None
+
+    def _customer_id(self, request: Request) -> int:
+        text = request.path_params["customer_id"]
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_ID:
+            raise InvalidInput("customerId", f"customerId must be between 1 and {MAX_ID}")
+        return int(text)
+
+    async def _account(self, request: Request) -> Response:
+        """GET: the customer's account; POST {"currency", "balance"}: create or replace it."""
+        if (refused := self._refuse(request)) is not None:
+            return refused
+        store = self.provider.store
+        try:
+            customer_id = self._customer_id(request)
+            current = await asyncio.to_thread(store.account, customer_id)
+            if request.method == "GET":
+                if current is None:
+                    return _no_account(customer_id)
+                return _JSONResponse(account_json(current))
+            account = parse_account(customer_id, await self._json_body(request), current)
+        except _BadBody as exc:
+            return exc.response
+        except InvalidInput as exc:
+            return _JSONResponse(_invalid_doc("validation_error", exc), 422)
+        await asyncio.to_thread(store.put_account, account)
+        return _JSONResponse(account_json(account), 200 if current is not None else 201)
+
+    async def _fund(self, request: Request) -> Response:
+        """POST {"amount"}: add to the customer's balance (404 when it has no account)."""
+        if (refused := self._refuse(request)) is not None:
+            return refused
+        store = self.provider.store
+        try:
+            customer_id = self._customer_id(request)
+            current = await asyncio.to_thread(store.account, customer_id)
+            doc = await self._json_body(request)
+            if current is None:
+                return _no_account(customer_id)
+            amount = parse_funding(doc, current.currency)
+        except _BadBody as exc:
+            return exc.response
+        except InvalidInput as exc:
+            return _JSONResponse(_invalid_doc("validation_error", exc), 422)
+        funded = await asyncio.to_thread(store.fund, customer_id, amount)
+        if funded is None:  # removed meanwhile: accounts are never removed, but say so
+            return _no_account(customer_id)
+        return _JSONResponse(account_json(funded))
+
     async def _ledger(self, request: Request) -> Response:
         if (refused := self._refuse(request)) is not None:
             return refused
         entries = await asyncio.to_thread(self.provider.store.ledger)
-        charges = [
-            {
-                "chargeId": e.charge_id,
-                "idempotencyKey": e.idempotency_key,
-                "invoiceId": e.invoice_id,
-                "customerId": e.customer_id,
-                "value": f"{e.amount.value:f}",
-                "currency": e.amount.currency.value,
-            }
-            for e in entries
-        ]
+        charges = [ledger_json(e) for e in entries]
         return _JSONResponse({"charges": charges})
 
     async def _stats(self, request: Request) -> Response:
@@ -807,6 +947,21 @@ def _error(
     if field is not None:
         doc["field"] = field
     return _JSONResponse(doc, status, headers=headers)
+
+
+class _BadBody(Exception):  # noqa: N818 (carries the answer to a body that is not usable)
+    def __init__(self, response: Response) -> None:
+        super().__init__("bad body")
+        self.response = response
+
+
+def _no_account(customer_id: int) -> Response:
+    return _error(
+        404,
+        "no_account",
+        f"customer {customer_id} has no account; create one with "
+        f'POST /admin/accounts/{customer_id} {{"currency", "balance"}}',
+    )
 
 
 def _fault(request: ChargeRequest) -> dict[str, Any]:

@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import Compiled
+
+from antaeus.storage.database import WriteConnection
 
 _SQLITE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
@@ -48,7 +49,7 @@ class Batch:
             found = self._compiled[dialect.name] = (str(compiled), order, constants)
         return found
 
-    async def executemany(self, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> int:
+    async def executemany(self, conn: WriteConnection, rows: Sequence[Mapping[str, Any]]) -> int:
         """Run the statement once per row; a name missing from a row takes the literal value.
 
         Answers the rows affected when the driver reports it (SQLite), else -1.

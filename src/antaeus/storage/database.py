@@ -5,6 +5,22 @@ command) through `Database.read()` and `Database.write()`. On SQLite, writers
 begin with `BEGIN IMMEDIATE` so that a transaction which reads and then writes
 waits its turn instead of failing with "database is locked"; readers use a
 plain deferred `BEGIN` and, thanks to WAL, never block writers.
+
+Reads and writes get distinct connection types: `read()` yields a
+`ReadConnection`, `write()` a `WriteConnection`. Both are `typing.NewType`s of
+`AsyncConnection` (no wrapper, nothing at run time), and `WriteConnection` is a
+`ReadConnection`, so a write transaction can do everything a read one can but
+not the reverse. Repository methods that read take (or hold) a
+`ReadConnection`; methods that write (insert, update, delete: `create`,
+`add_events`, `claim`, `record`, ...) require a `WriteConnection`. A repository
+that does both is generic in its connection (`BillingRepository(conn)` is a
+`BillingRepository[ReadConnection]` inside `db.read()`), and its writing
+methods annotate `self` with `[WriteConnection]`: so `mypy --strict` refuses a
+write inside a `db.read()` block ("Invalid self argument
+...[ReadConnection]..."). The rule holds at the repositories' methods; a raw
+`conn.execute(insert(...))` on a read connection is not caught by the types,
+which is one more reason all SQL lives in the repositories
+(tests/storage/test_connection_types.py holds mypy to the rule).
 """
 
 from __future__ import annotations
@@ -12,13 +28,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NewType, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from antaeus.config import Settings, normalize_database_url
+
+#: A connection inside `Database.read()`: repositories only read through it.
+ReadConnection = NewType("ReadConnection", AsyncConnection)
+#: A connection inside `Database.write()`: accepted wherever a `ReadConnection` is.
+WriteConnection = NewType("WriteConnection", ReadConnection)
+#: The connection a repository that both reads and writes was built with.
+Conn = TypeVar("Conn", bound=ReadConnection)
 
 _WRITE_OPTION = "antaeus_write"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -78,17 +101,17 @@ class Database:
         return self.engine.dialect.name
 
     @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def read(self) -> AsyncIterator[ReadConnection]:
         """A transaction for reading (it writes nothing, so ending it is cheap)."""
         async with self.engine.connect() as conn, conn.begin():
-            yield conn
+            yield ReadConnection(conn)
 
     @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self) -> AsyncIterator[WriteConnection]:
         """A write transaction: committed on success, rolled back on any error."""
         queue = self._sqlite_writers or contextlib.nullcontext()
         async with queue, self._writer.connect() as conn, conn.begin():
-            yield conn
+            yield WriteConnection(ReadConnection(conn))
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -4,7 +4,6 @@ import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.api.auth import AuthenticatedRoute, Principal
 from antaeus.api.context import AppContext, Ctx
@@ -23,6 +22,7 @@ from antaeus.api.schemas import (
 from antaeus.billing import service
 from antaeus.billing.runs_view import runs_json
 from antaeus.exactjson import rfc3339
+from antaeus.storage.database import WriteConnection
 from antaeus.storage.repositories.billing import BillingRepository
 
 router = APIRouter(prefix="/rest/v1", tags=["billing"], route_class=AuthenticatedRoute)
@@ -58,7 +58,7 @@ async def bill(
 
     async with service.RunOpening() as opening:
 
-        async def effect(conn: AsyncConnection) -> tuple[int, Any, dict[str, str]]:
+        async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
             run_id = await opening.open_in(conn, ctx.clock.now(), ctx.policy, trigger)
             run = (await runs_json(conn, [run_id]))[0]
             return 202, run, {"Location": f"/rest/v1/billing/runs/{run_id}"}

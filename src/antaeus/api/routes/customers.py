@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.api.auth import AuthenticatedRoute, Principal
 from antaeus.api.context import Ctx
@@ -19,6 +18,7 @@ from antaeus.api.schemas import (
     DigitsInt,
     customer_json,
 )
+from antaeus.storage.database import WriteConnection
 from antaeus.storage.repositories.customers import CustomerRepository
 
 router = APIRouter(prefix="/rest/v1/customers", tags=["customers"], route_class=AuthenticatedRoute)
@@ -58,7 +58,7 @@ async def get_customer(id: CustomerId, ctx: Ctx, _who: Principal) -> JSONRespons
 async def create_customer(
     body: CustomerCreate, ctx: Ctx, _who: Principal, idempotency_key: IdempotencyKey = None
 ) -> Response:
-    async def effect(conn: AsyncConnection) -> tuple[int, Any, dict[str, str]]:
+    async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
         customer = await CustomerRepository(conn).create(
             body.currency, body.timezone, ctx.clock.now()
         )

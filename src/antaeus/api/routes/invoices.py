@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.api.auth import AuthenticatedRoute, Principal
 from antaeus.api.context import Ctx
@@ -33,6 +32,7 @@ from antaeus.billing import service
 from antaeus.domain.calendar import next_first_of_month
 from antaeus.domain.invoice import InvoiceStatus
 from antaeus.domain.money import Money
+from antaeus.storage.database import WriteConnection
 from antaeus.storage.repositories.actions import ActionRepository
 from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.invoices import InvoiceRepository
@@ -88,7 +88,7 @@ async def get_invoice(id: InvoiceId, ctx: Ctx, _who: Principal) -> JSONResponse:
 async def create_invoice(
     body: InvoiceCreate, ctx: Ctx, _who: Principal, idempotency_key: IdempotencyKey = None
 ) -> Response:
-    async def effect(conn: AsyncConnection) -> tuple[int, Any, dict[str, str]]:
+    async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
         customer = await CustomerRepository(conn).get(body.customerId)
         if customer is None:
             raise CustomerNotFoundError(

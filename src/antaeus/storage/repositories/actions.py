@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic
 
 from sqlalchemy import and_, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.domain.events import ActionTaken, row
 from antaeus.domain.invoice import TRANSITIONS, InvoiceEvent, InvoiceStatus, transition
 from antaeus.domain.policy import RunOutcome
+from antaeus.storage.database import Conn, WriteConnection
 from antaeus.storage.repositories.billing import BillingRepository
 from antaeus.storage.tables import (
     charge_attempt_answers,
@@ -51,8 +51,8 @@ class ActionResult:
     before: InvoiceStatus | None = None  # the status the action changed (when ok)
 
 
-class ActionRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+class ActionRepository(Generic[Conn]):
+    def __init__(self, conn: Conn) -> None:
         self.conn = conn
 
     async def _status(self, invoice_id: int) -> InvoiceStatus | None:
@@ -60,7 +60,7 @@ class ActionRepository:
         return InvoiceStatus(value) if value else None
 
     async def _audit(
-        self,
+        self: ActionRepository[WriteConnection],
         invoice_id: int,
         action: str,
         actor: str,
@@ -94,7 +94,11 @@ class ActionRepository:
         await BillingRepository(self.conn).add_events([row(event)], now)
 
     async def retry(
-        self, invoice_id: int, actor: str, note: str | None, now: datetime
+        self: ActionRepository[WriteConnection],
+        invoice_id: int,
+        actor: str,
+        note: str | None,
+        now: datetime,
     ) -> ActionResult:
         """FAILED -> PENDING, due now, a fresh dunning cycle; the next charge is a new attempt."""
         after = transition(S.FAILED, InvoiceEvent.RETRY)
@@ -116,7 +120,7 @@ class ActionRepository:
         return ActionResult(True, after, before=S.FAILED)
 
     async def resolve(
-        self,
+        self: ActionRepository[WriteConnection],
         invoice_id: int,
         charged: bool,
         charge_id: str | None,
@@ -164,7 +168,11 @@ class ActionRepository:
         return ActionResult(True, after, before=S.REVIEW)
 
     async def void(
-        self, invoice_id: int, actor: str, note: str | None, now: datetime
+        self: ActionRepository[WriteConnection],
+        invoice_id: int,
+        actor: str,
+        note: str | None,
+        now: datetime,
     ) -> ActionResult:
         """FAILED -> VOID, or PENDING -> VOID when no attempt of unknown outcome is open."""
         before = await self._status(invoice_id)

@@ -6,13 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from antaeus.storage.database import ReadConnection
 from antaeus.storage.tables import charge_attempts, invoices
 
 
 class AuditRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: ReadConnection) -> None:
         self.conn = conn
 
     async def invoices_after(self, after: int, limit: int) -> Sequence[Any]:

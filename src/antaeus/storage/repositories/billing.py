@@ -7,6 +7,7 @@ Split by concern: `runs` (opening and completing runs, events), `charges`
 
 from __future__ import annotations
 
+from antaeus.storage.database import Conn
 from antaeus.storage.repositories.charges import (
     ChargesRepository,
     Claimed,
@@ -18,7 +19,9 @@ from antaeus.storage.repositories.runs import RUN_LOCK_ID, RunRow, RunStats
 from antaeus.storage.repositories.sweeps import SweepsRepository
 
 
-class BillingRepository(ChargesRepository, SweepsRepository, ChargingStateRepository):
+class BillingRepository(
+    ChargesRepository[Conn], SweepsRepository[Conn], ChargingStateRepository[Conn]
+):
     """Runs, charges, sweeps and the charging state on one connection."""
 
 

@@ -29,6 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from antaeus.domain.invoice import attempt_key
 from antaeus.domain.money import Currency, Money
 from antaeus.storage.batch import Batch
+from antaeus.storage.database import Conn, WriteConnection
 from antaeus.storage.repositories.runs import _CHUNK, PENDING, PROCESSING, RunsRepository
 from antaeus.storage.tables import (
     charge_attempt_answers,
@@ -181,11 +182,11 @@ _RECORD_RUN_INVOICES = Batch(
 )
 
 
-class ChargesRepository(RunsRepository):
+class ChargesRepository(RunsRepository[Conn]):
     # -- claims and write-ahead ---------------------------------------------
 
     async def claim(
-        self,
+        self: ChargesRepository[WriteConnection],
         owner: str,
         now: datetime,
         lease_until: datetime,
@@ -288,7 +289,9 @@ class ChargesRepository(RunsRepository):
         )
         return claimed
 
-    async def renew_leases(self, owner: str, ids: Sequence[int], until: datetime) -> set[int]:
+    async def renew_leases(
+        self: ChargesRepository[WriteConnection], owner: str, ids: Sequence[int], until: datetime
+    ) -> set[int]:
         """Extend the leases of `ids` still held by `owner`; answers those extended.
 
         Only what the caller names: a row the caller no longer has a call out for
@@ -311,7 +314,7 @@ class ChargesRepository(RunsRepository):
         return renewed
 
     async def release(
-        self,
+        self: ChargesRepository[WriteConnection],
         owner: str,
         sent: Sequence[tuple[int, int]],
         eligible_at: datetime,
@@ -363,7 +366,9 @@ class ChargesRepository(RunsRepository):
 
     # -- outcomes -----------------------------------------------------------
 
-    async def still_owned(self, owner: str, ids: Sequence[int]) -> dict[int, int | None]:
+    async def still_owned(
+        self: ChargesRepository[WriteConnection], owner: str, ids: Sequence[int]
+    ) -> dict[int, int | None]:
         """Of `ids`, those still PROCESSING under `owner`'s lease, with the claim's token.
 
         Locked on PostgreSQL (SQLite's writers take turns), so the updates that
@@ -380,7 +385,12 @@ class ChargesRepository(RunsRepository):
             query = query.with_for_update()
         return {r.id: r.lease_token for r in await self.conn.execute(query)}
 
-    async def record(self, owner: str, rows: Sequence[OutcomeRow], now: datetime) -> list[int]:
+    async def record(
+        self: ChargesRepository[WriteConnection],
+        owner: str,
+        rows: Sequence[OutcomeRow],
+        now: datetime,
+    ) -> list[int]:
         """Write outcomes for invoices this worker still owns; answers the runs completed.
 
         The caller passes only rows `still_owned` found under their claim's token,

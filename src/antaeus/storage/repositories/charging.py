@@ -10,6 +10,7 @@ from sqlalchemy import (
     update,
 )
 
+from antaeus.storage.database import Conn, WriteConnection
 from antaeus.storage.repositories.runs import PENDING, PROCESSING, BillingBase
 from antaeus.storage.tables import (
     charging_state,
@@ -17,7 +18,7 @@ from antaeus.storage.tables import (
 )
 
 
-class ChargingStateRepository(BillingBase):
+class ChargingStateRepository(BillingBase[Conn]):
     # -- charging pause -------------------------------------------------------
 
     async def pause_state(self) -> tuple[str | None, datetime | None]:
@@ -30,7 +31,9 @@ class ChargingStateRepository(BillingBase):
         ).first()
         return (row.paused_reason, row.paused_since) if row else (None, None)
 
-    async def pause(self, reason: str, now: datetime) -> None:
+    async def pause(
+        self: ChargingStateRepository[WriteConnection], reason: str, now: datetime
+    ) -> None:
         await self.conn.execute(
             update(charging_state)
             .where(charging_state.c.id == 1)
@@ -41,7 +44,7 @@ class ChargingStateRepository(BillingBase):
             )
         )
 
-    async def resume(self, now: datetime) -> bool:
+    async def resume(self: ChargingStateRepository[WriteConnection], now: datetime) -> bool:
         result = await self.conn.execute(
             update(charging_state)
             .where(charging_state.c.id == 1, charging_state.c.paused_reason.is_not(None))

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic
 
 from sqlalchemy import func, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.domain.customer import Customer
 from antaeus.domain.money import Currency
+from antaeus.storage.database import Conn, WriteConnection
 from antaeus.storage.tables import customers
 
 
@@ -18,8 +18,8 @@ def _to_customer(row: Any) -> Customer:
     )
 
 
-class CustomerRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+class CustomerRepository(Generic[Conn]):
+    def __init__(self, conn: Conn) -> None:
         self.conn = conn
 
     async def get(self, customer_id: int) -> Customer | None:
@@ -34,7 +34,9 @@ class CustomerRepository:
         )
         return [_to_customer(r) for r in await self.conn.execute(query)]
 
-    async def create(self, currency: Currency, timezone: str, now: datetime) -> Customer:
+    async def create(
+        self: CustomerRepository[WriteConnection], currency: Currency, timezone: str, now: datetime
+    ) -> Customer:
         result = await self.conn.execute(
             insert(customers)
             .values(currency=currency.value, timezone=timezone, created_at=now)
@@ -42,7 +44,11 @@ class CustomerRepository:
         )
         return _to_customer(result.one())
 
-    async def create_many(self, rows: Sequence[tuple[Currency, str]], now: datetime) -> list[int]:
+    async def create_many(
+        self: CustomerRepository[WriteConnection],
+        rows: Sequence[tuple[Currency, str]],
+        now: datetime,
+    ) -> list[int]:
         """Insert customers in bulk; answers their new ids in the order given."""
         if not rows:
             return []

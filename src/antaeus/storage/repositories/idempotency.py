@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from antaeus.storage.database import Conn, WriteConnection
 from antaeus.storage.tables import idempotency_keys
 
 
@@ -16,10 +17,10 @@ class StoredResponse:
     body: str
 
 
-class IdempotencyRepository:
+class IdempotencyRepository(Generic[Conn]):
     """Responses remembered per (scope, key), written in the same transaction as their effect."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Conn) -> None:
         self.conn = conn
 
     async def find(self, scope: str, key: str) -> StoredResponse | None:
@@ -35,7 +36,13 @@ class IdempotencyRepository:
         return StoredResponse(row.request_hash, row.status_code, row.response_body) if row else None
 
     async def save(
-        self, scope: str, key: str, request_hash: str, status_code: int, body: str, now: datetime
+        self: IdempotencyRepository[WriteConnection],
+        scope: str,
+        key: str,
+        request_hash: str,
+        status_code: int,
+        body: str,
+        now: datetime,
     ) -> None:
         await self.conn.execute(
             insert(idempotency_keys).values(
@@ -48,7 +55,9 @@ class IdempotencyRepository:
             )
         )
 
-    async def purge_before(self, cut: datetime, limit: int) -> int:
+    async def purge_before(
+        self: IdempotencyRepository[WriteConnection], cut: datetime, limit: int
+    ) -> int:
         """Forget up to `limit` of the oldest keys stored before `cut`; answers how many."""
         oldest = (
             select(idempotency_keys.c.id)

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from antaeus.storage.database import ReadConnection
 from antaeus.storage.tables import installation
 
 
 class InstallationRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: ReadConnection) -> None:
         self.conn = conn
 
     async def installation_id(self) -> str:

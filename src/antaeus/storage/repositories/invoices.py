@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic
 
 from sqlalchemy import bindparam, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.domain.invoice import FailureReason, Invoice, InvoiceStatus
 from antaeus.domain.money import Currency, Money
+from antaeus.storage.database import Conn, WriteConnection
 from antaeus.storage.tables import invoices
 from antaeus.storage.types import UTCDateTime
 
@@ -26,8 +26,8 @@ def to_invoice(row: Any) -> Invoice:
     )
 
 
-class InvoiceRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+class InvoiceRepository(Generic[Conn]):
+    def __init__(self, conn: Conn) -> None:
         self.conn = conn
 
     async def get(self, invoice_id: int) -> Invoice | None:
@@ -51,7 +51,11 @@ class InvoiceRepository:
         return [to_invoice(r) for r in await self.conn.execute(query)]
 
     async def create(
-        self, customer_id: int, amount: Money, due_at: datetime, now: datetime
+        self: InvoiceRepository[WriteConnection],
+        customer_id: int,
+        amount: Money,
+        due_at: datetime,
+        now: datetime,
     ) -> Invoice:
         result = await self.conn.execute(
             insert(invoices)
@@ -70,7 +74,9 @@ class InvoiceRepository:
         )
         return to_invoice(result.one())
 
-    async def insert_many(self, rows: Iterable[dict[str, Any]]) -> None:
+    async def insert_many(
+        self: InvoiceRepository[WriteConnection], rows: Iterable[dict[str, Any]]
+    ) -> None:
         """Bulk insert of ready-made rows (seeding, imports), at the driver's full speed.
 
         PostgreSQL gets a COPY; SQLite one executemany of plain tuples. Both skip

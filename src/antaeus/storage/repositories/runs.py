@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Generic
 
 from sqlalchemy import (
     and_,
@@ -20,12 +20,12 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from antaeus.domain.invoice import InvoiceStatus
 from antaeus.domain.money import Currency, Money
 from antaeus.domain.policy import RunOutcome
 from antaeus.storage.batch import Batch
+from antaeus.storage.database import Conn, WriteConnection
 from antaeus.storage.tables import (
     billing_runs,
     events,
@@ -78,15 +78,17 @@ def _due_not_in_run(now: datetime, cut: datetime, open_attempts_only: bool) -> A
     return cond
 
 
-class BillingBase:
+class BillingBase(Generic[Conn]):
     """A connection, and what every billing repository shares."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Conn) -> None:
         self.conn = conn
         self.is_pg = conn.dialect.name == "postgresql"
 
     async def add_events(
-        self, items: Sequence[tuple[str, int | None, int | None, str]], now: datetime
+        self: BillingBase[WriteConnection],
+        items: Sequence[tuple[str, int | None, int | None, str]],
+        now: datetime,
     ) -> None:
         await _INSERT_EVENTS.executemany(
             self.conn,
@@ -97,11 +99,11 @@ class BillingBase:
         )
 
 
-class RunsRepository(BillingBase):
+class RunsRepository(BillingBase[Conn]):
     # -- runs ---------------------------------------------------------------
 
     async def open_run(
-        self,
+        self: RunsRepository[WriteConnection],
         trigger: str,
         now: datetime,
         cut: datetime,
@@ -145,7 +147,9 @@ class RunsRepository(BillingBase):
             await self.complete_runs([run_id], now)
         return run_id
 
-    async def complete_runs(self, run_ids: Sequence[int], now: datetime) -> list[int]:
+    async def complete_runs(
+        self: RunsRepository[WriteConnection], run_ids: Sequence[int], now: datetime
+    ) -> list[int]:
         """Complete the runs of `run_ids` whose invoices all have an outcome (answers those)."""
         if not run_ids:
             return []

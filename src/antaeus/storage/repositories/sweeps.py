@@ -12,6 +12,7 @@ from sqlalchemy import (
     update,
 )
 
+from antaeus.storage.database import Conn, WriteConnection
 from antaeus.storage.repositories.runs import PENDING, PROCESSING, RunsRepository
 from antaeus.storage.tables import (
     invoices,
@@ -19,11 +20,11 @@ from antaeus.storage.tables import (
 )
 
 
-class SweepsRepository(RunsRepository):
+class SweepsRepository(RunsRepository[Conn]):
     # -- the scheduler's sweeps -----------------------------------------------
 
     async def to_review_past_retention(
-        self,
+        self: SweepsRepository[WriteConnection],
         now: datetime,
         cut: datetime,
         *,
@@ -84,7 +85,7 @@ class SweepsRepository(RunsRepository):
             await self.complete_runs(sorted({r for _, r in in_runs}), now)
         return moved
 
-    async def failed_pending_due_now(self, now: datetime) -> int:
+    async def failed_pending_due_now(self: SweepsRepository[WriteConnection], now: datetime) -> int:
         """Every PENDING invoice with a past failure, waiting for a retry, becomes due now."""
         result = await self.conn.execute(
             update(invoices)

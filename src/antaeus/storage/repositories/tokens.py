@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from antaeus.storage.database import Conn, WriteConnection
 from antaeus.storage.tables import api_tokens
 
 
@@ -17,11 +18,13 @@ class TokenRecord:
     revoked_at: datetime | None
 
 
-class TokenRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+class TokenRepository(Generic[Conn]):
+    def __init__(self, conn: Conn) -> None:
         self.conn = conn
 
-    async def create(self, name: str, token_hash: str, now: datetime) -> None:
+    async def create(
+        self: TokenRepository[WriteConnection], name: str, token_hash: str, now: datetime
+    ) -> None:
         await self.conn.execute(
             insert(api_tokens).values(name=name, token_hash=token_hash, created_at=now)
         )
@@ -49,7 +52,7 @@ class TokenRepository:
         )
         return found is not None
 
-    async def revoke(self, name: str, now: datetime) -> bool:
+    async def revoke(self: TokenRepository[WriteConnection], name: str, now: datetime) -> bool:
         result = await self.conn.execute(
             update(api_tokens)
             .where(api_tokens.c.name == name, api_tokens.c.revoked_at.is_(None))
