@@ -207,6 +207,7 @@ async def _bill_direct(
             await charging
         return await fetch(), stopping, w.stats
     finally:
+        stopping.uninstall()
         await provider.aclose()
         await db.dispose()
 
