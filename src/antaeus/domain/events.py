@@ -91,12 +91,9 @@ def row(event: Event) -> Row:
     return (event.type.value, event.invoice_id, event.run_id, dumps(event.data()))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: the worker builds one per answer, on its hot path
 class ChargeAnswered:
-    """The provider answered an attempt and the worker recorded it (a type of ANSWER_TYPES).
-
-    The worker's hot path builds one per answer: keep it flat and cheap.
-    """
+    """The provider answered an attempt and the worker recorded it (a type of ANSWER_TYPES)."""
 
     type: EventType
     invoice_id: int
