@@ -158,6 +158,19 @@ class Settings(BaseSettings):
     RETRY_AFTER_MAX_SECONDS: float = Field(default=60, ge=0, le=3_600)
     PAUSE_PROBE_SECONDS: float = Field(default=30, gt=0)
 
+    # -- telling other systems (notify/) ---------------------------------------
+    EVENT_RETENTION: int = Field(
+        default=30 * 86_400,
+        ge=3_600,
+        description="seconds an event is kept once delivered everywhere (then pruned)",
+    )
+    AMQP_URL: SecretStr | None = Field(
+        default=None,
+        description="RabbitMQ to publish every event to (exchange antaeus.events); unset: none",
+    )
+    RELAY_CONCURRENCY: int = Field(default=64, ge=1, le=1_000)
+    RELAY_POLL_INTERVAL: float = Field(default=0.5, gt=0, le=60)
+
     @field_validator("DUNNING_SCHEDULE", mode="before")
     @classmethod
     def _parse_dunning(cls, value: object) -> object:
@@ -248,6 +261,28 @@ class Settings(BaseSettings):
                 "and ANTAEUS_PAYMENT_PROVIDER_API_KEY is set: use one of them"
             )
         return self
+
+    @field_validator("AMQP_URL")
+    @classmethod
+    def _check_amqp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        url = value.get_secret_value()
+        parsed = urlsplit(url)
+        try:
+            port = parsed.port
+        except ValueError:
+            port = -1
+        if parsed.scheme not in ("amqp", "amqps") or not parsed.hostname or port == -1:
+            raise ValueError(
+                f"must be an amqp:// or amqps:// URL with a host, not {mask_url(url)!r}"
+            )
+        return value
+
+    @property
+    def amqp_url_shown(self) -> str | None:
+        """The broker's URL as logs and the database show it (password masked)."""
+        return mask_url(self.AMQP_URL.get_secret_value()) if self.AMQP_URL else None
 
     @property
     def async_database_url(self) -> str:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BODY = """\
 from datetime import UTC, datetime
 
-from antaeus.billing.runs import open_run_in
+from antaeus.billing.service import RunOpening
 from antaeus.domain.policy import PolicySettings
 from antaeus.domain.money import Currency, Money
 from antaeus.storage.database import Database
@@ -47,7 +47,7 @@ async def body(db: Database, policy: PolicySettings) -> RunRow | None:
         await billing.add_events([], now)  # writes
         await billing.failed_pending_due_now(now)  # writes
         await billing.record("me", [], now)  # writes
-        await open_run_in(conn, now, policy, "cli")  # writes
+        await RunOpening().open_in(conn, now, policy, "cli")  # writes
         return await billing.get_run(1)
 """
 

@@ -13,11 +13,12 @@ import antaeus
 from antaeus.api.auth import TokenAuthority
 from antaeus.api.context import AppContext
 from antaeus.api.errors import ContentLengthLimit, install_error_handlers
-from antaeus.api.routes import billing, customers, health, invoices
+from antaeus.api.routes import billing, customers, events, health, invoices
 from antaeus.billing.runs import Scheduler
 from antaeus.billing.worker import Worker, worker_settings
 from antaeus.clock import Clock, SystemClock
 from antaeus.config import Settings
+from antaeus.notify.factory import build_relay
 from antaeus.payments.factory import build_provider
 from antaeus.payments.provider import PaymentProvider
 from antaeus.storage.database import Database
@@ -41,11 +42,13 @@ def create_app(
     provider: PaymentProvider | None = None,
     embedded_worker: bool = False,
     scheduler: bool = False,
+    relay: bool = False,
 ) -> FastAPI:
     """Build the app. A `database` or `provider` handed in is used as is (and not closed).
 
-    `embedded_worker` and `scheduler` run the charging worker and the run
-    scheduler as tasks of this process (what `antaeus serve` does by default).
+    `embedded_worker`, `scheduler` and `relay` run the charging worker, the run
+    scheduler and the outbox relay as tasks of this process (what `antaeus
+    serve` does by default).
     Request handlers never call the provider.
     """
 
@@ -86,11 +89,17 @@ def create_app(
                 idempotency_retention=timedelta(seconds=settings.IDEMPOTENCY_KEY_RETENTION),
             )
             tasks.append(asyncio.create_task(sched.run(stop), name="antaeus-scheduler"))
+        the_relay = None
+        if relay:
+            the_relay = build_relay(db, the_clock, settings)
+            tasks.append(asyncio.create_task(the_relay.run(stop), name="antaeus-relay"))
         try:
             yield
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if the_relay is not None:
+                await the_relay.aclose()
             if own_provider is not None:
                 await own_provider.aclose()
             if database is None:
@@ -109,4 +118,5 @@ def create_app(
     app.include_router(customers.router)
     app.include_router(invoices.router)
     app.include_router(billing.router)
+    app.include_router(events.router)
     return app

@@ -21,6 +21,7 @@ from antaeus.cli.common import err, fail, load_settings, out, prepare, run, serv
 from antaeus.cli.stopping import GracefulStop, stopped_line
 from antaeus.clock import SystemClock
 from antaeus.config import Settings
+from antaeus.notify.factory import build_relay
 from antaeus.payments.factory import ProviderConfigError, build_provider
 from antaeus.security import mask_url, scrub
 from antaeus.storage import migrate
@@ -73,8 +74,14 @@ def worker(
     metrics_port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="serve Prometheus metrics on this port")
     ] = None,
+    no_relay: Annotated[
+        bool,
+        typer.Option("--no-relay", help="do not deliver events (webhooks, RabbitMQ) from here"),
+    ] = False,
 ) -> None:
     """Charge the invoices of open runs (run as many as you like, on any machine).
+
+    It also relays the outbox's events to their destinations, unless --no-relay.
 
     Stops gracefully on SIGTERM: finishes the calls in flight, records them, exits.
     """
@@ -103,7 +110,16 @@ def worker(
                 worker_settings(settings, concurrency),
                 crash_hook=_failpoint(),
             )
-            await w.run(stop)
+            relay = None if no_relay else build_relay(db, SystemClock(), settings)
+            relaying = asyncio.create_task(relay.run(stop)) if relay is not None else None
+            try:
+                await w.run(stop)
+            finally:
+                stop.set()
+                if relaying is not None:
+                    await asyncio.gather(relaying, return_exceptions=True)
+                if relay is not None:
+                    await relay.aclose()
             return w.stats
         finally:
             await provider.aclose()

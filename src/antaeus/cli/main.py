@@ -83,6 +83,10 @@ def serve(
     no_scheduler: Annotated[
         bool, typer.Option("--no-scheduler", help="another process runs the scheduler")
     ] = False,
+    no_relay: Annotated[
+        bool,
+        typer.Option("--no-relay", help="do not deliver events (webhooks, RabbitMQ) from here"),
+    ] = False,
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -123,6 +127,7 @@ def serve(
                 database=db,
                 embedded_worker=not no_worker,
                 scheduler=not no_scheduler,
+                relay=not no_relay,
             )
             config = uvicorn.Config(
                 app,

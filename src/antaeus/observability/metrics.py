@@ -38,3 +38,16 @@ INVOICE_ACTIONS = Counter(
     "People's actions on invoices (retry, resolve, void) that changed them, by action",
     ["action"],
 )
+EVENT_DELIVERIES = Counter(
+    "antaeus_event_deliveries_total",
+    "Tries to deliver an event, by destination kind (webhook, amqp) and result (delivered, failed)",
+    ["destination", "result"],
+)
+EVENTS_PENDING = Gauge(
+    "antaeus_events_pending",
+    "Deliveries not yet made, plus events not yet fanned out to their destinations",
+)
+EVENT_DELIVERY_LAG = Gauge(
+    "antaeus_event_delivery_lag_seconds",
+    "Age of the oldest event still waiting for a delivery to an enabled destination",
+)

@@ -219,6 +219,17 @@ events = Table(
     Column("run_id", BigInteger, nullable=True),
     Column("payload", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # when the relay made its deliveries (NULL: not yet); see event_deliveries
+    Column("fanned_out_at", UTCDateTime, nullable=True),
+    Index(
+        "ix_events_not_fanned_out_id",
+        "id",
+        sqlite_where=text("fanned_out_at IS NULL"),
+        postgresql_where=text("fanned_out_at IS NULL"),
+    ),
+    Index("ix_events_type_id", "type", "id"),  # GET /rest/v1/events?type=
+    Index("ix_events_invoice_id_id", "invoice_id", "id"),  # ?invoiceId=
+    Index("ix_events_created_at", "created_at"),  # pruning
 )
 
 #: What people did to invoices (retry, resolve, void), with who and why.
@@ -245,4 +256,67 @@ charging_state = Table(
     Column("paused_reason", Text, nullable=True),
     Column("paused_since", UTCDateTime, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: Where events go: webhook endpoints (the API manages them) and the AMQP broker
+#: (one row, made by a relay that has ANTAEUS_AMQP_URL). An event is delivered to
+#: the destinations that existed when it was written and that take its type.
+event_destinations = Table(
+    "event_destinations",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # webhook | amqp
+    Column("url", String(2048), nullable=False),  # for amqp: without its password
+    Column("event_types", Text, nullable=True),  # JSON list; NULL: every type
+    Column("secret", String(128), nullable=True),  # webhooks: whsec_..., signs each delivery
+    Column("status", String(16), nullable=False),  # enabled | disabled | deleted
+    Column("failing_since", UTCDateTime, nullable=True),  # the first failure since a success
+    Column("disabled_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: One event to one destination: pending until delivered (at least once).
+event_deliveries = Table(
+    "event_deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", BigInteger, ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "destination_id",
+        BigInteger,
+        ForeignKey("event_destinations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("tries", Integer, nullable=False, server_default="0"),
+    Column("next_try_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    # a relay that claimed it: next_try_at is then the end of its lease
+    Column("lease_owner", String(64), nullable=True),
+    Column("last_error", Text, nullable=True),
+    UniqueConstraint("event_id", "destination_id"),
+    # What is due: only undelivered rows.
+    Index(
+        "ix_event_deliveries_pending_next_try_at",
+        "next_try_at",
+        sqlite_where=text("delivered_at IS NULL"),
+        postgresql_where=text("delivered_at IS NULL"),
+    ),
+    Index("ix_event_deliveries_destination_id", "destination_id"),
+)
+
+#: Every try of a delivery (the webhooks API and dashboard show them).
+delivery_tries = Table(
+    "delivery_tries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("destination_id", BigInteger, nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("tried_at", UTCDateTime, nullable=False),
+    Column("http_status", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("duration_ms", Integer, nullable=False),
+    Column("ok", Integer, nullable=False),  # 1 delivered, 0 failed
+    Index("ix_delivery_tries_destination_id_id", "destination_id", "id"),
+    Index("ix_delivery_tries_event_id", "event_id"),
 )

@@ -1,0 +1,373 @@
+"""The outbox relay: every event, to every destination that takes it, at least once.
+
+Each `serve` and `worker` process runs one (`--no-relay` turns it off). A step:
+
+1. fan out: events not yet fanned out get one delivery per destination that
+   existed when they were written and takes their type (`event_deliveries`);
+2. claim due deliveries (a lease: `next_try_at` moves to its end), skipping
+   destinations that already have `per_destination` tries in flight here, so
+   a receiver that hangs holds a few slots, never all of them;
+3. try each (webhook POST, broker publish with confirm) as a task of its own;
+4. record what the finished tries did in one transaction: delivered, or the
+   next try after a backoff (webhooks: about 5 s, 5 min, 30 min, 2 h, 5 h,
+   10 h, then every 10 h; the broker: capped exponential), each with jitter;
+   a webhook failing for three days is `disabled` until a person enables it;
+5. now and then, prune events older than the retention that went everywhere.
+
+The relay's database work is short transactions of its own; a destination that
+is down delays only its own deliveries; a database error is logged and the
+relay backs off, never stopping the process, charging or the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Final, Protocol
+
+import structlog
+
+from antaeus.clock import Clock
+from antaeus.notify.envelope import event_id
+from antaeus.notify.webhooks import TryResult, WebhookSender, describe
+from antaeus.observability import metrics
+from antaeus.storage.database import Database
+from antaeus.storage.repositories.outbox import (
+    Claimed,
+    DeliveryRepository,
+    DestinationRepository,
+    EventRepository,
+    Outcome,
+)
+
+#: Standard Webhooks' retry schedule: the wait after the 1st, 2nd, ... failed try.
+WEBHOOK_SCHEDULE: Final = (
+    timedelta(seconds=5),
+    timedelta(minutes=5),
+    timedelta(minutes=30),
+    timedelta(hours=2),
+    timedelta(hours=5),
+    timedelta(hours=10),
+)
+WEBHOOK_GIVE_UP: Final = timedelta(days=3)  # failing this long: the endpoint is disabled
+BROKER_BACKOFF_BASE: Final = 1.0
+BROKER_BACKOFF_MAX: Final = 300.0
+
+
+def next_webhook_try(tries: int, now: datetime, rng: random.Random) -> datetime:
+    """When to try again after `tries` failed tries (±10% jitter)."""
+    wait = WEBHOOK_SCHEDULE[min(tries, len(WEBHOOK_SCHEDULE)) - 1]
+    return now + wait * rng.uniform(0.9, 1.1)
+
+
+def next_broker_try(tries: int, now: datetime, rng: random.Random) -> datetime:
+    """Capped exponential backoff with full jitter (at least a tenth of the cap's step)."""
+    cap = min(BROKER_BACKOFF_MAX, BROKER_BACKOFF_BASE * 2 ** min(tries - 1, 30))
+    return now + timedelta(seconds=rng.uniform(cap / 10, cap))
+
+
+class Sender(Protocol):
+    """Delivers claimed deliveries of one destination kind."""
+
+    kind: str
+
+    async def deliver(self, claimed: Claimed) -> TryResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+class WebhookDestinations:
+    """The webhook kind: the event's JSON, signed with the endpoint's secret."""
+
+    kind = "webhook"
+
+    def __init__(self, sender: WebhookSender | None = None) -> None:
+        self.sender = sender or WebhookSender()
+
+    async def deliver(self, claimed: Claimed) -> TryResult:
+        destination = claimed.destination
+        assert destination.secret is not None  # every webhook row has one
+        return await self.sender.send(
+            destination.url, destination.secret, event_id(claimed.event.id), claimed.event.body()
+        )
+
+    async def aclose(self) -> None:
+        await self.sender.aclose()
+
+
+@dataclass
+class RelaySettings:
+    concurrency: int = 64  # tries in flight in this process
+    per_destination: int = 8  # of which at most this many to one destination
+    batch: int = 500  # events fanned out, deliveries claimed, per statement
+    poll_interval: float = 0.5  # seconds between steps when there is nothing to do
+    lease: timedelta = timedelta(seconds=60)  # longer than a try can take
+    retention: timedelta = timedelta(days=30)
+    prune_every: float = 60.0  # seconds
+    gauges_every: float = 5.0  # seconds
+
+
+@dataclass
+class RelayStats:
+    fanned_out: int = 0
+    delivered: int = 0
+    failed: int = 0
+    pruned: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class Relay:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        senders: Sequence[Sender],
+        settings: RelaySettings | None = None,
+        relay_id: str | None = None,
+        rng: random.Random | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.senders = {s.kind: s for s in senders}
+        self.settings = settings or RelaySettings()
+        self.id = relay_id or f"{socket.gethostname()}:{os.getpid()}:relay"
+        self.rng = rng or random.Random()
+        self.monotonic = monotonic
+        self.stats = RelayStats()
+        self.log = structlog.get_logger("antaeus.relay").bind(relay=self.id)
+        self._inflight: dict[asyncio.Task[Outcome], int] = {}  # task -> destination id
+        self._done: list[Outcome] = []
+        self._wake = asyncio.Event()
+        self._last_prune = float("-inf")
+        self._last_gauges = float("-inf")
+
+    # -- the loop -------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until `stop`; then let the tries in flight end and record them."""
+        self.log.info("relay_started", kinds=sorted(self.senders))
+        broker = self.senders.get("amqp")
+        if broker is not None:  # the broker's destination row, made once for every relay
+            shown = getattr(broker, "url_shown", "amqp")
+            while not stop.is_set():
+                try:
+                    await ensure_broker_destination(self.db, self.clock, shown)
+                    break
+                except Exception as exc:
+                    self.log.warning("relay_failed", error=f"{type(exc).__name__}: {exc}")
+                    await self._sleep(stop, 2.0)
+        failures = 0
+        try:
+            while not stop.is_set():
+                try:
+                    busy = await self.step()
+                    failures = 0
+                except Exception as exc:  # the database, mostly: say so, back off, go on
+                    failures += 1
+                    self.log.warning("relay_failed", error=f"{type(exc).__name__}: {exc}")
+                    busy = False
+                    await self._sleep(stop, min(30.0, 0.5 * 2**failures))
+                    continue
+                if not busy:
+                    await self._sleep(stop, self.settings.poll_interval)
+        finally:
+            await self.drain()
+            self.log.debug("relay_stopped", **self.stats.__dict__)
+
+    async def run_until_idle(self, within: float = 60.0) -> None:
+        """Step until nothing is left to fan out, claim now or record (tests, benchmarks)."""
+        deadline = self.monotonic() + within
+        while self.monotonic() < deadline:
+            busy = await self.step()
+            if self._inflight:
+                await asyncio.wait(set(self._inflight), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            if not busy and not self._done:
+                return
+        raise TimeoutError("the relay did not become idle")
+
+    async def step(self) -> bool:
+        """One round; answers whether it found anything to do."""
+        now = self.clock.now()
+        busy = False
+        if self._done:
+            await self._record()
+            busy = True
+        async with self.db.write() as conn:
+            fanned = await DeliveryRepository(conn).fan_out(now, self.settings.batch)
+        if fanned:
+            self.stats.fanned_out += fanned
+            busy = True
+        room = self.settings.concurrency - len(self._inflight)
+        if room > 0 and self.senders:
+            claimed = await self._claim(now, room)
+            for item in claimed:
+                self._start(item)
+            busy = busy or bool(claimed)
+        tick = self.monotonic()
+        if tick - self._last_prune >= self.settings.prune_every:
+            self._last_prune = tick
+            await self._prune(now)
+        if tick - self._last_gauges >= self.settings.gauges_every:
+            self._last_gauges = tick
+            await self._gauges(now)
+        return busy
+
+    async def drain(self) -> None:
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        try:
+            await self._record()
+        except Exception as exc:  # their leases end and another relay tries them again
+            self.log.warning("relay_record_failed", error=f"{type(exc).__name__}: {exc}")
+
+    # -- claims and tries -----------------------------------------------------
+
+    async def _claim(self, now: datetime, room: int) -> list[Claimed]:
+        counts: dict[int, int] = {}
+        for destination in self._inflight.values():
+            counts[destination] = counts.get(destination, 0) + 1
+        full = [d for d, n in counts.items() if n >= self.settings.per_destination]
+        async with self.db.write() as conn:
+            claimed = await DeliveryRepository(conn).claim(
+                self.id,
+                sorted(self.senders),
+                now,
+                self.settings.lease,
+                min(room, self.settings.batch),
+                exclude=full,
+            )
+        # at most `per_destination` each; the rest go back at once (due again now)
+        kept: list[Claimed] = []
+        back: list[Claimed] = []
+        for item in claimed:
+            d = item.destination.id
+            if counts.get(d, 0) < self.settings.per_destination:
+                counts[d] = counts.get(d, 0) + 1
+                kept.append(item)
+            else:
+                back.append(item)
+        if back:
+            self._done.extend(
+                Outcome(item, False, None, None, 0, now, released=True) for item in back
+            )
+        return kept
+
+    def _start(self, item: Claimed) -> None:
+        task = asyncio.create_task(self._try(item))
+        self._inflight[task] = item.destination.id
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Outcome]) -> None:
+        self._inflight.pop(task, None)
+        if not task.cancelled():
+            self._done.append(task.result())
+        self._wake.set()
+
+    async def _try(self, item: Claimed) -> Outcome:
+        sender = self.senders[item.destination.kind]
+        try:
+            result = await sender.deliver(item)
+        except Exception as exc:  # a sender's bug must not lose the delivery
+            result = TryResult(False, None, f"{type(exc).__name__}: {exc}"[:500], 0)
+        now = self.clock.now()
+        tries = item.tries + 1
+        if result.ok:
+            next_try = None
+        elif item.destination.kind == "webhook":
+            next_try = next_webhook_try(tries, now, self.rng)
+        else:
+            next_try = next_broker_try(tries, now, self.rng)
+        return Outcome(
+            item, result.ok, result.http_status, result.error, result.duration_ms, next_try
+        )
+
+    async def _record(self) -> None:
+        outcomes, self._done = self._done, []
+        if not outcomes:
+            return
+        now = self.clock.now()
+        try:
+            async with self.db.write() as conn:
+                disabled = await DeliveryRepository(conn).record(
+                    self.id, outcomes, now, WEBHOOK_GIVE_UP
+                )
+        except Exception:
+            self._done = outcomes + self._done  # try to write them again next step
+            raise
+        for o in outcomes:
+            if o.released:
+                continue
+            kind = o.claimed.destination.kind
+            result = "delivered" if o.ok else "failed"
+            metrics.EVENT_DELIVERIES.labels(kind, result).inc()
+            if o.ok:
+                self.stats.delivered += 1
+                self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + 1
+            else:
+                self.stats.failed += 1
+                self.log.info(
+                    "event_delivery_failed",
+                    event_id=event_id(o.claimed.event.id),
+                    type=o.claimed.event.type,
+                    destination=o.claimed.destination.id,
+                    kind=kind,
+                    url=describe(o.claimed.destination.url),
+                    tries=o.claimed.tries + 1,
+                    error=o.error,
+                    next_try_at=o.next_try_at.isoformat() if o.next_try_at else None,
+                )
+        for destination in disabled:
+            self.log.warning(
+                "webhook_disabled",
+                destination=destination.id,
+                url=describe(destination.url),
+                failing_since=(
+                    destination.failing_since.isoformat() if destination.failing_since else None
+                ),
+                action=f"fix the receiver, then POST /rest/v1/webhooks/{destination.id}/enable",
+            )
+
+    # -- upkeep ---------------------------------------------------------------
+
+    async def _prune(self, now: datetime) -> None:
+        async with self.db.write() as conn:
+            pruned = await DeliveryRepository(conn).prune(
+                now - self.settings.retention, self.settings.batch
+            )
+        self.stats.pruned += pruned
+
+    async def _gauges(self, now: datetime) -> None:
+        async with self.db.read() as conn:
+            repo = EventRepository(conn)
+            pending = await repo.pending_count()
+            oldest = await repo.oldest_undelivered()
+        metrics.EVENTS_PENDING.set(pending)
+        metrics.EVENT_DELIVERY_LAG.set((now - oldest).total_seconds() if oldest else 0.0)
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        """Until `seconds` pass, `stop` is set or a try finishes."""
+        self._wake.clear()
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def aclose(self) -> None:
+        for sender in self.senders.values():
+            await sender.aclose()
+
+
+async def ensure_broker_destination(db: Database, clock: Clock, url_shown: str) -> None:
+    """The broker's destination row (made once; later relays find it)."""
+    async with db.write() as conn:
+        await DestinationRepository(conn).ensure_amqp(url_shown, clock.now())
