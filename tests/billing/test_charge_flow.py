@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
 
+from antaeus import exactjson
 from antaeus.billing.service import open_run
 from antaeus.billing.worker import Worker, WorkerSettings
 from antaeus.clock import ManualClock
+from antaeus.domain.events import invoice_data
 from antaeus.domain.policy import PolicySettings
 from antaeus.payments.provider import (
     Charged,
@@ -27,6 +29,7 @@ from antaeus.payments.provider import (
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.billing import BillingRepository
 from antaeus.storage.repositories.installation import InstallationRepository
+from antaeus.storage.repositories.invoices import InvoiceRepository
 from antaeus.storage.tables import events
 from tests.billing.fakes import ScriptedProvider
 from tests.billing.helpers import attempts_of, invoice_row, make_invoices, run_outcomes
@@ -81,19 +84,32 @@ async def test_charged_invoice_is_paid_with_the_providers_charge_id(
     assert run is not None
     assert run.status == "completed"
     assert event.type == "invoice.paid"
-    assert json.loads(event.payload) == {
-        "invoiceId": invoice_id,
-        "customerId": row.customer_id,
-        "amount": {"value": "10.50", "currency": "EUR"},
-        "status": "PAID",
-        "outcome": "charged",
-        "attempt": 1,
-        "idempotencyKey": f"{installation}:{invoice_id}:1",
-        "chargeId": "ch_123",
-        "reason": None,
+    data = exactjson.loads(event.payload)
+    assert data == {
+        "invoice": {
+            "id": invoice_id,
+            "customerId": row.customer_id,
+            "amount": {"value": Decimal("10.50"), "currency": "EUR"},
+            "status": "PAID",
+            "dueAt": data["invoice"]["dueAt"],
+            "attemptCount": 1,
+            "lastFailure": None,
+            "nextAttemptAt": None,
+        },
+        "attempt": {
+            "number": 1,
+            "idempotencyKey": f"{installation}:{invoice_id}:1",
+            "outcome": "charged",
+            "chargeId": "ch_123",
+            "reason": None,
+        },
         "runId": run_id,
-        "nextAttemptAt": None,
     }
+    assert '"value":10.50' in event.payload  # the exact digits, as the API writes them
+    async with database.read() as conn:
+        shown = await InvoiceRepository(conn).get(invoice_id)
+    assert shown is not None
+    assert data["invoice"] == exactjson.loads(exactjson.dumps(invoice_data(shown)))
 
 
 @pytest.mark.parametrize(

@@ -627,7 +627,9 @@ async def verify(
             problems.append(f"event {event.type} for invoice {event.invoice_id}, not one of ours")
         events_of[event.invoice_id][event.type] += 1
         if event.type == "invoice.paid":
-            paid_charge_ids[event.invoice_id].append(json.loads(event.payload).get("chargeId"))
+            paid_charge_ids[event.invoice_id].append(
+                json.loads(event.payload)["attempt"].get("chargeId")
+            )
     hit_by: dict[str, set[int]] = {
         fault: {int(f["invoiceId"]) for f in hits} for fault, hits in (faults or {}).items()
     }

@@ -24,6 +24,7 @@ from antaeus.domain.events import (
     payload,
     row,
 )
+from antaeus.domain.invoice import FailureReason, Invoice, InvoiceStatus
 from antaeus.domain.money import Currency, Money
 from antaeus.domain.policy import OUTCOME_TABLE, PolicySettings, retention_ending
 from antaeus.exactjson import loads
@@ -37,6 +38,7 @@ def answered(**changes: Any) -> ChargeAnswered:
         "invoice_id": 7,
         "customer_id": 3,
         "amount": Money(Decimal("123456789012.4"), Currency.DKK),
+        "due_at": DUE,
         "status": "PENDING",
         "outcome": "insufficient_funds",
         "attempt": 2,
@@ -50,6 +52,37 @@ def answered(**changes: Any) -> ChargeAnswered:
     return ChargeAnswered(**values)
 
 
+DUE = datetime(2026, 2, 28, 23, 0, tzinfo=UTC)
+
+
+def invoice(status: InvoiceStatus, **changes: Any) -> Invoice:
+    values: dict[str, Any] = {
+        "id": 7,
+        "customer_id": 3,
+        "amount": Money(Decimal("10.5"), Currency.EUR),
+        "status": status,
+        "due_at": DUE,
+        "attempt_count": 1,
+    }
+    values.update(changes)
+    return Invoice(**values)
+
+
+def invoice_shown(status: str, **changes: Any) -> dict[str, Any]:
+    shown: dict[str, Any] = {
+        "id": 7,
+        "customerId": 3,
+        "amount": {"value": Decimal("10.50"), "currency": "EUR"},
+        "status": status,
+        "dueAt": "2026-02-28T23:00:00Z",
+        "attemptCount": 1,
+        "lastFailure": None,
+        "nextAttemptAt": None,
+    }
+    shown.update(changes)
+    return shown
+
+
 #: one of every event, with the shape of its stored data
 EXAMPLES: list[tuple[Event, str, int | None, int | None, dict[str, Any]]] = [
     (
@@ -58,43 +91,52 @@ EXAMPLES: list[tuple[Event, str, int | None, int | None, dict[str, Any]]] = [
         7,
         11,
         {
-            "invoiceId": 7,
-            "customerId": 3,
-            "amount": {"value": "123456789012.40", "currency": "DKK"},
-            "status": "PENDING",
-            "outcome": "insufficient_funds",
-            "attempt": 2,
-            "idempotencyKey": "inst:7:2",
-            "chargeId": None,
-            "reason": "insufficient_funds",
+            "invoice": {
+                "id": 7,
+                "customerId": 3,
+                "amount": {"value": Decimal("123456789012.40"), "currency": "DKK"},
+                "status": "PENDING",
+                "dueAt": "2026-02-28T23:00:00Z",
+                "attemptCount": 2,
+                "lastFailure": "insufficient_funds",
+                "nextAttemptAt": "2026-03-01T00:00:30Z",
+            },
+            "attempt": {
+                "number": 2,
+                "idempotencyKey": "inst:7:2",
+                "outcome": "insufficient_funds",
+                "chargeId": None,
+                "reason": "insufficient_funds",
+            },
             "runId": 11,
-            "nextAttemptAt": "2026-03-01T00:00:30Z",
         },
     ),
     (
         SentToReview(
-            invoice_id=7,
+            invoice=invoice(InvoiceStatus.REVIEW, last_failure=FailureReason.UNKNOWN_OUTCOME),
             run_id=None,
             attempt=1,
             idempotency_key="inst:7:1",
-            status="REVIEW",
             reason="unknown_outcome",
         ),
         "invoice.review",
         7,
         None,
         {
-            "invoiceId": 7,
-            "status": "REVIEW",
-            "attempt": 1,
-            "idempotencyKey": "inst:7:1",
-            "reason": "unknown_outcome",
+            "invoice": invoice_shown("REVIEW", lastFailure="unknown_outcome"),
+            "attempt": {
+                "number": 1,
+                "idempotencyKey": "inst:7:1",
+                "outcome": None,
+                "chargeId": None,
+                "reason": "unknown_outcome",
+            },
             "runId": None,
         },
     ),
     (
         ActionTaken(
-            invoice_id=7,
+            invoice=invoice(InvoiceStatus.PAID),
             action="resolved_charged",
             actor="ops",
             note="seen in the dashboard",
@@ -106,21 +148,23 @@ EXAMPLES: list[tuple[Event, str, int | None, int | None, dict[str, Any]]] = [
         7,
         None,
         {
-            "invoiceId": 7,
-            "action": "resolved_charged",
-            "actor": "ops",
-            "note": "seen in the dashboard",
-            "chargeId": "ch_9",
-            "fromStatus": "REVIEW",
-            "toStatus": "PAID",
+            "invoice": invoice_shown("PAID"),
+            "action": {
+                "action": "resolved_charged",
+                "actor": "ops",
+                "note": "seen in the dashboard",
+                "chargeId": "ch_9",
+                "fromStatus": "REVIEW",
+                "toStatus": "PAID",
+            },
         },
     ),
     (
-        RunOpened(run_id=11, trigger="api"),
+        RunOpened(run_id=11, trigger="api", invoices=3),
         "run.opened",
         None,
         11,
-        {"runId": 11, "trigger": "api"},
+        {"runId": 11, "trigger": "api", "invoices": 3},
     ),
     (RunCompleted(run_id=11), "run.completed", None, 11, {"runId": 11}),
     (
@@ -144,7 +188,7 @@ def test_each_event_type_has_its_shape(
 ) -> None:
     stored_type, stored_invoice, stored_run, text = row(event)
     assert (stored_type, stored_invoice, stored_run) == (type_, invoice_id, run_id)
-    assert json.loads(text) == data
+    assert loads(text) == data
     assert text == payload(event)
 
 
@@ -157,24 +201,23 @@ def test_payloads_round_trip_through_the_api_codec(
     assert loads(payload(event)) == event.data() == data
 
 
-def test_amounts_are_decimal_strings_never_floats() -> None:
+def test_amounts_are_exact_numbers_as_the_api_writes_them() -> None:
     text = payload(answered(amount=Money(Decimal("0.10"), Currency.EUR)))
-    assert '"amount":{"value":"0.10","currency":"EUR"}' in text
-    parsed = json.loads(text, parse_float=lambda s: pytest.fail(f"a float in the payload: {s}"))
-    assert parsed["amount"]["value"] == "0.10"
+    assert '"amount":{"value":0.10,"currency":"EUR"}' in text  # every digit, as the API
+    assert loads(text)["invoice"]["amount"]["value"] == Decimal("0.10")
 
 
 def test_the_payload_is_compact_and_keeps_foreign_text_as_json() -> None:
     text = payload(answered(charge_id='ch_"ø\\\n', type=EventType.INVOICE_PAID))
     assert " " not in text.replace("ch_", "")  # compact separators
-    assert json.loads(text)["chargeId"] == 'ch_"ø\\\n'
+    assert json.loads(text)["attempt"]["chargeId"] == 'ch_"ø\\\n'
     assert "ø" in text  # as the API writes it: not \u-escaped
 
 
 def test_actions_have_their_types() -> None:
     def of(action: str) -> str:
         event = ActionTaken(
-            invoice_id=1,
+            invoice=invoice(InvoiceStatus.PENDING),
             action=action,
             actor="a",
             note=None,

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from antaeus.domain.customer import Customer, zone
+from antaeus.domain.events import invoice_data
 from antaeus.domain.invoice import FailureReason, Invoice, InvoiceStatus
 from antaeus.domain.money import MAX_AMOUNT, Currency, MoneyError, parse_amount
 from antaeus.exactjson import rfc3339
@@ -233,16 +234,7 @@ def customer_json(c: Customer) -> dict[str, Any]:
 
 
 def invoice_json(i: Invoice) -> dict[str, Any]:
-    return {
-        "id": i.id,
-        "customerId": i.customer_id,
-        "amount": {"value": i.amount.value, "currency": i.amount.currency.value},
-        "status": i.status.value,
-        "dueAt": rfc3339(i.due_at),
-        "attemptCount": i.attempt_count,
-        "lastFailure": i.last_failure.value if i.last_failure else None,
-        "nextAttemptAt": rfc3339(i.next_attempt_at) if i.next_attempt_at else None,
-    }
+    return invoice_data(i)  # one shape for the API and the events (domain/events.py)
 
 
 ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {

@@ -26,6 +26,7 @@ from antaeus.storage.database import Database
 from antaeus.storage.repositories.billing import BillingRepository
 from antaeus.storage.repositories.idempotency import IdempotencyRepository
 from antaeus.storage.repositories.installation import InstallationRepository
+from antaeus.storage.repositories.invoices import InvoiceRepository
 
 log = structlog.get_logger("antaeus.scheduler")
 
@@ -84,22 +85,14 @@ class Scheduler:
             installation_id = ""
             if moved:
                 installation_id = await InstallationRepository(conn).installation_id()
-                await repo.add_events(
-                    [
-                        row(
-                            SentToReview(
-                                invoice_id=invoice_id,
-                                run_id=run_id,
-                                attempt=attempt,
-                                idempotency_key=attempt_key(installation_id, invoice_id, attempt),
-                                status=decision.status.value,
-                                reason=reason.value,
-                            )
-                        )
-                        for invoice_id, run_id, attempt in moved
-                    ],
-                    now,
-                )
+                invoices = InvoiceRepository(conn)
+                sent = []
+                for invoice_id, run_id, attempt in moved:
+                    invoice = await invoices.get(invoice_id)
+                    assert invoice is not None  # moved just now, in this transaction
+                    key = attempt_key(installation_id, invoice_id, attempt)
+                    sent.append(row(SentToReview(invoice, run_id, attempt, key, reason.value)))
+                await repo.add_events(sent, now)
         metrics.INVOICES_TO_REVIEW.inc(len(moved))
         announce(
             NeedsPerson(

@@ -632,6 +632,7 @@ class Worker:
             invoice_id=item.invoice_id,
             customer_id=item.customer_id,
             amount=item.amount,
+            due_at=item.due_at,
             status=decision.status.value,
             outcome=answer.outcome.value,
             attempt=item.attempt,

@@ -3,10 +3,13 @@
 An event is written to the `events` table in the same transaction as its cause
 (`storage/repositories/runs.py` `add_events`, which takes `row(event)`). Its
 payload is the event's `data`, built here from typed values and serialised by
-`antaeus.exactjson.dumps`, the encoder the API writes its bodies with. Amounts
-are written as decimal strings (`"10.50"`), never as floats; moments as the API
-writes them (RFC 3339, UTC, `Z`). A publisher (not in this version) wraps each
-stored row as `{"id", "type", "createdAt", "data"}`.
+`antaeus.exactjson.dumps`, the encoder the API writes its bodies with: amounts
+are exact JSON numbers (never floats), moments RFC 3339 in UTC (`Z`). An
+invoice event's data holds `invoice` (as `GET /rest/v1/invoices/{id}` shows it
+at that moment: `invoice_data`), `attempt` (number, idempotency key, outcome,
+charge id, reason) and `runId` where they apply. The relay and the events API
+wrap each stored row as `{"id", "type", "createdAt", "data"}`
+(notify/envelope.py); docs/events.md is the catalogue.
 
 Pure: values in, text out; no I/O.
 """
@@ -18,6 +21,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Final, Protocol
 
+from antaeus.domain.invoice import Invoice
 from antaeus.domain.money import Money
 from antaeus.exactjson import dumps, rfc3339
 
@@ -66,6 +70,36 @@ def _moment(value: datetime | None) -> str | None:
     return rfc3339(value) if value is not None else None
 
 
+def invoice_data(i: Invoice) -> dict[str, Any]:
+    """An invoice as the API shows it (`GET /rest/v1/invoices/{id}`): one home for the shape."""
+    return {
+        "id": i.id,
+        "customerId": i.customer_id,
+        "amount": {"value": i.amount.value, "currency": i.amount.currency.value},
+        "status": i.status.value,
+        "dueAt": rfc3339(i.due_at),
+        "attemptCount": i.attempt_count,
+        "lastFailure": i.last_failure.value if i.last_failure else None,
+        "nextAttemptAt": _moment(i.next_attempt_at),
+    }
+
+
+def attempt_data(
+    number: int,
+    idempotency_key: str,
+    outcome: str | None,
+    charge_id: str | None,
+    reason: str | None,
+) -> dict[str, Any]:
+    return {
+        "number": number,
+        "idempotencyKey": idempotency_key,
+        "outcome": outcome,
+        "chargeId": charge_id,
+        "reason": reason,
+    }
+
+
 class Event(Protocol):
     """An outbox event: its type, the invoice and the run it is about, and its data."""
 
@@ -99,6 +133,7 @@ class ChargeAnswered:
     invoice_id: int
     customer_id: int
     amount: Money
+    due_at: datetime
     status: str  # the invoice's status now
     outcome: str  # ChargeOutcome value
     attempt: int
@@ -110,17 +145,20 @@ class ChargeAnswered:
 
     def data(self) -> dict[str, Any]:
         return {
-            "invoiceId": self.invoice_id,
-            "customerId": self.customer_id,
-            "amount": {"value": str(self.amount.value), "currency": self.amount.currency.value},
-            "status": self.status,
-            "outcome": self.outcome,
-            "attempt": self.attempt,
-            "idempotencyKey": self.idempotency_key,
-            "chargeId": self.charge_id,
-            "reason": self.reason,
+            "invoice": {
+                "id": self.invoice_id,
+                "customerId": self.customer_id,
+                "amount": {"value": self.amount.value, "currency": self.amount.currency.value},
+                "status": self.status,
+                "dueAt": rfc3339(self.due_at),
+                "attemptCount": self.attempt,
+                "lastFailure": self.reason,
+                "nextAttemptAt": _moment(self.next_attempt_at),
+            },
+            "attempt": attempt_data(
+                self.attempt, self.idempotency_key, self.outcome, self.charge_id, self.reason
+            ),
             "runId": self.run_id,
-            "nextAttemptAt": _moment(self.next_attempt_at),
         }
 
 
@@ -128,21 +166,21 @@ class ChargeAnswered:
 class SentToReview:
     """The scheduler moved an open attempt to REVIEW before its key's retention ends."""
 
-    invoice_id: int
+    invoice: Invoice  # as it is now, in REVIEW
     run_id: int | None  # the open run it was in, if any
     attempt: int
     idempotency_key: str
-    status: str  # REVIEW
     reason: str  # unknown_outcome
     type: ClassVar[EventType] = EventType.INVOICE_REVIEW
 
+    @property
+    def invoice_id(self) -> int:
+        return self.invoice.id
+
     def data(self) -> dict[str, Any]:
         return {
-            "invoiceId": self.invoice_id,
-            "status": self.status,
-            "attempt": self.attempt,
-            "idempotencyKey": self.idempotency_key,
-            "reason": self.reason,
+            "invoice": invoice_data(self.invoice),
+            "attempt": attempt_data(self.attempt, self.idempotency_key, None, None, self.reason),
             "runId": self.run_id,
         }
 
@@ -151,7 +189,7 @@ class SentToReview:
 class ActionTaken:
     """A person retried, resolved or voided an invoice (`actor`: the API token's name)."""
 
-    invoice_id: int
+    invoice: Invoice  # as it is after the action
     action: str  # a key of ACTION_TYPES
     actor: str
     note: str | None
@@ -161,18 +199,24 @@ class ActionTaken:
     run_id: ClassVar[None] = None
 
     @property
+    def invoice_id(self) -> int:
+        return self.invoice.id
+
+    @property
     def type(self) -> EventType:
         return ACTION_TYPES[self.action]
 
     def data(self) -> dict[str, Any]:
         return {
-            "invoiceId": self.invoice_id,
-            "action": self.action,
-            "actor": self.actor,
-            "note": self.note,
-            "chargeId": self.charge_id,
-            "fromStatus": self.from_status,
-            "toStatus": self.to_status,
+            "invoice": invoice_data(self.invoice),
+            "action": {
+                "action": self.action,
+                "actor": self.actor,
+                "note": self.note,
+                "chargeId": self.charge_id,
+                "fromStatus": self.from_status,
+                "toStatus": self.to_status,
+            },
         }
 
 
@@ -181,10 +225,11 @@ class RunOpened:
     invoice_id: ClassVar[None] = None
     run_id: int
     trigger: str  # schedule, api, cli
+    invoices: int  # due invoices it took
     type: ClassVar[EventType] = EventType.RUN_OPENED
 
     def data(self) -> dict[str, Any]:
-        return {"runId": self.run_id, "trigger": self.trigger}
+        return {"runId": self.run_id, "trigger": self.trigger, "invoices": self.invoices}
 
 
 @dataclass(frozen=True, slots=True)

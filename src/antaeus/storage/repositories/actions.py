@@ -17,6 +17,7 @@ from antaeus.domain.invoice import TRANSITIONS, InvoiceEvent, InvoiceStatus, tra
 from antaeus.domain.policy import RunOutcome
 from antaeus.storage.database import Conn, WriteConnection
 from antaeus.storage.repositories.billing import BillingRepository
+from antaeus.storage.repositories.invoices import InvoiceRepository
 from antaeus.storage.tables import (
     charge_attempt_answers,
     charge_attempts,
@@ -82,8 +83,10 @@ class ActionRepository(Generic[Conn]):
                 created_at=now,
             )
         )
+        invoice = await InvoiceRepository(self.conn).get(invoice_id)
+        assert invoice is not None  # changed just now, in this transaction
         event = ActionTaken(
-            invoice_id=invoice_id,
+            invoice=invoice,
             action=action,
             actor=actor,
             note=note,

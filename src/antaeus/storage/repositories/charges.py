@@ -50,6 +50,7 @@ class Claimed:
     attempt: int
     idempotency_key: str
     attempt_open_since: datetime
+    due_at: datetime
     dunning_count: int
     unknown_repeats: int
     run_unknown_since: datetime | None
@@ -251,6 +252,7 @@ class ChargesRepository(RunsRepository[Conn]):
                 invoices.c.run_id,
                 invoices.c.attempt_count,
                 invoices.c.attempt_open_since,
+                invoices.c.due_at,
                 invoices.c.dunning_count,
                 invoices.c.unknown_repeats,
                 invoices.c.run_unknown_since,
@@ -266,6 +268,7 @@ class ChargesRepository(RunsRepository[Conn]):
                 attempt=r.attempt_count,
                 idempotency_key=attempt_key(installation_id, r.id, r.attempt_count),
                 attempt_open_since=r.attempt_open_since,
+                due_at=r.due_at,
                 dunning_count=r.dunning_count,
                 unknown_repeats=r.unknown_repeats,
                 run_unknown_since=r.run_unknown_since,

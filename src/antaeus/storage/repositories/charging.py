@@ -10,6 +10,7 @@ from sqlalchemy import (
     update,
 )
 
+from antaeus.domain.events import ChargingPaused, ChargingResumed, row
 from antaeus.storage.database import Conn, WriteConnection
 from antaeus.storage.repositories.runs import PENDING, PROCESSING, BillingBase
 from antaeus.storage.tables import (
@@ -34,6 +35,16 @@ class ChargingStateRepository(BillingBase[Conn]):
     async def pause(
         self: ChargingStateRepository[WriteConnection], reason: str, now: datetime
     ) -> None:
+        """Pause charging everywhere; a `charging.paused` event when it was running."""
+        started = await self.conn.execute(
+            update(charging_state)
+            .where(charging_state.c.id == 1, charging_state.c.paused_reason.is_(None))
+            .values(paused_reason=reason, paused_since=now, updated_at=now)
+        )
+        if started.rowcount:
+            kind, _, detail = reason.partition(": ")
+            await self.add_events([row(ChargingPaused(reason=kind, detail=detail))], now)
+            return
         await self.conn.execute(
             update(charging_state)
             .where(charging_state.c.id == 1)
@@ -50,6 +61,8 @@ class ChargingStateRepository(BillingBase[Conn]):
             .where(charging_state.c.id == 1, charging_state.c.paused_reason.is_not(None))
             .values(paused_reason=None, paused_since=None, updated_at=now)
         )
+        if result.rowcount:
+            await self.add_events([row(ChargingResumed())], now)
         return bool(result.rowcount)
 
     # -- status ---------------------------------------------------------------

@@ -21,6 +21,7 @@ from sqlalchemy import (
     update,
 )
 
+from antaeus.domain.events import RunCompleted, RunOpened, row
 from antaeus.domain.invoice import InvoiceStatus
 from antaeus.domain.money import Currency, Money
 from antaeus.domain.policy import RunOutcome
@@ -143,7 +144,9 @@ class RunsRepository(BillingBase[Conn]):
                 ).where(invoices.c.run_id == run_id),
             )
         )
-        if added.rowcount == 0:
+        count = max(int(added.rowcount or 0), 0)
+        await self.add_events([row(RunOpened(run_id=run_id, trigger=trigger, invoices=count))], now)
+        if count == 0:
             await self.complete_runs([run_id], now)
         return run_id
 
@@ -166,7 +169,9 @@ class RunsRepository(BillingBase[Conn]):
             .values(status="completed", completed_at=now)
             .returning(billing_runs.c.id)
         )
-        return [r.id for r in result]
+        completed = [r.id for r in result]
+        await self.add_events([row(RunCompleted(run_id=r)) for r in completed], now)
+        return completed
 
     async def running_run_ids(self) -> list[int]:
         rows = await self.conn.execute(
