@@ -205,6 +205,16 @@ async def test_unknown_outcome_past_the_repeat_window_is_rescheduled_out_of_the_
     assert row.attempt_open_since is not None  # the attempt stays open: same key next time
     assert await run_outcomes(database, run_id) == {invoice_id: "rescheduled"}
     assert len(set(provider.by_invoice[invoice_id])) == 1
+    async with database.read() as conn:
+        types = [
+            r.type
+            for r in await conn.execute(
+                select(events.c.type).where(events.c.invoice_id == invoice_id).order_by(events.c.id)
+            )
+        ]
+    # repeated inside the run (each unknown said), then rescheduled out of it (said once)
+    assert set(types[:-1]) == {"invoice.payment_unknown"}
+    assert types[-1] == "invoice.rescheduled"
 
 
 async def test_unknown_outcome_with_a_provider_that_cannot_deduplicate_goes_to_review(

@@ -109,6 +109,7 @@ OUTCOME_EVENTS = (
     "invoice.failed",
     "invoice.review",
     "invoice.payment_unknown",
+    "invoice.rescheduled",
 )
 
 

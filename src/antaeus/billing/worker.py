@@ -601,10 +601,23 @@ class Worker:
                 self.log.warning("charging_resumed", definite=definite, unknown=unknown)
         self.stats.recorded += len(mine)
         self.stats.released += sum(1 for a in releases if id(a) in kept)
+        keys = {a.claimed.invoice_id: a.claimed.idempotency_key for a in outcomes}
+        info = self.log.info
         for r in mine:
             metrics.CHARGES.labels(r.attempt_outcome).inc()
             self.stats.by_outcome[r.attempt_outcome] = (
                 self.stats.by_outcome.get(r.attempt_outcome, 0) + 1
+            )
+            # one line per state change (after commit); never a token or a secret
+            info(
+                "invoice_answered",
+                invoice_id=r.invoice_id,
+                attempt=r.attempt,
+                idempotency_key=keys.get(r.invoice_id),
+                run_id=r.run_id,
+                outcome=r.attempt_outcome,
+                status=r.status,
+                charge_id=r.charge_id,
             )
         for run_id in completed:
             self.log.info("run_completed", run_id=run_id)

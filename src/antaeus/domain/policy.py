@@ -116,6 +116,14 @@ _REJECTED_AFTER_EARLIER_SEND: Final = Rule(
     RunOutcome.REVIEW,
     EventType.INVOICE_REVIEW,
 )
+#: unknown answers for longer than the repeat window: out of the run, the same key later
+_UNKNOWN_RESCHEDULED: Final = Rule(
+    InvoiceEvent.OUTCOME_UNKNOWN,
+    FailureReason.UNKNOWN_OUTCOME,
+    False,  # repeated with the same key, later
+    RunOutcome.RESCHEDULED,
+    EventType.INVOICE_RESCHEDULED,
+)
 _UNKNOWN_TO_REVIEW: Final = Rule(
     InvoiceEvent.NEEDS_REVIEW,
     FailureReason.UNKNOWN_OUTCOME,
@@ -278,7 +286,7 @@ def _unknown(
         later = now + wait  # still before the deadline (checked above)
     return Decision(
         status=status,
-        rule=rule,
+        rule=_UNKNOWN_RESCHEDULED,
         next_attempt_at=later,
         leaves_run=True,
         dunning_count=progress.dunning_count,
