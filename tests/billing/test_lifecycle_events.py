@@ -78,3 +78,18 @@ async def test_a_pause_is_one_event_however_often_it_is_repeated_and_resuming_is
     async with database.read() as conn:
         reason, _since = await BillingRepository(conn).pause_state()
     assert reason is None
+
+
+async def test_the_scheduler_reads_invoices_by_status_and_the_due_backlog(
+    database: Database, clock: ManualClock
+) -> None:
+    from antaeus.billing.runs import Scheduler
+    from antaeus.observability import metrics
+
+    await make_invoices(database, 3, clock.now() - timedelta(minutes=1))
+    await make_invoices(database, 2, clock.now() + timedelta(days=3))
+    scheduler = Scheduler(database, clock, POLICY, "external")
+    await scheduler.read_gauges()
+    assert metrics.INVOICES.labels("PENDING")._value.get() == 5
+    assert metrics.INVOICES.labels("PAID")._value.get() == 0
+    assert metrics.DUE_BACKLOG._value.get() == 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -19,7 +20,7 @@ from antaeus.billing.attention import NeedsPerson, announce
 from antaeus.billing.service import open_run
 from antaeus.clock import Clock
 from antaeus.domain.events import SentToReview, row
-from antaeus.domain.invoice import attempt_key
+from antaeus.domain.invoice import InvoiceStatus, attempt_key
 from antaeus.domain.policy import PolicySettings, retention_ending
 from antaeus.observability import metrics
 from antaeus.storage.database import Database
@@ -32,6 +33,7 @@ log = structlog.get_logger("antaeus.scheduler")
 
 SWEEP_EVERY = timedelta(minutes=1)  # how often expired Idempotency-Keys are looked for
 SWEEP_CHUNK = 5_000  # keys deleted per transaction (short write locks)
+GAUGES_EVERY = 15.0  # seconds between reads of the invoice gauges
 SWEEP_MAX_CHUNKS = 10  # per pass; a larger backlog goes on at the next pass
 
 
@@ -130,12 +132,29 @@ class Scheduler:
             log.info("idempotency_keys_forgotten", count=purged, stored_before=cut.isoformat())
         return purged
 
+    async def read_gauges(self) -> None:
+        """Invoices by status and the due backlog, for /metrics."""
+        async with self.db.read() as conn:
+            repo = BillingRepository(conn)
+            counts = await repo.status_counts()
+            backlog = await repo.due_backlog(self.clock.now())
+        for status in InvoiceStatus:
+            metrics.INVOICES.labels(status.value).set(counts.get(status.value, 0))
+        metrics.DUE_BACKLOG.set(backlog)
+
     async def run(self, stop: asyncio.Event) -> None:
         log.info("scheduler_started", mode=self.mode)
+        gauges_at = float("-inf")
         while not stop.is_set():
             try:
                 await self.tick()
             except Exception:
                 log.exception("scheduler_tick_failed")
+            if time.monotonic() - gauges_at >= GAUGES_EVERY:
+                gauges_at = time.monotonic()
+                try:
+                    await self.read_gauges()
+                except Exception:  # only the gauges go stale
+                    log.exception("scheduler_gauges_failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.interval)

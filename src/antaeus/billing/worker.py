@@ -619,8 +619,27 @@ class Worker:
                 status=r.status,
                 charge_id=r.charge_id,
             )
-        for run_id in completed:
-            self.log.info("run_completed", run_id=run_id)
+        if completed:
+            await self._runs_completed(completed)
+
+    async def _runs_completed(self, run_ids: list[int]) -> None:
+        """Log and time the runs this record completed (after commit; once per run)."""
+        try:
+            async with self.db.read() as conn:
+                repo = BillingRepository(conn)
+                runs = [await repo.get_run(r) for r in run_ids]
+        except Exception:  # only the log line's duration and the histogram are lost
+            runs = []
+        durations = {
+            r.id: (r.completed_at - r.started_at).total_seconds()
+            for r in runs
+            if r is not None and r.completed_at is not None
+        }
+        for run_id in run_ids:
+            seconds = durations.get(run_id)
+            if seconds is not None:
+                metrics.RUN_SECONDS.observe(seconds)
+            self.log.info("run_completed", run_id=run_id, duration_seconds=seconds)
 
     def _row(self, answer: Answer, now: datetime) -> OutcomeRow:
         item = answer.claimed

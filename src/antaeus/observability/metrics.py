@@ -51,3 +51,15 @@ EVENT_DELIVERY_LAG = Gauge(
     "antaeus_event_delivery_lag_seconds",
     "Age of the oldest event still waiting for a delivery to an enabled destination",
 )
+INVOICES = Gauge(
+    "antaeus_invoices", "Invoices by status (read by the scheduler every 15 s)", ["status"]
+)
+DUE_BACKLOG = Gauge(
+    "antaeus_due_backlog",
+    "Invoices due now and not yet charged (read by the scheduler every 15 s)",
+)
+RUN_SECONDS = Histogram(
+    "antaeus_run_duration_seconds",
+    "From a billing run's opening to its completion",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400),
+)

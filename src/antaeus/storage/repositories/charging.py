@@ -67,6 +67,13 @@ class ChargingStateRepository(BillingBase[Conn]):
 
     # -- status ---------------------------------------------------------------
 
+    async def status_counts(self) -> dict[str, int]:
+        """How many invoices are in each status (the `antaeus_invoices` gauge)."""
+        rows = await self.conn.execute(
+            select(invoices.c.status, func.count()).group_by(invoices.c.status)
+        )
+        return {status: int(n) for status, n in rows}
+
     async def due_backlog(self, now: datetime) -> int:
         """Invoices that are due and not yet charged: waiting for a run, or in one.
 
