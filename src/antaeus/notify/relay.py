@@ -200,13 +200,17 @@ class Relay:
         if self._done:
             await self._record()
             busy = True
-        async with self.db.write() as conn:
-            fanned = await DeliveryRepository(conn).fan_out(now, self.settings.batch)
-        if fanned:
-            self.stats.fanned_out += fanned
-            busy = True
+        async with self.db.read() as conn:  # idle: no write lock taken
+            to_fan, to_claim = await EventRepository(conn).work_waiting(now, sorted(self.senders))
+        if to_fan:
+            async with self.db.write() as conn:
+                fanned = await DeliveryRepository(conn).fan_out(now, self.settings.batch)
+            if fanned:
+                self.stats.fanned_out += fanned
+                busy = True
+                to_claim = True  # its deliveries are due now
         room = self.settings.concurrency - len(self._inflight)
-        if room > 0 and self.senders:
+        if room > 0 and self.senders and to_claim:
             claimed = await self._claim(now, room)
             for item in claimed:
                 self._start(item)

@@ -131,6 +131,32 @@ class EventRepository:
         ).first()
         return _event(row) if row is not None else None
 
+    async def work_waiting(self, now: datetime, kinds: Sequence[str]) -> tuple[bool, bool]:
+        """(an event waits to be fanned out, a delivery to `kinds` is due): a cheap read, so
+        that an idle relay takes no write lock."""
+        unfanned = await self.conn.scalar(
+            select(events.c.id).where(events.c.fanned_out_at.is_(None)).limit(1)
+        )
+        due = None
+        if kinds:
+            due = await self.conn.scalar(
+                select(event_deliveries.c.id)
+                .select_from(
+                    event_deliveries.join(
+                        event_destinations,
+                        event_destinations.c.id == event_deliveries.c.destination_id,
+                    )
+                )
+                .where(
+                    event_deliveries.c.delivered_at.is_(None),
+                    event_deliveries.c.next_try_at <= now,
+                    event_destinations.c.status == "enabled",
+                    event_destinations.c.kind.in_(list(kinds)),
+                )
+                .limit(1)
+            )
+        return unfanned is not None, due is not None
+
     async def pending_count(self) -> int:
         """Deliveries not yet made, and events not yet fanned out."""
         waiting = await self.conn.scalar(
