@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -15,10 +16,18 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from antaeus.clock import ManualClock
+from antaeus.payments.simulated import SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.tokens import TokenRepository
 from antaeus.storage.tables import dashboard_sessions
-from tests.api.test_billing_api import get_json, new_customer, new_invoice, review_invoice
+from tests.api.test_billing_api import (
+    get_json,
+    new_customer,
+    new_invoice,
+    paid_invoice,
+    review_invoice,
+    simulator,  # noqa: F401  (the fixture)
+)
 from tests.conftest import NOW
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -153,8 +162,6 @@ async def test_a_revoked_token_ends_its_sessions(
 
 
 async def test_sessions_expire(signed_in: httpx.AsyncClient, clock: ManualClock) -> None:
-    from datetime import timedelta
-
     clock.advance(timedelta(hours=12, seconds=1))
     assert (await signed_in.get("/")).status_code == 303
 
@@ -332,3 +339,19 @@ async def test_void_through_the_dashboard(
     )
     assert response.status_code == 303
     assert (await get_json(client, f"/rest/v1/invoices/{pending}"))["status"] == "VOID"
+
+
+async def test_money_collected_shows_on_the_pages_and_in_the_live_json(
+    signed_in: httpx.AsyncClient,
+    client: httpx.AsyncClient,
+    database: Database,
+    clock: ManualClock,
+    simulator: SimulatedPaymentProvider,  # noqa: F811
+) -> None:
+    await paid_invoice(client, database, clock, simulator)
+    [run] = await get_json(client, "/rest/v1/billing/runs")
+    live = await signed_in.get(f"/live/runs/{run['id']}")
+    assert live.status_code == 200, live.text
+    assert live.json()["collected"] == [{"value": 89.50, "currency": "EUR"}]
+    assert "89.50 EUR" in (await signed_in.get(f"/runs/{run['id']}")).text
+    assert "89.50 EUR" in (await signed_in.get("/")).text  # collected this month

@@ -27,7 +27,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DashboardError)
     async def _refused(request: Request, exc: DashboardError) -> Response:
-        return error_page(request, exc)
+        return error_page(request, exc, await _session_of(request))
 
     @app.exception_handler(sessions.SignInRequiredError)
     async def _sign_in(request: Request, exc: sessions.SignInRequiredError) -> Response:
@@ -44,7 +44,16 @@ def install(app: FastAPI) -> None:
                 "This form did not carry the token of your session (it may be an old page, "
                 "or another site sent it). Nothing was changed. Reload the page and try again.",
             ),
+            await _session_of(request),
         )
+
+
+async def _session_of(request: Request) -> sessions.Session | None:
+    """The session, to show the navigation on an error page (None when there is none)."""
+    try:
+        return await sessions.current(request)
+    except Exception:  # an error page must render whatever else is wrong
+        return None
 
 
 def _next(path: str) -> str:

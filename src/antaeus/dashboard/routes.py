@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from antaeus.api.context import AppContext, Ctx
+from antaeus.api.jsonio import JSONResponse  # exact decimals, as the API writes them
 from antaeus.api.schemas import MAX_ID, ActionBody, ResolveBody, action_json, attempt_json
 from antaeus.billing import service
 from antaeus.billing.runs_view import runs_json

@@ -35,6 +35,16 @@
         el.textContent = String(bar.count);
       });
     });
+    fields(root, "collected").forEach(function (list) {
+      var amounts = run.collectedText || [];
+      while (list.firstChild) { list.removeChild(list.firstChild); }
+      (amounts.length ? amounts : ["nothing"]).forEach(function (text) {
+        var item = document.createElement("li");
+        item.textContent = text;
+        if (!amounts.length) { item.className = "muted"; }
+        list.appendChild(item);
+      });
+    });
     fields(root, "status").forEach(function (el) {
       el.className = "badge run-" + (run.status === "completed" ? "completed" : "running");
     });
