@@ -155,7 +155,7 @@ def _run_view(run: dict[str, Any], now: datetime) -> dict[str, Any]:
         "pending": max(0, due - done),
         "percent": 100 if due == 0 else int(done * 100 / due),
         "duration": duration(started, ended),
-        "collectedText": [f"{c['value']} {c['currency']}" for c in run["collected"]],
+        "collectedText": [f"{c['value']:,} {c['currency']}" for c in run["collected"]],
         "bars": [{"outcome": o, "count": counts.get(o, 0)} for o in (*OUTCOMES, "pending")],
     }
 
