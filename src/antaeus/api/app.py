@@ -18,6 +18,7 @@ from antaeus.billing.runs import Scheduler
 from antaeus.billing.worker import Worker, worker_settings
 from antaeus.clock import Clock, SystemClock
 from antaeus.config import Settings
+from antaeus.dashboard import install as install_dashboard
 from antaeus.notify.factory import build_relay
 from antaeus.payments.factory import build_provider
 from antaeus.payments.provider import PaymentProvider
@@ -119,4 +120,5 @@ def create_app(
     app.include_router(invoices.router)
     app.include_router(billing.router)
     app.include_router(events.router)
+    install_dashboard(app)  # the pages at /, after the API's routes
     return app

@@ -60,6 +60,14 @@ class TokenAuthority:
         presented = hash_token(token)
         return find_token(presented, await self._hashes())
 
+    async def is_active(self, name: str) -> bool:
+        """Whether a token of this name is still active (from the same cache: cheap).
+
+        A dashboard session checks it on every request, so revoking the token
+        that signed in ends its sessions within the cache time.
+        """
+        return name in (await self._hashes()).values()
+
 
 def _unauthorized(message: str) -> ApiError:
     return UnauthorizedError(message, headers={"WWW-Authenticate": "Bearer"})

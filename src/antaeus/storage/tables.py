@@ -320,3 +320,15 @@ delivery_tries = Table(
     Index("ix_delivery_tries_destination_id_id", "destination_id", "id"),
     Index("ix_delivery_tries_event_id", "event_id"),
 )
+
+#: Signed-in dashboard browsers (the cookie's random id is stored only as its SHA-256).
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("token_name", String(100), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_dashboard_sessions_expires_at", "expires_at"),
+)
