@@ -8,10 +8,10 @@ routes call, so its log line, metric, audit row and event are the same.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
+import simplejson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
@@ -400,7 +400,12 @@ async def invoice_page(
             "attempts": [attempt_json(a, answers) for a in attempts],
             "history": [action_json(h) for h in history],
             "events": [
-                {**e.envelope(), "dataText": json.dumps(e.envelope()["data"], sort_keys=True)}
+                {
+                    **e.envelope(),
+                    "dataText": simplejson.dumps(
+                        e.envelope()["data"], use_decimal=True, sort_keys=True, ensure_ascii=False
+                    ),
+                }
                 for e in events
             ],
             "actions": _actions_for(invoice),
