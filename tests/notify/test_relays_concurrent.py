@@ -70,9 +70,7 @@ async def test_concurrent_relays_deliver_each_event_exactly_once(
     assert all(r.stats.delivered > 0 for r in steppers), "the relays did not share the work"
     async with db.read() as conn:
         rows = await conn.scalar(select(func.count()).select_from(event_deliveries))
-        distinct = await conn.scalar(
-            select(func.count(func.distinct(event_deliveries.c.event_id)))
-        )
+        distinct = await conn.scalar(select(func.count(func.distinct(event_deliveries.c.event_id))))
         tries = await conn.scalar(select(func.count()).select_from(delivery_tries))
         undelivered = await conn.scalar(
             select(func.count())
