@@ -14,10 +14,11 @@ import pytest
 from sqlalchemy import func, select
 
 from antaeus.clock import ManualClock
+from antaeus.notify.relay import ensure_broker_destination
 from antaeus.notify.webhooks import new_secret
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.outbox import DestinationRepository
-from antaeus.storage.tables import delivery_tries, event_deliveries
+from antaeus.storage.tables import delivery_tries, event_deliveries, event_destinations
 from tests.conftest import _empty_tables
 from tests.notify.helpers import Receiver, event_ids, webhook_relay
 from tests.notify.helpers import write_events as write
@@ -80,3 +81,17 @@ async def test_concurrent_relays_deliver_each_event_exactly_once(
     assert rows == distinct == 500
     assert tries == 500
     assert undelivered == 0
+
+
+async def test_relays_starting_together_make_one_broker_destination(
+    databases: list[Database],
+) -> None:
+    clock = ManualClock(NOW)
+    for _ in range(5):  # a race: try it a few times
+        await _empty_tables(databases[0])
+        await asyncio.gather(
+            *(ensure_broker_destination(db, clock, "amqp://guest:***@b/") for db in databases)
+        )
+        async with databases[0].read() as conn:
+            kinds = list((await conn.execute(select(event_destinations.c.kind))).scalars())
+        assert kinds == ["amqp"], "each event would be published once per row"

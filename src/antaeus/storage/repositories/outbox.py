@@ -160,6 +160,9 @@ class EventRepository:
         return min(found) if found else None
 
 
+_AMQP_ROW_LOCK = 0x616E7461_65757301  # "antaeus" + 1: making the broker's destination row
+
+
 class DestinationRepository(Generic[Conn]):
     """Webhook endpoints (and the broker's one row)."""
 
@@ -215,7 +218,14 @@ class DestinationRepository(Generic[Conn]):
     async def ensure_amqp(
         self: DestinationRepository[WriteConnection], url: str, now: datetime
     ) -> Destination:
-        """The broker's row (one, whatever the URL: the broker is a setting)."""
+        """The broker's row (one, whatever the URL: the broker is a setting).
+
+        Relays starting together must not each make one (every event would be
+        published once per row): on PostgreSQL they take turns on an advisory lock
+        held to the end of the transaction; on SQLite the single writer does that.
+        """
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.execute(select(func.pg_advisory_xact_lock(_AMQP_ROW_LOCK)))
         row = (
             await self.conn.execute(
                 select(event_destinations).where(event_destinations.c.kind == "amqp")
