@@ -178,13 +178,18 @@ async def test_a_broker_outage_delays_but_loses_nothing_and_webhooks_go_on(
         stopped = True
         await write(database, clock.now(), 30, first=1000)
 
-        async def webhooks_done() -> bool:
-            return len(receiver.ids()) == 60
+        webhook = answer.json()["id"]
+
+        async def webhooks_done() -> bool:  # received and recorded
+            rows = await deliveries(database)
+            mine = [r for r in rows if r.destination_id == webhook]
+            return len(mine) == 60 and all(r.delivered_at is not None for r in mine)
 
         assert await _until(webhooks_done, 20), "webhook deliveries stopped with the broker"
         rows = await deliveries(database)
         waiting = [r for r in rows if r.delivered_at is None]
         assert len(waiting) == 30, "the broker's deliveries wait"
+        assert len(receiver.ids()) == 60
         assert all(r.tries >= 1 and r.last_error for r in waiting)
         assert not task.done(), "the relay kept running"
         # the API answers meanwhile

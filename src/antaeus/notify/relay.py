@@ -41,6 +41,7 @@ from antaeus.storage.database import Database
 from antaeus.storage.repositories.outbox import (
     Claimed,
     DeliveryRepository,
+    Destination,
     DestinationRepository,
     EventRepository,
     Outcome,
@@ -194,23 +195,35 @@ class Relay:
         raise TimeoutError("the relay did not become idle")
 
     async def step(self) -> bool:
-        """One round; answers whether it found anything to do."""
+        """One round; answers whether it found anything to do.
+
+        Recording the finished tries, fanning out and claiming are one write
+        transaction (one commit per round, not three: on SQLite each is a sync).
+        """
         now = self.clock.now()
-        busy = False
-        if self._done:
-            await self._record()
-            busy = True
-        async with self.db.write() as conn:
-            fanned = await DeliveryRepository(conn).fan_out(now, self.settings.batch)
+        outcomes, self._done = self._done, []
+        room = self.settings.concurrency - len(self._inflight)
+        claimed: list[Claimed] = []
+        try:
+            async with self.db.write() as conn:
+                repo = DeliveryRepository(conn)
+                disabled = (
+                    await repo.record(self.id, outcomes, self.clock.now(), WEBHOOK_GIVE_UP)
+                    if outcomes
+                    else []
+                )
+                fanned = await repo.fan_out(now, self.settings.batch)
+                if room > 0 and self.senders:
+                    claimed = await self._claim(repo, now, room)
+        except Exception:
+            self._done = outcomes + self._done  # written again next round
+            raise
+        self._recorded(outcomes, disabled)
         if fanned:
             self.stats.fanned_out += fanned
-            busy = True
-        room = self.settings.concurrency - len(self._inflight)
-        if room > 0 and self.senders:
-            claimed = await self._claim(now, room)
-            for item in claimed:
-                self._start(item)
-            busy = busy or bool(claimed)
+        for item in claimed:
+            self._start(item)
+        busy = bool(outcomes or fanned or claimed)
         tick = self.monotonic()
         if tick - self._last_prune >= self.settings.prune_every:
             self._last_prune = tick
@@ -230,20 +243,19 @@ class Relay:
 
     # -- claims and tries -----------------------------------------------------
 
-    async def _claim(self, now: datetime, room: int) -> list[Claimed]:
+    async def _claim(self, repo: DeliveryRepository, now: datetime, room: int) -> list[Claimed]:
         counts: dict[int, int] = {}
         for destination in self._inflight.values():
             counts[destination] = counts.get(destination, 0) + 1
-        full = [d for d, n in counts.items() if n >= self.settings.per_destination]
-        async with self.db.write() as conn:
-            claimed = await DeliveryRepository(conn).claim(
-                self.id,
-                sorted(self.senders),
-                now,
-                self.settings.lease,
-                min(room, self.settings.batch),
-                exclude=full,
-            )
+        claimed = await repo.claim(
+            self.id,
+            sorted(self.senders),
+            now,
+            self.settings.lease,
+            min(room, self.settings.batch),
+            per_destination=self.settings.per_destination,
+            inflight=counts,
+        )
         # at most `per_destination` each; the rest go back at once (due again now)
         kept: list[Claimed] = []
         back: list[Claimed] = []
@@ -290,18 +302,22 @@ class Relay:
         )
 
     async def _record(self) -> None:
+        """Write the finished tries (alone: when stopping)."""
         outcomes, self._done = self._done, []
         if not outcomes:
             return
-        now = self.clock.now()
         try:
             async with self.db.write() as conn:
                 disabled = await DeliveryRepository(conn).record(
-                    self.id, outcomes, now, WEBHOOK_GIVE_UP
+                    self.id, outcomes, self.clock.now(), WEBHOOK_GIVE_UP
                 )
         except Exception:
             self._done = outcomes + self._done  # try to write them again next step
             raise
+        self._recorded(outcomes, disabled)
+
+    def _recorded(self, outcomes: Sequence[Outcome], disabled: Sequence[Destination]) -> None:
+        """Metrics and logs of tries written."""
         for o in outcomes:
             if o.released:
                 continue
