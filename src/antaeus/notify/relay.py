@@ -6,7 +6,9 @@ Each `serve` and `worker` process runs one (`--no-relay` turns it off). A step:
    existed when they were written and takes their type (`event_deliveries`);
 2. claim due deliveries (a lease: `next_try_at` moves to its end), skipping
    destinations that already have `per_destination` tries in flight here, so
-   a receiver that hangs holds a few slots, never all of them;
+   a receiver that hangs holds a few slots, never all of them; up to as many
+   again per destination wait here, each started as soon as a try to its
+   destination ends (not a round later), or handed back once half its lease passed;
 3. try each (webhook POST, broker publish with confirm) as a task of its own;
 4. record what the finished tries did in one transaction: delivered, or the
    next try after a backoff (webhooks: about 5 s, 5 min, 30 min, 2 h, 5 h,
@@ -26,6 +28,7 @@ import os
 import random
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -145,6 +148,9 @@ class Relay:
         self.log = structlog.get_logger("antaeus.relay").bind(relay=self.id)
         self._inflight: dict[asyncio.Task[Outcome], int] = {}  # task -> destination id
         self._done: list[Outcome] = []
+        # claimed, waiting for a slot of their destination: (claimed, when, monotonic)
+        self._queued: dict[int, deque[tuple[Claimed, float]]] = {}
+        self._stopping = False
         self._wake = asyncio.Event()
         self._last_prune = float("-inf")
         self._last_gauges = float("-inf")
@@ -202,7 +208,7 @@ class Relay:
         """
         now = self.clock.now()
         outcomes, self._done = self._done, []
-        room = self.settings.concurrency - len(self._inflight)
+        room = self.settings.concurrency - len(self._inflight) - self._queued_count()
         claimed: list[Claimed] = []
         try:
             async with self.db.write() as conn:
@@ -234,6 +240,13 @@ class Relay:
         return busy
 
     async def drain(self) -> None:
+        self._stopping = True  # what waits is handed back, not started
+        now = self.clock.now()
+        for waiting in self._queued.values():
+            self._done.extend(
+                Outcome(item, False, None, None, 0, now, released=True) for item, _ in waiting
+            )
+        self._queued.clear()
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
         try:
@@ -244,26 +257,33 @@ class Relay:
     # -- claims and tries -----------------------------------------------------
 
     async def _claim(self, repo: DeliveryRepository, now: datetime, room: int) -> list[Claimed]:
+        per = self.settings.per_destination
         counts: dict[int, int] = {}
         for destination in self._inflight.values():
             counts[destination] = counts.get(destination, 0) + 1
+        held = dict(counts)  # in flight and waiting here, per destination
+        for d, queued in self._queued.items():
+            held[d] = held.get(d, 0) + len(queued)
         claimed = await repo.claim(
             self.id,
             sorted(self.senders),
             now,
             self.settings.lease,
             min(room, self.settings.batch),
-            per_destination=self.settings.per_destination,
-            inflight=counts,
+            per_destination=2 * per,  # in flight, and as many waiting
+            inflight=held,
         )
-        # at most `per_destination` each; the rest go back at once (due again now)
+        # at most `per_destination` each in flight, as many waiting; the rest go back
         kept: list[Claimed] = []
         back: list[Claimed] = []
+        tick = self.monotonic()
         for item in claimed:
             d = item.destination.id
-            if counts.get(d, 0) < self.settings.per_destination:
+            if counts.get(d, 0) < per:
                 counts[d] = counts.get(d, 0) + 1
                 kept.append(item)
+            elif len(waiting := self._queued.setdefault(d, deque())) < per:
+                waiting.append((item, tick))
             else:
                 back.append(item)
         if back:
@@ -278,10 +298,29 @@ class Relay:
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[Outcome]) -> None:
-        self._inflight.pop(task, None)
+        destination = self._inflight.pop(task, None)
         if not task.cancelled():
             self._done.append(task.result())
+        if destination is not None and not self._stopping:
+            self._start_waiting(destination)
         self._wake.set()
+
+    def _start_waiting(self, destination: int) -> None:
+        """The next claimed delivery waiting for this destination, if its lease has time."""
+        waiting = self._queued.get(destination)
+        while waiting:
+            item, since = waiting.popleft()
+            if self.monotonic() - since < self.settings.lease.total_seconds() / 2:
+                self._start(item)
+                break
+            self._done.append(  # too close to its lease's end: back, due again now
+                Outcome(item, False, None, None, 0, self.clock.now(), released=True)
+            )
+        if not waiting:
+            self._queued.pop(destination, None)
+
+    def _queued_count(self) -> int:
+        return sum(len(w) for w in self._queued.values())
 
     async def _try(self, item: Claimed) -> Outcome:
         sender = self.senders[item.destination.kind]

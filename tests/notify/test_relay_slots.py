@@ -1,0 +1,68 @@
+"""Claimed deliveries waiting here for a slot of their destination: started, or handed back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from antaeus.clock import ManualClock
+from antaeus.storage.database import Database
+from tests.notify.helpers import Receiver, deliveries, webhook_relay
+from tests.notify.helpers import write_events as write
+
+
+@pytest.fixture
+async def hanging(client: httpx.AsyncClient) -> AsyncIterator[Receiver]:
+    r = await Receiver(modes={"/hook": "hang"}).start()
+    assert (await client.post("/rest/v1/webhooks", json={"url": r.url()})).status_code == 201
+    try:
+        yield r
+    finally:
+        await r.stop()
+
+
+async def test_a_waiting_delivery_past_half_its_lease_is_handed_back_untried(
+    database: Database, clock: ManualClock, hanging: Receiver
+) -> None:
+    await write(database, clock.now(), 2)
+    ticks = [0.0]
+    relay = webhook_relay(database, clock, timeout=0.3, per_destination=1)
+    relay.monotonic = lambda: ticks[0]
+    try:
+        await relay.step()  # claims both: one tried, one waits for the slot
+        assert len(relay._inflight) == 1
+        assert sum(len(w) for w in relay._queued.values()) == 1
+        ticks[0] += relay.settings.lease.total_seconds() / 2 + 1  # the wait ate half the lease
+        await asyncio.wait(set(relay._inflight))
+        assert not relay._inflight, "the waiting one was not started"
+        assert len(hanging.hits) == 1
+        assert [o.released for o in relay._done] == [False, True]
+        await relay._record()  # the failed try and the one handed back
+    finally:
+        await relay.aclose()
+    rows = sorted(await deliveries(database), key=lambda r: r.tries)
+    assert [r.tries for r in rows] == [0, 1]
+    assert rows[0].lease_owner is None, "handed back"
+    assert rows[0].next_try_at <= clock.now(), "due again at once"
+    assert rows[1].lease_owner is None
+    assert rows[1].next_try_at > clock.now(), "the failed try waits for its backoff"
+
+
+async def test_stopping_hands_back_what_waits(
+    database: Database, clock: ManualClock, hanging: Receiver
+) -> None:
+    await write(database, clock.now(), 3)
+    relay = webhook_relay(database, clock, timeout=0.3, per_destination=1)
+    try:
+        await relay.step()  # one tried, one waiting, one handed back at once
+        await relay.drain()
+    finally:
+        await relay.aclose()
+    assert len(hanging.hits) == 1, "nothing waiting is started once stopping"
+    rows = await deliveries(database)
+    assert sorted(r.tries for r in rows) == [0, 0, 1]
+    assert all(r.lease_owner is None for r in rows), "every claim is written back"
+    assert all(r.next_try_at <= clock.now() for r in rows if r.tries == 0), "due again now"
