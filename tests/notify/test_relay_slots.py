@@ -66,3 +66,24 @@ async def test_stopping_hands_back_what_waits(
     assert sorted(r.tries for r in rows) == [0, 0, 1]
     assert all(r.lease_owner is None for r in rows), "every claim is written back"
     assert all(r.next_try_at <= clock.now() for r in rows if r.tries == 0), "due again now"
+
+
+async def test_what_waits_starts_when_the_global_cap_frees_a_slot(
+    client: httpx.AsyncClient, database: Database, clock: ManualClock
+) -> None:
+    receiver = await Receiver().start()
+    for path in ("/a", "/b", "/c"):
+        made = await client.post("/rest/v1/webhooks", json={"url": receiver.url(path)})
+        assert made.status_code == 201
+    await write(database, clock.now(), 1)
+    # one try in flight in all: claims wait, some for destinations with none in flight
+    relay = webhook_relay(database, clock, concurrency=1, per_destination=1)
+    try:
+        await relay.run_until_idle(within=30)
+    finally:
+        await relay.aclose()
+    for path in ("/a", "/b", "/c"):
+        assert receiver.ids(path) == {"evt_1": 1}, path
+    assert not relay._queued
+    assert all(r.delivered_at is not None for r in await deliveries(database))
+    await receiver.stop()

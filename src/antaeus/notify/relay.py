@@ -6,9 +6,9 @@ Each `serve` and `worker` process runs one (`--no-relay` turns it off). A step:
    existed when they were written and takes their type (`event_deliveries`);
 2. claim due deliveries (a lease: `next_try_at` moves to its end), skipping
    destinations that already have `per_destination` tries in flight here, so
-   a receiver that hangs holds a few slots, never all of them; up to as many
-   again per destination wait here, each started as soon as a try to its
-   destination ends (not a round later), or handed back once half its lease passed;
+   a receiver that hangs holds a few slots, never all of them; a few more per
+   destination wait here, each started as soon as a try to its destination
+   ends (not a round later), or handed back once half its lease passed;
 3. try each (webhook POST, broker publish with confirm) as a task of its own;
 4. record what the finished tries did in one transaction: delivered, or the
    next try after a backoff (webhooks: about 5 s, 5 min, 30 min, 2 h, 5 h,
@@ -109,6 +109,7 @@ class WebhookDestinations:
 class RelaySettings:
     concurrency: int = 64  # tries in flight in this process
     per_destination: int = 8  # of which at most this many to one destination
+    waiting_per_destination: int = 32  # claimed, started as its tries end (lease/2 at most)
     batch: int = 500  # events fanned out, deliveries claimed, per statement
     poll_interval: float = 0.5  # seconds between steps when there is nothing to do
     lease: timedelta = timedelta(seconds=60)  # longer than a try can take
@@ -196,7 +197,7 @@ class Relay:
             if self._inflight:
                 await asyncio.wait(set(self._inflight), return_when=asyncio.FIRST_COMPLETED)
                 continue
-            if not busy and not self._done:
+            if not busy and not self._done and not self._queued:
                 return
         raise TimeoutError("the relay did not become idle")
 
@@ -208,7 +209,8 @@ class Relay:
         """
         now = self.clock.now()
         outcomes, self._done = self._done, []
-        room = self.settings.concurrency - len(self._inflight) - self._queued_count()
+        # room to start tries, and to keep claimed deliveries waiting (as many again)
+        room = 2 * self.settings.concurrency - len(self._inflight) - self._queued_count()
         claimed: list[Claimed] = []
         try:
             async with self.db.write() as conn:
@@ -229,6 +231,7 @@ class Relay:
             self.stats.fanned_out += fanned
         for item in claimed:
             self._start(item)
+        self._start_ready()
         busy = bool(outcomes or fanned or claimed)
         tick = self.monotonic()
         if tick - self._last_prune >= self.settings.prune_every:
@@ -270,20 +273,29 @@ class Relay:
             now,
             self.settings.lease,
             min(room, self.settings.batch),
-            per_destination=2 * per,  # in flight, and as many waiting
+            per_destination=per + self.settings.waiting_per_destination,
             inflight=held,
         )
-        # at most `per_destination` each in flight, as many waiting; the rest go back
+        # at most `per_destination` each in flight (and `concurrency` in all), at most
+        # `waiting_per_destination` each waiting (`concurrency` in all); the rest go back
         kept: list[Claimed] = []
         back: list[Claimed] = []
         tick = self.monotonic()
+        flying = len(self._inflight)
+        waiting_now = self._queued_count()
         for item in claimed:
             d = item.destination.id
-            if counts.get(d, 0) < per:
+            if counts.get(d, 0) < per and flying < self.settings.concurrency:
                 counts[d] = counts.get(d, 0) + 1
+                flying += 1
                 kept.append(item)
-            elif len(waiting := self._queued.setdefault(d, deque())) < per:
+            elif (
+                len(waiting := self._queued.setdefault(d, deque()))
+                < self.settings.waiting_per_destination
+                and waiting_now < self.settings.concurrency
+            ):
                 waiting.append((item, tick))
+                waiting_now += 1
             else:
                 back.append(item)
         if back:
@@ -318,6 +330,22 @@ class Relay:
             )
         if not waiting:
             self._queued.pop(destination, None)
+
+    def _start_ready(self) -> None:
+        """Start what waits for destinations with a free slot (the global cap allowing)."""
+        counts: dict[int, int] = {}
+        for destination in self._inflight.values():
+            counts[destination] = counts.get(destination, 0) + 1
+        for d in list(self._queued):
+            while (
+                d in self._queued
+                and counts.get(d, 0) < self.settings.per_destination
+                and len(self._inflight) < self.settings.concurrency
+            ):
+                before = len(self._inflight)
+                self._start_waiting(d)
+                if len(self._inflight) > before:
+                    counts[d] = counts.get(d, 0) + 1
 
     def _queued_count(self) -> int:
         return sum(len(w) for w in self._queued.values())
