@@ -87,3 +87,33 @@ async def test_what_waits_starts_when_the_global_cap_frees_a_slot(
     assert not relay._queued
     assert all(r.delivered_at is not None for r in await deliveries(database))
     await receiver.stop()
+
+
+async def test_a_wake_up_during_a_round_is_not_lost(
+    client: httpx.AsyncClient, database: Database, clock: ManualClock
+) -> None:
+    receiver = await Receiver().start()
+    assert (await client.post("/rest/v1/webhooks", json={"url": receiver.url()})).status_code
+    # a try that ends, or (here) new events, wake the relay; it used to clear the
+    # wake-up when it went to sleep, losing one that came during its round: it then
+    # slept a whole poll interval with finished tries unrecorded
+    relay = webhook_relay(database, clock, poll_interval=5.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        for batch in range(5):
+            await write(database, clock.now(), 20, first=1 + 20 * batch)
+            relay._wake.set()  # as a poll would: the events are there
+            started = asyncio.get_running_loop().time()
+            while asyncio.get_running_loop().time() - started < 4.0:
+                rows = await deliveries(database)
+                if len(rows) == 20 * (batch + 1) and all(r.delivered_at for r in rows):
+                    break
+                await asyncio.sleep(0.01)
+            took = asyncio.get_running_loop().time() - started
+            assert took < 2.0, f"batch {batch}: {took:.1f} s (a wake-up was lost)"
+    finally:
+        stop.set()
+        await task
+        await relay.aclose()
+        await receiver.stop()

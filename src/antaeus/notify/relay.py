@@ -207,6 +207,7 @@ class Relay:
         Recording the finished tries, fanning out and claiming are one write
         transaction (one commit per round, not three: on SQLite each is a sync).
         """
+        self._wake.clear()  # what ends from here on wakes the next sleep (none is lost)
         now = self.clock.now()
         outcomes, self._done = self._done, []
         # room to start tries, and to keep claimed deliveries waiting (as many again)
@@ -436,8 +437,7 @@ class Relay:
         metrics.EVENT_DELIVERY_LAG.set((now - oldest).total_seconds() if oldest else 0.0)
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
-        """Until `seconds` pass, `stop` is set or a try finishes."""
-        self._wake.clear()
+        """Until `seconds` pass, `stop` is set or a try finished since the last step."""
         waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
