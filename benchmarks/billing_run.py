@@ -4,12 +4,18 @@
     python benchmarks/billing_run.py --database-url postgresql://postgres@127.0.0.1/bench
     python benchmarks/billing_run.py --workers 2 --database-url postgresql://...
     python benchmarks/billing_run.py --latency-ms 50 --concurrency 200 --invoices 20000
+    python benchmarks/billing_run.py --relay-compare --invoices 20000   # relay's cost
 
 Workers are real `antaeus worker` processes; the provider always succeeds (failure
 rate 0). The floor settles the same number of fresh invoices with the bare minimum
 of SQL: one batched status update and one batched attempt insert per thousand.
 Prints invoices/s, the floor, their ratio, and the workers' peak RSS. A PostgreSQL
 database given here is dropped and re-created.
+
+--relay-compare bills twice (fresh invoices each time): once with `worker --no-relay`,
+once with the worker's relay on and one webhook endpoint (a local receiver in another
+process answering 200), and prints both invoices/s and how long the relay took to
+deliver every event after billing ended.
 """
 
 from __future__ import annotations
@@ -31,9 +37,13 @@ from sqlalchemy import func, insert, select, update
 from antaeus.billing.service import open_run
 from antaeus.clock import SystemClock
 from antaeus.domain.policy import PolicySettings
+from antaeus.notify.webhooks import new_secret
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.billing import BillingRepository
-from antaeus.storage.tables import charge_attempts, invoices
+from antaeus.storage.repositories.outbox import DestinationRepository
+from antaeus.storage.tables import charge_attempts, event_deliveries, events, invoices
+
+ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 async def recreate_pg(url: str) -> None:
@@ -115,6 +125,95 @@ async def floor(db: Database, n: int) -> float:
     return len(ids) / (time.perf_counter() - started)
 
 
+async def bill(
+    db: Database, n_workers: int, env: dict[str, str], work: Path, *extra: str
+) -> tuple[float, float, list[float]]:
+    """One run over every due invoice with real workers: (seconds, seconds opening, RSS)."""
+    workers = [
+        subprocess.Popen(  # noqa: ASYNC220 (starts the workers; nothing to wait for)
+            [sys.executable, "-m", "antaeus", "worker", *extra], env=env, cwd=work
+        )
+        for _ in range(n_workers)
+    ]
+    try:
+        await asyncio.sleep(2.0)  # let the workers start (imports, connections)
+        started = time.perf_counter()
+        run_id = await open_run(db, SystemClock(), PolicySettings(), "cli")
+        opened = time.perf_counter() - started
+        await wait_completed(db, run_id)
+        elapsed = time.perf_counter() - started
+        rss = [peak_rss_mb(w.pid) for w in workers]
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(30)
+    return elapsed, opened, rss
+
+
+async def undelivered(db: Database) -> int:
+    async with db.read() as conn:
+        waiting = await conn.scalar(
+            select(func.count())
+            .select_from(event_deliveries)
+            .where(event_deliveries.c.delivered_at.is_(None))
+        )
+        unfanned = await conn.scalar(
+            select(func.count()).select_from(events).where(events.c.fanned_out_at.is_(None))
+        )
+    return int(waiting or 0) + int(unfanned or 0)
+
+
+async def relay_compare(
+    db: Database, args: argparse.Namespace, env: dict[str, str], work: Path, url: str
+) -> None:
+    """Billing without the relay, then with it delivering to one webhook endpoint."""
+    sys.path.insert(0, ROOT)
+    from benchmarks.relay import start_receiver
+
+    kind = url.split("://")[0].split("+")[0]
+    print(f"database: {kind}; invoices: {args.invoices:,} per run; workers: {args.workers}")
+    without, _, _ = await bill(db, args.workers, env, work, "--no-relay")
+    print(f"without relay (worker --no-relay): {args.invoices / without:,.0f} invoices/s")
+
+    antaeus(
+        "seed", "--seed", "2", "--customers", str(args.invoices),
+        "--invoices-per-customer", "1", "--append", env=env, cwd=work,
+    )  # fmt: skip
+    async with db.write() as conn:  # the first run's events are not the second's
+        await conn.execute(update(events).values(fanned_out_at=datetime.now(UTC)))
+    receiver, hook = start_receiver()
+    try:
+        async with db.write() as conn:
+            await DestinationRepository(conn).create(
+                "webhook", hook, None, new_secret(), datetime.now(UTC)
+            )
+        with_relay, _, _ = await bill(db, args.workers, env, work)
+        ended = time.perf_counter()
+        left = await undelivered(db)
+        # the workers stopped with billing; one relay delivers what is left
+        relay_process = subprocess.Popen(  # noqa: ASYNC220 (a worker left to relay)
+            [sys.executable, "-m", "antaeus", "worker"], env=env, cwd=work
+        )
+        try:
+            while await undelivered(db):  # noqa: ASYNC110 (polls the database)
+                await asyncio.sleep(0.2)
+        finally:
+            relay_process.send_signal(signal.SIGTERM)
+            relay_process.wait(30)
+        drained = time.perf_counter() - ended
+    finally:
+        receiver.terminate()
+        receiver.join(10)
+    async with db.read() as conn:
+        delivered = await conn.scalar(select(func.count()).select_from(event_deliveries))
+    print(
+        f"with relay + 1 webhook endpoint: {args.invoices / with_relay:,.0f} invoices/s "
+        f"({with_relay / without:.2f}x the time); {left:,} of {delivered:,} events "
+        f"undelivered when billing ended, all delivered {drained:.1f} s later"
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -126,6 +225,11 @@ async def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--latency-ms", type=float, default=0)
     parser.add_argument("--no-floor", action="store_true")
+    parser.add_argument(
+        "--relay-compare",
+        action="store_true",
+        help="bill with and without the relay delivering to a webhook endpoint (no floor)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="antaeus-bench-"))
@@ -158,25 +262,11 @@ async def main() -> None:
     )
 
     db = Database(url)
-    workers = [
-        subprocess.Popen(  # noqa: ASYNC220 (starts the workers; nothing to wait for)
-            [sys.executable, "-m", "antaeus", "worker"], env=env, cwd=work
-        )
-        for _ in range(args.workers)
-    ]
-    try:
-        await asyncio.sleep(2.0)  # let the workers start (imports, connections)
-        started = time.perf_counter()
-        run_id = await open_run(db, SystemClock(), PolicySettings(), "cli")
-        opened = time.perf_counter() - started
-        await wait_completed(db, run_id)
-        elapsed = time.perf_counter() - started
-        rss = [peak_rss_mb(w.pid) for w in workers]
-    finally:
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-        for w in workers:
-            w.wait(30)
+    if args.relay_compare:
+        await relay_compare(db, args, env, work, url)
+        await db.dispose()
+        return
+    elapsed, opened, rss = await bill(db, args.workers, env, work)
     async with db.read() as conn:
         paid = await conn.scalar(
             select(func.count()).select_from(invoices).where(invoices.c.status == "PAID")

@@ -16,6 +16,7 @@ from antaeus.exactjson import dumps, loads, rfc3339
 
 PREFIX: Final = "evt_"
 _ID = re.compile(r"evt_([1-9][0-9]{0,18})")
+_MAX_ROW_ID: Final = 2**63 - 1  # a BIGINT: a larger number is no event (and no query)
 
 
 def event_id(row_id: int) -> str:
@@ -25,7 +26,9 @@ def event_id(row_id: int) -> str:
 def parse_event_id(text: str) -> int | None:
     """The row id of an `evt_…` id; None for anything else."""
     match = _ID.fullmatch(text)
-    return int(match[1]) if match else None
+    if match is None or int(match[1]) > _MAX_ROW_ID:
+        return None
+    return int(match[1])
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,9 @@ Each `serve` and `worker` process runs one (`--no-relay` turns it off). A step:
    existed when they were written and takes their type (`event_deliveries`);
 2. claim due deliveries (a lease: `next_try_at` moves to its end), skipping
    destinations that already have `per_destination` tries in flight here, so
-   a receiver that hangs holds a few slots, never all of them;
+   a receiver that hangs holds a few slots, never all of them; a few more per
+   destination wait here, each started as soon as a try to its destination
+   ends (not a round later), or handed back once half its lease passed;
 3. try each (webhook POST, broker publish with confirm) as a task of its own;
 4. record what the finished tries did in one transaction: delivered, or the
    next try after a backoff (webhooks: about 5 s, 5 min, 30 min, 2 h, 5 h,
@@ -26,6 +28,7 @@ import os
 import random
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,6 +44,7 @@ from antaeus.storage.database import Database
 from antaeus.storage.repositories.outbox import (
     Claimed,
     DeliveryRepository,
+    Destination,
     DestinationRepository,
     EventRepository,
     Outcome,
@@ -105,6 +109,7 @@ class WebhookDestinations:
 class RelaySettings:
     concurrency: int = 64  # tries in flight in this process
     per_destination: int = 8  # of which at most this many to one destination
+    waiting_per_destination: int = 32  # claimed, started as its tries end (lease/2 at most)
     batch: int = 500  # events fanned out, deliveries claimed, per statement
     poll_interval: float = 0.5  # seconds between steps when there is nothing to do
     lease: timedelta = timedelta(seconds=60)  # longer than a try can take
@@ -144,6 +149,9 @@ class Relay:
         self.log = structlog.get_logger("antaeus.relay").bind(relay=self.id)
         self._inflight: dict[asyncio.Task[Outcome], int] = {}  # task -> destination id
         self._done: list[Outcome] = []
+        # claimed, waiting for a slot of their destination: (claimed, when, monotonic)
+        self._queued: dict[int, deque[tuple[Claimed, float]]] = {}
+        self._stopping = False
         self._wake = asyncio.Event()
         self._last_prune = float("-inf")
         self._last_gauges = float("-inf")
@@ -189,32 +197,52 @@ class Relay:
             if self._inflight:
                 await asyncio.wait(set(self._inflight), return_when=asyncio.FIRST_COMPLETED)
                 continue
-            if not busy and not self._done:
+            if not busy and not self._done and not self._queued:
                 return
         raise TimeoutError("the relay did not become idle")
 
     async def step(self) -> bool:
-        """One round; answers whether it found anything to do."""
+        """One round; answers whether it found anything to do.
+
+        Recording the finished tries, fanning out and claiming are one write
+        transaction (one commit per round, not three: on SQLite each is a sync).
+        """
+        self._wake.clear()  # what ends from here on wakes the next sleep (none is lost)
         now = self.clock.now()
-        busy = False
-        if self._done:
-            await self._record()
-            busy = True
-        async with self.db.read() as conn:  # idle: no write lock taken
-            to_fan, to_claim = await EventRepository(conn).work_waiting(now, sorted(self.senders))
-        if to_fan:
-            async with self.db.write() as conn:
-                fanned = await DeliveryRepository(conn).fan_out(now, self.settings.batch)
-            if fanned:
-                self.stats.fanned_out += fanned
-                busy = True
-                to_claim = True  # its deliveries are due now
-        room = self.settings.concurrency - len(self._inflight)
-        if room > 0 and self.senders and to_claim:
-            claimed = await self._claim(now, room)
-            for item in claimed:
-                self._start(item)
-            busy = busy or bool(claimed)
+        outcomes, self._done = self._done, []
+        # room to start tries, and to keep claimed deliveries waiting (as many again)
+        room = 2 * self.settings.concurrency - len(self._inflight) - self._queued_count()
+        claimed: list[Claimed] = []
+        disabled: list[Destination] = []
+        fanned = 0
+        wanted = bool(outcomes)
+        if not wanted:  # an idle round only reads: no write lock taken
+            async with self.db.read() as conn:
+                to_fan, to_claim = await EventRepository(conn).work_waiting(
+                    now, sorted(self.senders)
+                )
+            wanted = to_fan or (to_claim and room > 0 and bool(self.senders))
+        try:
+            if wanted:
+                async with self.db.write() as conn:
+                    repo = DeliveryRepository(conn)
+                    if outcomes:
+                        disabled = await repo.record(
+                            self.id, outcomes, self.clock.now(), WEBHOOK_GIVE_UP
+                        )
+                    fanned = await repo.fan_out(now, self.settings.batch)
+                    if room > 0 and self.senders:
+                        claimed = await self._claim(repo, now, room)
+        except Exception:
+            self._done = outcomes + self._done  # written again next round
+            raise
+        self._recorded(outcomes, disabled)
+        if fanned:
+            self.stats.fanned_out += fanned
+        for item in claimed:
+            self._start(item)
+        self._start_ready()
+        busy = bool(outcomes or fanned or claimed)
         tick = self.monotonic()
         if tick - self._last_prune >= self.settings.prune_every:
             self._last_prune = tick
@@ -225,6 +253,13 @@ class Relay:
         return busy
 
     async def drain(self) -> None:
+        self._stopping = True  # what waits is handed back, not started
+        now = self.clock.now()
+        for waiting in self._queued.values():
+            self._done.extend(
+                Outcome(item, False, None, None, 0, now, released=True) for item, _ in waiting
+            )
+        self._queued.clear()
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
         try:
@@ -234,28 +269,43 @@ class Relay:
 
     # -- claims and tries -----------------------------------------------------
 
-    async def _claim(self, now: datetime, room: int) -> list[Claimed]:
+    async def _claim(self, repo: DeliveryRepository, now: datetime, room: int) -> list[Claimed]:
+        per = self.settings.per_destination
         counts: dict[int, int] = {}
         for destination in self._inflight.values():
             counts[destination] = counts.get(destination, 0) + 1
-        full = [d for d, n in counts.items() if n >= self.settings.per_destination]
-        async with self.db.write() as conn:
-            claimed = await DeliveryRepository(conn).claim(
-                self.id,
-                sorted(self.senders),
-                now,
-                self.settings.lease,
-                min(room, self.settings.batch),
-                exclude=full,
-            )
-        # at most `per_destination` each; the rest go back at once (due again now)
+        held = dict(counts)  # in flight and waiting here, per destination
+        for d, queued in self._queued.items():
+            held[d] = held.get(d, 0) + len(queued)
+        claimed = await repo.claim(
+            self.id,
+            sorted(self.senders),
+            now,
+            self.settings.lease,
+            min(room, self.settings.batch),
+            per_destination=per + self.settings.waiting_per_destination,
+            inflight=held,
+        )
+        # at most `per_destination` each in flight (and `concurrency` in all), at most
+        # `waiting_per_destination` each waiting (`concurrency` in all); the rest go back
         kept: list[Claimed] = []
         back: list[Claimed] = []
+        tick = self.monotonic()
+        flying = len(self._inflight)
+        waiting_now = self._queued_count()
         for item in claimed:
             d = item.destination.id
-            if counts.get(d, 0) < self.settings.per_destination:
+            if counts.get(d, 0) < per and flying < self.settings.concurrency:
                 counts[d] = counts.get(d, 0) + 1
+                flying += 1
                 kept.append(item)
+            elif (
+                len(waiting := self._queued.setdefault(d, deque()))
+                < self.settings.waiting_per_destination
+                and waiting_now < self.settings.concurrency
+            ):
+                waiting.append((item, tick))
+                waiting_now += 1
             else:
                 back.append(item)
         if back:
@@ -270,10 +320,45 @@ class Relay:
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[Outcome]) -> None:
-        self._inflight.pop(task, None)
+        destination = self._inflight.pop(task, None)
         if not task.cancelled():
             self._done.append(task.result())
+        if destination is not None and not self._stopping:
+            self._start_waiting(destination)
         self._wake.set()
+
+    def _start_waiting(self, destination: int) -> None:
+        """The next claimed delivery waiting for this destination, if its lease has time."""
+        waiting = self._queued.get(destination)
+        while waiting:
+            item, since = waiting.popleft()
+            if self.monotonic() - since < self.settings.lease.total_seconds() / 2:
+                self._start(item)
+                break
+            self._done.append(  # too close to its lease's end: back, due again now
+                Outcome(item, False, None, None, 0, self.clock.now(), released=True)
+            )
+        if not waiting:
+            self._queued.pop(destination, None)
+
+    def _start_ready(self) -> None:
+        """Start what waits for destinations with a free slot (the global cap allowing)."""
+        counts: dict[int, int] = {}
+        for destination in self._inflight.values():
+            counts[destination] = counts.get(destination, 0) + 1
+        for d in list(self._queued):
+            while (
+                d in self._queued
+                and counts.get(d, 0) < self.settings.per_destination
+                and len(self._inflight) < self.settings.concurrency
+            ):
+                before = len(self._inflight)
+                self._start_waiting(d)
+                if len(self._inflight) > before:
+                    counts[d] = counts.get(d, 0) + 1
+
+    def _queued_count(self) -> int:
+        return sum(len(w) for w in self._queued.values())
 
     async def _try(self, item: Claimed) -> Outcome:
         sender = self.senders[item.destination.kind]
@@ -294,18 +379,22 @@ class Relay:
         )
 
     async def _record(self) -> None:
+        """Write the finished tries (alone: when stopping)."""
         outcomes, self._done = self._done, []
         if not outcomes:
             return
-        now = self.clock.now()
         try:
             async with self.db.write() as conn:
                 disabled = await DeliveryRepository(conn).record(
-                    self.id, outcomes, now, WEBHOOK_GIVE_UP
+                    self.id, outcomes, self.clock.now(), WEBHOOK_GIVE_UP
                 )
         except Exception:
             self._done = outcomes + self._done  # try to write them again next step
             raise
+        self._recorded(outcomes, disabled)
+
+    def _recorded(self, outcomes: Sequence[Outcome], disabled: Sequence[Destination]) -> None:
+        """Metrics and logs of tries written."""
         for o in outcomes:
             if o.released:
                 continue
@@ -357,8 +446,7 @@ class Relay:
         metrics.EVENT_DELIVERY_LAG.set((now - oldest).total_seconds() if oldest else 0.0)
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
-        """Until `seconds` pass, `stop` is set or a try finishes."""
-        self._wake.clear()
+        """Until `seconds` pass, `stop` is set or a try finished since the last step."""
         waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)

@@ -6,7 +6,13 @@ event id, the same on every try), `webhook-timestamp` (seconds) and
 keyed with the endpoint secret's bytes: `whsec_` + base64). A try has a 10 s
 timeout, follows no redirect (a 3xx is a failure) and reads at most 64 KiB of
 the answer, so a receiver that hangs, redirects, trickles bytes or answers a
-huge body costs bounded time and memory. Only a 2xx answer delivers.
+huge body costs bounded time and memory. Only a complete 2xx answer of at most
+64 KiB, within the timeout, delivers: a longer body, or one still trickling at
+the timeout, is a failed try.
+
+The connection pool has no per-host limit: the relay bounds the tries in flight
+per destination, and a per-host limit would let one hanging endpoint starve
+another on the same host (or every endpoint, once the pool is full).
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ class WebhookSender:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
-                connector=aiohttp.TCPConnector(limit=100, limit_per_host=8),
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
                 headers={"User-Agent": USER_AGENT},
             )
         return self._session
@@ -87,9 +93,19 @@ class WebhookSender:
                 async with self._client().post(
                     url, data=body.encode(), headers=headers, allow_redirects=False
                 ) as answer:
-                    # read (at most 64 KiB) so the connection can be reused; never more
-                    await answer.content.read(MAX_ANSWER_BYTES)
                     status = answer.status
+                    # to its end (so the connection can be reused), never past 64 KiB
+                    size = 0
+                    async for chunk in answer.content.iter_any():
+                        size += len(chunk)
+                        if size > MAX_ANSWER_BYTES:
+                            answer.close()  # drop the connection: the rest is never read
+                            return TryResult(
+                                False,
+                                status,
+                                f"answered {status} with more than {MAX_ANSWER_BYTES} bytes",
+                                took(),
+                            )
         except TimeoutError:
             return TryResult(False, None, f"no answer within {self.timeout:g} s", took())
         except (aiohttp.ClientError, OSError, ValueError) as exc:

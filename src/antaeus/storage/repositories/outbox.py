@@ -10,12 +10,12 @@ leaves it due again once the lease ends (at least once).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic
 
-from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy import bindparam, delete, exists, func, insert, select, update
 
 from antaeus.notify.envelope import StoredEvent
 from antaeus.storage.database import Conn, ReadConnection, WriteConnection
@@ -186,6 +186,9 @@ class EventRepository:
         return min(found) if found else None
 
 
+_AMQP_ROW_LOCK = 0x616E7461_65757301  # "antaeus" + 1: making the broker's destination row
+
+
 class DestinationRepository(Generic[Conn]):
     """Webhook endpoints (and the broker's one row)."""
 
@@ -241,7 +244,14 @@ class DestinationRepository(Generic[Conn]):
     async def ensure_amqp(
         self: DestinationRepository[WriteConnection], url: str, now: datetime
     ) -> Destination:
-        """The broker's row (one, whatever the URL: the broker is a setting)."""
+        """The broker's row (one, whatever the URL: the broker is a setting).
+
+        Relays starting together must not each make one (every event would be
+        published once per row): on PostgreSQL they take turns on an advisory lock
+        held to the end of the transaction; on SQLite the single writer does that.
+        """
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.execute(select(func.pg_advisory_xact_lock(_AMQP_ROW_LOCK)))
         row = (
             await self.conn.execute(
                 select(event_destinations).where(event_destinations.c.kind == "amqp")
@@ -361,8 +371,30 @@ class DeliveryRepository:
         lease: timedelta,
         limit: int,
         exclude: Sequence[int] = (),
+        per_destination: int | None = None,
+        inflight: Mapping[int, int] | None = None,
     ) -> list[Claimed]:
-        """Take up to `limit` due deliveries to enabled destinations of `kinds`."""
+        """Take up to `limit` due deliveries to enabled destinations of `kinds`.
+
+        With `per_destination` (and the tries `inflight` per destination), destinations
+        already at it are skipped and `limit` is at most the free slots of the others:
+        a relay never claims many rows only to hand most of them back.
+        """
+        destinations = {d.id: d for d in await DestinationRepository(self.conn).all()}
+        skip = set(exclude)
+        if per_destination is not None:
+            busy = inflight or {}
+            free = 0
+            for d in destinations.values():
+                if d.status != "enabled" or d.kind not in kinds or d.id in skip:
+                    continue
+                slots = per_destination - busy.get(d.id, 0)
+                if slots <= 0:
+                    skip.add(d.id)
+                free += max(0, slots)
+            limit = min(limit, free)
+        if limit <= 0:
+            return []
         query = (
             select(
                 event_deliveries.c.id.label("delivery_id"),
@@ -385,8 +417,8 @@ class DeliveryRepository:
             .order_by(event_deliveries.c.next_try_at)
             .limit(limit)
         )
-        if exclude:
-            query = query.where(event_deliveries.c.destination_id.not_in(list(exclude)))
+        if skip:
+            query = query.where(event_deliveries.c.destination_id.not_in(sorted(skip)))
         if self.is_pg:
             query = query.with_for_update(of=event_deliveries, skip_locked=True)
         rows = (await self.conn.execute(query)).all()
@@ -397,7 +429,9 @@ class DeliveryRepository:
             .where(event_deliveries.c.id.in_([r.delivery_id for r in rows]))
             .values(lease_owner=owner, next_try_at=now + lease)
         )
-        destinations = {d.id: d for d in await DestinationRepository(self.conn).all()}
+        missing = {r.destination_id for r in rows} - set(destinations)
+        if missing:  # made since we looked (by another relay's transaction)
+            destinations = {d.id: d for d in await DestinationRepository(self.conn).all()}
         return [
             Claimed(r.delivery_id, r.tries, _event(r), destinations[r.destination_id])
             for r in rows
@@ -410,30 +444,48 @@ class DeliveryRepository:
         """Write what the tries did; answers the webhook destinations disabled by them."""
         if not outcomes:
             return []
-        for o in outcomes:
-            mine = and_(
-                event_deliveries.c.id == o.claimed.delivery_id,
-                event_deliveries.c.lease_owner == owner,
+        # a few statements per round, whatever the number of tries (not one per try)
+        mine = event_deliveries.c.lease_owner == owner
+        back = [o.claimed.delivery_id for o in outcomes if o.released]
+        done = [o.claimed.delivery_id for o in outcomes if o.ok and not o.released]
+        failed = [o for o in outcomes if not o.ok and not o.released]
+        if back:
+            await self.conn.execute(
+                update(event_deliveries)
+                .where(event_deliveries.c.id.in_(back), mine)
+                .values(lease_owner=None, next_try_at=now)
             )
-            if o.released:
-                values_back = {"lease_owner": None, "next_try_at": now}
-                await self.conn.execute(update(event_deliveries).where(mine).values(**values_back))
-                continue
-            if o.ok:
-                values: dict[str, Any] = {
-                    "delivered_at": now,
-                    "lease_owner": None,
-                    "tries": o.claimed.tries + 1,
-                    "last_error": None,
-                }
-            else:
-                values = {
-                    "lease_owner": None,
-                    "tries": o.claimed.tries + 1,
-                    "next_try_at": o.next_try_at or now,
-                    "last_error": o.error,
-                }
-            await self.conn.execute(update(event_deliveries).where(mine).values(**values))
+        if done:
+            await self.conn.execute(
+                update(event_deliveries)
+                .where(event_deliveries.c.id.in_(done), mine)
+                .values(
+                    delivered_at=now,
+                    lease_owner=None,
+                    tries=event_deliveries.c.tries + 1,
+                    last_error=None,
+                )
+            )
+        if failed:
+            await self.conn.execute(
+                update(event_deliveries)
+                .where(event_deliveries.c.id == bindparam("b_id"), mine)
+                .values(
+                    lease_owner=None,
+                    tries=bindparam("b_tries"),
+                    next_try_at=bindparam("b_next"),
+                    last_error=bindparam("b_error"),
+                ),
+                [
+                    {
+                        "b_id": o.claimed.delivery_id,
+                        "b_tries": o.claimed.tries + 1,
+                        "b_next": o.next_try_at or now,
+                        "b_error": o.error,
+                    }
+                    for o in failed
+                ],
+            )
         outcomes = [o for o in outcomes if not o.released]
         if not outcomes:
             return []
