@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic
 
-from sqlalchemy import bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from antaeus.notify.envelope import StoredEvent
 from antaeus.storage.database import Conn, ReadConnection, WriteConnection
@@ -108,6 +109,23 @@ _EVENT_COLUMNS = (
 )
 
 
+#: a delivery with its destination
+_WITH_DESTINATION = event_deliveries.join(
+    event_destinations, event_destinations.c.id == event_deliveries.c.destination_id
+)
+#: not delivered yet, to a destination that is enabled (what keeps an event waiting)
+_WAITING = and_(event_deliveries.c.delivered_at.is_(None), event_destinations.c.status == "enabled")
+
+
+def _due(now: datetime, kinds: Sequence[str]) -> ColumnElement[bool]:
+    """Waiting and due now, to a destination of one of `kinds` (what a relay may claim)."""
+    return and_(
+        _WAITING,
+        event_deliveries.c.next_try_at <= now,
+        event_destinations.c.kind.in_(list(kinds)),
+    )
+
+
 class EventRepository:
     """Reading the outbox (the events API)."""
 
@@ -141,18 +159,8 @@ class EventRepository:
         if kinds:
             due = await self.conn.scalar(
                 select(event_deliveries.c.id)
-                .select_from(
-                    event_deliveries.join(
-                        event_destinations,
-                        event_destinations.c.id == event_deliveries.c.destination_id,
-                    )
-                )
-                .where(
-                    event_deliveries.c.delivered_at.is_(None),
-                    event_deliveries.c.next_try_at <= now,
-                    event_destinations.c.status == "enabled",
-                    event_destinations.c.kind.in_(list(kinds)),
-                )
+                .select_from(_WITH_DESTINATION)
+                .where(_due(now, kinds))
                 .limit(1)
             )
         return unfanned is not None, due is not None
@@ -176,11 +184,8 @@ class EventRepository:
         )
         pending = await self.conn.scalar(
             select(func.min(events.c.created_at))
-            .select_from(event_deliveries.join(events, events.c.id == event_deliveries.c.event_id))
-            .join(event_destinations, event_destinations.c.id == event_deliveries.c.destination_id)
-            .where(
-                event_deliveries.c.delivered_at.is_(None), event_destinations.c.status == "enabled"
-            )
+            .select_from(_WITH_DESTINATION.join(events, events.c.id == event_deliveries.c.event_id))
+            .where(_WAITING)
         )
         found = [m for m in (fan, pending) if m is not None]
         return min(found) if found else None
@@ -402,18 +407,8 @@ class DeliveryRepository:
                 event_deliveries.c.destination_id,
                 *_EVENT_COLUMNS,
             )
-            .select_from(
-                event_deliveries.join(events, events.c.id == event_deliveries.c.event_id).join(
-                    event_destinations,
-                    event_destinations.c.id == event_deliveries.c.destination_id,
-                )
-            )
-            .where(
-                event_deliveries.c.delivered_at.is_(None),
-                event_deliveries.c.next_try_at <= now,
-                event_destinations.c.status == "enabled",
-                event_destinations.c.kind.in_(list(kinds)),
-            )
+            .select_from(_WITH_DESTINATION.join(events, events.c.id == event_deliveries.c.event_id))
+            .where(_due(now, kinds))
             .order_by(event_deliveries.c.next_try_at)
             .limit(limit)
         )
@@ -545,17 +540,8 @@ class DeliveryRepository:
         """
         waiting = exists(
             select(event_deliveries.c.id)
-            .select_from(
-                event_deliveries.join(
-                    event_destinations,
-                    event_destinations.c.id == event_deliveries.c.destination_id,
-                )
-            )
-            .where(
-                event_deliveries.c.event_id == events.c.id,
-                event_deliveries.c.delivered_at.is_(None),
-                event_destinations.c.status == "enabled",
-            )
+            .select_from(_WITH_DESTINATION)
+            .where(event_deliveries.c.event_id == events.c.id, _WAITING)
         )
         old = (
             select(events.c.id)
