@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Protocol, TypeVar
 
@@ -41,12 +41,20 @@ def _page_params(
 Page = Annotated[PageParams, Depends(_page_params)]
 
 
+def _own_id(row: HasId) -> object:
+    return row.id
+
+
 def paginate(
-    request: Request, rows: Sequence[T], page: PageParams
+    request: Request,
+    rows: Sequence[T],
+    page: PageParams,
+    cursor: Callable[[T], object] = _own_id,
 ) -> tuple[Sequence[T], dict[str, str]]:
-    """Cut the `limit + 1` rows fetched to a page; link the next page when there is one."""
+    """Cut the `limit + 1` rows fetched to a page; link the next page when there is one
+    (`after` = `cursor(the page's last row)`: its id unless said otherwise)."""
     if len(rows) <= page.limit:
         return rows, {}
     items = rows[: page.limit]
-    next_url = request.url.include_query_params(after=items[-1].id, limit=page.limit)
+    next_url = request.url.include_query_params(after=cursor(items[-1]), limit=page.limit)
     return items, {"Link": f'<{next_url}>; rel="next"'}

@@ -12,7 +12,7 @@ from antaeus.api.auth import AuthenticatedRoute, Principal
 from antaeus.api.context import Ctx
 from antaeus.api.errors import not_found
 from antaeus.api.jsonio import JSONResponse
-from antaeus.api.pagination import MAX_LIMIT, Page, paginate
+from antaeus.api.pagination import MAX_LIMIT, Page, PageParams, paginate
 from antaeus.api.schemas import ERROR_RESPONSES, MAX_ID, DigitsInt, RequestBody, SingleLine
 from antaeus.domain.events import EventType
 from antaeus.exactjson import rfc3339
@@ -152,12 +152,10 @@ async def list_events(
         rows = await EventRepository(conn).page(
             after=start, limit=limit + 1, type=wanted, invoice_id=invoice_id
         )
-    headers: dict[str, str] = {}
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_url = request.url.include_query_params(after=event_id(rows[-1].id), limit=limit)
-        headers["Link"] = f'<{next_url}>; rel="next"'
-    return JSONResponse([r.envelope() for r in rows], headers=headers)
+    items, headers = paginate(
+        request, rows, PageParams(limit=limit, after=start), cursor=lambda r: event_id(r.id)
+    )
+    return JSONResponse([r.envelope() for r in items], headers=headers)
 
 
 @router.get(
@@ -273,11 +271,7 @@ async def webhook_deliveries(
         if await repo.get(id, "webhook") is None:
             raise not_found("webhook", id)
         rows = await repo.tries(id, after=page.after, limit=page.limit + 1)
-    headers: dict[str, str] = {}
-    if len(rows) > page.limit:
-        rows = rows[: page.limit]
-        next_url = request.url.include_query_params(after=rows[-1].id, limit=page.limit)
-        headers["Link"] = f'<{next_url}>; rel="next"'
+    items, headers = paginate(request, rows, page)  # newest first: `after` = older than
     return JSONResponse(
         [
             {
@@ -289,7 +283,7 @@ async def webhook_deliveries(
                 "durationMs": t.duration_ms,
                 "delivered": t.ok,
             }
-            for t in rows
+            for t in items
         ],
         headers=headers,
     )
