@@ -25,7 +25,6 @@ from antaeus.observability import metrics
 from antaeus.storage.database import Database, WriteConnection
 from antaeus.storage.repositories.actions import ActionRepository, ActionResult
 from antaeus.storage.repositories.billing import BillingRepository
-from antaeus.storage.repositories.invoices import InvoiceRepository
 
 log = structlog.get_logger("antaeus.service")
 
@@ -163,7 +162,7 @@ async def _act(
 ) -> Invoice:
     async with db.write() as conn:
         result = await change(ActionRepository(conn))
-        invoice = await InvoiceRepository(conn).get(invoice_id) if result.ok else None
+    invoice = result.invoice
     if result.status is None:
         raise InvoiceNotFoundError(invoice_id)
     if not result.ok or invoice is None:

@@ -13,7 +13,7 @@ from typing import Any, Generic
 from sqlalchemy import and_, insert, select, update
 
 from antaeus.domain.events import ActionTaken, row
-from antaeus.domain.invoice import TRANSITIONS, InvoiceEvent, InvoiceStatus, transition
+from antaeus.domain.invoice import TRANSITIONS, Invoice, InvoiceEvent, InvoiceStatus, transition
 from antaeus.domain.policy import RunOutcome
 from antaeus.storage.database import Conn, WriteConnection
 from antaeus.storage.repositories.billing import BillingRepository
@@ -50,6 +50,7 @@ class ActionResult:
     status: InvoiceStatus | None  # the status now (None: no such invoice)
     reason: str | None = None
     before: InvoiceStatus | None = None  # the status the action changed (when ok)
+    invoice: Invoice | None = None  # the invoice after the action (when ok)
 
 
 class ActionRepository(Generic[Conn]):
@@ -70,7 +71,8 @@ class ActionRepository(Generic[Conn]):
         after: InvoiceStatus,
         now: datetime,
         charge_id: str | None = None,
-    ) -> None:
+    ) -> Invoice:
+        """Record the action and its event; answers the invoice as the action left it."""
         await self.conn.execute(
             insert(invoice_actions).values(
                 invoice_id=invoice_id,
@@ -95,6 +97,7 @@ class ActionRepository(Generic[Conn]):
             to_status=after.value,
         )
         await BillingRepository(self.conn).add_events([row(event)], now)
+        return invoice
 
     async def retry(
         self: ActionRepository[WriteConnection],
@@ -119,8 +122,8 @@ class ActionRepository(Generic[Conn]):
         )
         if result.rowcount != 1:
             return ActionResult(False, await self._status(invoice_id))
-        await self._audit(invoice_id, "retried", actor, note, S.FAILED, after, now)
-        return ActionResult(True, after, before=S.FAILED)
+        changed = await self._audit(invoice_id, "retried", actor, note, S.FAILED, after, now)
+        return ActionResult(True, after, before=S.FAILED, invoice=changed)
 
     async def resolve(
         self: ActionRepository[WriteConnection],
@@ -167,8 +170,10 @@ class ActionRepository(Generic[Conn]):
             .values(**attempt_values)
         )
         action = "resolved_charged" if charged else "resolved_not_charged"
-        await self._audit(invoice_id, action, actor, note, S.REVIEW, after, now, charge_id)
-        return ActionResult(True, after, before=S.REVIEW)
+        changed = await self._audit(
+            invoice_id, action, actor, note, S.REVIEW, after, now, charge_id
+        )
+        return ActionResult(True, after, before=S.REVIEW, invoice=changed)
 
     async def void(
         self: ActionRepository[WriteConnection],
@@ -207,8 +212,8 @@ class ActionRepository(Generic[Conn]):
         run_ids = [r.run_id for r in open_runs]
         if run_ids:
             await BillingRepository(self.conn).complete_runs(run_ids, now)
-        await self._audit(invoice_id, "voided", actor, note, before, S.VOID, now)
-        return ActionResult(True, S.VOID, before=before)
+        changed = await self._audit(invoice_id, "voided", actor, note, before, S.VOID, now)
+        return ActionResult(True, S.VOID, before=before, invoice=changed)
 
     async def attempts(self, invoice_id: int) -> list[Any]:
         rows = await self.conn.execute(
