@@ -66,8 +66,8 @@ async def test_a_pause_is_one_event_however_often_it_is_repeated_and_resuming_is
     now = clock.now()
     async with database.write() as conn:
         repo = BillingRepository(conn)
-        await repo.pause("provider_unauthorized: 401 from the provider", now)
-        await repo.pause("provider_unauthorized: 401 again", now)  # another worker's
+        await repo.pause("provider_unauthorized", "401 from the provider", now)
+        await repo.pause("provider_unauthorized", "401 again", now)  # another worker's
     async with database.write() as conn:
         assert await BillingRepository(conn).resume(now)
         assert not await BillingRepository(conn).resume(now)  # nothing paused: no event

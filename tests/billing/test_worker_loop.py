@@ -54,7 +54,7 @@ async def test_a_pause_read_overtaken_by_a_resume_does_not_stop_the_run(
     ids = await make_invoices(database, 20, clock.now() - timedelta(seconds=1))
     await open_run(database, clock, POLICY, "api")
     async with database.write() as conn:
-        await BillingRepository(conn).pause("provider_unauthorized: test", clock.now())
+        await BillingRepository(conn).pause("provider_unauthorized", "test", clock.now())
     read = BillingRepository.pause_state
 
     async def slow_read(self: BillingRepository) -> Any:

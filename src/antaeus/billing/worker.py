@@ -555,9 +555,9 @@ class Worker:
             tripped = None if self._paused or unauthorized else self._breaker_trips()
             resumed = False
             if unauthorized:
-                await repo.pause(f"{UNAUTHORIZED}: {unauthorized}", now)
+                await repo.pause(UNAUTHORIZED, unauthorized, now)
             elif tripped:
-                await repo.pause(f"{UNAVAILABLE}: {tripped}", now)
+                await repo.pause(UNAVAILABLE, tripped, now)
             elif self._paused and definite > unknown:
                 resumed = await repo.resume(now)
             if self._crash_hook:

@@ -33,23 +33,24 @@ class ChargingStateRepository(BillingBase[Conn]):
         return (row.paused_reason, row.paused_since) if row else (None, None)
 
     async def pause(
-        self: ChargingStateRepository[WriteConnection], reason: str, now: datetime
+        self: ChargingStateRepository[WriteConnection], reason: str, detail: str, now: datetime
     ) -> None:
-        """Pause charging everywhere; a `charging.paused` event when it was running."""
+        """Pause charging everywhere (`reason`: provider_unauthorized, provider_unavailable);
+        a `charging.paused` event when it was running. Stored as `reason: detail`."""
+        shown = f"{reason}: {detail}"
         started = await self.conn.execute(
             update(charging_state)
             .where(charging_state.c.id == 1, charging_state.c.paused_reason.is_(None))
-            .values(paused_reason=reason, paused_since=now, updated_at=now)
+            .values(paused_reason=shown, paused_since=now, updated_at=now)
         )
         if started.rowcount:
-            kind, _, detail = reason.partition(": ")
-            await self.add_events([row(ChargingPaused(reason=kind, detail=detail))], now)
+            await self.add_events([row(ChargingPaused(reason=reason, detail=detail))], now)
             return
         await self.conn.execute(
             update(charging_state)
             .where(charging_state.c.id == 1)
             .values(
-                paused_reason=reason,
+                paused_reason=shown,
                 paused_since=func.coalesce(charging_state.c.paused_since, now),
                 updated_at=now,
             )
