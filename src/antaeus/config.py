@@ -280,11 +280,6 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def amqp_url_shown(self) -> str | None:
-        """The broker's URL as logs and the database show it (password masked)."""
-        return mask_url(self.AMQP_URL.get_secret_value()) if self.AMQP_URL else None
-
-    @property
     def async_database_url(self) -> str:
         return normalize_database_url(self.DATABASE_URL)
 

@@ -38,8 +38,9 @@ import structlog
 
 from antaeus.clock import Clock
 from antaeus.notify.envelope import event_id
-from antaeus.notify.webhooks import TryResult, WebhookSender, describe
+from antaeus.notify.webhooks import TryResult, WebhookSender
 from antaeus.observability import metrics
+from antaeus.security import mask_url
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.outbox import (
     Claimed,
@@ -412,7 +413,7 @@ class Relay:
                     type=o.claimed.event.type,
                     destination=o.claimed.destination.id,
                     kind=kind,
-                    url=describe(o.claimed.destination.url),
+                    url=mask_url(o.claimed.destination.url),
                     tries=o.claimed.tries + 1,
                     error=o.error,
                     next_try_at=o.next_try_at.isoformat() if o.next_try_at else None,
@@ -421,7 +422,7 @@ class Relay:
             self.log.warning(
                 "webhook_disabled",
                 destination=destination.id,
-                url=describe(destination.url),
+                url=mask_url(destination.url),
                 failing_since=(
                     destination.failing_since.isoformat() if destination.failing_since else None
                 ),

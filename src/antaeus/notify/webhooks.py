@@ -28,7 +28,7 @@ from typing import Final
 
 import aiohttp
 
-from antaeus.security import mask_url, scrub
+from antaeus.security import scrub
 
 SECRET_PREFIX: Final = "whsec_"
 TIMEOUT_SECONDS: Final = 10.0
@@ -121,8 +121,3 @@ class WebhookSender:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
-
-
-def describe(url: str) -> str:
-    """An endpoint's URL as logs show it (never a password)."""
-    return mask_url(url)
