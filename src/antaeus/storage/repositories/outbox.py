@@ -338,6 +338,14 @@ class DeliveryRepository:
     def __init__(self, conn: WriteConnection) -> None:
         self.conn = conn
         self.is_pg = conn.dialect.name == "postgresql"
+        self._destinations: dict[int, Destination] | None = None
+
+    async def _all_destinations(self, fresh: bool = False) -> dict[int, Destination]:
+        """Every destination, read once per transaction (a round fans out and claims)."""
+        if self._destinations is None or fresh:
+            found = await DestinationRepository(self.conn).all()
+            self._destinations = {d.id: d for d in found}
+        return self._destinations
 
     async def fan_out(self, now: datetime, limit: int) -> int:
         """Make the deliveries of up to `limit` events not yet fanned out; answers how many."""
@@ -353,7 +361,7 @@ class DeliveryRepository:
         if not taken:
             return 0
         destinations = [
-            d for d in await DestinationRepository(self.conn).all() if d.status != "deleted"
+            d for d in (await self._all_destinations()).values() if d.status != "deleted"
         ]
         rows = [
             {"event_id": e.id, "destination_id": d.id, "tries": 0, "next_try_at": now}
@@ -385,7 +393,7 @@ class DeliveryRepository:
         already at it are skipped and `limit` is at most the free slots of the others:
         a relay never claims many rows only to hand most of them back.
         """
-        destinations = {d.id: d for d in await DestinationRepository(self.conn).all()}
+        destinations = await self._all_destinations()
         skip = set(exclude)
         if per_destination is not None:
             busy = inflight or {}
@@ -426,7 +434,7 @@ class DeliveryRepository:
         )
         missing = {r.destination_id for r in rows} - set(destinations)
         if missing:  # made since we looked (by another relay's transaction)
-            destinations = {d.id: d for d in await DestinationRepository(self.conn).all()}
+            destinations = await self._all_destinations(fresh=True)
         return [
             Claimed(r.delivery_id, r.tries, _event(r), destinations[r.destination_id])
             for r in rows
