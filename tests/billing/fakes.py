@@ -7,7 +7,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from antaeus.payments.provider import Charged, ChargeRequest, Declined, ProviderError
+from antaeus.payments.provider import (
+    CannotTell,
+    Charged,
+    ChargeLookup,
+    ChargeRequest,
+    Declined,
+    LookupResult,
+    ProviderError,
+    Refusal,
+)
 
 Answer = Charged | Declined | ProviderError | Callable[[ChargeRequest], Charged | Declined]
 
@@ -22,6 +31,12 @@ class ScriptedProvider:
     key_retention: timedelta = timedelta(hours=24)
     calls: list[ChargeRequest] = field(default_factory=list)
     by_invoice: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def refusal(self, request: ChargeRequest) -> Refusal | None:
+        return None  # charges any customer by Antaeus' own id
+
+    async def find_charge(self, lookup: ChargeLookup) -> LookupResult:
+        return CannotTell("this provider cannot look up a key yet")
 
     async def charge(self, request: ChargeRequest) -> Charged | Declined:
         self.calls.append(request)

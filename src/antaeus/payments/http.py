@@ -49,17 +49,21 @@ import aiohttp
 import httpx
 
 from antaeus.payments.provider import (
+    CannotTell,
     Charged,
+    ChargeLookup,
     ChargeRequest,
     CurrencyMismatchError,
     CustomerNotFoundError,
     Declined,
     KeyInUseError,
     KeyReusedError,
+    LookupResult,
     NotSentError,
     OutcomeUnknownError,
     ProviderError,
     RateLimitedError,
+    Refusal,
     RequestRejectedError,
     UnauthorizedError,
     valid_charge_id,
@@ -243,6 +247,12 @@ class HttpPaymentProvider:
 
     def describe(self) -> str:
         return f"HTTP provider at {self.shown_url} ({self.settings.client})"
+
+    def refusal(self, request: ChargeRequest) -> Refusal | None:
+        return None  # charges any customer by Antaeus' own id
+
+    async def find_charge(self, lookup: ChargeLookup) -> LookupResult:
+        return CannotTell("this provider cannot look up a key yet")
 
     async def charge(self, request: ChargeRequest) -> Charged | Declined:
         if not _KEY.fullmatch(request.idempotency_key):

@@ -63,15 +63,19 @@ from typing import Any, Final, Protocol
 
 from antaeus.domain.money import Currency, Money
 from antaeus.payments.provider import (
+    CannotTell,
     Charged,
+    ChargeLookup,
     ChargeRequest,
     CurrencyMismatchError,
     CustomerNotFoundError,
     Declined,
     KeyInUseError,
     KeyReusedError,
+    LookupResult,
     OutcomeUnknownError,
     ProviderError,
+    Refusal,
     RequestRejectedError,
 )
 
@@ -505,6 +509,12 @@ class SimulatedPaymentProvider:
     @property
     def key_retention(self) -> timedelta:
         return self._retention
+
+    def refusal(self, request: ChargeRequest) -> Refusal | None:
+        return None  # charges any customer by Antaeus' own id
+
+    async def find_charge(self, lookup: ChargeLookup) -> LookupResult:
+        return CannotTell("this provider cannot look up a key yet")
 
     async def charge(self, request: ChargeRequest) -> Charged | Declined:
         key = request.idempotency_key
