@@ -5,6 +5,8 @@
     python benchmarks/billing_run.py --workers 2 --database-url postgresql://...
     python benchmarks/billing_run.py --latency-ms 50 --concurrency 200 --invoices 20000
     python benchmarks/billing_run.py --relay-compare --invoices 20000   # relay's cost
+    python benchmarks/billing_run.py --vs-celery                        # against the Celery peer
+    python benchmarks/billing_run.py --vs-celery --latency-ms 50 --runs 5
 
 Workers are real `antaeus worker` processes; the provider always succeeds (failure
 rate 0). The floor settles the same number of fresh invoices with the bare minimum
@@ -16,6 +18,17 @@ database given here is dropped and re-created.
 once with the worker's relay on and one webhook endpoint (a local receiver in another
 process answering 200), and prints both invoices/s and how long the relay took to
 deliver every event after billing ended.
+
+--vs-celery runs Antaeus and the Celery peer (benchmarks/peer_celery.py: the earlier
+RabbitMQ service's design, a task per invoice) on the same N (default 20,000) and
+provider latency, in one go, and prints both rates and their ratio. Antaeus is
+`antaeus bill` with its defaults on PostgreSQL (--database-url, default
+postgresql://postgres@127.0.0.1:5432/antaeus_vs_celery, re-created for every run and
+dropped at the end), timed as a whole process, seeding excluded, the simulator's
+state in a file. The peer is timed from its first published task to its last PAID
+invoice, its workers started beforehand (which favours the peer). It needs RabbitMQ
+(--broker-url) and PostgreSQL, and says which is down before starting anything.
+--runs K repeats both K times and prints the median, min and max of each.
 """
 
 from __future__ import annotations
@@ -23,7 +36,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,6 +69,17 @@ async def recreate_pg(url: str) -> None:
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def drop_pg(url: str) -> None:
+    base, _, name = url.rpartition("/")
+    conn = await asyncpg.connect(
+        f"{base.split('://')[0].split('+')[0]}://{base.split('://')[1]}/postgres"
+    )
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
 
@@ -214,11 +240,110 @@ async def relay_compare(
     )
 
 
+VS_CELERY_DATABASE = "postgresql://postgres@127.0.0.1:5432/antaeus_vs_celery"
+
+
+def spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:,.0f}"
+    return (
+        f"{statistics.median(values):,.0f} (median of {len(values)}; "
+        f"min {min(values):,.0f}, max {max(values):,.0f})"
+    )
+
+
+def timed_bill(env: dict[str, str], work: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`antaeus bill` as a whole process, with its defaults: (the process, seconds)."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "antaeus", "bill"],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
+    return done, time.perf_counter() - started
+
+
+async def vs_celery(args: argparse.Namespace, env: dict[str, str], work: Path, url: str) -> None:
+    """`antaeus bill` and the Celery peer on the same N and latency; both rates, the ratio."""
+    sys.path.insert(0, ROOT)
+    from benchmarks import peer_celery
+
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # lines as they come
+    if not url.startswith("postgres"):
+        raise SystemExit("error: --vs-celery needs a PostgreSQL --database-url")
+    try:  # before anything is dropped or seeded
+        peer_celery.check_postgres(peer_celery.libpq_url(url.rpartition("/")[0] + "/postgres"))
+        peer_celery.check_broker(args.broker_url)
+    except peer_celery.PeerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    n, latency = args.invoices, args.latency_ms
+    threads = args.peer_threads or peer_celery.default_threads(latency)
+    print(
+        f"PostgreSQL; invoices: {n:,}; provider latency: {latency:g} ms; "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    )
+    ours: list[float] = []
+    theirs: list[float] = []
+    for i in range(args.runs):
+        await recreate_pg(url)
+        run_env = {**env, "ANTAEUS_SIMULATED_STATE": str(work / f"simulator-{i}.db")}
+        antaeus(
+            "seed", "--seed", "1", "--customers", str(n), "--invoices-per-customer", "1",
+            env=run_env, cwd=work,
+        )  # fmt: skip
+        done, elapsed = timed_bill(run_env, work)
+        if done.returncode != 0:
+            raise SystemExit(
+                f"error: antaeus bill exited with {done.returncode}:\n{done.stdout}{done.stderr}"
+            )
+        db = Database(url)
+        try:
+            async with db.read() as conn:
+                paid = await conn.scalar(
+                    select(func.count()).select_from(invoices).where(invoices.c.status == "PAID")
+                )
+        finally:
+            await db.dispose()
+        if paid != n:
+            raise SystemExit(f"error: antaeus bill paid {paid:,} of {n:,} invoices")
+        inside = re.search(r"completed in ([0-9.]+) s", done.stdout)
+        ours.append(n / elapsed)
+        print(
+            f"antaeus bill (defaults, whole process): {elapsed:.1f} s = {n / elapsed:,.0f} "
+            f"invoices/s" + (f" ({inside.group(1)} s by its own count)" if inside else "")
+        )
+        try:
+            peer = peer_celery.run_peer(
+                n,
+                latency,
+                threads,
+                args.peer_processes,
+                database_url=url,
+                broker_url=args.broker_url,
+            )
+        except peer_celery.PeerError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        theirs.append(peer.rate)
+        print(peer.line())
+    print(f"Antaeus: {spread(ours)} invoices/s")
+    print(
+        f"Celery peer (threads -c {threads} x {args.peer_processes}): {spread(theirs)} invoices/s"
+    )
+    ratio = statistics.median(ours) / statistics.median(theirs)
+    print(f"Antaeus / Celery peer: {ratio:.1f}x (target: 20x)")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--invoices", type=int, default=100_000)
+    parser.add_argument(
+        "--invoices", type=int, default=None, help="100,000 (20,000 with --vs-celery)"
+    )
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=None, help="calls in flight per worker")
@@ -230,9 +355,43 @@ async def main() -> None:
         action="store_true",
         help="bill with and without the relay delivering to a webhook endpoint (no floor)",
     )
+    parser.add_argument(
+        "--vs-celery",
+        action="store_true",
+        help="antaeus bill against the Celery peer (benchmarks/peer_celery.py), same N, latency",
+    )
+    parser.add_argument("--runs", type=int, default=1, help="with --vs-celery: repeat both")
+    parser.add_argument(
+        "--peer-threads", type=int, default=None, help="the peer's (8, or 50 with latency)"
+    )
+    parser.add_argument("--peer-processes", type=int, default=1, help="Celery worker processes")
+    parser.add_argument("--broker-url", default="amqp://guest:guest@127.0.0.1:5672//")
     args = parser.parse_args()
+    if args.invoices is None:
+        args.invoices = 20_000 if args.vs_celery else 100_000
+    if args.invoices < 1 or args.runs < 1:
+        parser.error("--invoices and --runs must be at least 1")
 
     work = Path(tempfile.mkdtemp(prefix="antaeus-bench-"))
+    if args.vs_celery:
+        url = args.database_url or VS_CELERY_DATABASE
+        env = {
+            **os.environ,
+            "ANTAEUS_DATABASE_URL": url,
+            "ANTAEUS_LOG_LEVEL": "warning",
+            "ANTAEUS_SIMULATED_FAILURE_RATE": "0",
+            "ANTAEUS_SIMULATED_LATENCY_MS": str(args.latency_ms),
+            "ANTAEUS_SCHEDULE": "external",
+        }
+        if args.concurrency:
+            env["ANTAEUS_WORKER_CONCURRENCY"] = str(args.concurrency)
+        if args.batch_size:
+            env["ANTAEUS_BATCH_SIZE"] = str(args.batch_size)
+        try:
+            await vs_celery(args, env, work, url)
+        finally:
+            await drop_pg(url)
+        return
     url = args.database_url or f"sqlite:///{work / 'antaeus.db'}"
     if url.startswith("postgres"):
         await recreate_pg(url)
@@ -312,5 +471,10 @@ async def main() -> None:
     await db.dispose()
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every clean-up (the peer's workers)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
     asyncio.run(main())

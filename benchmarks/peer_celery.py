@@ -1,7 +1,7 @@
 """The peer: the earlier RabbitMQ service's design, written the way most Python teams would.
 
-    python benchmarks/peer_celery.py                          # 20,000 invoices, no latency, 8 threads
-    python benchmarks/peer_celery.py --latency-ms 50          # 50 ms per provider call, 50 threads
+    python benchmarks/peer_celery.py                    # 20,000 invoices, no latency, 8 threads
+    python benchmarks/peer_celery.py --latency-ms 50    # 50 ms per provider call, 50 threads
     python benchmarks/peer_celery.py --invoices 5000 --threads 16 --processes 2
     python benchmarks/billing_run.py --vs-celery              # Antaeus and this peer, one go
 
@@ -24,7 +24,9 @@ Where the data lives: a database `antaeus_peer` on the server of --database-url
 (created if missing and allowed; otherwise the database of --database-url
 itself), and in it a schema of its own per run (`peer_<pid>_<hex>`, dropped at
 the end), so nothing collides with the test suite's databases or a concurrent
-run. The queue and its exchange are named the same way. If RabbitMQ or
+run. The queue and its exchange are named the same way. What a run killed
+with SIGKILL leaves (a schema, a queue) is dropped by the next run on this
+machine; its workers, watching their parent, kill themselves. If RabbitMQ or
 PostgreSQL cannot be reached, the script says which and exits 2 before starting
 anything.
 """
@@ -281,6 +283,34 @@ def create_tables(url: str, schema: str, n: int) -> None:
         conn.execute("ANALYZE invoice")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def drop_leftovers(url: str) -> list[str]:
+    """Drop the schemas (and queues) of earlier runs on this machine whose script was killed."""
+    with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
+        names = [
+            row[0]
+            for row in conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname ~ '^peer_[0-9]+_[0-9a-f]{6}$'"
+            )
+        ]
+    left = [name for name in names if not _alive(int(name.split("_")[1]))]
+    for name in left:
+        with contextlib.suppress(Exception):
+            remove_queue(name)
+        with contextlib.suppress(psycopg.Error):
+            drop_schema(url, name)
+    return left
+
+
 def drop_schema(url: str, schema: str) -> None:
     with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -292,14 +322,18 @@ def count_paid(conn: psycopg.Connection[Any]) -> int:
 
 
 def remove_queue(queue: str) -> None:
+    """Purge and delete the run's queue, and delete its exchange (each on a fresh channel:
+    the broker closes a channel whose operation fails, e.g. on a queue already gone)."""
     with app.connection_for_write() as conn:
-        channel = conn.default_channel
-        with contextlib.suppress(Exception):
-            channel.queue_purge(queue)
-        with contextlib.suppress(Exception):
-            channel.queue_delete(queue)
-        with contextlib.suppress(Exception):
-            channel.exchange_delete(queue)
+        for operation in ("queue_purge", "queue_delete", "exchange_delete"):
+            channel = conn.channel()
+            try:
+                getattr(channel, operation)(queue)
+            except Exception:
+                pass  # gone already, or never made
+            finally:
+                with contextlib.suppress(Exception):
+                    channel.close()
 
 
 def stop_group(process: subprocess.Popen[bytes], grace: float = 3.0) -> None:
@@ -315,10 +349,8 @@ def stop_group(process: subprocess.Popen[bytes], grace: float = 3.0) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(grace)
-    except subprocess.TimeoutExpired:
-        pass
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(5)
@@ -391,6 +423,7 @@ def run_peer(
     tag = f"peer_{os.getpid()}_{secrets.token_hex(3)}"
     configure(broker_url, tag)
     url = peer_database(database_url)
+    drop_leftovers(url)
     logs = Path(tempfile.mkdtemp(prefix="antaeus-peer-"))
     env = {
         **os.environ,
