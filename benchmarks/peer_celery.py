@@ -110,7 +110,6 @@ def configure(broker_url: str, queue: str) -> None:
             # would be declared again before every publish: kombu cannot cache it)
             Queue(queue, Exchange(queue, type="direct"), routing_key=queue)
         ],
-        worker_hijack_root_logger=False,
     )
 
 
