@@ -44,6 +44,10 @@ invoice goes to `REVIEW`, and the ledger shows the charge. A request whose key
 is still being processed is refused with `KeyInUseError`, as a real provider
 answers 409.
 
+An outage (`outage = True`) answers every charge request with a network error
+before anything happens, a repeat of a charged key included; lookups of keys
+(`find_charge`, `GET /v1/charges?idempotencyKey=`) still answer.
+
 Concurrent charges are written in one transaction per batch (group commit), so
 the simulator is never the bottleneck of a benchmark.
 """
@@ -196,6 +200,11 @@ class Rules(Protocol):
         """True when a customer without an account has a seeded profile."""
         ...
 
+    @property
+    def outage(self) -> bool:
+        """True while every send is received and answered 503 before anything happens."""
+        ...
+
     def network_error(self, req: ChargeRequest, sends: int) -> bool: ...
 
     def answer_lost(self, req: ChargeRequest, sends: int) -> bool: ...
@@ -318,6 +327,12 @@ class SimulatorStore:
             digest = _request_hash(req)
             profile = rules.profile(customer) if profiled else None
             seen = known.get(key)
+            if rules.outage:  # received, and nothing done: not even a replay
+                sends[key] = sends.get(key, 0) + 1
+                sent.add(key)
+                stats["outage"] = stats.get("outage", 0) + 1
+                out.append(SimulatedNetworkError("simulated outage (nothing happened)"))
+                continue
             if seen is not None and now - seen[3] < retention_seconds:
                 if seen[0] != digest:
                     out.append(KeyReusedError(f"key {key} was used with another request"))
@@ -592,6 +607,9 @@ class SimulatedPaymentProvider:
         self._queue: list[tuple[ChargeRequest, asyncio.Future[Result]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._inflight: set[str] = set()
+        #: an outage: every charge request is received and answered as a network error
+        #: (503) before anything happens, replays included; lookups still answer
+        self.outage = False
 
     @property
     def key_retention(self) -> timedelta:
