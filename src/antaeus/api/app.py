@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+import structlog
 from fastapi import FastAPI
 
 import antaeus
@@ -21,9 +22,11 @@ from antaeus.clock import Clock, SystemClock
 from antaeus.config import Settings
 from antaeus.dashboard import install as install_dashboard
 from antaeus.notify.factory import build_relay
-from antaeus.payments.factory import build_provider
+from antaeus.payments.factory import ProviderConfigError, build_provider
 from antaeus.payments.provider import PaymentProvider
 from antaeus.storage.database import Database
+
+log = structlog.get_logger("antaeus.app")
 
 DESCRIPTION = """
 Antaeus keeps customers and their invoices and charges every due invoice
@@ -91,6 +94,13 @@ def create_app(
             app.state.worker = worker  # `antaeus serve` reports its stats at a stop
             tasks.append(asyncio.create_task(worker.run(stop), name="antaeus-worker"))
         if scheduler:
+            try:
+                reconciler: Reconciler | None = Reconciler.from_settings(
+                    db, the_provider(), the_clock, settings
+                )
+            except ProviderConfigError as exc:  # the API and the scheduler still serve
+                log.warning("reconciler_not_started", reason=str(exc))
+                reconciler = None
             sched = Scheduler(
                 db,
                 the_clock,
@@ -98,7 +108,7 @@ def create_app(
                 settings.SCHEDULE,
                 settings.SCHEDULER_INTERVAL,
                 idempotency_retention=timedelta(seconds=settings.IDEMPOTENCY_KEY_RETENTION),
-                reconciler=Reconciler.from_settings(db, the_provider(), the_clock, settings),
+                reconciler=reconciler,
                 reconcile_interval=settings.RECONCILE_INTERVAL,
             )
             tasks.append(asyncio.create_task(sched.run(stop), name="antaeus-scheduler"))
