@@ -150,6 +150,12 @@ class Settings(BaseSettings):
     WORKER_CONCURRENCY: int = Field(default=500, ge=1, le=10_000)
     WORKER_POLL_INTERVAL: float = Field(default=0.5, gt=0, le=60)
     SCHEDULER_INTERVAL: float = Field(default=1.0, gt=0, le=3_600)
+    RECONCILE_INTERVAL: float = Field(
+        default=300,
+        gt=0,
+        le=86_400,
+        description="seconds between the scheduler's reconciliations of REVIEW invoices",
+    )
     IDEMPOTENCY_KEY_RETENTION: int = Field(
         default=7 * 86_400,
         ge=3_600,

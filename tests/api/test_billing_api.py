@@ -59,6 +59,7 @@ ATTEMPT_KEYS = {
     "runId",
     "sends",
     "answers",
+    "reconciliations",
 }
 
 
@@ -463,6 +464,7 @@ async def test_charged_invoice_is_paid_and_its_attempt_names_the_providers_charg
             "answeredAt": NOW_Z,
         }
     ]
+    assert attempt["reconciliations"] == []  # never in REVIEW: never asked about
     [entry] = simulator.store.ledger()
     assert (entry.charge_id, entry.idempotency_key, entry.invoice_id) == (
         attempt["chargeId"],

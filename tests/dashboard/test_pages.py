@@ -355,3 +355,25 @@ async def test_money_collected_shows_on_the_pages_and_in_the_live_json(
     assert live.json()["collected"] == [{"value": 89.50, "currency": "EUR"}]
     assert "89.50 EUR" in (await signed_in.get(f"/runs/{run['id']}")).text
     assert "89.50 EUR" in (await signed_in.get("/")).text  # collected this month
+
+
+async def test_the_invoice_page_shows_what_reconciliation_asked_and_heard(
+    browser: httpx.AsyncClient, token: str, database: Database, clock: ManualClock
+) -> None:
+    from antaeus.billing.reconcile import Reconciler
+    from antaeus.payments.provider import OutcomeUnknownError
+    from tests.billing.fakes import ScriptedProvider
+    from tests.billing.helpers import make_invoices
+    from tests.billing.test_reconcile import to_review_by_sweep
+
+    provider = ScriptedProvider(default=OutcomeUnknownError("lost"))  # it cannot look keys up
+    [invoice_id] = await make_invoices(database, 1, clock.now())
+    await to_review_by_sweep(database, clock, provider, [invoice_id])
+    done = await Reconciler(database, provider, clock).reconcile_invoice(invoice_id)
+    assert done.outcome == "review"
+    assert (await sign_in(browser, token)).status_code == 303  # a day later: a new session
+    page = await browser.get(f"/invoices/{invoice_id}")
+    assert page.status_code == 200, page.text
+    assert "Asked the provider (reconciliation)" in page.text
+    assert "cannot_tell" in page.text
+    assert "this provider cannot look up a key yet" in page.text

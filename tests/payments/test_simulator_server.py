@@ -229,7 +229,7 @@ def test_oversized_charge_body_is_400(plain: httpx.Client) -> None:
 
 
 def test_wrong_method_and_unknown_route_are_json(plain: httpx.Client) -> None:
-    answer = plain.get("/v1/charges")
+    answer = plain.delete("/v1/charges")
     assert answer.status_code == 405
     assert answer.json()["error"] == "method_not_allowed"
     answer = plain.get("/v2/charges")

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+import structlog
 from fastapi import FastAPI
 
 import antaeus
@@ -14,15 +15,18 @@ from antaeus.api.auth import TokenAuthority
 from antaeus.api.context import AppContext
 from antaeus.api.errors import ContentLengthLimit, install_error_handlers
 from antaeus.api.routes import billing, customers, events, health, invoices
+from antaeus.billing.reconcile import Reconciler
 from antaeus.billing.runs import Scheduler
 from antaeus.billing.worker import Worker, worker_settings
 from antaeus.clock import Clock, SystemClock
 from antaeus.config import Settings
 from antaeus.dashboard import install as install_dashboard
 from antaeus.notify.factory import build_relay
-from antaeus.payments.factory import build_provider
+from antaeus.payments.factory import ProviderConfigError, build_provider
 from antaeus.payments.provider import PaymentProvider
 from antaeus.storage.database import Database
+
+log = structlog.get_logger("antaeus.app")
 
 DESCRIPTION = """
 Antaeus keeps customers and their invoices and charges every due invoice
@@ -67,20 +71,36 @@ def create_app(
         )
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
-        own_provider = None
+        own_provider: PaymentProvider | None = None
+
+        def the_provider() -> PaymentProvider:
+            # one provider for the worker and the reconciler: built when first needed
+            nonlocal own_provider
+            if provider is not None:
+                return provider
+            if own_provider is None:
+                own_provider = build_provider(settings)
+            return own_provider
+
         if embedded_worker:
-            the_provider = provider or build_provider(settings)
-            own_provider = None if provider else the_provider
+            charging = the_provider()
             worker = Worker(
                 db,
-                the_provider,
+                charging,
                 the_clock,
-                settings.policy(the_provider.deduplicates_keys),
+                settings.policy(charging.deduplicates_keys),
                 worker_settings(settings),
             )
             app.state.worker = worker  # `antaeus serve` reports its stats at a stop
             tasks.append(asyncio.create_task(worker.run(stop), name="antaeus-worker"))
         if scheduler:
+            try:
+                reconciler: Reconciler | None = Reconciler.from_settings(
+                    db, the_provider(), the_clock, settings
+                )
+            except ProviderConfigError as exc:  # the API and the scheduler still serve
+                log.warning("reconciler_not_started", reason=str(exc))
+                reconciler = None
             sched = Scheduler(
                 db,
                 the_clock,
@@ -88,6 +108,8 @@ def create_app(
                 settings.SCHEDULE,
                 settings.SCHEDULER_INTERVAL,
                 idempotency_retention=timedelta(seconds=settings.IDEMPOTENCY_KEY_RETENTION),
+                reconciler=reconciler,
+                reconcile_interval=settings.RECONCILE_INTERVAL,
             )
             tasks.append(asyncio.create_task(sched.run(stop), name="antaeus-scheduler"))
         the_relay = None

@@ -7,6 +7,7 @@ the pydantic `*Read` models describe the same shapes in OpenAPI.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, DecimalException
 from typing import Annotated, Any, Final, Literal
@@ -304,6 +305,23 @@ class AnswerRead(BaseModel):
     answeredAt: datetime  # noqa: N815
 
 
+class ReconciliationRead(BaseModel):
+    """What reconciliation asked the provider about an attempt in REVIEW, and its answer."""
+
+    askedAt: datetime  # noqa: N815
+    lastAskedAt: datetime  # noqa: N815
+    asks: int = Field(description="times this same answer was given")
+    result: Literal["charged", "not_charged", "cannot_tell"] = Field(
+        description="what the provider said"
+    )
+    chargeId: str | None  # noqa: N815
+    detail: str = Field(description="what was asked and answered, in words")
+    outcome: Literal["paid", "pending", "review", "deferred", "superseded"] = Field(
+        description="what it led to: PAID, PENDING (a new attempt next), stays in REVIEW "
+        "(for a person, or asked again later), or the invoice had changed meanwhile"
+    )
+
+
 class AttemptRead(BaseModel):
     number: int
     idempotencyKey: str  # noqa: N815
@@ -314,6 +332,7 @@ class AttemptRead(BaseModel):
     runId: int | None  # noqa: N815
     sends: int
     answers: list[AnswerRead]
+    reconciliations: list[ReconciliationRead]
 
 
 class ActionRead(BaseModel):
@@ -338,7 +357,22 @@ class StatusRead(BaseModel):
     dueBacklog: int  # noqa: N815
 
 
-def attempt_json(row: Any, answers: list[Any]) -> dict[str, Any]:
+def reconciliation_json(row: Any) -> dict[str, Any]:
+    """What reconciliation asked the provider about an attempt and what it answered."""
+    return {
+        "askedAt": rfc3339(row.asked_at),
+        "lastAskedAt": rfc3339(row.last_asked_at),
+        "asks": row.asks,
+        "result": row.result,
+        "chargeId": row.charge_id,
+        "detail": row.detail,
+        "outcome": row.outcome,
+    }
+
+
+def attempt_json(
+    row: Any, answers: list[Any], reconciliations: Sequence[Any] = ()
+) -> dict[str, Any]:
     return {
         "number": row.number,
         "idempotencyKey": row.idempotency_key,
@@ -357,6 +391,9 @@ def attempt_json(row: Any, answers: list[Any]) -> dict[str, Any]:
             }
             for a in answers
             if a.attempt == row.number
+        ],
+        "reconciliations": [
+            reconciliation_json(r) for r in reconciliations if r.attempt == row.number
         ],
     }
 

@@ -25,8 +25,9 @@ EVENT: Final = "invoice_needs_person"
 #: the statuses that wait for a person, and what the person does
 WAITING: Final[dict[str, str]] = {
     InvoiceStatus.FAILED.value: "fix the cause, then POST /rest/v1/invoices/{id}/retry, or void it",
-    InvoiceStatus.REVIEW.value: "ask the provider about the idempotency key, "
-    "then POST /rest/v1/invoices/{id}/resolve",
+    InvoiceStatus.REVIEW.value: "reconciliation asks the provider about the idempotency key "
+    "(every ANTAEUS_RECONCILE_INTERVAL, or `antaeus reconcile --invoice {id}`); if it cannot "
+    "tell, ask the provider yourself, then POST /rest/v1/invoices/{id}/resolve",
 }
 
 

@@ -1,4 +1,5 @@
-"""The scheduler: opens billing runs on time, and sends unresolvable unknowns to REVIEW.
+"""The scheduler: opens billing runs on time, sends unresolvable unknowns to REVIEW, and
+reconciles REVIEW invoices with the provider every `ANTAEUS_RECONCILE_INTERVAL` seconds.
 
 Every charge belongs to a run. A run takes every due invoice not already in an
 open run; runs may overlap but never share an invoice (the UPDATE that takes
@@ -17,6 +18,7 @@ from typing import Literal
 import structlog
 
 from antaeus.billing.attention import NeedsPerson, announce
+from antaeus.billing.reconcile import Reconciler, Summary
 from antaeus.billing.service import open_run
 from antaeus.clock import Clock
 from antaeus.domain.events import SentToReview, row
@@ -54,6 +56,9 @@ class Scheduler:
         mode: Literal["automatic", "external"],
         interval: float = 1.0,
         idempotency_retention: timedelta = timedelta(days=7),
+        *,
+        reconciler: Reconciler | None = None,
+        reconcile_interval: float = 300.0,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -62,6 +67,11 @@ class Scheduler:
         self.interval = interval
         self.idempotency_retention = idempotency_retention
         self._next_sweep: datetime | None = None
+        self.reconciler = reconciler
+        self.reconcile_interval = timedelta(seconds=reconcile_interval)
+        self._next_reconcile: datetime | None = None
+        #: the reconciliation pass in progress (or the last one), started by `tick`
+        self.reconciling: asyncio.Task[Summary | None] | None = None
 
     async def tick(self) -> int | None:
         """One pass; answers the id of the run it opened, if any."""
@@ -95,6 +105,7 @@ class Scheduler:
                     key = attempt_key(installation_id, invoice_id, attempt)
                     sent.append(row(SentToReview(invoice, run_id, attempt, key, reason.value)))
                 await repo.add_events(sent, now)
+        self._maybe_reconcile(now)
         metrics.INVOICES_TO_REVIEW.inc(len(moved))
         announce(
             NeedsPerson(
@@ -114,6 +125,33 @@ class Scheduler:
             open_attempts_only=self.mode == "external",
             skip_if_empty=True,
         )
+
+    def _maybe_reconcile(self, now: datetime) -> None:
+        """Start a reconciliation pass when one is due (every `reconcile_interval`).
+
+        It runs beside the ticks (its provider calls never delay opening runs);
+        an invoice it sends back to PENDING is taken by the run of a later tick.
+        """
+        if self.reconciler is None:
+            return
+        if self.reconciling is not None and not self.reconciling.done():
+            return
+        if self._next_reconcile is not None and now < self._next_reconcile:
+            return
+        self._next_reconcile = now + self.reconcile_interval
+        self.reconciling = asyncio.create_task(
+            self._reconcile(self.reconciler), name="antaeus-reconcile"
+        )
+
+    async def _reconcile(self, reconciler: Reconciler) -> Summary | None:
+        try:
+            summary = await reconciler.reconcile_all()
+        except Exception:  # never in the way of the ticks; tried again next interval
+            log.exception("reconcile_failed")
+            return None
+        if summary.items:
+            log.info("reconcile_pass", asked=len(summary.items), **dict(summary.counts))
+        return summary
 
     async def sweep_idempotency_keys(self) -> int:
         """Forget API Idempotency-Keys older than their retention, a chunk per transaction.
@@ -158,3 +196,6 @@ class Scheduler:
                     log.exception("scheduler_gauges_failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.interval)
+        if self.reconciling is not None and not self.reconciling.done():
+            self.reconciling.cancel()  # its provider calls change nothing until they answer
+            await asyncio.gather(self.reconciling, return_exceptions=True)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from antaeus.billing.worker import Worker, WorkerStats
-from antaeus.cli import audit, billing, provider
+from antaeus.cli import audit, billing, provider, reconcile
 from antaeus.cli.common import (
     err,
     fail,
@@ -321,6 +321,7 @@ def seed(
 app.command()(billing.worker)
 app.command()(billing.bill)
 app.command("audit")(audit.audit_command)
+app.command("reconcile")(reconcile.reconcile_command)
 
 
 def main() -> None:

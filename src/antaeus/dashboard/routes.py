@@ -18,7 +18,14 @@ from pydantic import ValidationError
 
 from antaeus.api.context import AppContext, Ctx
 from antaeus.api.jsonio import JSONResponse  # exact decimals, as the API writes them
-from antaeus.api.schemas import MAX_ID, ActionBody, ResolveBody, action_json, attempt_json
+from antaeus.api.schemas import (
+    MAX_ID,
+    ActionBody,
+    ResolveBody,
+    action_json,
+    attempt_json,
+    reconciliation_json,
+)
 from antaeus.billing import service
 from antaeus.billing.runs_view import runs_json
 from antaeus.dashboard import sessions
@@ -32,6 +39,7 @@ from antaeus.storage.repositories.billing import BillingRepository
 from antaeus.storage.repositories.dashboard import DashboardRepository
 from antaeus.storage.repositories.invoices import InvoiceRepository
 from antaeus.storage.repositories.outbox import DestinationRepository, EventRepository
+from antaeus.storage.repositories.reconciliations import ReconciliationRepository
 
 router = APIRouter(include_in_schema=False)
 
@@ -388,6 +396,7 @@ async def invoice_page(
         actions = ActionRepository(conn)
         attempts = await actions.attempts(invoice.id)
         answers = await actions.answers(invoice.id) if attempts else []
+        asked = await ReconciliationRepository(conn).of_invoice(invoice.id) if attempts else []
         history = await actions.history(invoice.id, after=0, limit=500)
         events = await EventRepository(conn).page(after=0, limit=500, invoice_id=invoice.id)
     return render(
@@ -397,7 +406,8 @@ async def invoice_page(
             "session": session,
             "invoice": invoice,
             "amount": money(invoice.amount),
-            "attempts": [attempt_json(a, answers) for a in attempts],
+            "attempts": [attempt_json(a, answers, asked) for a in attempts],
+            "reconciliations": [{"attempt": r.attempt, **reconciliation_json(r)} for r in asked],
             "history": [action_json(h) for h in history],
             "events": [
                 {

@@ -38,6 +38,14 @@ INVOICE_ACTIONS = Counter(
     "People's actions on invoices (retry, resolve, void) that changed them, by action",
     ["action"],
 )
+RECONCILIATIONS = Counter(
+    "antaeus_reconciliations_total",
+    "Invoices in REVIEW the provider was asked about, by result: paid, pending (nothing "
+    "charged: a new attempt next), review (the provider cannot tell: a person decides), "
+    "deferred (nothing charged, too soon after the last send to trust it), superseded "
+    "(the invoice changed meanwhile)",
+    ["result"],
+)
 EVENT_DELIVERIES = Counter(
     "antaeus_event_deliveries_total",
     "Tries to deliver an event, by destination kind (webhook, amqp) and result (delivered, failed)",

@@ -1,4 +1,4 @@
-"""The HTTP payment provider adapter (`../shared/payment-provider-protocol.md`).
+"""The HTTP payment provider adapter (`../shared/payment-provider-protocol.md`, version 1.1).
 
 `ANTAEUS_PAYMENT_PROVIDER_URL` selects it. One client session per process keeps
 connections alive across calls. Every answer is read into one of the outcomes
@@ -17,6 +17,14 @@ of the protocol, and anything that is not the protocol is an unknown outcome:
     code, a 200 without a well-formed chargeId
     (1-255 printable characters), a trickle, ...    OutcomeUnknownError
     connection refused or not made in time          NotSentError (nothing sent)
+
+Reconciliation (protocol 1.1, `find_charge`): `GET /v1/charges?idempotencyKey=K`
+
+    200 {"status": "charged", "chargeId", ...}       ChargeFound (when the invoice and
+                                                     amount, if given, are the lookup's)
+    200 {"status": "declined"}, 404 no_charge        NothingCharged
+    404 unknown_key, a 1.0 provider's 404/405,
+    anything else, no answer                         CannotTell
 
 Every value of an answer is bounded where it enters: `Retry-After` is clamped to
 `retry_after_max` (`ANTAEUS_RETRY_AFTER_MAX_SECONDS`), a charge id must have the
@@ -43,7 +51,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any, Final, Literal, Protocol
+from urllib.parse import urlencode
 
 import aiohttp
 import httpx
@@ -51,6 +61,7 @@ import httpx
 from antaeus.payments.provider import (
     CannotTell,
     Charged,
+    ChargeFound,
     ChargeLookup,
     ChargeRequest,
     CurrencyMismatchError,
@@ -59,6 +70,7 @@ from antaeus.payments.provider import (
     KeyInUseError,
     KeyReusedError,
     LookupResult,
+    NothingCharged,
     NotSentError,
     OutcomeUnknownError,
     ProviderError,
@@ -252,7 +264,27 @@ class HttpPaymentProvider:
         return None  # charges any customer by Antaeus' own id
 
     async def find_charge(self, lookup: ChargeLookup) -> LookupResult:
-        return CannotTell("this provider cannot look up a key yet")
+        """Protocol 1.1: `GET /v1/charges?idempotencyKey=K`; anything else is CannotTell.
+
+        `detail` says what was asked and answered (the path, never the base URL,
+        which may hold a password).
+        """
+        key = lookup.idempotency_key
+        asked = f"asked GET /v1/charges?idempotencyKey={key}"
+        if not _KEY.fullmatch(key):
+            return CannotTell(f"{asked}: not asked, the key is not 1..255 printable ASCII")
+        url = f"{self._charges_url}?{urlencode({'idempotencyKey': key})}"
+        try:
+            async with asyncio.timeout(self.settings.timeout):
+                answer = await self._transport.get(url, dict(self._auth))
+        except _AnswerTooLargeError:
+            return CannotTell(f"{asked}: the answer was longer than {MAX_ANSWER_BYTES} bytes")
+        except TimeoutError:
+            return CannotTell(f"{asked}: no complete answer in time")
+        except _TRANSPORT_ERRORS as exc:
+            why = scrub(f"{type(exc).__name__}: {exc}".rstrip(": "), self.base_url)
+            return CannotTell(f"{asked}: no answer ({why})")
+        return interpret_lookup(answer, lookup, asked)
 
     async def charge(self, request: ChargeRequest) -> Charged | Declined:
         if not _KEY.fullmatch(request.idempotency_key):
@@ -362,6 +394,70 @@ _ERRORS: Final[dict[tuple[int, str], Any]] = {
 }
 
 
+def interpret_lookup(answer: RawAnswer, lookup: ChargeLookup, asked: str) -> LookupResult:
+    """Read an answer to `GET /v1/charges?idempotencyKey=K` (protocol 1.1).
+
+    Only the answers the protocol names settle anything: 200 `charged` with a
+    well-formed charge id (and, when the provider says them, the lookup's
+    invoice and amount) is ChargeFound; 200 `declined` and 404 `no_charge` are
+    NothingCharged. Everything else, 404 `unknown_key` and whatever a 1.0
+    provider answers included, is CannotTell: nothing is reconciled on a guess.
+    """
+    status = answer.status
+    body = _json_object(answer.body)
+    said = f"answered {status} {_snippet(answer.body, 200)}"
+    if body is None:
+        return CannotTell(f"{asked}; {said}: not protocol 1.1")
+    error = body.get("error")
+    if status == 200 and error is None:
+        state = body.get("status")
+        if state == "charged":
+            charge_id = body.get("chargeId")
+            if not valid_charge_id(charge_id):
+                return CannotTell(f"{asked}; {said}: charged, without a well-formed charge id")
+            assert isinstance(charge_id, str)
+            mismatch = _lookup_mismatch(body, lookup)
+            if mismatch:
+                return CannotTell(f"{asked}; {said}: charged, but {mismatch}")
+            return ChargeFound(charge_id, f"{asked}; answered 200 charged {charge_id}")
+        if state == "declined":
+            reason = body.get("reason")
+            shown = reason if isinstance(reason, str) else "no reason given"
+            return NothingCharged(f"{asked}; answered 200 declined ({shown[:64]!r})")
+        return CannotTell(f"{asked}; {said}: not an answer of protocol 1.1")
+    if status == 404 and error == "no_charge":
+        return NothingCharged(f"{asked}; answered 404 no_charge: the key is known, nothing charged")
+    if status == 404 and error == "unknown_key":
+        return CannotTell(
+            f"{asked}; answered 404 unknown_key: the provider does not know the key "
+            "(never seen, or beyond its retention)"
+        )
+    if status in (404, 405, 501):
+        return CannotTell(f"{asked}; {said}: the provider does not look up keys (protocol 1.0?)")
+    return CannotTell(f"{asked}; {said}")
+
+
+def _lookup_mismatch(body: dict[str, Any], lookup: ChargeLookup) -> str:
+    """What in a `charged` lookup answer is not the lookup's invoice or amount ("" if none)."""
+    invoice_id = body.get("invoiceId")
+    if invoice_id is not None and (type(invoice_id) is not int or invoice_id != lookup.invoice_id):
+        return f"for invoice {invoice_id!r}, not {lookup.invoice_id}"
+    amount = body.get("amount")
+    if amount is None:
+        return ""
+    expected = lookup.amount
+    if not isinstance(amount, dict):
+        return "with an amount that is not an object"
+    value, currency = amount.get("value"), amount.get("currency")
+    if currency != expected.currency.value:
+        return f"in {currency!r}, not {expected.currency.value}"
+    try:
+        same = isinstance(value, str) and Decimal(value) == expected.value
+    except ArithmeticError:
+        same = False
+    return "" if same else f"of {value!r}, not {expected.value:f}"
+
+
 def retry_after(
     value: str | None,
     now: float | None = None,
@@ -411,5 +507,6 @@ __all__ = [
     "RawAnswer",
     "encode_request",
     "interpret",
+    "interpret_lookup",
     "retry_after",
 ]

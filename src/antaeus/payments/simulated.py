@@ -44,6 +44,10 @@ invoice goes to `REVIEW`, and the ledger shows the charge. A request whose key
 is still being processed is refused with `KeyInUseError`, as a real provider
 answers 409.
 
+An outage (`outage = True`) answers every charge request with a network error
+before anything happens, a repeat of a charged key included; lookups of keys
+(`find_charge`, `GET /v1/charges?idempotencyKey=`) still answer.
+
 Concurrent charges are written in one transaction per batch (group commit), so
 the simulator is never the bottleneck of a benchmark.
 """
@@ -65,6 +69,7 @@ from antaeus.domain.money import Currency, Money
 from antaeus.payments.provider import (
     CannotTell,
     Charged,
+    ChargeFound,
     ChargeLookup,
     ChargeRequest,
     CurrencyMismatchError,
@@ -73,6 +78,7 @@ from antaeus.payments.provider import (
     KeyInUseError,
     KeyReusedError,
     LookupResult,
+    NothingCharged,
     OutcomeUnknownError,
     ProviderError,
     Refusal,
@@ -84,6 +90,7 @@ CREATE TABLE IF NOT EXISTS keys (
     key TEXT PRIMARY KEY, request_hash TEXT NOT NULL, outcome TEXT NOT NULL,
     charge_id TEXT, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS sends (key TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, first_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS charges (
     charge_id TEXT PRIMARY KEY, idempotency_key TEXT NOT NULL, invoice_id INTEGER NOT NULL,
     customer_id INTEGER NOT NULL, value_minor INTEGER NOT NULL, currency TEXT NOT NULL,
@@ -132,6 +139,24 @@ class Account:
 
 Result = Charged | Declined | ProviderError
 
+#: What a lookup of a key finds (`SimulatorStore.lookup`, protocol 1.1).
+DECLINED_KEY: Final = "declined"  # processed under the key; nothing moved (`outcome` says why)
+NO_CHARGE: Final = "no_charge"  # received under the key, never processed: nothing moved
+UNKNOWN_KEY: Final = "unknown_key"  # never seen, or forgotten (beyond retention)
+KEY_IN_USE: Final = "key_in_use"  # a request under the key is being processed right now
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLookup:
+    """What the simulator knows of one idempotency key: `kind` is CHARGED, DECLINED_KEY,
+    NO_CHARGE, UNKNOWN_KEY or KEY_IN_USE."""
+
+    kind: str
+    charge_id: str | None = None
+    invoice_id: int | None = None
+    amount: Money | None = None
+    outcome: str | None = None  # of DECLINED_KEY: insufficient_funds, customer_not_found, ...
+
 
 class SimulatedNetworkError(OutcomeUnknownError):
     """A fault before anything happened (the server answers 503)."""
@@ -173,6 +198,11 @@ class Rules(Protocol):
     @property
     def profiled(self) -> bool:
         """True when a customer without an account has a seeded profile."""
+        ...
+
+    @property
+    def outage(self) -> bool:
+        """True while every send is received and answered 503 before anything happens."""
         ...
 
     def network_error(self, req: ChargeRequest, sends: int) -> bool: ...
@@ -286,6 +316,7 @@ class SimulatorStore:
                 )
             }
         changed: set[int] = set()
+        sent: set[str] = set()
         out: list[Result] = []
         new_keys: dict[str, tuple[str, str, str | None, float]] = {}
         charges: list[tuple[Any, ...]] = []
@@ -296,6 +327,12 @@ class SimulatorStore:
             digest = _request_hash(req)
             profile = rules.profile(customer) if profiled else None
             seen = known.get(key)
+            if rules.outage:  # received, and nothing done: not even a replay
+                sends[key] = sends.get(key, 0) + 1
+                sent.add(key)
+                stats["outage"] = stats.get("outage", 0) + 1
+                out.append(SimulatedNetworkError("simulated outage (nothing happened)"))
+                continue
             if seen is not None and now - seen[3] < retention_seconds:
                 if seen[0] != digest:
                     out.append(KeyReusedError(f"key {key} was used with another request"))
@@ -312,6 +349,7 @@ class SimulatorStore:
                 out.append(_result(seen[1], seen[2], replayed=True))
                 continue
             n = sends[key] = sends.get(key, 0) + 1
+            sent.add(key)
             if rules.network_error(req, n):
                 stats["network_errors"] = stats.get("network_errors", 0) + 1
                 out.append(SimulatedNetworkError("simulated network error (nothing happened)"))
@@ -360,6 +398,12 @@ class SimulatorStore:
             else:
                 out.append(_result(outcome, charge_id, replayed=False))
         cur.executemany("INSERT OR REPLACE INTO sends VALUES (?, ?)", list(sends.items()))
+        # when the provider first heard of each key sent (again after it forgot it)
+        cur.executemany(
+            "INSERT INTO seen VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
+            "SET first_at = excluded.first_at WHERE seen.first_at <= ?",
+            [(k, now, now - retention_seconds) for k in sent],
+        )
         cur.executemany(
             "INSERT OR REPLACE INTO keys VALUES (?, ?, ?, ?, ?)",
             [(k, *v) for k, v in new_keys.items()],
@@ -376,6 +420,43 @@ class SimulatorStore:
             list(stats.items()),
         )
         return out
+
+    def lookup(self, key: str, now: float, retention_seconds: float) -> KeyLookup:
+        """What the provider knows of `key` (protocol 1.1's GET /v1/charges).
+
+        A key it processed within its retention answers its outcome; a key it
+        received but never processed (every send failed before anything
+        happened), within its retention and with no charge in the ledger,
+        answers that nothing was charged; any other key is unknown (never
+        seen, or forgotten): it proves nothing.
+        """
+        with self._lock:
+            cur = self._conn.cursor()
+            row = cur.execute(
+                "SELECT outcome, charge_id, created_at FROM keys WHERE key = ?", (key,)
+            ).fetchone()
+            if row is not None:
+                if now - row[2] >= retention_seconds:
+                    return KeyLookup(UNKNOWN_KEY)
+                if row[0] != CHARGED:
+                    return KeyLookup(DECLINED_KEY, outcome=row[0])
+                charge = cur.execute(
+                    "SELECT invoice_id, customer_id, value_minor, currency FROM charges "
+                    "WHERE charge_id = ?",
+                    (row[1],),
+                ).fetchone()
+                if charge is None:  # a charge the ledger lost cannot be vouched for
+                    return KeyLookup(UNKNOWN_KEY)
+                amount = Money.from_minor(charge[2], Currency(charge[3]))
+                return KeyLookup(CHARGED, charge_id=row[1], invoice_id=charge[0], amount=amount)
+            first = cur.execute("SELECT first_at FROM seen WHERE key = ?", (key,)).fetchone()
+            if first is None or now - first[0] >= retention_seconds:
+                return KeyLookup(UNKNOWN_KEY)
+            if cur.execute(
+                "SELECT 1 FROM charges WHERE idempotency_key = ? LIMIT 1", (key,)
+            ).fetchone():
+                return KeyLookup(UNKNOWN_KEY)  # charged once, then forgotten: not "none"
+            return KeyLookup(NO_CHARGE)
 
     def ledger(self) -> list[LedgerEntry]:
         with self._lock:
@@ -447,6 +528,27 @@ class SimulatorStore:
             return self._conn.execute("SELECT 1 FROM accounts LIMIT 1").fetchone() is not None
 
 
+def lookup_result(found: KeyLookup, lookup: ChargeLookup, asked: str) -> LookupResult:
+    """The reconciliation answer of what the simulator found under the lookup's key.
+
+    A charge of another invoice or amount under the key is not taken on trust.
+    """
+    if found.kind == CHARGED and found.charge_id is not None:
+        if found.invoice_id != lookup.invoice_id or found.amount != lookup.amount:
+            return CannotTell(
+                f"{asked}: charged {found.charge_id}, but for invoice {found.invoice_id} "
+                f"and {found.amount}, not invoice {lookup.invoice_id} and {lookup.amount}"
+            )
+        return ChargeFound(found.charge_id, f"{asked}: charged, {found.charge_id}")
+    if found.kind == DECLINED_KEY:
+        return NothingCharged(f"{asked}: processed and not charged ({found.outcome})")
+    if found.kind == NO_CHARGE:
+        return NothingCharged(f"{asked}: received, never processed: nothing charged")
+    if found.kind == KEY_IN_USE:
+        return CannotTell(f"{asked}: a request under the key is being processed")
+    return CannotTell(f"{asked}: the key is unknown (never seen, or beyond retention)")
+
+
 def _loaded(cur: sqlite3.Cursor) -> bool:
     row = cur.execute("SELECT value FROM meta WHERE name = 'accounts_loaded'").fetchone()
     return row is not None and row[0] == "1"
@@ -505,6 +607,9 @@ class SimulatedPaymentProvider:
         self._queue: list[tuple[ChargeRequest, asyncio.Future[Result]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._inflight: set[str] = set()
+        #: an outage: every charge request is received and answered as a network error
+        #: (503) before anything happens, replays included; lookups still answer
+        self.outage = False
 
     @property
     def key_retention(self) -> timedelta:
@@ -513,8 +618,22 @@ class SimulatedPaymentProvider:
     def refusal(self, request: ChargeRequest) -> Refusal | None:
         return None  # charges any customer by Antaeus' own id
 
+    async def lookup(self, key: str) -> KeyLookup:
+        """What this provider knows of `key` (what GET /v1/charges answers)."""
+        if key in self._inflight:
+            return KeyLookup(KEY_IN_USE)
+        return await asyncio.to_thread(
+            self.store.lookup, key, self._clock(), self._retention.total_seconds()
+        )
+
     async def find_charge(self, lookup: ChargeLookup) -> LookupResult:
-        return CannotTell("this provider cannot look up a key yet")
+        key = lookup.idempotency_key
+        asked = f"asked the simulated provider for key {key}"
+        try:
+            found = await self.lookup(key)
+        except Exception as exc:  # the store failed: nothing is known
+            return CannotTell(f"{asked}: the simulator's store failed ({type(exc).__name__})")
+        return lookup_result(found, lookup, asked)
 
     async def charge(self, request: ChargeRequest) -> Charged | Declined:
         key = request.idempotency_key

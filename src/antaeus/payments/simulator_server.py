@@ -5,6 +5,11 @@ Antaeus's HTTP adapter, its contract tests and chaos tests have a real provider
 to talk to, with faults on demand:
 
     POST /v1/charges      the protocol; answered by `SimulatedPaymentProvider`
+    GET  /v1/charges?idempotencyKey=K   protocol 1.1: what was charged under K:
+                          200 {"status": "charged", "chargeId", ...} or
+                          {"status": "declined", "reason"}; 404 no_charge (the key
+                          is known, nothing was charged); 404 unknown_key (never
+                          seen, or beyond retention: proves nothing); 409 in use
     GET  /v1/health       200 {"status": "ok"} (never needs the API key)
     POST /admin/accounts  [{"customerId", "currency", "balance"}] -> load accounts
                           (from then on a customer not loaded has no account)
@@ -89,6 +94,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -108,6 +114,10 @@ from antaeus.payments.provider import (
     RequestRejectedError,
 )
 from antaeus.payments.simulated import (
+    CHARGED,
+    DECLINED_KEY,
+    KEY_IN_USE,
+    NO_CHARGE,
     Account,
     LedgerEntry,
     ReplayedOutcome,
@@ -481,7 +491,12 @@ _REFUSED_REPEAT: Final = _json(
         "nothing (the first one may have charged)",
     }
 )
-_METHOD: Final = _json({"error": "method_not_allowed", "message": "use POST /v1/charges"})
+_METHOD: Final = _json(
+    {
+        "error": "method_not_allowed",
+        "message": "use POST /v1/charges, or GET /v1/charges?idempotencyKey=...",
+    }
+)
 
 
 class SimulatorStats:
@@ -499,6 +514,7 @@ class SimulatorStats:
         self.unauthorized = 0
         self.invalid_requests = 0
         self.refused_repeats = 0  # of customers whose answers are lost (seeded profiles)
+        self.lookups = 0  # GET /v1/charges?idempotencyKey=... (protocol 1.1)
         # injected by HostileFaults (also counted above, by the kind of answer)
         self.hostile_unauthorized = 0
         self.unauthorized_bursts = 0
@@ -534,6 +550,7 @@ class SimulatorStats:
             "unauthorized": self.unauthorized,
             "invalidRequests": self.invalid_requests,
             "refusedRepeats": self.refused_repeats,
+            "lookups": self.lookups,
             "hostile": self.hostile_json(),
             # outcomes the simulator's store recorded: every process sharing its state
             "store": dict(sorted(store.items())),
@@ -592,8 +609,10 @@ class SimulatorApp:
         if scope["type"] == "http" and scope["path"] == "/v1/charges":
             if scope["method"] == "POST":
                 await self._charge(scope, receive, send)
+            elif scope["method"] == "GET":
+                await self._lookup(scope, send)
             else:
-                await _respond(send, 405, _METHOD, [(b"allow", b"POST")])
+                await _respond(send, 405, _METHOD, [(b"allow", b"GET, POST")])
             return
         await self._routes(scope, receive, send)
 
@@ -651,6 +670,68 @@ class SimulatorApp:
         if self.hostile.enabled and await self._hostile_refusal(send, request):
             return
         await self._answer(send, request)
+
+    async def _lookup(self, scope: Scope, send: Send) -> None:
+        """GET /v1/charges?idempotencyKey=K (protocol 1.1): what was charged under K."""
+        stats = self.stats
+        auth: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                auth = value
+        if not self._authorized(auth):
+            stats.unauthorized += 1
+            await self._send(send, 401, _UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
+            return
+        try:
+            keys = parse_qs(
+                scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+            ).get("idempotencyKey", [])
+            if len(keys) != 1:
+                raise InvalidInput(
+                    "idempotencyKey", "give exactly one idempotencyKey query parameter"
+                )
+            key = check_key(keys[0].encode("utf-8"))
+        except InvalidInput as exc:
+            stats.invalid_requests += 1
+            await self._send(send, 400, _invalid("invalid_request", exc))
+            return
+        stats.lookups += 1
+        try:
+            found = await self.provider.lookup(key)
+        except Exception:
+            log.exception("lookup_failed")
+            await self._send(send, 500, _FAILED)
+            return
+        if found.kind == CHARGED and found.charge_id is not None and found.amount is not None:
+            body: dict[str, Any] = {
+                "idempotencyKey": key,
+                "status": "charged",
+                "chargeId": found.charge_id,
+                "invoiceId": found.invoice_id,
+                "amount": {
+                    "value": f"{found.amount.value:f}",
+                    "currency": found.amount.currency.value,
+                },
+            }
+            await self._send(send, 200, _json(body))
+        elif found.kind == DECLINED_KEY:
+            body = {"idempotencyKey": key, "status": "declined", "reason": found.outcome}
+            await self._send(send, 200, _json(body))
+        elif found.kind == NO_CHARGE:
+            body = {
+                "error": "no_charge",
+                "message": "the key is known and nothing was charged under it",
+            }
+            await self._send(send, 404, _json(body))
+        elif found.kind == KEY_IN_USE:
+            await self._send(send, 409, _KEY_IN_USE, [(b"retry-after", b"1")])
+        else:
+            body = {
+                "error": "unknown_key",
+                "message": "the key is not known (never seen, or beyond retention): "
+                "this answer proves nothing",
+            }
+            await self._send(send, 404, _json(body))
 
     def _in_unauthorized_burst(self) -> bool:
         every = self.hostile.unauthorized_every

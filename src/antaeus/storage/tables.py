@@ -232,6 +232,28 @@ events = Table(
     Index("ix_events_created_at", "created_at"),  # pruning
 )
 
+#: What reconciliation asked the provider about an attempt in REVIEW and what it
+#: answered (protocol 1.1, `find_charge`), and what became of the invoice. The
+#: same answer asked again bumps `asks` and `last_asked_at` instead of a new row.
+reconciliations = Table(
+    "reconciliations",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    # what the provider said: charged, not_charged, cannot_tell
+    Column("result", String(16), nullable=False),
+    Column("charge_id", String(255), nullable=True),
+    Column("detail", Text, nullable=False),  # what was asked and answered, for a person
+    # what it led to: paid, pending, review, deferred, superseded
+    Column("outcome", String(16), nullable=False),
+    Column("asked_at", UTCDateTime, nullable=False),
+    Column("last_asked_at", UTCDateTime, nullable=False),
+    Column("asks", Integer, nullable=False, server_default="1"),
+    Index("ix_reconciliations_invoice_id_attempt", "invoice_id", "attempt"),
+)
+
 #: What people did to invoices (retry, resolve, void), with who and why.
 invoice_actions = Table(
     "invoice_actions",

@@ -36,6 +36,7 @@ from antaeus.storage.database import WriteConnection
 from antaeus.storage.repositories.actions import ActionRepository
 from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.invoices import InvoiceRepository
+from antaeus.storage.repositories.reconciliations import ReconciliationRepository
 
 router = APIRouter(prefix="/rest/v1/invoices", tags=["invoices"], route_class=AuthenticatedRoute)
 
@@ -187,9 +188,10 @@ async def invoice_attempts(id: InvoiceId, ctx: Ctx, _who: Principal) -> JSONResp
         actions = ActionRepository(conn)
         rows = await actions.attempts(id) if invoice else []
         answers = await actions.answers(id) if rows else []
+        asked = await ReconciliationRepository(conn).of_invoice(id) if rows else []
     if invoice is None:
         raise not_found("invoice", id)
-    return JSONResponse([attempt_json(r, answers) for r in rows])
+    return JSONResponse([attempt_json(r, answers, asked) for r in rows])
 
 
 @router.get(

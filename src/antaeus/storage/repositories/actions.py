@@ -133,8 +133,14 @@ class ActionRepository(Generic[Conn]):
         actor: str,
         note: str | None,
         now: datetime,
+        *,
+        attempt: int | None = None,
     ) -> ActionResult:
-        """REVIEW -> PAID (with the provider's charge id), or -> PENDING due now (new attempt)."""
+        """REVIEW -> PAID (with the provider's charge id), or -> PENDING due now (new attempt).
+
+        With `attempt` (the reconciler), only while that attempt is still the
+        invoice's latest: an answer about an older attempt never settles a newer one.
+        """
         event = InvoiceEvent.RESOLVE_CHARGED if charged else InvoiceEvent.RESOLVE_NOT_CHARGED
         after = transition(S.REVIEW, event)
         values: dict[str, Any] = {
@@ -149,11 +155,11 @@ class ActionRepository(Generic[Conn]):
             values.update(last_failure=None, next_attempt_at=None, eligible_at=now)
         else:
             values.update(next_attempt_at=now, eligible_at=now, dunning_count=0)
+        guard = and_(invoices.c.id == invoice_id, invoices.c.status == S.REVIEW.value)
+        if attempt is not None:
+            guard = and_(guard, invoices.c.attempt_count == attempt)
         result = await self.conn.execute(
-            update(invoices)
-            .where(invoices.c.id == invoice_id, invoices.c.status == S.REVIEW.value)
-            .values(**values)
-            .returning(invoices.c.attempt_count)
+            update(invoices).where(guard).values(**values).returning(invoices.c.attempt_count)
         )
         row = result.first()
         if row is None:
