@@ -67,6 +67,7 @@ keeps customers, payment methods, PaymentIntents and keys across restarts.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -425,7 +426,12 @@ class FakeStripe:
         token = b""
         if value is not None:
             scheme, _, token = value.partition(b" ")
-            if scheme.lower() != b"bearer":
+            if scheme.lower() == b"basic":  # curl -u sk_test_…: as Stripe's examples do
+                try:
+                    token = base64.b64decode(token.strip(), validate=True).partition(b":")[0]
+                except ValueError:
+                    token = b""
+            elif scheme.lower() != b"bearer":
                 token = b""
         key = token.strip().decode("latin-1")
         shown = f"{key[:8]}****{key[-4:]}" if len(key) > 16 else "****"
