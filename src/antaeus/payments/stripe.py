@@ -140,6 +140,18 @@ class _HTTPXClient(stripe.HTTPXClient):
         )
 
 
+    def _get_request_args_kwargs(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any
+    ) -> list[Any]:
+        # the library hands httpx its form-encoded body as `data=` (a str), which httpx
+        # deprecates for raw content (a DeprecationWarning per call): send it as `content=`
+        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
+        data = kwargs.pop("data", None)
+        if data:
+            kwargs["content"] = data.encode() if isinstance(data, str) else data
+        return [args, kwargs]
+
+
 def _http_client(settings: StripeProviderSettings) -> stripe.HTTPClient:
     if settings.client == "httpx":
         return _HTTPXClient(settings)
