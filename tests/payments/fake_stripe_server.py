@@ -44,6 +44,13 @@ class _QuietDrops(logging.Filter):
 def running_fake_stripe(**options: Any) -> Iterator[RunningFake]:
     options.setdefault("api_key", API_KEY)
     app = FakeStripe(**options)
+    with running_asgi(app) as url:
+        yield RunningFake(url, app, options["api_key"])
+
+
+@contextmanager
+def running_asgi(app: Any) -> Iterator[str]:
+    """Serve an ASGI app on a free port in a thread; yield its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -72,7 +79,7 @@ def running_fake_stripe(**options: Any) -> Iterator[RunningFake]:
             raise RuntimeError("the fake Stripe did not start")
         time.sleep(0.01)
     try:
-        yield RunningFake(f"http://127.0.0.1:{port}", app, options["api_key"])
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)

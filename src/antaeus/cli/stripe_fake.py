@@ -14,7 +14,12 @@ from rich.markup import escape
 from antaeus.cli.common import err, fail, out, run
 from antaeus.payments.fake_stripe import FakeStripe, serve
 from antaeus.payments.simulator_server import listen
-from antaeus.payments.stripe import DEFAULT_API_BASE, mask_key
+from antaeus.payments.stripe import (
+    DEFAULT_API_BASE,
+    StripeProviderSettings,
+    make_http_client,
+    mask_key,
+)
 from antaeus.payments.stripe_rules import stripe_key_problem
 from antaeus.security import mask_url, scrub
 
@@ -146,7 +151,7 @@ async def _link(
     api = httpx.AsyncClient(
         base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=30
     )
-    http_client = stripe.HTTPXClient()
+    http_client = make_http_client(StripeProviderSettings(api_key=key, api_base=base))
     client = stripe.StripeClient(
         key,
         base_addresses={"api": base.rstrip("/")},

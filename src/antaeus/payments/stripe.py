@@ -152,7 +152,7 @@ class _HTTPXClient(stripe.HTTPXClient):
         return [args, kwargs]
 
 
-def _http_client(settings: StripeProviderSettings) -> stripe.HTTPClient:
+def make_http_client(settings: StripeProviderSettings) -> stripe.HTTPClient:
     if settings.client == "httpx":
         return _HTTPXClient(settings)
     # created inside the running loop (first call): an aiohttp connector belongs to it
@@ -209,7 +209,7 @@ class StripePaymentProvider:
 
     def _open(self) -> stripe.StripeClient:
         if self._client is None:
-            self._http = _http_client(self.settings)
+            self._http = make_http_client(self.settings)
             self._client = stripe.StripeClient(
                 self.settings.api_key,
                 base_addresses={"api": self.settings.api_base},
