@@ -116,7 +116,7 @@ class Settings(BaseSettings):
         description="Stripe's API; tests and the README's demo point it at the fake Stripe",
     )
     STRIPE_HTTP_CLIENT: Literal["aiohttp", "httpx"] = Field(
-        default="httpx",
+        default="aiohttp",
         description="the stripe library's transport (benchmarks/stripe_provider.py measures both)",
     )
     BREAKER_WINDOW: int = Field(

@@ -108,7 +108,7 @@ class StripeProviderSettings:
     read_timeout: float = 30.0
     timeout: float = 60.0
     max_connections: int = 200
-    client: ClientKind = "httpx"
+    client: ClientKind = "aiohttp"  # several times less CPU per call than httpx (benchmark)
     retry_after_max: float = DEFAULT_RETRY_AFTER_MAX
 
     def __repr__(self) -> str:  # never the key
@@ -138,7 +138,6 @@ class _HTTPXClient(stripe.HTTPXClient):
         self._client_async = httpx.AsyncClient(
             verify=ssl.create_default_context(cafile=stripe.ca_bundle_path), limits=limits
         )
-
 
     def _get_request_args_kwargs(
         self, method: str, url: str, headers: Mapping[str, str], post_data: Any
