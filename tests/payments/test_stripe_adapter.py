@@ -511,3 +511,31 @@ def test_settings_repr_never_shows_the_key(fake: RunningFake) -> None:
     with pytest.raises(ValueError, match="publishable") as caught:
         StripePaymentProvider(StripeProviderSettings(api_key="pk_test_0123456789abcdefghijkl"))
     assert "0123456789abcdefghijkl" not in str(caught.value)
+
+
+async def test_under_faults_every_key_charges_exactly_once(client: str) -> None:
+    """Repeating every unknown outcome with its key ends charged once per key, never twice."""
+    faults = {"server_error_rate": 0.2, "lost_answer_rate": 0.2, "rate_limit_rate": 0.1}
+    with running_fake_stripe(seed=11, **faults) as chaotic:
+        provider = _provider(chaotic, client)
+        try:
+            requests = [_request(*_customer(chaotic), invoice=i) for i in range(1, 31)]
+            charged: dict[str, str] = {}
+            sends = 0
+            for request in requests:
+                for _ in range(50):
+                    sends += 1
+                    result = await _outcome(provider, request)
+                    if isinstance(result, Charged):
+                        charged[request.idempotency_key] = result.charge_id
+                        break
+                    assert isinstance(result, OutcomeUnknownError | RateLimitedError), result
+            assert len(charged) == len(requests)
+            assert sends > len(requests)  # the faults happened
+            succeeded = [
+                pi for pi in chaotic.app.state.intents.values() if pi["status"] == "succeeded"
+            ]
+            assert sorted(pi["metadata"]["antaeus_key"] for pi in succeeded) == sorted(charged)
+            assert {pi["id"] for pi in succeeded} == set(charged.values())
+        finally:
+            await provider.aclose()
