@@ -539,3 +539,34 @@ async def test_under_faults_every_key_charges_exactly_once(client: str) -> None:
             assert {pi["id"] for pi in succeeded} == set(charged.values())
         finally:
             await provider.aclose()
+
+
+def _pi(pid: str, status: str, amount: int = 1000, currency: str = "eur") -> dict[str, Any]:
+    return {"id": pid, "status": status, "amount": amount, "currency": currency}
+
+
+@pytest.mark.parametrize(
+    ("matches", "verdict"),
+    [
+        ([], NothingCharged),
+        ([_pi("pi_1", "succeeded")], ChargeFound),
+        ([_pi("pi_1", "succeeded"), _pi("pi_2", "requires_payment_method")], ChargeFound),
+        ([_pi("pi_1", "requires_payment_method"), _pi("pi_2", "canceled")], NothingCharged),
+        ([_pi("pi_1", "succeeded"), _pi("pi_2", "succeeded")], CannotTell),  # twice: a person
+        ([_pi("pi_1", "succeeded"), _pi("pi_2", "processing")], CannotTell),
+        ([_pi("pi_1", "processing")], CannotTell),
+        ([_pi("pi_1", "requires_capture")], CannotTell),
+        ([_pi("pi_1", "succeeded", amount=999)], CannotTell),  # not what was asked for
+        ([_pi("pi_1", "succeeded", currency="usd")], CannotTell),
+    ],
+)
+def test_what_the_payment_intents_with_the_key_say(
+    matches: list[dict[str, Any]], verdict: type
+) -> None:
+    from antaeus.payments.stripe import _verdict
+
+    result = _verdict("asked", 3, matches, (1000, "eur"))
+    assert isinstance(result, verdict), result
+    assert result.detail.startswith("asked: 3 PaymentIntents")
+    if isinstance(result, ChargeFound):
+        assert result.charge_id == "pi_1"

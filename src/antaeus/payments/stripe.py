@@ -405,7 +405,12 @@ class StripePaymentProvider:
             return CannotTell(
                 f"{asked}: {self._scrub(type(exc).__name__ + ' ' + str(exc))}".strip()
             )
-        return _verdict(asked, seen, matches)
+        try:
+            amount = to_stripe(lookup.amount.minor, _code(lookup), _decimals(lookup))
+            expected: tuple[int, str] | None = (amount.amount, amount.currency)
+        except NotChargeable:
+            expected = None
+        return _verdict(asked, seen, matches, expected)
 
     def _error_text(self, exc: stripe.StripeError) -> str:
         body = exc.json_body if isinstance(exc.json_body, dict) else {}
@@ -422,26 +427,41 @@ class StripePaymentProvider:
             self._client = None
 
 
-def _verdict(asked: str, seen: int, matches: list[Mapping[str, Any]]) -> LookupResult:
+def _verdict(
+    asked: str, seen: int, matches: list[Mapping[str, Any]], expected: tuple[int, str] | None
+) -> LookupResult:
+    """What the PaymentIntents carrying the key say: one succeeded (and the rest never
+    charged) is the charge; none, or only ones that never charged, is nothing charged;
+    anything else (two succeeded, one still processing, another amount) is for a person."""
     answered = f"{seen} PaymentIntent{'s' if seen != 1 else ''}"
     if not matches:
         return NothingCharged(f"{asked}: {answered}, none with the key")
-    statuses = ", ".join(f"{pi.get('id')} {pi.get('status')}" for pi in matches)
+    statuses = "; ".join(
+        f"{pi.get('id')} {pi.get('status')} {pi.get('amount')} {pi.get('currency')}"
+        for pi in matches
+    )
     succeeded = [pi for pi in matches if pi.get("status") == "succeeded"]
-    if len(succeeded) == 1 and len(matches) == 1 and valid_charge_id(succeeded[0].get("id")):
-        pid = str(succeeded[0]["id"])
-        return ChargeFound(pid, f"{asked}: {answered}; {statuses}")
-    if all(pi.get("status") in _NOT_CHARGED for pi in matches):
+    others_uncharged = all(
+        pi.get("status") in _NOT_CHARGED for pi in matches if pi.get("status") != "succeeded"
+    )
+    if len(succeeded) == 1 and others_uncharged:
+        pi = succeeded[0]
+        pid = pi.get("id")
+        if expected is not None and (pi.get("amount"), pi.get("currency")) != expected:
+            return CannotTell(f"{asked}: {answered}; {statuses}: not the amount asked for")
+        if valid_charge_id(pid):
+            return ChargeFound(str(pid), f"{asked}: {answered}; {statuses}")
+    if not succeeded and others_uncharged:
         return NothingCharged(f"{asked}: {answered}; {statuses} (nothing charged)")
     return CannotTell(f"{asked}: {answered}; {statuses}")
 
 
-def _code(request: ChargeRequest) -> str:
+def _code(request: ChargeRequest | ChargeLookup) -> str:
     currency = request.amount.currency
     return str(getattr(currency, "value", currency))
 
 
-def _decimals(request: ChargeRequest) -> int | None:
+def _decimals(request: ChargeRequest | ChargeLookup) -> int | None:
     """The ISO minor units Antaeus's Money holds for the currency (None: look them up)."""
     units = getattr(request.amount.currency, "minor_units", None)
     return units if isinstance(units, int) else None
