@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from antaeus.domain.policy import PolicySettings
+from antaeus.payments.stripe_rules import stripe_key_problem
 from antaeus.security import mask_url
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
@@ -85,8 +86,8 @@ class Settings(BaseSettings):
     )
 
     # -- payment provider ----------------------------------------------------
-    PAYMENT_PROVIDER: Literal["simulated", "http"] | None = Field(
-        default=None, description="simulated, unless PAYMENT_PROVIDER_URL is set"
+    PAYMENT_PROVIDER: Literal["simulated", "http", "stripe"] | None = Field(
+        default=None, description="simulated, unless PAYMENT_PROVIDER_URL is set; or stripe"
     )
     PAYMENT_PROVIDER_URL: str | None = Field(
         default=None, description="base URL of a provider speaking the HTTP protocol"
@@ -106,6 +107,18 @@ class Settings(BaseSettings):
         description="connections to the provider per process; default: the worker's concurrency",
     )
     PAYMENT_PROVIDER_HTTP_CLIENT: Literal["aiohttp", "httpx"] = "aiohttp"
+    STRIPE_API_KEY: SecretStr | None = Field(
+        default=None,
+        description="PAYMENT_PROVIDER=stripe: a secret (sk_...) or restricted (rk_...) key",
+    )
+    STRIPE_API_BASE: str = Field(
+        default="https://api.stripe.com",
+        description="Stripe's API; tests and the README's demo point it at the fake Stripe",
+    )
+    STRIPE_HTTP_CLIENT: Literal["aiohttp", "httpx"] = Field(
+        default="aiohttp",
+        description="the stripe library's transport (benchmarks/stripe_provider.py measures both)",
+    )
     BREAKER_WINDOW: int = Field(
         default=100, ge=10, le=100_000, description="recent calls the unknown-outcome rate counts"
     )
@@ -216,8 +229,48 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("STRIPE_API_KEY", mode="before")
+    @classmethod
+    def _empty_stripe_key_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("STRIPE_API_KEY")
+    @classmethod
+    def _check_stripe_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and (problem := stripe_key_problem(value.get_secret_value())):
+            raise ValueError(problem)  # never the key itself
+        return value
+
+    @field_validator("STRIPE_API_BASE")
+    @classmethod
+    def _check_stripe_base(cls, value: str) -> str:
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, not {value!r}")
+        if parsed.username is not None or parsed.password is not None:
+            raise ValueError("must not carry credentials (the key is ANTAEUS_STRIPE_API_KEY)")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_stripe(self) -> Settings:
+        if self.PAYMENT_PROVIDER != "stripe":
+            return self
+        if self.STRIPE_API_KEY is None:
+            raise ValueError(
+                "ANTAEUS_PAYMENT_PROVIDER=stripe needs ANTAEUS_STRIPE_API_KEY "
+                "(a secret key sk_... or a restricted key rk_...)"
+            )
+        if self.PROVIDER_KEY_RETENTION > 86_400:
+            raise ValueError(
+                f"ANTAEUS_PROVIDER_KEY_RETENTION ({self.PROVIDER_KEY_RETENTION} s) is longer than "
+                "Stripe keeps idempotency keys (24 h = 86400 s)"
+            )
+        return self
+
     @property
-    def provider_kind(self) -> Literal["simulated", "http"]:
+    def provider_kind(self) -> Literal["simulated", "http", "stripe"]:
         if self.PAYMENT_PROVIDER is not None:
             return self.PAYMENT_PROVIDER
         return "http" if self.PAYMENT_PROVIDER_URL else "simulated"

@@ -1,7 +1,10 @@
 """The provider contract, run against every provider Antaeus ships.
 
-Each case runs twice: against the in-process `SimulatedPaymentProvider`, and
-against the HTTP adapter talking to a real `antaeus provider serve` process.
+Each case runs three times: against the in-process `SimulatedPaymentProvider`,
+against the HTTP adapter talking to a real `antaeus provider serve` process,
+and against the Stripe adapter (the official `stripe` library) talking to the
+fake Stripe (`antaeus.payments.fake_stripe`; an account is a Stripe customer
+with a saved test card and the fake's `fake_balance`).
 Whatever passes here is what the worker may rely on: every outcome, replays
 with the same key, a key reused with another body, concurrent requests on one
 key, and what happens once a key's retention has ended.
@@ -16,7 +19,7 @@ import itertools
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -41,6 +44,8 @@ from antaeus.payments.provider import (
     UnauthorizedError,
 )
 from antaeus.payments.simulated import Account, SimulatedPaymentProvider
+from antaeus.payments.stripe import StripePaymentProvider, StripeProviderSettings
+from tests.payments.fake_stripe_server import RunningFake, running_fake_stripe
 from tests.payments.simulator import running_simulator
 
 _ids = itertools.count(1)
@@ -70,10 +75,12 @@ class Harness:
         provider: PaymentProvider,
         set_accounts: Callable[[list[Account]], Any],
         ledger: Callable[[], Any],
+        prepare: Callable[[ChargeRequest], ChargeRequest] | None = None,
     ) -> None:
         self.provider = provider
         self._set_accounts = set_accounts
         self._ledger = ledger
+        self._prepare = prepare  # what a provider needs besides Antaeus's ids (Stripe's)
 
     async def account(self, balance: str = "100.00", currency: Currency = Currency.EUR) -> int:
         customer = _next_id()
@@ -107,6 +114,8 @@ class Harness:
         return request, await self.send(request)
 
     async def send(self, request: ChargeRequest) -> Charged | Declined | Exception:
+        if self._prepare is not None:
+            request = self._prepare(request)
         try:
             return await self.provider.charge(request)
         except Exception as exc:  # the contract is about which exception
@@ -210,6 +219,82 @@ def _over_http(
     return make
 
 
+STRIPE_FAKES: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "slow": {"latency_ms": 300},
+    "ambiguous": {"lost_answer_rate": 1.0},
+    "network": {"server_error_rate": 1.0},
+    "retention": {"key_retention": RETENTION},
+    "limited": {"rate_limit_rate": 0.5, "seed": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def stripe_fakes() -> Iterator[dict[str, RunningFake]]:
+    """Fake Stripe servers by configuration, started once for the module."""
+    with ExitStack() as stack:
+        yield {
+            name: stack.enter_context(running_fake_stripe(**options))
+            for name, options in STRIPE_FAKES.items()
+        }
+
+
+def _over_stripe(
+    config: str, api_key: str | None = None
+) -> Callable[[dict[str, RunningFake]], AbstractAsyncContextManager[Harness]]:
+    @asynccontextmanager
+    async def make(fakes: dict[str, RunningFake]) -> AsyncIterator[Harness]:
+        fake = fakes[config]
+        provider = StripePaymentProvider(
+            StripeProviderSettings(
+                api_key=api_key or fake.api_key,
+                api_base=fake.url,
+                connect_timeout=2,
+                read_timeout=5,
+                timeout=10,
+            )
+        )
+        references: dict[int, tuple[str, str]] = {}
+        owners: dict[str, int] = {}
+
+        def set_accounts(accounts: list[Account]) -> None:
+            for a in accounts:
+                customer = fake.app.add_customer(
+                    {"antaeus_customer": str(a.customer_id), "fake_balance": str(a.balance_minor)}
+                )["id"]
+                pm = fake.app.attach("pm_card_visa", customer)["id"]
+                references[a.customer_id] = (customer, pm)
+                owners[customer] = a.customer_id
+
+        def prepare(request: ChargeRequest) -> ChargeRequest:
+            # a customer Stripe does not know: a cus_ id that does not exist there
+            customer, pm = references.get(
+                request.customer_id, (f"cus_unknown{request.customer_id}", "pm_card_visa")
+            )
+            return replace(request, provider_customer_id=customer, provider_payment_method_id=pm)
+
+        def ledger() -> list[Entry]:
+            return [
+                Entry(
+                    pi["metadata"]["antaeus_key"],
+                    int(pi["metadata"]["antaeus_invoice"]),
+                    owners[pi["customer"]],
+                    Decimal(pi["amount"]).scaleb(-2),
+                    pi["currency"].upper(),
+                    pi["id"],
+                )
+                for pi in list(fake.app.state.intents.values())
+                if pi["status"] == "succeeded" and pi["customer"] in owners
+            ]
+
+        try:
+            yield Harness(provider, set_accounts, ledger, prepare)
+        finally:
+            await provider.aclose()
+
+    return make
+
+
 KINDS = {
     "plain": (_in_process(), _over_http("plain")),
     "slow": (_in_process(latency_ms=300), _over_http("slow")),
@@ -222,7 +307,7 @@ KINDS = {
 }
 
 
-@pytest.fixture(params=["in-process", "http"])
+@pytest.fixture(params=["in-process", "http", "stripe"])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -231,6 +316,8 @@ def _harness(
     kind: str, config: str, request: pytest.FixtureRequest
 ) -> AbstractAsyncContextManager[Harness]:
     in_process, over_http = KINDS[config]
+    if kind == "stripe":
+        return _over_stripe(config)(request.getfixturevalue("stripe_fakes"))
     if kind == "in-process":
         return in_process()
     return over_http(request.getfixturevalue("servers"))
@@ -294,7 +381,9 @@ async def test_an_unknown_customer_is_not_found(plain: Harness) -> None:
     assert isinstance(await plain.send(request), CustomerNotFoundError)
 
 
-async def test_another_currency_is_a_mismatch(plain: Harness) -> None:
+async def test_another_currency_is_a_mismatch(plain: Harness, kind: str) -> None:
+    if kind == "stripe":
+        pytest.skip("Stripe charges a card in any currency it takes (it converts)")
     customer = await plain.account("100.00", Currency.DKK)
     request, first = await plain.charge(customer, "10.00", Currency.EUR)
     assert isinstance(first, CurrencyMismatchError)
@@ -439,6 +528,45 @@ async def test_a_malformed_request_is_rejected(servers: dict[str, str]) -> None:
         bad = ChargeRequest(
             _next_id(), customer, Money.of(Decimal("1.00"), Currency.EUR), "k" * 256
         )  # longer than the protocol's 255 characters
+        result = await harness.send(bad)
+        assert isinstance(result, RequestRejectedError), result
+        assert await harness.ledger(customer) == []
+
+
+# -- what only Stripe over the network answers ------------------------------------------
+
+
+async def test_stripe_a_wrong_api_key_is_unauthorized_and_moves_nothing(
+    stripe_fakes: dict[str, RunningFake],
+) -> None:
+    async with _over_stripe("plain", "sk_test_not_the_fakes_key_0123456789")(stripe_fakes) as h:
+        customer = await h.account("100.00")
+        _, result = await h.charge(customer)
+        assert isinstance(result, UnauthorizedError)
+        assert await h.ledger(customer) == []
+
+
+async def test_stripe_too_many_requests_are_rate_limited_with_a_delay(
+    stripe_fakes: dict[str, RunningFake],
+) -> None:
+    async with _over_stripe("limited")(stripe_fakes) as harness:
+        customer = await harness.account("1000.00")
+        results = [(await harness.charge(customer, "1.00"))[1] for _ in range(8)]
+        limited = [r for r in results if isinstance(r, RateLimitedError)]
+        assert limited, results
+        assert all(r.retry_after >= 1 for r in limited)
+        charged = [r for r in results if isinstance(r, Charged)]
+        assert len(await harness.ledger(customer)) == len(charged)
+
+
+async def test_stripe_a_malformed_request_is_rejected(
+    stripe_fakes: dict[str, RunningFake],
+) -> None:
+    async with _over_stripe("plain")(stripe_fakes) as harness:
+        customer = await harness.account("100.00")
+        bad = ChargeRequest(
+            _next_id(), customer, Money.of(Decimal("1.00"), Currency.EUR), "k" * 256
+        )  # longer than Stripe's 255 characters
         result = await harness.send(bad)
         assert isinstance(result, RequestRejectedError), result
         assert await harness.ledger(customer) == []

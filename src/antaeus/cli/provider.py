@@ -225,6 +225,25 @@ def serve_command(
         str, typer.Option(help="the simulator's SQLite file (keys, accounts, ledger)")
     ] = ":memory:",
     seed: Annotated[int, typer.Option(help="seed of every pseudo-random choice")] = 0,
+    stripe: Annotated[
+        bool,
+        typer.Option(
+            "--stripe",
+            help="serve a fake Stripe API instead (POST /v1/payment_intents, customers, "
+            "Stripe's test cards; see `antaeus.payments.fake_stripe`); takes --port, --host, "
+            "--api-key (default: any sk_test_ key), --key-retention, --latency-ms, "
+            "--network-error-rate (5xx before anything), --ambiguous-rate (executed, then the "
+            "answer lost), --rate-limit-rate, --read-only-key, --state (a JSON file), --seed",
+        ),
+    ] = False,
+    rate_limit_rate: Annotated[
+        float,
+        typer.Option(help="--stripe: share of requests answered 429 rate_limit, Retry-After: 1"),
+    ] = 0.0,
+    read_only_key: Annotated[
+        str | None,
+        typer.Option(help="--stripe: a restricted key that may read but not charge (403)"),
+    ] = None,
 ) -> None:
     """Serve the payment-provider protocol (POST /v1/charges) with faults on demand.
 
@@ -243,6 +262,45 @@ def serve_command(
         fail(f"--port must be between 1 and 65535, not {port}")
     if not host:
         fail("--host must not be empty")
+    if stripe:
+        others = {
+            "--accounts": accounts is not None,
+            "--accounts-from-db": accounts_from_db is not None,
+            "--failure-rate": failure_rate != 0,
+            "--jitter-ms": jitter_ms != 0,
+            "--rate-limit": rate_limit != 0,
+            "--bad-retry-after-rate": bad_retry_after_rate != 0,
+            "--key-in-use-rate": key_in_use_rate != 0,
+            "--bad-charge-id-rate": bad_charge_id_rate != 0,
+            "--reject-after-unknown-rate": reject_after_unknown_rate != 0,
+            "--unauthorized-every": unauthorized_every != 0,
+        }
+        given = [name for name, set_ in others.items() if set_]
+        if given:
+            fail(f"{', '.join(given)} cannot be used with --stripe")
+        _rate("network-error-rate", network_error_rate)
+        _rate("ambiguous-rate", ambiguous_rate)
+        _rate("rate-limit-rate", rate_limit_rate)
+        _duration("latency-ms", latency_ms)
+        _duration("key-retention", key_retention, above=True)
+        from antaeus.cli.stripe_fake import serve_stripe
+
+        serve_stripe(
+            host=host,
+            port=port,
+            api_key=api_key,
+            read_only_key=read_only_key,
+            key_retention=key_retention,
+            latency_ms=latency_ms,
+            server_error_rate=network_error_rate,
+            lost_answer_rate=ambiguous_rate,
+            rate_limit_rate=rate_limit_rate,
+            seed=seed,
+            state=state,
+        )
+        return
+    if rate_limit_rate or read_only_key is not None:
+        fail("--rate-limit-rate and --read-only-key need --stripe")
     _rate("failure-rate", failure_rate)
     _rate("network-error-rate", network_error_rate)
     _rate("ambiguous-rate", ambiguous_rate)
@@ -478,3 +536,67 @@ def ledger_command(
         store.close()
     charges = [ledger_json(e) for e in entries if invoice is None or e.invoice_id == invoice]
     out.print(json.dumps({"charges": charges}, indent=1), markup=False, highlight=False)
+
+
+@app.command("stripe-link")
+def stripe_link_command(
+    url: Annotated[
+        str, typer.Option(help="the Antaeus API whose customers to link")
+    ] = "http://127.0.0.1:7000",
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="ANTAEUS_API_TOKEN", help="API token for --url", show_default=False),
+    ] = None,
+    stripe_api_base: Annotated[
+        str,
+        typer.Option(envvar="ANTAEUS_STRIPE_API_BASE", help="Stripe's API, or the fake's"),
+    ] = "https://api.stripe.com",
+    stripe_api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ANTAEUS_STRIPE_API_KEY",
+            help="a TEST-mode Stripe key (sk_test_... or rk_test_...)",
+            show_default=False,
+        ),
+    ] = None,
+    customer: Annotated[
+        list[int] | None,
+        typer.Option("--customer", min=1, help="only this customer (repeatable)"),
+    ] = None,
+    all_succeed: Annotated[
+        bool, typer.Option(help="give every customer Stripe's succeeding test card (visa)")
+    ] = False,
+    relink: Annotated[
+        bool, typer.Option(help="also customers that already have provider references")
+    ] = False,
+) -> None:
+    """Give Antaeus customers Stripe test references: a Stripe customer and a saved test card.
+
+    For each customer of --url (all, or each --customer) it creates a Stripe
+    customer (metadata antaeus_customer), attaches one of Stripe's test payment
+    methods, and sets the customer's providerCustomerId and
+    providerPaymentMethodId with PATCH /rest/v1/customers/{id}. Test mode only
+    (it refuses a live key). Which card a customer gets follows its id through
+    a cycle of 15 (stripe_fake.LINK_CYCLE), so billing the sample data shows
+    every outcome: mostly charged, then insufficient funds, card_declined
+    (generic and expired_card), authentication_required, customer not found (a
+    Stripe customer that does not exist), provider_rejected (another
+    customer's card), and payment_method_missing (left unlinked).
+    --all-succeed gives everyone the succeeding card. Works against the fake
+    (`antaeus provider serve --stripe`) and against Stripe's test mode.
+    """
+    if not token:
+        fail("--url needs a token: --token or ANTAEUS_API_TOKEN")
+    if not stripe_api_key:
+        fail("give --stripe-api-key or ANTAEUS_STRIPE_API_KEY (for the fake: any sk_test_ key)")
+    from antaeus.cli.stripe_fake import link_customers
+
+    link_customers(
+        url=url,
+        token=token,
+        stripe_api_base=stripe_api_base,
+        stripe_api_key=stripe_api_key,
+        customers=customer,
+        all_succeed=all_succeed,
+        relink=relink,
+    )

@@ -33,3 +33,5 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     )
     if numeric > logging.DEBUG:
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        # the stripe library logs two info lines per API call (request, response)
+        logging.getLogger("stripe").setLevel(logging.WARNING)

@@ -8,6 +8,7 @@ from antaeus.config import Settings
 from antaeus.payments.http import HttpPaymentProvider, HttpProviderSettings
 from antaeus.payments.provider import PaymentProvider
 from antaeus.payments.simulated import SimulatedPaymentProvider
+from antaeus.payments.stripe import StripePaymentProvider, StripeProviderSettings
 
 
 class ProviderConfigError(Exception):
@@ -28,6 +29,23 @@ def build_provider(settings: Settings, concurrency: int | None = None) -> Paymen
             latency_ms=settings.SIMULATED_LATENCY_MS,
             jitter_ms=settings.SIMULATED_JITTER_MS,
             key_retention=timedelta(seconds=settings.PROVIDER_KEY_RETENTION),
+        )
+    if settings.provider_kind == "stripe":
+        if settings.STRIPE_API_KEY is None:
+            raise ProviderConfigError("the Stripe provider needs ANTAEUS_STRIPE_API_KEY")
+        return StripePaymentProvider(
+            StripeProviderSettings(
+                api_key=settings.STRIPE_API_KEY.get_secret_value(),
+                api_base=settings.STRIPE_API_BASE,
+                connect_timeout=settings.PAYMENT_PROVIDER_CONNECT_TIMEOUT,
+                read_timeout=settings.PAYMENT_PROVIDER_READ_TIMEOUT,
+                timeout=settings.PAYMENT_PROVIDER_TIMEOUT,
+                max_connections=settings.PAYMENT_PROVIDER_MAX_CONNECTIONS
+                or concurrency
+                or settings.WORKER_CONCURRENCY,
+                client=settings.STRIPE_HTTP_CLIENT,
+                retry_after_max=settings.RETRY_AFTER_MAX_SECONDS,
+            )
         )
     if not settings.PAYMENT_PROVIDER_URL:
         raise ProviderConfigError("the HTTP payment provider needs ANTAEUS_PAYMENT_PROVIDER_URL")
