@@ -266,7 +266,10 @@ async def test_an_amount_the_provider_refuses_fails_with_amount_not_chargeable(
     assert await run_outcomes(database, run_id) == {ids[0]: "paid", ids[1]: "failed"}
     [(kind, data)] = await _events_of(database, ids[1])
     assert kind == "invoice.failed"
-    assert data["refusal"] == {"reason": "amount_not_chargeable", "detail": "above 1100 minor units"}
+    assert data["refusal"] == {
+        "reason": "amount_not_chargeable",
+        "detail": "above 1100 minor units",
+    }
 
 
 async def test_a_refused_repeat_of_an_open_attempt_goes_to_review_with_its_key(
