@@ -29,6 +29,7 @@ from antaeus.domain.money import Money
 from antaeus.notify.envelope import event_id
 from antaeus.storage.repositories.actions import ActionRepository
 from antaeus.storage.repositories.billing import BillingRepository
+from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.dashboard import DashboardRepository
 from antaeus.storage.repositories.invoices import InvoiceRepository
 from antaeus.storage.repositories.outbox import DestinationRepository, EventRepository
@@ -390,12 +391,14 @@ async def invoice_page(
         answers = await actions.answers(invoice.id) if attempts else []
         history = await actions.history(invoice.id, after=0, limit=500)
         events = await EventRepository(conn).page(after=0, limit=500, invoice_id=invoice.id)
+        customer = await CustomerRepository(conn).get(invoice.customer_id)
     return render(
         request,
         "invoice.html",
         {
             "session": session,
             "invoice": invoice,
+            "customer": customer,
             "amount": money(invoice.amount),
             "attempts": [attempt_json(a, answers) for a in attempts],
             "history": [action_json(h) for h in history],
