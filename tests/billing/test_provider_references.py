@@ -187,6 +187,7 @@ async def test_a_refused_invoice_fails_at_once_without_a_call_or_an_attempt(
     assert run.status == "completed"
     assert stats[run_id].counts["failed"] == 2
     assert w.stats.by_outcome == {"payment_method_missing": 2}
+    assert w.stats.recorded == 2
 
     # The customer is fixed, a person retries: the charge uses the key never consumed.
     await _set_references(database, customer, "cus_fixed", "pm_fixed")

@@ -649,7 +649,7 @@ class Worker:
             self._recent.clear()
             if resumed:
                 self.log.warning("charging_resumed", definite=definite, unknown=unknown)
-        self.stats.recorded += len(mine)
+        self.stats.recorded += len(mine) + len(mine_refused)  # a refusal is recorded too
         self.stats.released += sum(1 for a in releases if id(a) in kept)
         keys = {a.claimed.invoice_id: a.claimed.idempotency_key for a in outcomes}
         info = self.log.info
