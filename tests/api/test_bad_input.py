@@ -557,7 +557,8 @@ async def test_unknown_path_is_404_json_without_token(anon: httpx.AsyncClient) -
     [
         ("DELETE", "/rest/v1/invoices/1"),
         ("PUT", "/rest/v1/invoices/1"),
-        ("PATCH", "/rest/v1/customers/1"),
+        ("PATCH", "/rest/v1/invoices/1"),
+        ("PATCH", "/rest/v1/customers"),
         ("DELETE", "/rest/v1/customers"),
         ("POST", "/rest/health"),
     ],

@@ -56,6 +56,7 @@ ATTEMPT_KEYS = {
     "finishedAt",
     "outcome",
     "chargeId",
+    "declineCode",
     "runId",
     "sends",
     "answers",
@@ -454,6 +455,7 @@ async def test_charged_invoice_is_paid_and_its_attempt_names_the_providers_charg
     assert attempt["idempotencyKey"] == key
     assert attempt["startedAt"] == attempt["finishedAt"] == NOW_Z
     assert attempt["outcome"] == "charged"
+    assert attempt["declineCode"] is None
     assert attempt["runId"] == run["id"]
     assert attempt["sends"] == 1
     assert attempt["answers"] == [

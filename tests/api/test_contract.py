@@ -99,7 +99,10 @@ async def test_customer_byte_for_byte(client: httpx.AsyncClient) -> None:
     response = await client.get("/rest/v1/customers/1")
     assert response.status_code == 200
     assert response.text.startswith(CUSTOMER_1)
-    assert response.text == '{"id":1,"currency":"EUR","timezone":"UTC"}'
+    assert response.text == (
+        '{"id":1,"currency":"EUR","timezone":"UTC",'
+        '"providerCustomerId":null,"providerPaymentMethodId":null}'
+    )
     third = await client.get("/rest/v1/customers/3")
     assert third.text.startswith(CUSTOMER_3)
 

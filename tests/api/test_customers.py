@@ -39,10 +39,22 @@ async def test_create_answers_201_with_the_customer_and_location(
     )
     assert response.status_code == 201, response.text
     body = response.json()
-    assert body == {"id": body["id"], "currency": "DKK", "timezone": "Europe/Copenhagen"}
+    assert body == {
+        "id": body["id"],
+        "currency": "DKK",
+        "timezone": "Europe/Copenhagen",
+        "providerCustomerId": None,
+        "providerPaymentMethodId": None,
+    }
     assert isinstance(body["id"], int)
     assert body["id"] >= 1
-    assert list(body) == ["id", "currency", "timezone"]
+    assert list(body) == [
+        "id",
+        "currency",
+        "timezone",
+        "providerCustomerId",
+        "providerPaymentMethodId",
+    ]
     assert response.headers["location"] == f"/rest/v1/customers/{body['id']}"
     fetched = await client.get(response.headers["location"])
     assert fetched.status_code == 200

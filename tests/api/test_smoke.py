@@ -15,7 +15,13 @@ async def test_create_and_read_customer(client: httpx.AsyncClient) -> None:
     )
     assert created.status_code == 201, created.text
     body = created.json()
-    assert body == {"id": body["id"], "currency": "DKK", "timezone": "Europe/Copenhagen"}
+    assert body == {
+        "id": body["id"],
+        "currency": "DKK",
+        "timezone": "Europe/Copenhagen",
+        "providerCustomerId": None,
+        "providerPaymentMethodId": None,
+    }
     fetched = await client.get(f"/rest/v1/customers/{body['id']}")
     assert fetched.json() == body
 

@@ -31,9 +31,15 @@ class ScriptedProvider:
     key_retention: timedelta = timedelta(hours=24)
     calls: list[ChargeRequest] = field(default_factory=list)
     by_invoice: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
+    #: what it refuses before any call (None: charges any customer by Antaeus' own id)
+    refuse: Callable[[ChargeRequest], Refusal | None] | None = None
+    refused: list[ChargeRequest] = field(default_factory=list)
 
     def refusal(self, request: ChargeRequest) -> Refusal | None:
-        return None  # charges any customer by Antaeus' own id
+        found = self.refuse(request) if self.refuse is not None else None
+        if found is not None:
+            self.refused.append(request)
+        return found
 
     async def find_charge(self, lookup: ChargeLookup) -> LookupResult:
         return CannotTell("this provider cannot look up a key yet")
@@ -51,3 +57,29 @@ class ScriptedProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def needs_payment_method(request: ChargeRequest) -> Refusal | None:
+    """Refuses, as the Stripe adapter does, a customer without both provider references."""
+    if request.provider_customer_id is None or request.provider_payment_method_id is None:
+        missing = [
+            name
+            for name, value in (
+                ("providerCustomerId", request.provider_customer_id),
+                ("providerPaymentMethodId", request.provider_payment_method_id),
+            )
+            if value is None
+        ]
+        return Refusal("payment_method_missing", f"customer lacks {' and '.join(missing)}")
+    return None
+
+
+def refuses_amounts_over(limit_minor: int) -> Callable[[ChargeRequest], Refusal | None]:
+    """Refuses amounts above `limit_minor` minor units (as a provider's maximum would)."""
+
+    def rule(request: ChargeRequest) -> Refusal | None:
+        if request.amount.minor > limit_minor:
+            return Refusal("amount_not_chargeable", f"above {limit_minor} minor units")
+        return None
+
+    return rule

@@ -102,6 +102,7 @@ async def test_charged_invoice_is_paid_with_the_providers_charge_id(
             "outcome": "charged",
             "chargeId": "ch_123",
             "reason": None,
+            "declineCode": None,
         },
         "runId": run_id,
     }

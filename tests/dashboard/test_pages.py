@@ -377,3 +377,29 @@ async def test_the_invoice_page_shows_what_reconciliation_asked_and_heard(
     assert "Asked the provider (reconciliation)" in page.text
     assert "cannot_tell" in page.text
     assert "this provider cannot look up a key yet" in page.text
+
+
+async def test_the_invoice_page_shows_the_customers_references_and_the_decline_code(
+    signed_in: httpx.AsyncClient, client: httpx.AsyncClient, database: Database, clock: ManualClock
+) -> None:
+    from antaeus.payments.provider import CardDeclinedError
+    from tests.api.test_billing_api import charge, new_invoice, trigger
+    from tests.billing.fakes import ScriptedProvider
+
+    response = await client.post(
+        "/rest/v1/customers",
+        json={
+            "currency": "EUR",
+            "providerCustomerId": "cus_<b>1",
+            "providerPaymentMethodId": "pm_9",
+        },
+    )
+    assert response.status_code == 201, response.text
+    iid = await new_invoice(client, response.json()["id"])
+    await trigger(client)
+    await charge(database, ScriptedProvider(default=CardDeclinedError("expired_card")), clock)
+    page = await signed_in.get(f"/invoices/{iid}")
+    assert page.status_code == 200
+    assert "cus_&lt;b&gt;1" in page.text
+    assert "pm_9" in page.text
+    assert "card_declined (<code>expired_card</code>)" in page.text

@@ -14,6 +14,7 @@ from antaeus.domain.events import (
     ANSWER_TYPES,
     ActionTaken,
     ChargeAnswered,
+    ChargeRefused,
     ChargingPaused,
     ChargingResumed,
     Event,
@@ -107,6 +108,7 @@ EXAMPLES: list[tuple[Event, str, int | None, int | None, dict[str, Any]]] = [
                 "outcome": "insufficient_funds",
                 "chargeId": None,
                 "reason": "insufficient_funds",
+                "declineCode": None,
             },
             "runId": 11,
         },
@@ -130,6 +132,7 @@ EXAMPLES: list[tuple[Event, str, int | None, int | None, dict[str, Any]]] = [
                 "outcome": None,
                 "chargeId": None,
                 "reason": "unknown_outcome",
+                "declineCode": None,
             },
             "runId": None,
         },
@@ -175,6 +178,111 @@ EXAMPLES: list[tuple[Event, str, int | None, int | None, dict[str, Any]]] = [
         {"reason": "provider_unauthorized", "detail": "401"},
     ),
     (ChargingResumed(), "charging.resumed", None, None, {}),
+]
+
+
+EXAMPLES += [
+    (
+        answered(
+            type=EventType.INVOICE_FAILED,
+            status="FAILED",
+            outcome="card_declined",
+            reason="card_declined",
+            decline_code="expired_card",
+            next_attempt_at=None,
+        ),
+        "invoice.failed",
+        7,
+        11,
+        {
+            "invoice": {
+                "id": 7,
+                "customerId": 3,
+                "amount": {"value": Decimal("123456789012.40"), "currency": "DKK"},
+                "status": "FAILED",
+                "dueAt": "2026-02-28T23:00:00Z",
+                "attemptCount": 2,
+                "lastFailure": "card_declined",
+                "nextAttemptAt": None,
+            },
+            "attempt": {
+                "number": 2,
+                "idempotencyKey": "inst:7:2",
+                "outcome": "card_declined",
+                "chargeId": None,
+                "reason": "card_declined",
+                "declineCode": "expired_card",
+            },
+            "runId": 11,
+        },
+    ),
+    (
+        ChargeRefused(
+            type=EventType.INVOICE_FAILED,
+            invoice_id=7,
+            customer_id=3,
+            amount=Money(Decimal("10.5"), Currency.EUR),
+            due_at=DUE,
+            status="FAILED",
+            attempt_count=0,
+            reason="payment_method_missing",
+            refusal_reason="payment_method_missing",
+            detail="customer lacks providerPaymentMethodId",
+            run_id=11,
+            open_attempt=None,
+            idempotency_key=None,
+        ),
+        "invoice.failed",
+        7,
+        11,
+        {
+            "invoice": invoice_shown(
+                "FAILED", attemptCount=0, lastFailure="payment_method_missing"
+            ),
+            "attempt": None,
+            "refusal": {
+                "reason": "payment_method_missing",
+                "detail": "customer lacks providerPaymentMethodId",
+            },
+            "runId": 11,
+        },
+    ),
+    (
+        ChargeRefused(
+            type=EventType.INVOICE_REVIEW,
+            invoice_id=7,
+            customer_id=3,
+            amount=Money(Decimal("10.5"), Currency.EUR),
+            due_at=DUE,
+            status="REVIEW",
+            attempt_count=1,
+            reason="unknown_outcome",
+            refusal_reason="payment_method_missing",
+            detail="customer lacks providerCustomerId",
+            run_id=11,
+            open_attempt=1,
+            idempotency_key="inst:7:1",
+        ),
+        "invoice.review",
+        7,
+        11,
+        {
+            "invoice": invoice_shown("REVIEW", lastFailure="unknown_outcome"),
+            "attempt": {
+                "number": 1,
+                "idempotencyKey": "inst:7:1",
+                "outcome": None,
+                "chargeId": None,
+                "reason": "unknown_outcome",
+                "declineCode": None,
+            },
+            "refusal": {
+                "reason": "payment_method_missing",
+                "detail": "customer lacks providerCustomerId",
+            },
+            "runId": 11,
+        },
+    ),
 ]
 
 

@@ -134,6 +134,9 @@ def _describe(err: dict[str, Any]) -> tuple[str, str, str]:
         return "invalid_json", "body", f"the request body is not valid JSON: {detail}"
     if kind == "missing":
         return "validation_error", field, f"{field} is required"
+    if kind == "not_changeable":  # a body-level check that names its own field
+        field = str((err.get("ctx") or {}).get("field", field))
+        return "validation_error", field, msg
     if kind == "extra_forbidden":
         return "validation_error", field, f"{field} is not a known field"
     if kind == "enum" and field.endswith("currency"):

@@ -23,6 +23,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from antaeus.domain.customer import Customer, zone
 from antaeus.domain.events import invoice_data
@@ -191,9 +192,86 @@ class MoneyIn(RequestBody):
     currency: Currency
 
 
+def _printable(value: str) -> str:
+    """Printable characters only (no control, format or separator characters but space)."""
+    for position, char in enumerate(value):
+        if not char.isprintable():
+            raise ValueError(
+                f"must be printable characters (U+{ord(char):04X} at position {position})"
+            )
+    return value
+
+
+#: a reference at the payment provider (customers.provider_*: 255): Stripe's `cus_…`, `pm_…`
+ProviderReference = Annotated[
+    SingleLine,
+    Field(min_length=1, max_length=255),
+    AfterValidator(_printable),
+]
+ProviderCustomerId = Annotated[
+    ProviderReference,
+    Field(
+        description="the customer at the payment provider (Stripe: `cus_…`); null: none",
+        examples=["cus_NffrFeUfNV2Hib"],
+    ),
+]
+ProviderPaymentMethodId = Annotated[
+    ProviderReference,
+    Field(
+        description="the payment method to charge (Stripe: `pm_…`); null: none",
+        examples=["pm_1MqLiJLkdIwHu7ix"],
+    ),
+]
+
+
 class CustomerCreate(RequestBody):
     currency: Currency
     timezone: TimezoneName = "UTC"
+    providerCustomerId: ProviderCustomerId | None = None  # noqa: N815
+    providerPaymentMethodId: ProviderPaymentMethodId | None = None  # noqa: N815
+
+
+#: the fields of a customer that `PATCH /rest/v1/customers/{id}` may change (wire: column)
+CUSTOMER_CHANGEABLE: Final = {
+    "providerCustomerId": "provider_customer_id",
+    "providerPaymentMethodId": "provider_payment_method_id",
+    "timezone": "timezone",
+}
+
+
+class CustomerPatch(RequestBody):
+    """Only the fields present change; `null` clears a provider reference."""
+
+    providerCustomerId: ProviderCustomerId | None = None  # noqa: N815
+    providerPaymentMethodId: ProviderPaymentMethodId | None = None  # noqa: N815
+    timezone: TimezoneName | None = Field(
+        default=None,
+        description="an IANA zone; invoices not yet due follow it (see the README)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_changeable(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for name in data:
+                if name not in CUSTOMER_CHANGEABLE:
+                    raise PydanticCustomError(
+                        "not_changeable",
+                        "{field} cannot be changed; a PATCH changes only "
+                        "providerCustomerId, providerPaymentMethodId and timezone",
+                        {"field": str(name)[:100]},
+                    )
+            if "timezone" in data and data["timezone"] is None:
+                raise PydanticCustomError(
+                    "not_changeable",
+                    "{field} cannot be null; give an IANA name such as 'UTC'",
+                    {"field": "timezone"},
+                )
+        return data
+
+    def changes(self) -> dict[str, str | None]:
+        """The columns to set: only the fields the body named."""
+        return {CUSTOMER_CHANGEABLE[f]: getattr(self, f) for f in sorted(self.model_fields_set)}
 
 
 class InvoiceCreate(RequestBody):
@@ -211,6 +289,8 @@ class CustomerRead(BaseModel):
     id: int
     currency: Currency
     timezone: str
+    providerCustomerId: str | None  # noqa: N815
+    providerPaymentMethodId: str | None  # noqa: N815
 
 
 class InvoiceRead(BaseModel):
@@ -231,7 +311,13 @@ class ErrorBody(BaseModel):
 
 
 def customer_json(c: Customer) -> dict[str, Any]:
-    return {"id": c.id, "currency": c.currency.value, "timezone": c.timezone}
+    return {
+        "id": c.id,
+        "currency": c.currency.value,
+        "timezone": c.timezone,
+        "providerCustomerId": c.provider_customer_id,
+        "providerPaymentMethodId": c.provider_payment_method_id,
+    }
 
 
 def invoice_json(i: Invoice) -> dict[str, Any]:
@@ -329,6 +415,9 @@ class AttemptRead(BaseModel):
     finishedAt: datetime | None  # noqa: N815
     outcome: str | None
     chargeId: str | None  # noqa: N815
+    declineCode: str | None = Field(  # noqa: N815
+        description="the provider's decline code when the outcome is card_declined"
+    )
     runId: int | None  # noqa: N815
     sends: int
     answers: list[AnswerRead]
@@ -380,6 +469,7 @@ def attempt_json(
         "finishedAt": rfc3339(row.finished_at) if row.finished_at else None,
         "outcome": row.outcome,
         "chargeId": row.charge_id,
+        "declineCode": row.decline_code,
         "runId": row.run_id,
         "sends": row.sends,
         "answers": [

@@ -183,9 +183,8 @@ class Reconciler:
             idempotency_key=candidate.idempotency_key,
             attempt=candidate.attempt,
             attempt_open_since=candidate.attempt_started_at,
-            # TODO(integrator): pass the customer's provider_customer_id and
-            # provider_payment_method_id (customers columns from wip-customers); the
-            # candidates query can select them from `customers` joined on customer_id.
+            provider_customer_id=candidate.provider_customer_id,
+            provider_payment_method_id=candidate.provider_payment_method_id,
         )
         try:
             answer = await self.provider.find_charge(lookup)

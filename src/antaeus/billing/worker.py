@@ -47,16 +47,19 @@ import structlog
 from antaeus.billing.attention import WAITING, NeedsPerson, announce
 from antaeus.clock import Clock
 from antaeus.config import Settings
-from antaeus.domain.events import ChargeAnswered, payload
+from antaeus.domain.events import ChargeAnswered, ChargeRefused, payload
 from antaeus.domain.policy import (
     ChargeOutcome,
     InvoiceProgress,
     PolicySettings,
     backoff,
     decide,
+    decide_refusal,
 )
 from antaeus.observability import metrics
 from antaeus.payments.provider import (
+    AuthenticationRequiredError,
+    CardDeclinedError,
     Charged,
     ChargeRequest,
     CurrencyMismatchError,
@@ -67,12 +70,14 @@ from antaeus.payments.provider import (
     OutcomeUnknownError,
     PaymentProvider,
     RateLimitedError,
+    Refusal,
     RequestRejectedError,
     UnauthorizedError,
     valid_charge_id,
 )
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.billing import BillingRepository, Claimed, OutcomeRow
+from antaeus.storage.repositories.charges import RefusedRow
 from antaeus.storage.repositories.installation import InstallationRepository
 
 log = structlog.get_logger("antaeus.worker")
@@ -132,6 +137,8 @@ class Answer:
     release_after: float = 0.0  # seconds, when outcome is None
     unauthorized: str | None = None  # the provider refused our credential
     not_sent: bool = False  # no connection to the provider: the call never left
+    decline_code: str | None = None  # the provider's, for outcome card_declined
+    refusal: Refusal | None = None  # refused before any call (no call was made)
 
 
 @dataclass
@@ -457,8 +464,25 @@ class Worker:
         return claimed
 
     async def _call(self, item: Claimed) -> Answer:
+        request = ChargeRequest(
+            item.invoice_id,
+            item.customer_id,
+            item.amount,
+            item.idempotency_key,
+            attempt=item.attempt,
+            provider_customer_id=item.provider_customer_id,
+            provider_payment_method_id=item.provider_payment_method_id,
+        )
+        try:
+            refusal = self.provider.refusal(request)
+        except Exception:  # a provider bug: ask it (the call decides, as for any provider)
+            self.log.exception("refusal_crashed", invoice_id=item.invoice_id)
+            refusal = None
+        if refusal is not None:
+            # No call, not a provider answer: neither timed nor counted by the breaker.
+            return Answer(item, None, refusal=_bounded(refusal))
         with metrics.CHARGE_SECONDS.time():
-            answer = await self._charge(item)
+            answer = await self._charge(item, request)
         # the breaker's window counts each answer as it comes, not when it is recorded;
         # a provider that cannot be reached counts as one that does not answer
         if answer.outcome is not None:
@@ -467,10 +491,7 @@ class Worker:
             self._recent.append(True)
         return answer
 
-    async def _charge(self, item: Claimed) -> Answer:
-        request = ChargeRequest(
-            item.invoice_id, item.customer_id, item.amount, item.idempotency_key
-        )
+    async def _charge(self, item: Claimed, request: ChargeRequest) -> Answer:
         waited = 0.0
         while True:
             try:
@@ -503,6 +524,18 @@ class Worker:
                 return Answer(item, ChargeOutcome.REJECTED)
             except KeyReusedError:
                 return Answer(item, ChargeOutcome.KEY_REUSED)
+            except CardDeclinedError as exc:
+                code: str | None = exc.decline_code
+                if not valid_charge_id(code):  # bounded like a charge id; the outcome stands
+                    self.log.warning(
+                        "decline_code_malformed",
+                        invoice_id=item.invoice_id,
+                        decline_code=repr(code)[:80],
+                    )
+                    code = None
+                return Answer(item, ChargeOutcome.CARD_DECLINED, decline_code=code)
+            except AuthenticationRequiredError:
+                return Answer(item, ChargeOutcome.AUTHENTICATION_REQUIRED)
             except OutcomeUnknownError as exc:
                 self.log.debug("charge_unknown", invoice_id=item.invoice_id, error=str(exc))
                 return Answer(item, ChargeOutcome.UNKNOWN)
@@ -527,8 +560,10 @@ class Worker:
             self._crash_hook("before_record", [a.claimed for a in answers])
         now = self.clock.now()
         outcomes = [a for a in answers if a.outcome is not None]
-        releases = [a for a in answers if a.outcome is None]
+        refused = [a for a in answers if a.refusal is not None]
+        releases = [a for a in answers if a.outcome is None and a.refusal is None]
         rows = {id(a): self._row(a, now) for a in outcomes}
+        refused_rows = {id(a): self._refused_row(a) for a in refused}
         async with self.db.write() as conn:
             repo = BillingRepository(conn)
             owned = await repo.still_owned(self.id, [a.claimed.invoice_id for a in answers])
@@ -540,6 +575,8 @@ class Worker:
             kept = {id(a) for a in current.values()}
             mine = [rows[id(a)] for a in outcomes if id(a) in kept]
             completed = await repo.record(self.id, mine, now)
+            mine_refused = [refused_rows[id(a)] for a in refused if id(a) in kept]
+            completed += await repo.refuse(self.id, mine_refused, now)
             # one UPDATE per distinct delay, not one per invoice (a 401 releases a whole batch)
             by_delay: dict[float, list[tuple[int, int]]] = {}
             for a in releases:
@@ -565,16 +602,29 @@ class Worker:
         self._unhold([a.claimed for a in answers])
         recorded = [(a.claimed, rows[id(a)]) for a in outcomes if id(a) in kept]
         announce(
-            (
-                NeedsPerson(
-                    invoice_id=r.invoice_id,
-                    attempt=r.attempt,
-                    idempotency_key=claimed.idempotency_key,
-                    status=r.status,
-                    reason=r.last_failure or r.attempt_outcome,
-                )
-                for claimed, r in recorded
-                if r.status in WAITING
+            itertools.chain(
+                (
+                    NeedsPerson(
+                        invoice_id=r.invoice_id,
+                        attempt=r.attempt,
+                        idempotency_key=claimed.idempotency_key,
+                        status=r.status,
+                        reason=r.last_failure or r.attempt_outcome,
+                    )
+                    for claimed, r in recorded
+                    if r.status in WAITING
+                ),
+                (
+                    NeedsPerson(
+                        invoice_id=a.claimed.invoice_id,
+                        attempt=a.claimed.attempt,
+                        idempotency_key=a.claimed.idempotency_key,
+                        status=refused_rows[id(a)].status,
+                        reason=refused_rows[id(a)].last_failure,
+                    )
+                    for a in refused
+                    if id(a) in kept
+                ),
             ),
             worker=self.id,
         )
@@ -599,7 +649,7 @@ class Worker:
             self._recent.clear()
             if resumed:
                 self.log.warning("charging_resumed", definite=definite, unknown=unknown)
-        self.stats.recorded += len(mine)
+        self.stats.recorded += len(mine) + len(mine_refused)  # a refusal is recorded too
         self.stats.released += sum(1 for a in releases if id(a) in kept)
         keys = {a.claimed.invoice_id: a.claimed.idempotency_key for a in outcomes}
         info = self.log.info
@@ -618,6 +668,23 @@ class Worker:
                 outcome=r.attempt_outcome,
                 status=r.status,
                 charge_id=r.charge_id,
+            )
+        for a in refused:
+            if id(a) not in kept or a.refusal is None:
+                continue
+            ref = refused_rows[id(a)]
+            # (not an answer of the provider: counted by the refusal's reason)
+            reason = ref.last_failure
+            self.stats.by_outcome[reason] = self.stats.by_outcome.get(reason, 0) + 1
+            info(
+                "invoice_refused",
+                invoice_id=ref.invoice_id,
+                attempt=None if ref.takes_back_attempt else ref.attempt,
+                run_id=ref.run_id,
+                reason=a.refusal.reason,
+                detail=a.refusal.detail,
+                status=ref.status,
+                attempt_taken_back=ref.takes_back_attempt,
             )
         if completed:
             await self._runs_completed(completed)
@@ -673,6 +740,7 @@ class Worker:
             reason=last_failure,
             run_id=item.run_id,
             next_attempt_at=decision.next_attempt_at,
+            decline_code=answer.decline_code,
         )
         return OutcomeRow(
             invoice_id=item.invoice_id,
@@ -692,6 +760,40 @@ class Worker:
             charge_id=answer.charge_id,
             run_outcome=decision.rule.run_outcome.value if decision.leaves_run else None,
             event_type=decision.rule.event_type,
+            event_payload=payload(event),
+            decline_code=answer.decline_code,
+        )
+
+    def _refused_row(self, answer: Answer) -> RefusedRow:
+        item = answer.claimed
+        assert answer.refusal is not None
+        decision = decide_refusal(answer.refusal.reason, item.sends - 1)
+        kept = not decision.takes_back_attempt
+        event = ChargeRefused(
+            type=decision.event_type,
+            invoice_id=item.invoice_id,
+            customer_id=item.customer_id,
+            amount=item.amount,
+            due_at=item.due_at,
+            status=decision.status.value,
+            attempt_count=item.attempt if kept else item.attempt - 1,
+            reason=decision.reason.value,
+            refusal_reason=answer.refusal.reason,
+            detail=answer.refusal.detail,
+            run_id=item.run_id,
+            open_attempt=item.attempt if kept else None,
+            idempotency_key=item.idempotency_key if kept else None,
+        )
+        return RefusedRow(
+            invoice_id=item.invoice_id,
+            lease_token=item.lease_token,
+            run_id=item.run_id,
+            attempt=item.attempt,
+            status=decision.status.value,
+            last_failure=decision.reason.value,
+            takes_back_attempt=decision.takes_back_attempt,
+            run_outcome=decision.run_outcome.value,
+            event_type=decision.event_type,
             event_payload=payload(event),
         )
 
@@ -772,6 +874,19 @@ class Worker:
                 await self.renew_leases()
             except Exception:
                 self.log.exception("lease_renewal_failed")
+
+
+_MAX_REFUSAL_TEXT = 500
+
+
+def _bounded(refusal: Refusal) -> Refusal:
+    """A refusal as it may be stored and logged: one line of printable text, bounded."""
+
+    def clean(text: object, limit: int) -> str:
+        value = "".join(c if c.isprintable() else " " for c in str(text))
+        return value[:limit]
+
+    return Refusal(clean(refusal.reason, 64), clean(refusal.detail, _MAX_REFUSAL_TEXT))
 
 
 async def _wait_any(stop: asyncio.Event, other: asyncio.Event, seconds: float) -> None:

@@ -36,6 +36,7 @@ from antaeus.domain.money import Money
 from antaeus.notify.envelope import event_id
 from antaeus.storage.repositories.actions import ActionRepository
 from antaeus.storage.repositories.billing import BillingRepository
+from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.dashboard import DashboardRepository
 from antaeus.storage.repositories.invoices import InvoiceRepository
 from antaeus.storage.repositories.outbox import DestinationRepository, EventRepository
@@ -399,12 +400,14 @@ async def invoice_page(
         asked = await ReconciliationRepository(conn).of_invoice(invoice.id) if attempts else []
         history = await actions.history(invoice.id, after=0, limit=500)
         events = await EventRepository(conn).page(after=0, limit=500, invoice_id=invoice.id)
+        customer = await CustomerRepository(conn).get(invoice.customer_id)
     return render(
         request,
         "invoice.html",
         {
             "session": session,
             "invoice": invoice,
+            "customer": customer,
             "amount": money(invoice.amount),
             "attempts": [attempt_json(a, answers, asked) for a in attempts],
             "reconciliations": [{"attempt": r.attempt, **reconciliation_json(r)} for r in asked],

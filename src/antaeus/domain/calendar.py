@@ -42,3 +42,17 @@ def _aware(now: datetime) -> None:
 def shift_months(year: int, month: int, delta: int) -> tuple[int, int]:
     index = year * 12 + (month - 1) + delta
     return index // 12, index % 12 + 1
+
+
+def first_of_month_in_new_zone(due_at: datetime, old: str, new: str) -> datetime | None:
+    """Where a due time set as "the first of the month" moves when its customer's zone
+    changes from `old` to `new`: midnight on the same first of the month in `new`.
+
+    None when `due_at` is not midnight on a first of the month in `old` (a moment
+    given explicitly, which stays as it is).
+    """
+    _aware(due_at)
+    local = due_at.astimezone(zone(old))
+    if first_of_month_utc(local.year, local.month, old) != due_at:
+        return None
+    return first_of_month_utc(local.year, local.month, new)

@@ -46,3 +46,5 @@ class Customer:
     currency: Currency
     timezone: str = DEFAULT_TIMEZONE
     created_at: datetime | None = None
+    provider_customer_id: str | None = None  # the customer at the provider (`cus_…`)
+    provider_payment_method_id: str | None = None  # the payment method to charge (`pm_…`)

@@ -90,6 +90,7 @@ def attempt_data(
     outcome: str | None,
     charge_id: str | None,
     reason: str | None,
+    decline_code: str | None = None,
 ) -> dict[str, Any]:
     return {
         "number": number,
@@ -97,6 +98,7 @@ def attempt_data(
         "outcome": outcome,
         "chargeId": charge_id,
         "reason": reason,
+        "declineCode": decline_code,  # the provider's, for reason card_declined
     }
 
 
@@ -142,6 +144,7 @@ class ChargeAnswered:
     reason: str | None  # the invoice's last failure, if any
     run_id: int
     next_attempt_at: datetime | None
+    decline_code: str | None = None  # the provider's, for outcome card_declined
 
     def data(self) -> dict[str, Any]:
         return {
@@ -156,8 +159,58 @@ class ChargeAnswered:
                 "nextAttemptAt": _moment(self.next_attempt_at),
             },
             "attempt": attempt_data(
-                self.attempt, self.idempotency_key, self.outcome, self.charge_id, self.reason
+                self.attempt,
+                self.idempotency_key,
+                self.outcome,
+                self.charge_id,
+                self.reason,
+                self.decline_code,
             ),
+            "runId": self.run_id,
+        }
+
+
+@dataclass(slots=True)  # not frozen: built by the worker, like ChargeAnswered
+class ChargeRefused:
+    """The provider refused before any call (`provider.refusal`); no call was made.
+
+    `invoice.failed` when the attempt claimed ahead was taken back (`attempt` is
+    then null: no key was consumed, `attemptCount` is as before the claim), or
+    `invoice.review` when an open attempt with an earlier send could not be
+    repeated (`attempt` is that open attempt, with its key). `refusal` says why.
+    """
+
+    type: EventType
+    invoice_id: int
+    customer_id: int
+    amount: Money
+    due_at: datetime
+    status: str  # the invoice's status now
+    attempt_count: int  # the invoice's attempts now
+    reason: str  # the invoice's last failure
+    refusal_reason: str  # what the provider said (payment_method_missing, …)
+    detail: str
+    run_id: int
+    open_attempt: int | None  # the open attempt kept (REVIEW); None: taken back
+    idempotency_key: str | None
+
+    def data(self) -> dict[str, Any]:
+        attempt = None
+        if self.open_attempt is not None and self.idempotency_key is not None:
+            attempt = attempt_data(self.open_attempt, self.idempotency_key, None, None, self.reason)
+        return {
+            "invoice": {
+                "id": self.invoice_id,
+                "customerId": self.customer_id,
+                "amount": {"value": self.amount.value, "currency": self.amount.currency.value},
+                "status": self.status,
+                "dueAt": rfc3339(self.due_at),
+                "attemptCount": self.attempt_count,
+                "lastFailure": self.reason,
+                "nextAttemptAt": None,
+            },
+            "attempt": attempt,
+            "refusal": {"reason": self.refusal_reason, "detail": self.detail},
             "runId": self.run_id,
         }
 

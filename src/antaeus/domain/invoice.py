@@ -32,6 +32,11 @@ class FailureReason(StrEnum):
     UNKNOWN_OUTCOME = "unknown_outcome"
     PROVIDER_REJECTED = "provider_rejected"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    CARD_DECLINED = "card_declined"  # declined for another reason than funds (decline code kept)
+    AUTHENTICATION_REQUIRED = "authentication_required"  # the customer must act
+    # refused by the provider before any call (`provider.refusal`): no attempt consumed
+    PAYMENT_METHOD_MISSING = "payment_method_missing"
+    AMOUNT_NOT_CHARGEABLE = "amount_not_chargeable"
 
 
 class InvoiceEvent(StrEnum):
@@ -39,7 +44,7 @@ class InvoiceEvent(StrEnum):
     RELEASE = "release"  # lease expired or given back; no outcome learned
     CHARGED = "charged"  # the provider charged it
     DECLINED = "declined"  # insufficient funds, a dunning retry remains
-    FAILED_DEFINITELY = "failed_definitely"  # not found, mismatch, rejected, dunning exhausted
+    FAILED_DEFINITELY = "failed_definitely"  # not found, mismatch, rejected, declined, refused…
     OUTCOME_UNKNOWN = "outcome_unknown"  # rescheduled with the same open attempt
     NEEDS_REVIEW = "needs_review"  # key reused, or unknown outcome that cannot be repeated
     RETENTION_EXPIRING = "retention_expiring"  # open unknown attempt about to outlive the key

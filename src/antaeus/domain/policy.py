@@ -29,6 +29,8 @@ class ChargeOutcome(StrEnum):
     UNKNOWN = "unknown_outcome"
     REJECTED = "provider_rejected"
     KEY_REUSED = "idempotency_key_reused"
+    CARD_DECLINED = "card_declined"  # a definite decline other than funds (decline code kept)
+    AUTHENTICATION_REQUIRED = "authentication_required"  # the customer must act
 
 
 class RunOutcome(StrEnum):
@@ -82,6 +84,20 @@ OUTCOME_TABLE: Final[dict[ChargeOutcome, Rule]] = {
         RunOutcome.FAILED,
         EventType.INVOICE_FAILED,
     ),
+    ChargeOutcome.CARD_DECLINED: Rule(
+        InvoiceEvent.FAILED_DEFINITELY,
+        FailureReason.CARD_DECLINED,
+        True,  # definite: a retry is a new attempt with a new key
+        RunOutcome.FAILED,
+        EventType.INVOICE_FAILED,
+    ),
+    ChargeOutcome.AUTHENTICATION_REQUIRED: Rule(
+        InvoiceEvent.FAILED_DEFINITELY,
+        FailureReason.AUTHENTICATION_REQUIRED,
+        True,  # definite: once the customer acted, a retry is a new attempt
+        RunOutcome.FAILED,
+        EventType.INVOICE_FAILED,
+    ),
     ChargeOutcome.KEY_REUSED: Rule(
         InvoiceEvent.NEEDS_REVIEW,
         FailureReason.IDEMPOTENCY_KEY_REUSED,
@@ -131,6 +147,57 @@ _UNKNOWN_TO_REVIEW: Final = Rule(
     RunOutcome.REVIEW,
     EventType.INVOICE_REVIEW,
 )
+
+
+#: What a provider may refuse before any call (`PaymentProvider.refusal`).
+REFUSAL_REASONS: Final = frozenset(
+    {FailureReason.PAYMENT_METHOD_MISSING, FailureReason.AMOUNT_NOT_CHARGEABLE}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalDecision:
+    """What becomes of an invoice its provider refused before any call."""
+
+    status: InvoiceStatus
+    reason: FailureReason  # the invoice's last failure
+    run_outcome: RunOutcome
+    event_type: EventType
+    takes_back_attempt: bool  # True: the attempt claimed ahead is removed (no key consumed)
+
+
+def decide_refusal(reason: str, earlier_sends: int) -> RefusalDecision:
+    """The invoice's next state (from PROCESSING) when the provider refused to be asked.
+
+    No call was made, so the send the claim counted ahead is always taken back.
+    A new attempt (no earlier send) is removed, its number and key given back, and
+    the invoice FAILS with the refusal's reason: a person fixes the customer and
+    retries, and that retry charges under the very key that was never used.
+
+    An open attempt with an earlier send (an unknown outcome being repeated) is
+    never failed: that send may have charged, and a retry of a FAILED invoice
+    would charge again under a new key. It cannot be repeated either (the
+    provider refuses the request now), so it goes to REVIEW `unknown_outcome`
+    with its key kept, where reconciliation or a person settles it.
+    A reason outside `REFUSAL_REASONS` (a provider's bug) counts as
+    `provider_rejected`.
+    """
+    if earlier_sends > 0:
+        return RefusalDecision(
+            status=transition(InvoiceStatus.PROCESSING, _UNKNOWN_TO_REVIEW.event),
+            reason=FailureReason.UNKNOWN_OUTCOME,
+            run_outcome=RunOutcome.REVIEW,
+            event_type=EventType.INVOICE_REVIEW,
+            takes_back_attempt=False,
+        )
+    known = {r.value: r for r in REFUSAL_REASONS}
+    return RefusalDecision(
+        status=transition(InvoiceStatus.PROCESSING, InvoiceEvent.FAILED_DEFINITELY),
+        reason=known.get(reason, FailureReason.PROVIDER_REJECTED),
+        run_outcome=RunOutcome.FAILED,
+        event_type=EventType.INVOICE_FAILED,
+        takes_back_attempt=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)

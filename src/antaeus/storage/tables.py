@@ -43,6 +43,10 @@ customers = Table(
     Column("currency", String(3), nullable=False),
     Column("timezone", String(64), nullable=False, server_default="UTC"),
     Column("created_at", UTCDateTime, nullable=False),
+    # The customer at the payment provider and the payment method to charge
+    # (Stripe's `cus_…`, `pm_…`); NULL: none. Passed with every charge (migration 0009).
+    Column("provider_customer_id", String(255), nullable=True),
+    Column("provider_payment_method_id", String(255), nullable=True),
 )
 
 OPEN_ATTEMPT_WAITING = "status = 'PENDING' AND run_id IS NULL AND attempt_open_since IS NOT NULL"
@@ -157,6 +161,8 @@ charge_attempts = Table(
     Column("outcome", String(32), nullable=True),
     Column("charge_id", String(255), nullable=True),
     Column("sends", Integer, nullable=False, server_default="1"),
+    # the provider's decline code of a `card_declined` outcome (migration 0009)
+    Column("decline_code", String(255), nullable=True),
 )
 
 #: Every answer an attempt got, in order (the attempt row keeps only the last).

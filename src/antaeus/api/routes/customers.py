@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Path, Request, Response
 
 from antaeus.api.auth import AuthenticatedRoute, Principal
@@ -14,12 +15,15 @@ from antaeus.api.schemas import (
     ERROR_RESPONSES,
     MAX_ID,
     CustomerCreate,
+    CustomerPatch,
     CustomerRead,
     DigitsInt,
     customer_json,
 )
 from antaeus.storage.database import WriteConnection
 from antaeus.storage.repositories.customers import CustomerRepository
+
+log = structlog.get_logger("antaeus.api")
 
 router = APIRouter(prefix="/rest/v1/customers", tags=["customers"], route_class=AuthenticatedRoute)
 
@@ -60,10 +64,54 @@ async def create_customer(
 ) -> Response:
     async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
         customer = await CustomerRepository(conn).create(
-            body.currency, body.timezone, ctx.clock.now()
+            body.currency,
+            body.timezone,
+            ctx.clock.now(),
+            provider_customer_id=body.providerCustomerId,
+            provider_payment_method_id=body.providerPaymentMethodId,
         )
         return 201, customer_json(customer), {"Location": f"/rest/v1/customers/{customer.id}"}
 
     return await run_idempotent(
         ctx, "POST /rest/v1/customers", idempotency_key, body.model_dump(mode="json"), effect
     )
+
+
+@router.patch(
+    "/{id}",
+    summary="Change a customer's provider references or time zone",
+    description="Only `providerCustomerId`, `providerPaymentMethodId` and `timezone` can "
+    "change; only the fields present change, and `null` clears a provider reference. A new "
+    "time zone applies to the customer's invoices not yet due: one due at midnight on a first "
+    "of the month in the old zone moves to the same first of the month in the new zone; "
+    "invoices already due, attempted or in a billing run keep their due time.",
+    response_model=CustomerRead,
+    responses=ERROR_RESPONSES,
+)
+async def change_customer(
+    id: CustomerId,
+    body: CustomerPatch,
+    ctx: Ctx,
+    _who: Principal,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    changes = body.changes()
+    moved: list[int] = []
+
+    async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
+        changed = await CustomerRepository(conn).change(id, changes, ctx.clock.now())
+        if changed is None:
+            raise not_found("customer", id)
+        moved.append(changed.invoices_moved)
+        return 200, customer_json(changed.customer), {}
+
+    response = await run_idempotent(
+        ctx,
+        f"PATCH /rest/v1/customers/{id}",
+        idempotency_key,
+        body.model_dump(mode="json", exclude_unset=True),
+        effect,
+    )
+    if moved and moved[-1]:  # once committed (not on a replay)
+        log.info("customer_invoices_follow_timezone", customer_id=id, invoices_moved=moved[-1])
+    return response

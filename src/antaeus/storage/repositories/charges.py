@@ -34,6 +34,7 @@ from antaeus.storage.repositories.runs import _CHUNK, PENDING, PROCESSING, RunsR
 from antaeus.storage.tables import (
     charge_attempt_answers,
     charge_attempts,
+    customers,
     invoices,
     run_invoices,
 )
@@ -56,6 +57,9 @@ class Claimed:
     run_unknown_since: datetime | None
     lease_token: int  # the claim this lease belongs to
     sends: int  # sends of this attempt, this one included (1: its first send)
+    # the customer's references at the provider, as they are at the claim
+    provider_customer_id: str | None = None
+    provider_payment_method_id: str | None = None
 
 
 @dataclass(slots=True)  # not frozen: built by the thousand on the hot path
@@ -78,6 +82,23 @@ class OutcomeRow:
     attempt_finished: bool
     charge_id: str | None
     run_outcome: str | None  # None: stays in its run (repeated soon)
+    event_type: str
+    event_payload: str
+    decline_code: str | None = None  # the provider's, for outcome card_declined
+
+
+@dataclass(slots=True)
+class RefusedRow:
+    """An invoice its provider refused before any call (built from a RefusalDecision)."""
+
+    invoice_id: int
+    lease_token: int
+    run_id: int
+    attempt: int  # the attempt the claim opened or repeated
+    status: str
+    last_failure: str
+    takes_back_attempt: bool  # True: the attempt had no earlier send and is removed
+    run_outcome: str
     event_type: str
     event_payload: str
 
@@ -169,6 +190,7 @@ _RECORD_ATTEMPTS = Batch(
         outcome=bindparam("b_outcome"),
         finished_at=bindparam("b_finished_at"),
         charge_id=bindparam("b_charge_id"),
+        decline_code=bindparam("b_decline_code"),
     )
 )
 
@@ -180,6 +202,49 @@ _RECORD_RUN_INVOICES = Batch(
         run_invoices.c.outcome.is_(None),
     )
     .values(outcome=bindparam("b_outcome"), finished_at=bindparam("b_now"))
+)
+
+
+def _customer_column(column: Any) -> Any:
+    """A customer's column for the claimed invoice: a correlated lookup by primary key."""
+    return select(column).where(customers.c.id == invoices.c.customer_id).scalar_subquery()
+
+
+_CUSTOMER_REF = _customer_column(customers.c.provider_customer_id)
+_PAYMENT_METHOD_REF = _customer_column(customers.c.provider_payment_method_id)
+
+# A refusal (no call made) fails a new attempt and takes it back, as a release does:
+# attempt number back, no open attempt; an open attempt with an earlier send keeps
+# its key and goes to REVIEW (decided by `domain/policy.py` `decide_refusal`).
+_REFUSE_INVOICES = Batch(
+    update(invoices)
+    .where(
+        invoices.c.id == bindparam("b_id"),
+        invoices.c.status == PROCESSING,
+        invoices.c.lease_owner == bindparam("b_owner"),
+        invoices.c.lease_token == bindparam("b_token"),
+    )
+    .values(
+        status=bindparam("b_status"),
+        last_failure=bindparam("b_last_failure"),
+        next_attempt_at=None,
+        eligible_at=bindparam("b_now"),
+        attempt_open_since=case(
+            (invoices.c.attempt_sends <= 1, None), else_=invoices.c.attempt_open_since
+        ),
+        attempt_count=case(
+            (invoices.c.attempt_sends <= 1, invoices.c.attempt_count - 1),
+            else_=invoices.c.attempt_count,
+        ),
+        attempt_sends=case((invoices.c.attempt_sends <= 1, 0), else_=invoices.c.attempt_sends - 1),
+        unknown_repeats=0,
+        run_unknown_since=None,
+        run_id=None,
+        lease_owner=None,
+        lease_expires_at=None,
+        lease_token=None,
+        updated_at=bindparam("b_now"),
+    )
 )
 
 
@@ -257,6 +322,9 @@ class ChargesRepository(RunsRepository[Conn]):
                 invoices.c.unknown_repeats,
                 invoices.c.run_unknown_since,
                 invoices.c.attempt_sends,
+                # the customer's provider references, in the same statement (the hot path)
+                _CUSTOMER_REF.label("provider_customer_id"),
+                _PAYMENT_METHOD_REF.label("provider_payment_method_id"),
             )
         )
         claimed = [
@@ -274,6 +342,8 @@ class ChargesRepository(RunsRepository[Conn]):
                 run_unknown_since=r.run_unknown_since,
                 lease_token=token,
                 sends=r.attempt_sends,
+                provider_customer_id=r.provider_customer_id,
+                provider_payment_method_id=r.provider_payment_method_id,
             )
             for r in result
         ]
@@ -441,6 +511,7 @@ class ChargesRepository(RunsRepository[Conn]):
                     "b_outcome": r.attempt_outcome,
                     "b_finished_at": now if r.attempt_finished else None,
                     "b_charge_id": r.charge_id,
+                    "b_decline_code": r.decline_code,
                 }
                 for r in rows
             ],
@@ -471,6 +542,54 @@ class ChargesRepository(RunsRepository[Conn]):
             [(r.event_type, r.invoice_id, r.run_id, r.event_payload) for r in rows], now
         )
         return await self.complete_runs(sorted({r.run_id for r in leaving}), now)
+
+    async def refuse(
+        self: ChargesRepository[WriteConnection],
+        owner: str,
+        rows: Sequence[RefusedRow],
+        now: datetime,
+    ) -> list[int]:
+        """Write what the provider refused before any call; answers the runs completed.
+
+        As `record`, for rows `still_owned` under their claim's token, in the same
+        transaction. The send the claim counted is taken back (no call was made);
+        an attempt left with no send is removed, so no key is consumed.
+        """
+        if not rows:
+            return []
+        changed = await _REFUSE_INVOICES.executemany(
+            self.conn,
+            [
+                {
+                    "b_id": r.invoice_id,
+                    "b_owner": owner,
+                    "b_token": r.lease_token,
+                    "b_status": r.status,
+                    "b_last_failure": r.last_failure,
+                    "b_now": now,
+                }
+                for r in rows
+            ],
+        )
+        if changed not in (-1, len(rows)):
+            raise LeaseLostError(f"{len(rows) - changed} of {len(rows)} invoices changed hands")
+        numbers = [{"b_id": r.invoice_id, "b_number": r.attempt} for r in rows]
+        await _UNSEND_ATTEMPTS.executemany(self.conn, numbers)
+        await _DROP_UNSENT_ATTEMPTS.executemany(
+            self.conn,
+            [{"b_id": r.invoice_id, "b_number": r.attempt} for r in rows if r.takes_back_attempt],
+        )
+        await _RECORD_RUN_INVOICES.executemany(
+            self.conn,
+            [
+                {"b_run": r.run_id, "b_id": r.invoice_id, "b_outcome": r.run_outcome, "b_now": now}
+                for r in rows
+            ],
+        )
+        await self.add_events(
+            [(r.event_type, r.invoice_id, r.run_id, r.event_payload) for r in rows], now
+        )
+        return await self.complete_runs(sorted({r.run_id for r in rows}), now)
 
 
 class LeaseLostError(Exception):

@@ -11,7 +11,7 @@ from sqlalchemy import and_, insert, select, update
 from antaeus.domain.invoice import FailureReason, InvoiceStatus
 from antaeus.domain.money import Currency, Money
 from antaeus.storage.database import Conn, WriteConnection
-from antaeus.storage.tables import charge_attempts, invoices, reconciliations
+from antaeus.storage.tables import charge_attempts, customers, invoices, reconciliations
 
 #: REVIEW invoices whose open attempt may have charged and that a lookup of its key can
 #: settle: an unknown outcome (repeat deadline, or the key-retention sweep), or a 400 after
@@ -37,6 +37,8 @@ class Candidate:
     attempt_started_at: datetime  # the attempt was written ahead of its first send
     in_review_since: datetime  # the invoice's last change: when it went to REVIEW
     last_failure: str | None
+    provider_customer_id: str | None = None  # the customer's, at the provider (Stripe's cus_…)
+    provider_payment_method_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,7 @@ class ReconciliationRow:
 
 
 def _candidates_query() -> Any:
-    i, a = invoices.c, charge_attempts.c
+    i, a, c = invoices.c, charge_attempts.c, customers.c
     return (
         select(
             i.id,
@@ -67,12 +69,14 @@ def _candidates_query() -> Any:
             i.last_failure,
             a.idempotency_key,
             a.started_at,
+            c.provider_customer_id,
+            c.provider_payment_method_id,
         )
         .select_from(
             invoices.join(
                 charge_attempts,
                 and_(a.invoice_id == i.id, a.number == i.attempt_count),
-            )
+            ).join(customers, c.id == i.customer_id)
         )
         .where(
             i.status == InvoiceStatus.REVIEW.value,
@@ -91,6 +95,8 @@ def _candidate(r: Any) -> Candidate:
         attempt_started_at=r.started_at,
         in_review_since=r.updated_at,
         last_failure=r.last_failure,
+        provider_customer_id=r.provider_customer_id,
+        provider_payment_method_id=r.provider_payment_method_id,
     )
 
 

@@ -7,7 +7,7 @@
   again and getting the same answer counts in `asks` and `last_asked_at`.
 
 Revision ID: 0010
-Revises: 0008 (the integrator chains it onto 0009 when merging)
+Revises: 0009
 Create Date: 2026-12-03
 """
 
@@ -21,7 +21,7 @@ from alembic import op
 from antaeus.storage.types import BigId, UTCDateTime
 
 revision: str = "0010"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
