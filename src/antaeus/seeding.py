@@ -23,12 +23,12 @@ from typing import Any
 from antaeus.domain.calendar import first_of_month_utc, shift_months
 from antaeus.domain.customer import DEFAULT_TIMEZONE
 from antaeus.domain.invoice import InvoiceStatus
-from antaeus.domain.money import Currency
+from antaeus.domain.money import ORIGINAL_CURRENCIES
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.invoices import InvoiceRepository
 
-CURRENCIES = list(Currency)
+CURRENCIES = list(ORIGINAL_CURRENCIES)  # sample data: the five original currencies
 CUSTOMERS_PER_BATCH = 5_000
 
 

@@ -137,7 +137,7 @@ def _summary(run_json: dict[str, Any]) -> Table:
     for name in OUTCOMES:
         table.add_row(name, f"{counts.get(name, 0):,}")
     for money in run_json["collected"]:
-        table.add_row(f"collected {money['currency']}", f"{money['value']:,.2f}")
+        table.add_row(f"collected {money['currency']}", f"{money['value']:,}")
     return table
 
 
