@@ -137,8 +137,9 @@ ORIGINAL_CURRENCIES: Final[tuple[Currency, ...]] = (
 def _unknown(code: object) -> str:
     if isinstance(code, str) and code in _WITHOUT_MINOR_UNITS:
         return (
-            f"currency {code!r} ({_WITHOUT_MINOR_UNITS[code]}) has no minor units in "
-            "ISO 4217, so it cannot be billed; use a currency such as EUR, USD, JPY or KWD"
+            f"unknown currency {code!r}: ISO 4217 lists it ({_WITHOUT_MINOR_UNITS[code]}) "
+            "without minor units, so nothing is billed in it; expected a currency such as "
+            "EUR, USD, JPY or KWD"
         )
     shown = f"{code[:20]!r}" if isinstance(code, str) else f"{code!r:.40}"
     return (
