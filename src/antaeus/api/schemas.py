@@ -36,6 +36,7 @@ from antaeus.domain.money import (
     Currency,
     MoneyError,
     UnknownCurrencyError,
+    check_amount,
     parse_amount,
 )
 from antaeus.exactjson import rfc3339
@@ -80,12 +81,11 @@ CurrencyCode = Annotated[
 def _positive_amount(value: object, info: ValidationInfo) -> Decimal:
     """A positive amount with at most the decimals of the currency given beside it."""
     currency = info.data.get("currency")
-    if not isinstance(currency, Currency):
-        # The currency is wrong and says so (it is validated first); its decimals are
-        # unknown, so nothing more is said about the amount.
-        return Decimal(0)
     try:
-        amount = parse_amount(value, currency)
+        if isinstance(currency, Currency):
+            amount = parse_amount(value, currency)
+        else:  # the currency is wrong and says so (it is validated first)
+            amount = check_amount(value)  # what no currency would accept
     except MoneyError as exc:
         raise ValueError(str(exc)) from None
     except DecimalException:

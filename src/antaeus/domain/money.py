@@ -27,7 +27,6 @@ MAX_MINOR: Final = 99_999_999_999_999
 MAX_DIGITS: Final = 14  # the digits of MAX_MINOR
 #: The largest amount in a two-decimal currency (EUR, USD, DKK, SEK, GBP, ...).
 MAX_AMOUNT: Final = Decimal("999999999999.99")
-#: The most decimals any currency has (CLF, UYW: four).
 _NUMBER_WORDS: Final = ("no", "one", "two", "three", "four")
 
 
@@ -157,14 +156,14 @@ def _decimals(n: int) -> str:
     return f"{_NUMBER_WORDS[n] if n < len(_NUMBER_WORDS) else n} decimal{'' if n == 1 else 's'}"
 
 
-def _too_precise(currency: Currency | None) -> str:
+def _too_precise(minor_units: int, code: str | None) -> str:
     """What an amount with too many decimals breaks, naming the currency's own."""
-    if currency is None:
-        return "amount must have at most two decimals"
-    n = currency.minor_units
-    if n == 0:
-        return f"amount must have no decimals: {currency.code} has none"
-    return f"amount must have at most {_decimals(n)}: {currency.code} has {_NUMBER_WORDS[n]}"
+    if code is None:
+        return f"amount must have at most {_decimals(minor_units)}"
+    if minor_units == 0:
+        return f"amount must have no decimals: {code} has none"
+    has = _NUMBER_WORDS[minor_units]
+    return f"amount must have at most {_decimals(minor_units)}: {code} has {has}"
 
 
 def _amount_text(minor_units: int) -> re.Pattern[str]:
@@ -173,7 +172,10 @@ def _amount_text(minor_units: int) -> re.Pattern[str]:
     return re.compile(whole if minor_units == 0 else rf"{whole}(\.[0-9]{{1,{minor_units}}})?")
 
 
-_AMOUNT_TEXT: Final = {n: _amount_text(n) for n in {c.minor_units for c in CURRENCIES}}
+#: The most decimals a currency has (CLF and UYW: four).
+MAX_MINOR_UNITS: Final = max(c.minor_units for c in CURRENCIES)
+_AMOUNT_TEXT: Final = {n: _amount_text(n) for n in range(MAX_MINOR_UNITS + 1)}
+_CENT: Final = Decimal("0.01")
 
 
 def parse_amount(value: object, currency: Currency | None = None) -> Decimal:
@@ -181,13 +183,30 @@ def parse_amount(value: object, currency: Currency | None = None) -> Decimal:
 
     The result has exactly the currency's decimals (`Decimal("12.30")` in EUR,
     `Decimal("1000")` in JPY, `Decimal("12.345")` in KWD). Without a currency the
-    rule of the five original currencies applies: two decimals.
+    rule of the five original currencies applies: two decimals, `MAX_AMOUNT`.
 
     Refuses floats (they are not exact), booleans, NaN, infinities, more decimals
     than the currency has, written ones too (`1.230` in EUR, `1.0` in JPY; `1.230`
     is fine in KWD), and anything beyond the currency's `max_amount` either way.
     """
-    minor_units = 2 if currency is None else currency.minor_units
+    if currency is None:
+        return _parse(value, 2, _CENT, MAX_AMOUNT, None)
+    return _parse(value, currency.minor_units, currency.quantum, currency.max_amount, currency.code)
+
+
+def check_amount(value: object) -> Decimal:
+    """`value` as an amount that some currency could accept, for when the currency is unknown.
+
+    What `parse_amount` refuses whatever the currency (a float, text that is no
+    number, more than four decimals, more than `MAX_MINOR`) is refused; the
+    result is exact but not normalized to any currency's decimals.
+    """
+    return _parse(value, MAX_MINOR_UNITS, None, Decimal(MAX_MINOR), None)
+
+
+def _parse(
+    value: object, minor_units: int, quantum: Decimal | None, limit: Decimal, code: str | None
+) -> Decimal:
     if isinstance(value, bool | float):
         raise MoneyError("amount must be a decimal string or an exact number, not a float")
     if isinstance(value, int):
@@ -200,38 +219,38 @@ def parse_amount(value: object, currency: Currency | None = None) -> Decimal:
                 rule = "a whole number without a decimal point"
             else:
                 rule = f"a decimal number with at most {_decimals(minor_units)}"
-            also = "" if currency is None else f" ({currency.code} has {_decimals(minor_units)})"
+            also = "" if code is None else f" ({code} has {_decimals(minor_units)})"
             raise MoneyError(f"amount {value[:40]!r} is not {rule}{also}")
         number = Decimal(value)
     else:
         raise MoneyError("amount must be a decimal string or a number")
     if not number.is_finite():
         raise MoneyError("amount must be a finite number")
-    limit = MAX_AMOUNT if currency is None else currency.max_amount
-    if number.adjusted() >= MAX_DIGITS - minor_units or number.copy_abs() > limit:
-        raise MoneyError(
-            f"amount must not exceed {limit}" + ("" if currency is None else f" {currency.code}")
-        )
-    return _normalize(number, currency)
+    if number.adjusted() >= MAX_DIGITS or number.copy_abs() > limit:
+        raise MoneyError(f"amount must not exceed {limit}" + ("" if code is None else f" {code}"))
+    if quantum is None:
+        _check_precision(number, minor_units, None)
+        return number
+    return _normalize(number, minor_units, quantum, code)
 
 
-def _normalize(number: Decimal, currency: Currency | None) -> Decimal:
-    """`number` with exactly the currency's decimals, refusing any digit beyond them."""
-    if not number.is_finite():
-        raise MoneyError("amount must be a finite number")
+def _check_precision(number: Decimal, minor_units: int, code: str | None) -> None:
     exponent = number.as_tuple().exponent
     assert isinstance(exponent, int)  # finite numbers have an int exponent
-    quantum = _CENT if currency is None else currency.quantum
-    if exponent < -(2 if currency is None else currency.minor_units):
-        raise MoneyError(_too_precise(currency))
+    if exponent < -minor_units:
+        raise MoneyError(_too_precise(minor_units, code))
+
+
+def _normalize(number: Decimal, minor_units: int, quantum: Decimal, code: str | None) -> Decimal:
+    """`number` with exactly `minor_units` decimals, refusing any digit beyond them."""
+    if not number.is_finite():
+        raise MoneyError("amount must be a finite number")
+    _check_precision(number, minor_units, code)
     try:
         # `+ 0` turns a negative zero into zero, so "-0" never shows as "-0.00"
         return number.quantize(quantum) + 0
     except InvalidOperation:
         raise MoneyError("amount has too many digits") from None
-
-
-_CENT: Final = Decimal("0.01")
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +265,9 @@ class Money:
             raise MoneyError("Money holds a Decimal; parse input with parse_amount")
         if not isinstance(self.currency, Currency):
             raise MoneyError("Money holds a Currency; look codes up with parse_currency")
-        object.__setattr__(self, "value", _normalize(self.value, self.currency))
+        cur = self.currency
+        value = _normalize(self.value, cur.minor_units, cur.quantum, cur.code)
+        object.__setattr__(self, "value", value)
 
     @classmethod
     def of(cls, value: object, currency: Currency | str) -> Money:
