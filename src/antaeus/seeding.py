@@ -3,8 +3,9 @@
 Customer `k` (1-based within the batch) gets `invoices_per_customer` invoices in a
 row: the first `PENDING` and already due (midnight on the first of the current
 month), the rest `PAID` in the months before. Amounts are uniform in [10, 500)
-with two decimals, in the customer's own currency. With the defaults this is
-the original 100 customers and 1,000 invoices, 100 of them pending.
+with two decimals, in the customer's own currency (one of the five original
+ones). With the defaults this is the original 100 customers and 1,000
+invoices, 100 of them pending.
 
 What charging them does is the payment provider's: the embedded simulator
 gives its customers seeded profiles by customer id (see
