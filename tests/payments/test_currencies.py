@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import typer
 
+from antaeus.cli.provider import _accounts_from_db
 from antaeus.domain.money import Currency, Money
 from antaeus.payments.http import HttpPaymentProvider, HttpProviderSettings, encode_request
 from antaeus.payments.provider import Charged, ChargeRequest, Declined
 from antaeus.payments.simulated import Account, SimulatedPaymentProvider
+from antaeus.storage.database import Database
+from antaeus.storage.repositories.customers import CustomerRepository
 from tests.payments.simulator import running_simulator
 from tests.payments.test_simulator_server import body, charge, client_for, key, ledger_of
 
@@ -182,3 +188,23 @@ async def test_the_in_process_simulator_in_jpy_and_kwd(tmp_path: Path) -> None:
         assert [str(e.amount) for e in seeded.store.ledger()] == ["1 JPY"]
     finally:
         await seeded.aclose()
+
+
+async def test_accounts_from_db_get_the_balance_in_each_customer_currency(
+    database: Database, database_url: str
+) -> None:
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+    async with database.write() as conn:
+        ids = await CustomerRepository(conn).create_many(
+            [(Currency("JPY"), "UTC"), (Currency("KWD"), "UTC"), (Currency.EUR, "UTC")], now
+        )
+    accounts = await _accounts_from_db(database_url, Decimal("1000000.00"))
+    assert [
+        (a.customer_id, str(Money.from_minor(a.balance_minor, a.currency))) for a in accounts
+    ] == [
+        (ids[0], "1000000 JPY"),
+        (ids[1], "1000000.000 KWD"),
+        (ids[2], "1000000.00 EUR"),
+    ]
+    with pytest.raises(typer.Exit):  # half a yen is no balance
+        await _accounts_from_db(database_url, Decimal("0.50"))
