@@ -3,8 +3,9 @@
 Customer `k` (1-based within the batch) gets `invoices_per_customer` invoices in a
 row: the first `PENDING` and already due (midnight on the first of the current
 month), the rest `PAID` in the months before. Amounts are uniform in [10, 500)
-with two decimals, in the customer's own currency. With the defaults this is
-the original 100 customers and 1,000 invoices, 100 of them pending.
+with two decimals, in the customer's own currency (one of the five original
+ones). With the defaults this is the original 100 customers and 1,000
+invoices, 100 of them pending.
 
 What charging them does is the payment provider's: the embedded simulator
 gives its customers seeded profiles by customer id (see
@@ -23,12 +24,12 @@ from typing import Any
 from antaeus.domain.calendar import first_of_month_utc, shift_months
 from antaeus.domain.customer import DEFAULT_TIMEZONE
 from antaeus.domain.invoice import InvoiceStatus
-from antaeus.domain.money import Currency
+from antaeus.domain.money import ORIGINAL_CURRENCIES
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.invoices import InvoiceRepository
 
-CURRENCIES = list(Currency)
+CURRENCIES = list(ORIGINAL_CURRENCIES)  # sample data: the five original currencies
 CUSTOMERS_PER_BATCH = 5_000
 
 

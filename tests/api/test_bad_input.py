@@ -381,7 +381,7 @@ async def test_bad_invoice(
 async def test_several_errors_are_listed(client: httpx.AsyncClient, world: World) -> None:
     response = await client.post(
         "/rest/v1/invoices",
-        json={"customerId": "x", "amount": {"value": "1.234", "currency": "XXX"}, "y": 1},
+        json={"customerId": "x", "amount": {"value": "1.23456", "currency": "XXX"}, "y": 1},
     )
     body = _assert_error(response, 422, None)
     fields = {e["field"] for e in body["errors"]}

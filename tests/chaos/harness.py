@@ -64,7 +64,7 @@ import asyncpg
 import httpx
 from sqlalchemy import select
 
-from antaeus.domain.money import Currency, Money
+from antaeus.domain.money import ORIGINAL_CURRENCIES, Currency, Money
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.invoices import InvoiceRepository
@@ -339,7 +339,7 @@ async def load(url: str, config: ChaosConfig) -> tuple[dict[int, Expected], list
     rng = random.Random(config.seed)
     now = datetime.now(UTC)
     due = now - timedelta(days=1)
-    currencies = list(Currency)
+    currencies = list(ORIGINAL_CURRENCIES)
     plan: list[tuple[Category, Currency, int]] = [
         (rng.choice(CATEGORIES), rng.choice(currencies), rng.randrange(1_000, 50_000))
         for _ in range(config.invoices)

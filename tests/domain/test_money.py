@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from antaeus.domain.money import (
     MAX_AMOUNT,
+    ORIGINAL_CURRENCIES,
     Currency,
     CurrencyMismatchError,
     Money,
@@ -26,7 +27,7 @@ from antaeus.domain.money import (
 TWO_DECIMALS = re.compile(r"-?[0-9]+\.[0-9]{2}")
 MAX_MINOR = int(MAX_AMOUNT * 100)  # 99_999_999_999_999
 
-currencies = st.sampled_from(list(Currency))
+currencies = st.sampled_from(ORIGINAL_CURRENCIES)
 minor_units = st.integers(min_value=-MAX_MINOR, max_value=MAX_MINOR)
 # Small enough that sums of three stay within MAX_AMOUNT.
 summable_minor = st.integers(min_value=-(MAX_MINOR // 3), max_value=MAX_MINOR // 3)
@@ -90,7 +91,7 @@ def test_parse_currency_accepts_supported_codes(code: str) -> None:
     assert currency.minor_units == 2
 
 
-@pytest.mark.parametrize("text", ["", "eur", "Eur", " EUR", "EUR ", "XXX", "EURO", "€", "JPY"])
+@pytest.mark.parametrize("text", ["", "eur", "Eur", " EUR", "EUR ", "XXX", "EURO", "€", "XAU"])
 def test_parse_currency_refuses_anything_else(text: str) -> None:
     with pytest.raises(MoneyError, match="unknown currency"):
         parse_currency(text)

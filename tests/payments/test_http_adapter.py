@@ -35,7 +35,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from antaeus.domain.money import Currency, Money
+from antaeus.domain.money import ORIGINAL_CURRENCIES, Currency, Money
 from antaeus.payments.http import (
     DEFAULT_RETRY_AFTER,
     MAX_ANSWER_BYTES,
@@ -527,7 +527,7 @@ def test_the_request_keys_are_exactly_the_protocols() -> None:
 @settings(max_examples=300, deadline=None)
 @given(
     cents=st.one_of(st.integers(0, 99_999_999_999_999), st.integers(0, 10**20)),
-    currency=st.sampled_from(list(Currency)),
+    currency=st.sampled_from(ORIGINAL_CURRENCIES),
     via_minor=st.booleans(),
 )
 def test_every_amount_encodes_as_its_exact_two_decimal_string(

@@ -139,9 +139,8 @@ def _describe(err: dict[str, Any]) -> tuple[str, str, str]:
         return "validation_error", field, msg
     if kind == "extra_forbidden":
         return "validation_error", field, f"{field} is not a known field"
-    if kind == "enum" and field.endswith("currency"):
-        expected = (err.get("ctx") or {}).get("expected", "")
-        return "unknown_currency", field, f"{field}: unknown currency; expected {expected}"
+    if kind == "unknown_currency":  # antaeus.api.schemas.CurrencyCode: the message names it
+        return "unknown_currency", field, f"{field}: {msg}"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     return "validation_error", field, f"{field}: {msg}"

@@ -18,8 +18,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     StrictBool,
     StrictInt,
+    ValidationInfo,
     WithJsonSchema,
     model_validator,
 )
@@ -28,17 +31,62 @@ from pydantic_core import PydanticCustomError
 from antaeus.domain.customer import Customer, zone
 from antaeus.domain.events import invoice_data
 from antaeus.domain.invoice import FailureReason, Invoice, InvoiceStatus
-from antaeus.domain.money import MAX_AMOUNT, Currency, MoneyError, parse_amount
+from antaeus.domain.money import (
+    MAX_DIGITS,
+    MAX_MINOR,
+    Currency,
+    MoneyError,
+    UnknownCurrencyError,
+    check_amount,
+    parse_amount,
+)
 from antaeus.exactjson import rfc3339
 from antaeus.storage.repositories.actions import ActionRow
 
 MAX_ID: Final = 2**63 - 1
-AMOUNT_PATTERN: Final = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"
+#: what some currency may accept: at most four decimals (CLF), fifteen whole digits (JPY:
+#: the fifteenth is refused as too much, not as malformed)
+AMOUNT_PATTERN: Final = r"^[0-9]{1,15}(\.[0-9]{1,4})?$"
 
 
-def _positive_amount(value: object) -> Decimal:
+def _currency(value: object) -> Currency:
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "string_type", "must be a string, an ISO 4217 code such as EUR, JPY or KWD"
+        )
     try:
-        amount = parse_amount(value)
+        return Currency(value)
+    except UnknownCurrencyError as exc:
+        # ctx, not the template, carries the text: a code may hold braces
+        raise PydanticCustomError("unknown_currency", "{reason}", {"reason": str(exc)}) from None
+
+
+#: An ISO 4217 code with minor units; errors with code `unknown_currency` name it.
+CurrencyCode = Annotated[
+    Currency,
+    PlainValidator(_currency),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^[A-Z]{3}$",
+            "description": "an active ISO 4217 currency code that has minor units (EUR, USD, "
+            "DKK, SEK, GBP, JPY, KWD, ...; not XAU, XDR or another without them). Amounts "
+            "in it have its own decimals: 2 for most, 0 for JPY or KRW, 3 for KWD or BHD",
+            "examples": ["DKK"],
+        }
+    ),
+]
+
+
+def _positive_amount(value: object, info: ValidationInfo) -> Decimal:
+    """A positive amount with at most the decimals of the currency given beside it."""
+    currency = info.data.get("currency")
+    try:
+        if isinstance(currency, Currency):
+            amount = parse_amount(value, currency)
+        else:  # the currency is wrong and says so (it is validated first)
+            amount = check_amount(value)  # what no currency would accept
     except MoneyError as exc:
         raise ValueError(str(exc)) from None
     except DecimalException:
@@ -55,14 +103,12 @@ AmountIn = Annotated[
         {
             "anyOf": [
                 {"type": "string", "pattern": AMOUNT_PATTERN},
-                {
-                    "type": "number",
-                    "exclusiveMinimum": 0,
-                    "maximum": float(MAX_AMOUNT),
-                    "multipleOf": 0.01,
-                },
+                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_MINOR},
             ],
-            "description": 'a decimal string ("89.52") or a JSON number with at most two decimals',
+            "description": 'a decimal string ("89.52") or a JSON number, with at most the '
+            "currency's own decimals (ISO 4217 minor units: EUR 2, JPY 0, KWD 3; `1.230` is "
+            "refused in EUR, `1.0` in JPY) and at most "
+            f"{MAX_DIGITS} digits in all (999999999999.99 EUR, 99999999999999 JPY)",
             "examples": ["89.52"],
         }
     ),
@@ -188,8 +234,8 @@ class RequestBody(BaseModel):
 
 
 class MoneyIn(RequestBody):
+    currency: CurrencyCode  # first: the value is validated against its decimals
     value: AmountIn
-    currency: Currency
 
 
 def _printable(value: str) -> str:
@@ -225,7 +271,7 @@ ProviderPaymentMethodId = Annotated[
 
 
 class CustomerCreate(RequestBody):
-    currency: Currency
+    currency: CurrencyCode
     timezone: TimezoneName = "UTC"
     providerCustomerId: ProviderCustomerId | None = None  # noqa: N815
     providerPaymentMethodId: ProviderPaymentMethodId | None = None  # noqa: N815
@@ -281,13 +327,23 @@ class InvoiceCreate(RequestBody):
 
 
 class MoneyRead(BaseModel):
-    value: Annotated[Decimal, WithJsonSchema({"type": "number", "examples": [89.52]})]
-    currency: Currency
+    value: Annotated[
+        Decimal,
+        WithJsonSchema(
+            {
+                "type": "number",
+                "description": "exact, with exactly the currency's decimals "
+                "(89.52 EUR, 1000 JPY, 12.345 KWD); read it as a decimal, never a float",
+                "examples": [89.52],
+            }
+        ),
+    ]
+    currency: CurrencyCode
 
 
 class CustomerRead(BaseModel):
     id: int
-    currency: Currency
+    currency: CurrencyCode
     timezone: str
     providerCustomerId: str | None  # noqa: N815
     providerPaymentMethodId: str | None  # noqa: N815

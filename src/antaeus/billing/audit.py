@@ -135,18 +135,18 @@ def _at(where: str, name: str) -> str:
 
 
 def _money(where: str, value: object, currency: object) -> Money:
-    try:
-        amount = parse_amount(value)
-    except MoneyError as exc:
-        raise LedgerError(f"{_at(where, 'value')}: {exc}") from None
     if not isinstance(currency, str):
         raise LedgerError(
             f"{_at(where, 'currency')}: expected a currency code, got {currency!r:.40}"
         )
     try:
-        return Money(amount, parse_currency(currency))
+        cur = parse_currency(currency)
     except MoneyError as exc:
         raise LedgerError(f"{_at(where, 'currency')}: {exc}") from None
+    try:
+        return Money(parse_amount(value, cur), cur)
+    except MoneyError as exc:
+        raise LedgerError(f"{_at(where, 'value')}: {exc}") from None
 
 
 def _text(where: str, name: str, value: object) -> str:

@@ -14,6 +14,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from antaeus import exactjson
 from antaeus.billing.runs_view import runs_json
 from antaeus.billing.service import open_run
 from antaeus.billing.worker import Worker, WorkerStats, worker_settings
@@ -137,7 +138,7 @@ def _summary(run_json: dict[str, Any]) -> Table:
     for name in OUTCOMES:
         table.add_row(name, f"{counts.get(name, 0):,}")
     for money in run_json["collected"]:
-        table.add_row(f"collected {money['currency']}", f"{money['value']:,.2f}")
+        table.add_row(f"collected {money['currency']}", f"{money['value']:,}")
     return table
 
 
@@ -246,7 +247,7 @@ async def _bill_remote(
         async def fetch() -> dict[str, Any]:
             r = await client.get(f"/rest/v1/billing/runs/{run_id}")
             r.raise_for_status()
-            body: dict[str, Any] = r.json()
+            body: dict[str, Any] = exactjson.loads(r.content)  # amounts as exact decimals
             return body
 
         return await _follow(fetch, wait_seconds, stopping.event), stopping

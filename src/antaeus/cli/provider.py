@@ -6,6 +6,7 @@ import json
 import math
 import os
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -65,8 +66,8 @@ def _accounts_from_file(path: Path) -> list[Account]:
         fail(f"--accounts {shown} is not valid JSON: {escape(str(exc))}")
 
 
-async def _accounts_from_db(url: str, balance_minor: int) -> list[Account]:
-    """One account per customer of an Antaeus database: its currency, `balance_minor`."""
+async def _accounts_from_db(url: str, balance: Decimal) -> list[Account]:
+    """One account per customer of an Antaeus database: its currency, `balance` in it."""
     from sqlalchemy import select
 
     from antaeus.domain.money import Currency
@@ -98,7 +99,16 @@ async def _accounts_from_db(url: str, balance_minor: int) -> list[Account]:
             f"--accounts-from-db: {escape(mask_url(url))} has no customers "
             "(load some with `antaeus seed`)"
         )
-    return [Account(row.id, Currency(row.currency), balance_minor) for row in rows]
+    minor: dict[str, int] = {}  # the balance in each currency's minor units
+    for code in sorted({row.currency for row in rows}):
+        currency = Currency(code)
+        if balance != balance.quantize(currency.quantum):
+            fail(
+                f"--balance {balance} is no amount in {currency} ({currency.minor_units} "
+                "decimals), the currency of customers of that database; give a whole amount"
+            )
+        minor[code] = int(balance.scaleb(currency.minor_units))
+    return [Account(row.id, Currency(row.currency), minor[row.currency]) for row in rows]
 
 
 def _faults(
@@ -344,7 +354,7 @@ def serve_command(
     async def main() -> None:
         from_db: list[Account] = []
         if accounts_from_db is not None:
-            from_db = await _accounts_from_db(accounts_from_db, int(balance_value.scaleb(2)))
+            from_db = await _accounts_from_db(accounts_from_db, balance_value)
         try:
             provider = SimulatedPaymentProvider(
                 state,

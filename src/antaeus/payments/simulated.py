@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final, Protocol
 
-from antaeus.domain.money import Currency, Money
+from antaeus.domain.money import ORIGINAL_CURRENCIES, Currency, Money
 from antaeus.payments.provider import (
     CannotTell,
     Charged,
@@ -711,7 +711,7 @@ class SimulatedPaymentProvider:
             share = _unit(self.seed, "balance", customer) * 0.9
             return Account(customer, currency, int(req.amount.minor * share))
         if profile == PROFILE_OTHER_CURRENCY:
-            others = [c for c in Currency if c != currency]
+            others = [c for c in ORIGINAL_CURRENCIES if c is not currency]
             other = others[int(_unit(self.seed, "currency", customer) * len(others))]
             return Account(customer, other, FUNDED_BALANCE_MINOR)
         return Account(customer, currency, FUNDED_BALANCE_MINOR)

@@ -103,7 +103,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from antaeus.domain.money import Currency, Money, MoneyError, parse_amount
+from antaeus.domain.money import (
+    CURRENCIES,
+    MAX_DIGITS,
+    Currency,
+    Money,
+    MoneyError,
+    parse_amount,
+)
 from antaeus.payments.provider import (
     Charged,
     ChargeRequest,
@@ -134,8 +141,14 @@ MAX_ADMIN_BODY: Final = 32 * 1024 * 1024
 MAX_ID: Final = 2**63 - 1
 MAX_KEY_LENGTH: Final = 255
 
-_CURRENCIES: Final = ", ".join(c.value for c in Currency)
-_VALUE_TEXT: Final = {c: re.compile(rf"[0-9]{{1,12}}\.[0-9]{{{c.minor_units}}}") for c in Currency}
+
+def _value_text(minor_units: int) -> re.Pattern[str]:
+    """A charge's amount: a non-negative decimal string with exactly `minor_units` decimals."""
+    whole = f"[0-9]{{1,{MAX_DIGITS - minor_units}}}"
+    return re.compile(whole if minor_units == 0 else rf"{whole}\.[0-9]{{{minor_units}}}")
+
+
+_VALUE_TEXT: Final = {n: _value_text(n) for n in {c.minor_units for c in CURRENCIES}}
 
 log = logging.getLogger("antaeus.provider")
 
@@ -179,13 +192,11 @@ def _id(doc: dict[str, Any], name: str, where: str = "") -> int:
 
 def _currency(value: object, field: str) -> Currency:
     if not isinstance(value, str):
-        raise InvalidInput(field, f"{field} must be a string, one of {_CURRENCIES}")
+        raise InvalidInput(field, f"{field} must be a string, an ISO 4217 code such as EUR")
     try:
         return Currency(value)
-    except ValueError:
-        raise InvalidInput(
-            field, f"{field}: unknown currency {value[:20]!r}; expected one of {_CURRENCIES}"
-        ) from None
+    except MoneyError as exc:
+        raise InvalidInput(field, f"{field}: {exc}") from None
 
 
 def check_key(raw: bytes | None) -> str:
@@ -236,7 +247,7 @@ def parse_charge(key: str, body: bytes) -> ChargeRequest:
         raise InvalidInput(
             "amount.value", 'amount.value must be a decimal string (like "89.52"), not a number'
         )
-    if not _VALUE_TEXT[currency].fullmatch(value):
+    if not _VALUE_TEXT[currency.minor_units].fullmatch(value):
         raise InvalidInput(
             "amount.value",
             f"amount.value {value[:40]!r} must be a non-negative decimal string with exactly "
@@ -249,7 +260,7 @@ def parse_charge(key: str, body: bytes) -> ChargeRequest:
 def _balance(value: object, field: str, currency: Currency) -> int:
     """A non-negative amount with at most the currency's decimals, in minor units."""
     try:
-        amount = parse_amount(value)
+        amount = parse_amount(value, currency)
     except MoneyError as exc:
         raise InvalidInput(field, f"{field}: {exc}") from None
     if amount < 0:
