@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
+from sqlalchemy.sql.operators import custom_op
 
 from antaeus.domain.invoice import attempt_key
 from antaeus.domain.money import Currency, Money
@@ -183,6 +185,11 @@ _RECORD_RUN_INVOICES = Batch(
 )
 
 
+def _unindexed(column: ColumnElement[str]) -> ColumnElement[str]:
+    """`+column`: the same value, which SQLite's planner will not look up by an index."""
+    return UnaryExpression(column, operator=custom_op("+"), type_=column.type)
+
+
 class ChargesRepository(RunsRepository[Conn]):
     # -- claims and write-ahead ---------------------------------------------
 
@@ -209,11 +216,16 @@ class ChargesRepository(RunsRepository[Conn]):
         claim (answers are recorded only for it); `exclude`: invoices the caller
         still has calls out for, whose leases it could not renew in time.
         """
+        # SQLite: the status terms must not pick an index (`+status`), or the planner
+        # takes ix_invoices_status_id and sorts every PENDING invoice for each claim
+        # (a claim's cost grew with the invoices waiting); it walks ix_invoices_in_run
+        # in eligible_at order instead, and stops at `limit`.
+        status = invoices.c.status if self.is_pg else _unindexed(invoices.c.status)
         claimable = and_(
             invoices.c.run_id.is_not(None),
             or_(
-                and_(invoices.c.status == PENDING, invoices.c.eligible_at <= now),
-                and_(invoices.c.status == PROCESSING, invoices.c.lease_expires_at <= now),
+                and_(status == PENDING, invoices.c.eligible_at <= now),
+                and_(status == PROCESSING, invoices.c.lease_expires_at <= now),
             ),
             or_(invoices.c.attempt_open_since.is_(None), invoices.c.attempt_open_since > cut),
         )
