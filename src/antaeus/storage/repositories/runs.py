@@ -206,6 +206,18 @@ class RunsRepository(BillingBase[Conn]):
         rows = await self.conn.execute(query.order_by(billing_runs.c.id).limit(limit))
         return [RunRow(r.id, r.trigger, r.status, r.started_at, r.completed_at) for r in rows]
 
+    async def open_members(self, run_id: int) -> int:
+        """How many of the run's invoices have no outcome yet (on ix_run_invoices_open:
+        it costs what is left, where `run_stats` reads every membership)."""
+        return int(
+            await self.conn.scalar(
+                select(func.count()).where(
+                    run_invoices.c.run_id == run_id, run_invoices.c.outcome.is_(None)
+                )
+            )
+            or 0
+        )
+
     async def run_stats(self, run_ids: Sequence[int]) -> dict[int, RunStats]:
         """Counts per outcome and amounts collected per currency, for each run."""
         stats = {
