@@ -297,10 +297,10 @@ class ChargesRepository(RunsRepository[Conn]):
                     "b_number": c.attempt,
                     "b_key": c.idempotency_key,
                     "b_run": c.run_id,
-                    "b_now": now,
                 }
                 for c in claimed
             ],
+            {"b_now": now},
         )
         return claimed
 
@@ -422,7 +422,6 @@ class ChargesRepository(RunsRepository[Conn]):
             [
                 {
                     "b_id": r.invoice_id,
-                    "b_owner": owner,
                     "b_token": r.lease_token,
                     "b_status": r.status,
                     "b_last_failure": r.last_failure,
@@ -433,13 +432,16 @@ class ChargesRepository(RunsRepository[Conn]):
                     "b_unknown_repeats": r.unknown_repeats,
                     "b_run_unknown_since": r.run_unknown_since,
                     "b_run_id": None if r.run_outcome else r.run_id,
-                    "b_no_owner": None,
-                    "b_no_lease": None,
-                    "b_no_token": None,
-                    "b_now": now,
                 }
                 for r in rows
             ],
+            {
+                "b_owner": owner,
+                "b_no_owner": None,
+                "b_no_lease": None,
+                "b_no_token": None,
+                "b_now": now,
+            },
         )
         if changed not in (-1, len(rows)):
             # callers pass only invoices `still_owned` locked for them: this is a bug
@@ -466,18 +468,19 @@ class ChargesRepository(RunsRepository[Conn]):
                     "b_run": r.run_id,
                     "b_outcome": r.attempt_outcome,
                     "b_charge_id": r.charge_id,
-                    "b_now": now,
                 }
                 for r in rows
             ],
+            {"b_now": now},
         )
         leaving = [r for r in rows if r.run_outcome]
         await _RECORD_RUN_INVOICES.executemany(
             self.conn,
             [
-                {"b_run": r.run_id, "b_id": r.invoice_id, "b_outcome": r.run_outcome, "b_now": now}
+                {"b_run": r.run_id, "b_id": r.invoice_id, "b_outcome": r.run_outcome}
                 for r in leaving
             ],
+            {"b_now": now},
         )
         await self.add_events(
             [(r.event_type, r.invoice_id, r.run_id, r.event_payload) for r in rows], now

@@ -93,10 +93,8 @@ class BillingBase(Generic[Conn]):
     ) -> None:
         await _INSERT_EVENTS.executemany(
             self.conn,
-            [
-                {"b_type": t, "b_invoice": i, "b_run": r, "b_payload": p, "b_now": now}
-                for t, i, r, p in items
-            ],
+            [{"b_type": t, "b_invoice": i, "b_run": r, "b_payload": p} for t, i, r, p in items],
+            {"b_now": now},
         )
 
 
