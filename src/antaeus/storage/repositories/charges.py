@@ -271,23 +271,41 @@ class ChargesRepository(RunsRepository[Conn]):
                 invoices.c.attempt_sends,
             )
         )
+        currencies: dict[str, Currency] = {}  # one lookup per currency, not per invoice
         claimed = [
             Claimed(
-                invoice_id=r.id,
-                customer_id=r.customer_id,
-                amount=Money.from_minor(r.amount_minor, Currency(r.currency)),
-                run_id=r.run_id,
-                attempt=r.attempt_count,
-                idempotency_key=attempt_key(installation_id, r.id, r.attempt_count),
-                attempt_open_since=r.attempt_open_since,
-                due_at=r.due_at,
-                dunning_count=r.dunning_count,
-                unknown_repeats=r.unknown_repeats,
-                run_unknown_since=r.run_unknown_since,
-                lease_token=token,
-                sends=r.attempt_sends,
+                invoice_id,
+                customer_id,
+                Money.from_minor(
+                    amount_minor,
+                    currencies.get(currency) or currencies.setdefault(currency, Currency(currency)),
+                ),
+                run_id,
+                attempt,
+                attempt_key(installation_id, invoice_id, attempt),
+                open_since,
+                due_at,
+                dunning_count,
+                unknown_repeats,
+                run_unknown_since,
+                token,
+                sends,
             )
-            for r in result
+            # (positional: a tuple unpacked costs a fraction of a Row's attributes)
+            for (
+                invoice_id,
+                customer_id,
+                currency,
+                amount_minor,
+                run_id,
+                attempt,
+                open_since,
+                due_at,
+                dunning_count,
+                unknown_repeats,
+                run_unknown_since,
+                sends,
+            ) in result
         ]
         await _UPSERT_ATTEMPTS[self.conn.dialect.name].executemany(
             self.conn,
