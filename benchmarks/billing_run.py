@@ -9,7 +9,9 @@
     python benchmarks/billing_run.py --vs-celery --latency-ms 50 --runs 5
 
 Workers are real `antaeus worker` processes; the provider always succeeds (failure
-rate 0). The floor settles the same number of fresh invoices with the bare minimum
+rate 0). The simulated provider runs in each worker's process with its state in a
+file (ANTAEUS_SIMULATED_STATE), not `:memory:`, so the RSS printed is the engine's.
+The floor settles the same number of fresh invoices with the bare minimum
 of SQL: one batched status update and one batched attempt insert per thousand.
 Prints invoices/s, the floor, their ratio, and the workers' peak RSS. A PostgreSQL
 database given here is dropped and re-created.
@@ -435,6 +437,12 @@ async def main() -> None:
     print(
         f"database: {kind}; invoices: {args.invoices:,}; workers: {args.workers}; "
         f"provider latency: {args.latency_ms:g} ms"
+    )
+    # in a file: a `:memory:` store holds every key and charge of the run in the
+    # worker's own memory (its RSS then measures the simulator, not the engine)
+    print(
+        "simulated provider in the worker's process, its state in a file: "
+        + env["ANTAEUS_SIMULATED_STATE"]
     )
     print(
         f"billing: {elapsed:.1f} s ({opened:.2f} s opening the run) = {rate:,.0f} invoices/s; "

@@ -26,9 +26,10 @@ grow with the history):
   of work in progress, not history);
 - a search of `ix_invoices_status_id` by status alone for any status but
   `PROCESSING` (every PENDING or PAID invoice is a scan that grows with the
-  table; PROCESSING ones are bounded by the leases in flight). Not yet checked
-  for the worker's claim, which is being reworked: unanalyzed, both planners
-  serve it from ix_invoices_status_id and sort; the first two rules hold for it.
+  table; PROCESSING ones are bounded by the leases in flight). For the worker's
+  claim, checked on SQLite only (it walks ix_invoices_in_run there): unanalyzed,
+  PostgreSQL serves it from ix_invoices_status_id and sorts; the first two rules
+  hold for it on both.
 """
 
 from __future__ import annotations
@@ -352,7 +353,7 @@ async def explain_all(db: Database, capture: Captured) -> dict[str, tuple[str, l
                 continue
             if head == "INSERT" and " SELECT " not in sql.upper():
                 continue  # a plain INSERT ... VALUES reads nothing
-            strict = not is_claim(sql)
+            strict = db.dialect == "sqlite" or not is_claim(sql)
             if db.dialect == "postgresql":
                 rows = await conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql, parameters)
                 raw = rows.scalar_one()

@@ -652,12 +652,12 @@ class Worker:
         self.stats.recorded += len(mine) + len(mine_refused)  # a refusal is recorded too
         self.stats.released += sum(1 for a in releases if id(a) in kept)
         keys = {a.claimed.invoice_id: a.claimed.idempotency_key for a in outcomes}
+        # the counters once per outcome of the batch, not once per invoice
+        for outcome, n in collections.Counter(r.attempt_outcome for r in mine).items():
+            metrics.CHARGES.labels(outcome).inc(n)
+            self.stats.by_outcome[outcome] = self.stats.by_outcome.get(outcome, 0) + n
         info = self.log.info
         for r in mine:
-            metrics.CHARGES.labels(r.attempt_outcome).inc()
-            self.stats.by_outcome[r.attempt_outcome] = (
-                self.stats.by_outcome.get(r.attempt_outcome, 0) + 1
-            )
             # one line per state change (after commit); never a token or a secret
             info(
                 "invoice_answered",

@@ -11,7 +11,14 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from antaeus import exactjson
@@ -27,6 +34,7 @@ from antaeus.payments.factory import ProviderConfigError, build_provider
 from antaeus.security import mask_url, scrub
 from antaeus.storage import migrate
 from antaeus.storage.database import Database
+from antaeus.storage.repositories.billing import BillingRepository
 
 OUTCOMES = ("paid", "failed", "review", "rescheduled", "void")
 
@@ -142,24 +150,40 @@ def _summary(run_json: dict[str, Any]) -> Table:
     return table
 
 
-async def _follow(
-    fetch: Callable[[], Awaitable[dict[str, Any]]],
-    wait_seconds: float,
-    stop: asyncio.Event,
-    tick: Callable[[], Awaitable[None]] | None = None,
-) -> dict[str, Any]:
-    """Show a progress bar until the run completes, `timeout` passes or `stop` is set;
-    answers the run's last state."""
-    deadline = time.monotonic() + wait_seconds
-    state = await fetch()
-    columns = (
+def _columns() -> tuple[ProgressColumn, ...]:
+    return (
         TextColumn("run {task.fields[run]}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=err, transient=False) as bar:
+
+
+#: (status, invoices without an outcome, paused reason) of the run being followed
+RunProgress = tuple[str, int, str | None]
+
+
+async def _follow(
+    fetch: Callable[[], Awaitable[dict[str, Any]]],
+    wait_seconds: float,
+    stop: asyncio.Event,
+    tick: Callable[[], Awaitable[None]] | None = None,
+    progress: Callable[[], Awaitable[RunProgress]] | None = None,
+) -> dict[str, Any]:
+    """Show a progress bar until the run completes, `timeout` passes or `stop` is set;
+    answers the run's last state.
+
+    `progress`, when given, is polled instead of `fetch` (which counts every
+    membership of the run and sums what it collected: its cost grows with the
+    run), and `fetch` is called once more at the end.
+    """
+    deadline = time.monotonic() + wait_seconds
+    state = await fetch()
+    if progress is not None:
+        state = await _follow_progress(state, progress, deadline, stop, tick)
+        return await fetch()
+    with Progress(*_columns(), console=err, transient=False) as bar:
         task = bar.add_task("billing", total=state["counts"]["due"], run=state["id"], detail="")
         last_poll = 0.0
         while True:
@@ -171,6 +195,36 @@ async def _follow(
                 detail = f"paused: {state['pausedReason']}" if state["pausedReason"] else ""
                 bar.update(task, total=counts["due"], completed=done, detail=detail)
                 if state["status"] == "completed" or time.monotonic() >= deadline:
+                    return state
+            if stop.is_set():
+                return state
+            if tick is not None:
+                await tick()
+            else:
+                await asyncio.sleep(0.25)
+
+
+async def _follow_progress(
+    state: dict[str, Any],
+    progress: Callable[[], Awaitable[RunProgress]],
+    deadline: float,
+    stop: asyncio.Event,
+    tick: Callable[[], Awaitable[None]] | None,
+) -> dict[str, Any]:
+    """`_follow`'s bar from `progress` (the run's members do not change while it runs)."""
+    due = state["counts"]["due"]
+    with Progress(*_columns(), console=err, transient=False) as bar:
+        task = bar.add_task("billing", total=due, run=state["id"], detail="")
+        next_poll = 0.0
+        while True:
+            if time.monotonic() >= next_poll:
+                started = time.monotonic()
+                status, left, paused = await progress()
+                # counting what is left costs what is left: at most a tenth of the time
+                next_poll = started + max(0.25, 10 * (time.monotonic() - started))
+                detail = f"paused: {paused}" if paused else ""
+                bar.update(task, completed=due - left, detail=detail)
+                if status == "completed" or time.monotonic() >= deadline:
                     return state
             if stop.is_set():
                 return state
@@ -209,6 +263,14 @@ async def _bill_direct(
             async with db.read() as conn:
                 return (await runs_json(conn, [run_id]))[0]
 
+        async def progress() -> RunProgress:
+            async with db.read() as conn:
+                repo = BillingRepository(conn)
+                run = await repo.get_run(run_id)
+                paused, _ = await repo.pause_state()
+                left = await repo.open_members(run_id)
+            return (run.status if run else "completed", left, paused)
+
         stop = asyncio.Event()  # set by a signal, the run's end or the timeout
         charging = asyncio.create_task(w.run(stop))
 
@@ -218,7 +280,7 @@ async def _bill_direct(
             await asyncio.sleep(0.1)
 
         try:
-            await _follow(fetch, wait_seconds, stopping.event, tick)
+            await _follow(fetch, wait_seconds, stopping.event, tick, progress)
         finally:
             stop.set()  # the worker records the calls in flight, then returns
             await charging

@@ -457,14 +457,12 @@ def _verdict(
 
 
 def _code(request: ChargeRequest | ChargeLookup) -> str:
-    currency = request.amount.currency
-    return str(getattr(currency, "value", currency))
+    return request.amount.currency.code
 
 
-def _decimals(request: ChargeRequest | ChargeLookup) -> int | None:
-    """The ISO minor units Antaeus's Money holds for the currency (None: look them up)."""
-    units = getattr(request.amount.currency, "minor_units", None)
-    return units if isinstance(units, int) else None
+def _decimals(request: ChargeRequest | ChargeLookup) -> int:
+    """The ISO minor units Antaeus's Money holds the amount in."""
+    return request.amount.currency.minor_units
 
 
 def _data(obj: object) -> Mapping[str, Any]:

@@ -10,10 +10,11 @@ None, aware datetimes).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import types as sqltypes
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import Compiled
@@ -32,12 +33,25 @@ def sqlite_datetime(value: datetime) -> str:
     return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
 
 
+def _sqlite_value(value: Any) -> Any:
+    """A value of a column whose type is not known here, as SQLite is given it."""
+    return sqlite_datetime(value) if isinstance(value, datetime) else value
+
+
+def _sqlite_moment(value: datetime | None) -> str | None:
+    return None if value is None else sqlite_datetime(value)
+
+
+_Rower = Callable[[Mapping[str, Any], Sequence[Any]], tuple[Any, ...]]
+
+
 class Batch:
     def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
-        self._compiled: dict[str, tuple[str, list[str], dict[str, Any]]] = {}
+        self._compiled: dict[str, tuple[str, list[str], dict[str, Any], set[str]]] = {}
+        self._rowers: dict[tuple[str, frozenset[str]], tuple[_Rower, list[str]]] = {}
 
-    def _compile(self, dialect: Dialect) -> tuple[str, list[str], dict[str, Any]]:
+    def _compile(self, dialect: Dialect) -> tuple[str, list[str], dict[str, Any], set[str]]:
         found = self._compiled.get(dialect.name)
         if found is None:
             compiled: Compiled = self.statement.compile(dialect=dialect)
@@ -46,23 +60,60 @@ class Batch:
             constants = {
                 k: v for k, v in compiled.params.items() if k in binds and not binds[k].required
             }
-            found = self._compiled[dialect.name] = (str(compiled), order, constants)
+            # parameters of a date-time column (the others are never given a datetime)
+            moments = {
+                k for k in order if k in binds and binds[k].type._type_affinity is sqltypes.DateTime
+            }
+            untyped = {k for k in order if k not in binds or binds[k].type._isnull}
+            found = (str(compiled), order, constants, moments - untyped)
+            self._compiled[dialect.name] = found
         return found
 
-    async def executemany(self, conn: WriteConnection, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Run the statement once per row; a name missing from a row takes the literal value.
+    def _rower(self, dialect: Dialect, names: frozenset[str]) -> tuple[_Rower, list[str]]:
+        """A function making one row's parameter tuple from its mapping and the shared
+        values, written once per dialect and set of per-row names (at the speed of a
+        tuple display, not a loop per value); and the names of the shared values."""
+        key = (dialect.name, names)
+        found = self._rowers.get(key)
+        if found is None:
+            _sql, order, _constants, moments = self._compile(dialect)
+            sqlite = dialect.name == "sqlite"
+            shared = [k for k in order if k not in names]
+            parts = []
+            for k in order:
+                if k not in names:
+                    parts.append(f"s[{shared.index(k)}]")
+                elif sqlite and k in moments:
+                    parts.append(f"m(r[{k!r}])")
+                elif sqlite:
+                    parts.append(f"v(r[{k!r}])")
+                else:
+                    parts.append(f"r[{k!r}]")
+            source = f"lambda r, s: ({', '.join(parts)},)"
+            rower = eval(source, {"m": _sqlite_moment, "v": _sqlite_value})  # noqa: S307
+            found = self._rowers[key] = (rower, shared)
+        return found
+
+    async def executemany(
+        self,
+        conn: WriteConnection,
+        rows: Sequence[Mapping[str, Any]],
+        shared: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Run the statement once per row; a name missing from a row takes its value in
+        `shared` (the same for every row), else the statement's literal value. Every
+        row must have the same names.
 
         Answers the rows affected when the driver reports it (SQLite), else -1.
         """
         if not rows:
             return 0
-        sql, order, constants = self._compile(conn.dialect)
-        sqlite = conn.dialect.name == "sqlite"
-        params = []
-        for row in rows:
-            values = [row[k] if k in row else constants[k] for k in order]
-            if sqlite:
-                values = [sqlite_datetime(v) if isinstance(v, datetime) else v for v in values]
-            params.append(tuple(values))
+        sql, _order, constants, _moments = self._compile(conn.dialect)
+        rower, names = self._rower(conn.dialect, frozenset(rows[0]))
+        values = {**constants, **(shared or {})}
+        common = [values[k] for k in names]
+        if conn.dialect.name == "sqlite":
+            common = [_sqlite_value(v) for v in common]
+        params = [rower(row, common) for row in rows]
         result = await conn.exec_driver_sql(sql, params)
         return int(result.rowcount) if result.rowcount is not None else -1

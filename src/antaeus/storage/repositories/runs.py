@@ -93,10 +93,8 @@ class BillingBase(Generic[Conn]):
     ) -> None:
         await _INSERT_EVENTS.executemany(
             self.conn,
-            [
-                {"b_type": t, "b_invoice": i, "b_run": r, "b_payload": p, "b_now": now}
-                for t, i, r, p in items
-            ],
+            [{"b_type": t, "b_invoice": i, "b_run": r, "b_payload": p} for t, i, r, p in items],
+            {"b_now": now},
         )
 
 
@@ -205,6 +203,18 @@ class RunsRepository(BillingBase[Conn]):
             query = query.where(billing_runs.c.status == status)
         rows = await self.conn.execute(query.order_by(billing_runs.c.id).limit(limit))
         return [RunRow(r.id, r.trigger, r.status, r.started_at, r.completed_at) for r in rows]
+
+    async def open_members(self, run_id: int) -> int:
+        """How many of the run's invoices have no outcome yet (on ix_run_invoices_open:
+        it costs what is left, where `run_stats` reads every membership)."""
+        return int(
+            await self.conn.scalar(
+                select(func.count()).where(
+                    run_invoices.c.run_id == run_id, run_invoices.c.outcome.is_(None)
+                )
+            )
+            or 0
+        )
 
     async def run_stats(self, run_ids: Sequence[int]) -> dict[int, RunStats]:
         """Counts per outcome and amounts collected per currency, for each run."""
