@@ -61,10 +61,13 @@ def cores() -> int:
 def default_processes(database_url: str) -> int:
     """How many worker processes `--processes` / `--workers` mean when not given.
 
-    PostgreSQL: one per core. SQLite: one, because a SQLite file has one writer
-    at a time and the worker's time goes mostly to its writes: measured with
-    `benchmarks/billing_run.py --processes`, a second process on the same file
-    bills no faster (see README, Performance); ask for more explicitly.
+    PostgreSQL: one per core (claims with SKIP LOCKED, writers in parallel).
+    SQLite: one. The file has one writer at a time, so N processes take turns
+    at every claim and record (across processes they wait in SQLite's busy
+    handler, which sleeps up to 100 ms a try); measured with
+    `benchmarks/billing_run.py --processes`, a second process on one file
+    gained nothing beyond the noise (README, Performance). More is safe: ask
+    for it explicitly.
     """
     if normalize_database_url(database_url).startswith("sqlite"):
         return 1
