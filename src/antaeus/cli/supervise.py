@@ -15,7 +15,7 @@ The socket pair (fd number in `ANTAEUS_SUPERVISOR_FD`) carries two things:
   the children's figures up into the one line it prints.
 
 Children run in their own session, so a Ctrl-C at the terminal reaches only
-the parent, which forwards the signal once to every child. A child that dies
+the parent, which sends every child SIGTERM once. A child that dies
 while the parent is not stopping is restarted after a backoff (with a log
 line); `MAX_CRASHES` deaths within `CRASH_WINDOW_SECONDS` make the parent give
 up: it stops the others gracefully and exits 1 with an error. The invoices a
@@ -166,15 +166,14 @@ class _Child:
 class Supervisor:
     """Runs `count` copies of `python -m antaeus ARGS` and keeps them running.
 
-    `run(stop)` returns when `stop` is set (after forwarding `signal_to_send`
-    and waiting for every child) or when the children crashed too often
+    `run(stop)` returns when `stop` is set (after sending every child SIGTERM
+    and waiting for them) or when the children crashed too often
     (`failure` then says why). `totals` holds the figures the children reported.
     """
 
     args: list[str]
     count: int
     name: str = "worker"
-    signal_to_send: int = signal.SIGTERM
     totals: WorkerStats = field(default_factory=WorkerStats)
     failure: str | None = None
     restarts: int = 0
@@ -210,15 +209,20 @@ class Supervisor:
             self._spawn(number)
 
     def forward(self, sig: int) -> None:
-        """Ask every child to stop (once); later calls do nothing."""
+        """Ask every child to stop (once); later calls do nothing.
+
+        Whatever the parent received (`sig`), the children get SIGTERM: a child
+        still starting (no handler yet) then ends silently, where SIGINT would
+        print a KeyboardInterrupt traceback from the middle of its imports.
+        """
+        del sig
         if self._stopping:
             return
         self._stopping = True
-        self.signal_to_send = sig
         for child in self._children.values():
             if child.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    child.process.send_signal(sig)
+                    child.process.send_signal(signal.SIGTERM)
 
     def _collect(self, child: _Child) -> bool:
         """Read what an exited child reported; answers whether it reported."""
@@ -243,7 +247,7 @@ class Supervisor:
         restart_at: dict[int, float] = {}
         while True:
             if stop.is_set() and not self._stopping:
-                self.forward(self.signal_to_send)
+                self.forward(signal.SIGTERM)
             for number, child in list(self._children.items()):
                 code = child.process.poll()
                 if code is None:
@@ -300,5 +304,5 @@ class Supervisor:
             return
         stop = asyncio.Event()
         stop.set()
-        self.forward(self.signal_to_send)
+        self.forward(signal.SIGTERM)
         await self.run(stop)
