@@ -7,6 +7,7 @@
     python benchmarks/billing_run.py --relay-compare --invoices 20000   # relay's cost
     python benchmarks/billing_run.py --vs-celery                        # against the Celery peer
     python benchmarks/billing_run.py --vs-celery --latency-ms 50 --runs 5
+    python benchmarks/billing_run.py --processes 2 --invoices 20000     # antaeus bill, 2 processes
 
 Workers are real `antaeus worker` processes; the provider always succeeds (failure
 rate 0). The simulated provider runs in each worker's process with its state in a
@@ -15,6 +16,9 @@ The floor settles the same number of fresh invoices with the bare minimum
 of SQL: one batched status update and one batched attempt insert per thousand.
 Prints invoices/s, the floor, their ratio, and the workers' peak RSS. A PostgreSQL
 database given here is dropped and re-created.
+
+--processes N times `antaeus bill --processes N` as a whole process instead (it opens
+the run, its N worker processes charge it, it prints its summary and exits).
 
 --relay-compare bills twice (fresh invoices each time): once with `worker --no-relay`,
 once with the worker's relay on and one webhook endpoint (a local receiver in another
@@ -177,6 +181,20 @@ async def bill(
         for w in workers:
             w.wait(30)
     return elapsed, opened, rss
+
+
+def bill_command(processes: int, env: dict[str, str], work: Path) -> float:
+    """`antaeus bill --processes N`, timed as a whole process (seconds)."""
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "antaeus", "bill", "--processes", str(processes)],
+        env=env,
+        cwd=work,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - started
 
 
 async def undelivered(db: Database) -> int:
@@ -351,6 +369,12 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=None, help="calls in flight per worker")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--latency-ms", type=float, default=0)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="time `antaeus bill --processes N` (a whole process) instead of `antaeus worker`s",
+    )
     parser.add_argument("--no-floor", action="store_true")
     parser.add_argument(
         "--relay-compare",
@@ -427,15 +451,20 @@ async def main() -> None:
         await relay_compare(db, args, env, work, url)
         await db.dispose()
         return
-    elapsed, opened, rss = await bill(db, args.workers, env, work)
+    if args.processes:
+        elapsed = bill_command(args.processes, env, work)
+        opened, rss = float("nan"), []
+    else:
+        elapsed, opened, rss = await bill(db, args.workers, env, work)
     async with db.read() as conn:
         paid = await conn.scalar(
             select(func.count()).select_from(invoices).where(invoices.c.status == "PAID")
         )
     rate = args.invoices / elapsed
     kind = url.split("://")[0].split("+")[0]
+    who = f"antaeus bill --processes {args.processes}" if args.processes else "workers"
     print(
-        f"database: {kind}; invoices: {args.invoices:,}; workers: {args.workers}; "
+        f"database: {kind}; invoices: {args.invoices:,}; {who}; workers: {args.workers}; "
         f"provider latency: {args.latency_ms:g} ms"
     )
     # in a file: a `:memory:` store holds every key and charge of the run in the
@@ -457,7 +486,8 @@ async def main() -> None:
         print(
             f"ideal at this latency and concurrency: {ideal:,.0f}/s -> {rate / ideal:.0%} of ideal"
         )
-    print(f"worker peak RSS: {', '.join(f'{r:.0f} MB' for r in rss)}")
+    if rss:
+        print(f"worker peak RSS: {', '.join(f'{r:.0f} MB' for r in rss)}")
     if not args.no_floor:
         antaeus(
             "seed",

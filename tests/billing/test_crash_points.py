@@ -45,7 +45,7 @@ def start_worker(
         env["ANTAEUS_FAILPOINT"] = failpoint
     with log.open("ab") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "antaeus", "worker", "--concurrency", "10"],
+            [sys.executable, "-m", "antaeus", "worker", "--processes", "1", "--concurrency", "10"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=sink,

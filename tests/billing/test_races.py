@@ -109,7 +109,7 @@ def _worker_process(url: str, state: Path, log: Path) -> subprocess.Popen[bytes]
     }
     with log.open("ab") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "antaeus", "worker", "--concurrency", "25"],
+            [sys.executable, "-m", "antaeus", "worker", "--processes", "1", "--concurrency", "25"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=sink,

@@ -460,7 +460,7 @@ async def _run(config: ChaosConfig, report: ChaosReport, workdir: Path, url: str
         workdir / "api.log",
     )
     workers = [
-        Process(f"worker-{i}", ["worker"], env, workdir / f"worker-{i}.log")
+        Process(f"worker-{i}", ["worker", "--processes", "1"], env, workdir / f"worker-{i}.log")
         for i in range(0 if embedded else config.workers)
     ]
     everything = [simulator, api, *workers]

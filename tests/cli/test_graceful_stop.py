@@ -109,7 +109,7 @@ def test_a_busy_serve_finishes_what_is_in_flight_and_hands_back_the_rest(cli: Cl
     _slow_provider(cli)
     cli.env["ANTAEUS_API_TOKEN"] = "ant_graceful_stop_test_token_0123456789abc"
     cli.ok("seed", "--seed", "11", "--customers", "200", "--invoices-per-customer", "1")
-    with serving(cli) as server:  # its scheduler opens a run of 200 at once
+    with serving(cli, "--workers", "1") as server:  # its scheduler opens a run of 200
         _wait_for_paid(cli, 5)
         lines = _signal_and_wait(server.process, server.stderr_path, signal.SIGINT)
     assert server.process.returncode == 0, server.stderr()
@@ -126,7 +126,7 @@ def test_a_busy_worker_stops_with_one_line(cli: Cli) -> None:
     _slow_provider(cli)
     cli.ok("seed", "--seed", "12", "--customers", "200", "--invoices-per-customer", "1")
     with serving(cli, "--no-worker") as server:  # the scheduler opens the run
-        with started(cli, "worker", name="worker") as (process, stderr):
+        with started(cli, "worker", "--processes", "1", name="worker") as (process, stderr):
             _wait_for_paid(cli, 5)
             lines = _signal_and_wait(process, stderr, signal.SIGINT)
         assert process.returncode == 0, stderr.read_text()
@@ -140,7 +140,7 @@ def test_a_busy_worker_stops_with_one_line(cli: Cli) -> None:
 def test_bill_interrupted_leaves_the_run_open_with_one_line(cli: Cli) -> None:
     _slow_provider(cli)
     cli.ok("seed", "--seed", "13", "--customers", "200", "--invoices-per-customer", "1")
-    with started(cli, "bill", name="bill") as (process, stderr):
+    with started(cli, "bill", "--processes", "1", name="bill") as (process, stderr):
         _wait_for_paid(cli, 5)
         time.sleep(0.3)  # the progress bar has drawn
         lines = _signal_and_wait(process, stderr, signal.SIGINT)

@@ -27,6 +27,7 @@ from antaeus.billing.service import open_run
 from antaeus.billing.worker import Worker, WorkerStats, worker_settings
 from antaeus.cli.common import err, fail, load_settings, out, prepare, run, serve_metrics
 from antaeus.cli.stopping import GracefulStop, stopped_line
+from antaeus.cli.supervise import SupervisedChild, Supervisor, default_processes
 from antaeus.clock import SystemClock
 from antaeus.config import Settings
 from antaeus.notify.factory import build_relay
@@ -87,21 +88,48 @@ def worker(
         bool,
         typer.Option("--no-relay", help="do not deliver events (webhooks, RabbitMQ) from here"),
     ] = False,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=1024,
+            help="worker processes under this one (default: one per core on PostgreSQL, "
+            "1 on SQLite and with --metrics-port)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Charge the invoices of open runs (run as many as you like, on any machine).
 
     It also relays the outbox's events to their destinations, unless --no-relay.
 
     Stops gracefully on SIGTERM: finishes the calls in flight, records them, exits.
+    With --processes N above 1 it supervises N worker processes: it forwards the
+    signal to them, restarts one that dies, and prints one line for all of them.
     """
     settings = load_settings()
+    count = processes or (1 if metrics_port else default_processes(settings.DATABASE_URL))
+    if count > 1:
+        if metrics_port:
+            fail("--metrics-port serves one process's metrics: use it with --processes 1")
+        args = ["worker", "--processes", "1"]
+        args += ["--concurrency", str(concurrency)] if concurrency else []
+        args += ["--no-relay"] if no_relay else []
+        stats, failure = run(_supervise_workers(settings, count, args, concurrency))
+        if failure is not None:
+            fail(failure)
+        err.print(stopped_line(stats), highlight=False, soft_wrap=True)
+        return
     if metrics_port:
         serve_metrics(metrics_port, settings.HOST)
+    supervised = SupervisedChild.from_environment()
 
     async def main() -> WorkerStats:
         stopping = GracefulStop()
         stopping.install()
         stop = stopping.event
+        if supervised is not None:
+            supervised.watch_parent(lambda: stopping.request(signal.SIGTERM))
         db = Database.from_settings(settings)
         try:
             provider = build_provider(settings, concurrency)
@@ -134,7 +162,43 @@ def worker(
             await provider.aclose()
             await db.dispose()
 
-    err.print(stopped_line(run(main())), highlight=False, soft_wrap=True)
+    stats = run(main())
+    if supervised is not None:  # the supervisor prints one line for all its workers
+        supervised.report(stats)
+        return
+    err.print(stopped_line(stats), highlight=False, soft_wrap=True)
+
+
+async def _check_provider(settings: Settings, concurrency: int | None = None) -> None:
+    """Fail now on a provider misconfiguration, rather than in every worker process."""
+    try:
+        provider = build_provider(settings, concurrency)
+    except ProviderConfigError as exc:
+        fail(str(exc))
+    await provider.aclose()
+
+
+async def _supervise_workers(
+    settings: Settings, count: int, args: list[str], concurrency: int | None
+) -> tuple[WorkerStats, str | None]:
+    """`worker --processes N`: wait for the schema here (once), then run N workers."""
+    stopping = GracefulStop()
+    stopping.install()
+    await _check_provider(settings, concurrency)
+    db = Database.from_settings(settings)
+    try:
+        await _wait_for_schema(db, stopping.event)
+    finally:
+        await db.dispose()  # before the children start: they open their own
+    supervisor = Supervisor(args, count)
+    if stopping.requested:
+        return supervisor.totals, None
+    stopping.listen(supervisor.forward)
+    try:
+        await supervisor.run(stopping.event)
+    finally:
+        await supervisor.aclose()
+    return supervisor.totals, supervisor.failure
 
 
 def _summary(run_json: dict[str, Any]) -> Table:
@@ -235,7 +299,7 @@ async def _follow_progress(
 
 
 async def _bill_direct(
-    settings: Settings, wait_seconds: float
+    settings: Settings, wait_seconds: float, processes: int
 ) -> tuple[dict[str, Any], GracefulStop, WorkerStats]:
     stopping = GracefulStop()
     stopping.install()
@@ -245,19 +309,13 @@ async def _bill_direct(
     except ProviderConfigError as exc:
         fail(str(exc))
     clock = SystemClock()
+    supervisor: Supervisor | None = None
     try:
         await prepare(db, allow_migrate=True)
         opened = await open_run(db, clock, settings.policy(), "cli")
         if opened is None:  # only a run that may be skipped is ever None
             fail("no run was opened")
         run_id: int = opened
-        w = Worker(
-            db,
-            provider,
-            clock,
-            settings.policy(provider.deduplicates_keys),
-            worker_settings(settings),
-        )
 
         async def fetch() -> dict[str, Any]:
             async with db.read() as conn:
@@ -272,23 +330,48 @@ async def _bill_direct(
             return (run.status if run else "completed", left, paused)
 
         stop = asyncio.Event()  # set by a signal, the run's end or the timeout
-        charging = asyncio.create_task(w.run(stop))
+        if processes > 1:
+            # The run is open (once, here); N worker processes charge it and
+            # this process follows it (its provider only checked the settings).
+            supervisor = Supervisor(["worker", "--processes", "1", "--no-relay"], processes)
+            stopping.listen(supervisor.forward)
+            charging = asyncio.create_task(supervisor.run(stop))
+            w = None
+        else:
+            w = Worker(
+                db,
+                provider,
+                clock,
+                settings.policy(provider.deduplicates_keys),
+                worker_settings(settings),
+            )
+            charging = asyncio.create_task(w.run(stop))
 
         async def tick() -> None:
             if charging.done():
                 charging.result()  # the worker failed: say why rather than wait
+                if supervisor is not None and supervisor.failure:
+                    fail(supervisor.failure)
             await asyncio.sleep(0.1)
 
         try:
             await _follow(fetch, wait_seconds, stopping.event, tick, progress)
         finally:
-            stop.set()  # the worker records the calls in flight, then returns
+            stop.set()  # the workers record the calls in flight, then return
             await charging
-        return await fetch(), stopping, w.stats
+            if supervisor is not None:
+                await supervisor.aclose()
+        if supervisor is not None and supervisor.failure:
+            fail(supervisor.failure)
+        return await fetch(), stopping, w.stats if w is not None else supervisor_totals(supervisor)
     finally:
         stopping.uninstall()
         await provider.aclose()
         await db.dispose()
+
+
+def supervisor_totals(supervisor: Supervisor | None) -> WorkerStats:
+    return supervisor.totals if supervisor is not None else WorkerStats()
 
 
 async def _bill_remote(
@@ -329,10 +412,21 @@ def bill(
     timeout: Annotated[
         float, typer.Option(min=1, help="seconds to wait for the run to complete")
     ] = 900,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=1024,
+            help="worker processes charging the run (default: one per core on PostgreSQL, "
+            "1 on SQLite); not with --url",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Open a billing run now and follow it to completion, with a summary.
 
-    Without --url it charges in this process, directly on the database. Exits 0
+    Without --url it charges directly on the database, in this process or (with
+    --processes N above 1) in N worker processes it supervises. Exits 0
     when the run completed (whatever the declines), 1 when it is still open after
     --timeout (the run goes on) or on errors, 130 (143) when Ctrl-C (SIGTERM)
     stopped it first: the calls in flight are recorded and the run stays open.
@@ -346,7 +440,8 @@ def bill(
         state, stopping = run(_bill_remote(url, token, timeout))
         stats = None
     else:
-        state, stopping, stats = run(_bill_direct(settings, timeout))
+        count = processes or default_processes(settings.DATABASE_URL)
+        state, stopping, stats = run(_bill_direct(settings, timeout, count))
     if stopping.signal is not None and state["status"] != "completed":
         counts = state["counts"]
         done = sum(counts.get(k, 0) for k in OUTCOMES)

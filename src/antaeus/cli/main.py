@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import signal
 import time
 from typing import Annotated
 
@@ -21,6 +23,7 @@ from antaeus.cli.common import (
     serve_metrics,
 )
 from antaeus.cli.stopping import GracefulStop, StoppableServer, stopped_line
+from antaeus.cli.supervise import Supervisor, default_processes
 from antaeus.clock import SystemClock
 from antaeus.config import Settings
 from antaeus.security import generate_token, hash_token, valid_token_name
@@ -96,8 +99,21 @@ def serve(
             "(on the API port /metrics needs one unless ANTAEUS_METRICS_PUBLIC=true)",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=1024,
+            help="charging worker processes (default: one per core on PostgreSQL, 1 on "
+            "SQLite); 1 charges in this process",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the REST API (port 7000), the run scheduler and an embedded charging worker.
+
+    With --workers N above 1 the charging happens in N worker processes beside
+    the API (this process supervises them; the scheduler and the relay stay here).
 
     Ctrl-C or SIGTERM stops it gracefully: the calls in flight are finished and
     recorded, invoices claimed ahead are handed back, and one line says so.
@@ -114,18 +130,21 @@ def serve(
     sock = listen_socket(bind_host, bind_port)
     if metrics_port:
         serve_metrics(metrics_port, host or settings.HOST)
+    count = 0 if no_worker else workers or default_processes(settings.DATABASE_URL)
 
-    async def main() -> WorkerStats | None:
+    async def main() -> tuple[WorkerStats | None, str | None]:
         stop = GracefulStop()
         stop.install()
         db = Database.from_settings(settings)
+        supervisor: Supervisor | None = None
+        supervising: asyncio.Task[None] | None = None
         try:
             await prepare(db, allow_migrate=not no_migrate)
             await _ensure_token(db, settings, bind_port, bind_host)
             app = create_app(
                 settings,
                 database=db,
-                embedded_worker=not no_worker,
+                embedded_worker=count == 1,
                 scheduler=not no_scheduler,
                 relay=not no_relay,
             )
@@ -137,14 +156,35 @@ def serve(
                 access_log=settings.LOG_LEVEL == "debug",
                 server_header=False,
             )
-            await StoppableServer(config, stop).serve(sockets=[sock])
+            server = StoppableServer(config, stop)
+            if count > 1:
+                # The workers get neither the listening socket nor a connection:
+                # they are this program started again (antaeus.cli.supervise).
+                supervisor = Supervisor(["worker", "--processes", "1", "--no-relay"], count)
+                stop.listen(supervisor.forward)
+                supervising = asyncio.create_task(supervisor.run(stop.event))
+
+                def given_up(_task: asyncio.Task[None]) -> None:
+                    if supervisor is not None and supervisor.failure:
+                        server.should_exit = True  # the API stops too, with the error
+
+                supervising.add_done_callback(given_up)
+            await server.serve(sockets=[sock])
+            if supervisor is not None and supervising is not None:
+                supervisor.forward(stop.signal or signal.SIGTERM)
+                await supervising
+                return supervisor.totals, supervisor.failure
             worker: Worker | None = getattr(app.state, "worker", None)
-            return worker.stats if worker is not None else None
+            return (worker.stats if worker is not None else None), None
         finally:
+            if supervisor is not None:
+                await supervisor.aclose()
             await db.dispose()
             sock.close()
 
-    stats = run(main())
+    stats, failure = run(main())
+    if failure is not None:
+        fail(failure)
     err.print(stopped_line(stats), highlight=False, soft_wrap=True)
 
 

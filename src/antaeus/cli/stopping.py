@@ -52,6 +52,11 @@ class GracefulStop:
         """Also call `listener(sig)` on every signal (uvicorn's own exit handling)."""
         self._listeners.append(listener)
 
+    def request(self, sig: int) -> None:
+        """A stop as if `sig` had been received (a supervised worker whose parent is gone)."""
+        if not self.event.is_set():
+            self._received(sig)
+
     @property
     def requested(self) -> bool:
         return self.event.is_set()
