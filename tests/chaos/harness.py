@@ -972,6 +972,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--invoices", type=int, default=5_000)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument(
+        "--timeout", type=float, default=150.0, help="seconds the run may take (then a problem)"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs here")
     parser.add_argument(
         "--hostile",
@@ -998,6 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
         hostile=args.hostile,
         hostile_faults=faults,
         provider=args.provider,
+        timeout=args.timeout,
     )
     report = asyncio.run(run_chaos(config))
     print(report.summary())
