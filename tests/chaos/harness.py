@@ -501,6 +501,9 @@ def _antaeus_env(config: ChaosConfig, url: str, api_port: int) -> dict[str, str]
         "ANTAEUS_BATCH_SIZE": str(config.concurrency),
         "ANTAEUS_LOG_LEVEL": "warning",
         "ANTAEUS_PORT": str(api_port),
+        # the scheduler's reconciler would settle REVIEW invoices (invoice.resolved, back
+        # to PENDING) in a run longer than its 300 s; the verdict is of the run alone
+        "ANTAEUS_RECONCILE_INTERVAL": "86400",
     }
 
 

@@ -61,9 +61,10 @@ async def test_the_fake_stripe_with_faults_while_processes_are_killed(
         workdir=tmp_path,
         provider="stripe",
         invoices=600,
-        concurrency=4,
-        latency_ms=30,
+        concurrency=2,  # slow enough for the kills to land mid-run
+        latency_ms=50,
         min_kills=4,
+        kill_interval=2.0,  # a restarted process takes a while to import the stripe library
     )
     report = await _run(config)
     for fault in STRIPE_FAULTS:
