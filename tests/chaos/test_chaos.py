@@ -46,6 +46,43 @@ async def test_a_hostile_provider_while_processes_are_killed(
     _assert_invariants_hold(config, report)
 
 
+#: what the fake Stripe answered, as its /_fake/stats counts it: each fault was injected
+STRIPE_FAULTS = ("server_errors", "lost_answers", "rate_limited", "replayed")
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+async def test_the_fake_stripe_with_faults_while_processes_are_killed(
+    database: Engine, tmp_path: Path
+) -> None:
+    """The harness's --provider stripe at a small size: customers linked by stripe-link
+    (every outcome of its cycle), 5xx, lost answers and 429 at the fake Stripe."""
+    config = ChaosConfig(
+        database=database,
+        workdir=tmp_path,
+        provider="stripe",
+        invoices=600,
+        # slow enough for the kills to land mid-run (SQLite: one process, restarted each time)
+        concurrency=10 if database == "sqlite" else 2,
+        latency_ms=50,
+        min_kills=4,
+        kill_interval=2.0,  # a restarted process takes a while to import the stripe library
+    )
+    report = await _run(config)
+    for fault in STRIPE_FAULTS:
+        assert report.provider_stats.get(fault, 0) > 0, (fault, report.summary())
+    shown = set(report.by_category)
+    assert shown == {
+        "funded",
+        "insufficient",
+        "declined",
+        "authentication",
+        "no_stripe_customer",
+        "foreign_card",
+        "unlinked",
+    }, report.summary()
+    _assert_invariants_hold(config, report)
+
+
 async def _run(config: ChaosConfig) -> ChaosReport:
     if config.database == "postgres" and not os.environ.get(PG_ENV):
         pytest.skip(f"{PG_ENV} is not set: the PostgreSQL chaos test is skipped")

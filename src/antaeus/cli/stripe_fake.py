@@ -43,6 +43,8 @@ LINK_CYCLE: Final[tuple[tuple[str, str], ...]] = (
     ("card", "pm_card_visa"),
     ("unlinked", ""),  # left without references: payment_method_missing
 )
+#: customers stripe-link links at a time (each is two calls to Stripe and one PATCH)
+LINK_CONCURRENCY: Final = 16
 CYCLE_NAMES: Final = {
     "pm_card_visa": "charged",
     "pm_card_chargeDeclinedInsufficientFunds": "insufficient funds",
@@ -159,56 +161,74 @@ async def _link(
         http_client=http_client,
     )
     counts: dict[str, int] = {}
-    spare: str | None = None  # a customer whose card "foreign_card" customers are given
+    spare: list[str] = []  # the card "foreign_card" customers are given (made once)
+    spare_lock = asyncio.Lock()
+    slots = asyncio.Semaphore(LINK_CONCURRENCY)
+
+    async def foreign_card() -> str:
+        async with spare_lock:
+            if not spare:
+                other = await client.v1.customers.create_async(
+                    {"metadata": {"antaeus_spare": "true"}, "name": "stripe-link spare"}
+                )
+                pm = await client.v1.payment_methods.attach_async(
+                    "pm_card_visa", {"customer": other.id}
+                )
+                spare.append(pm.id)
+            return spare[0]
+
+    async def link_one(row: dict[str, Any]) -> None:
+        async with slots:
+            await _link_one(row)
+
+    async def _link_one(row: dict[str, Any]) -> None:
+        cid = int(row["id"])
+        linked = row.get("providerCustomerId") or row.get("providerPaymentMethodId")
+        if linked and not relink:
+            kept = "already linked (kept; --relink to change)"
+            counts[kept] = counts.get(kept, 0) + 1
+            return
+        kind, card = ("card", "pm_card_visa") if all_succeed else LINK_CYCLE[cid % len(LINK_CYCLE)]
+        if kind == "unlinked":
+            refs: dict[str, str | None] = {
+                "providerCustomerId": None,
+                "providerPaymentMethodId": None,
+            }
+        elif kind == "missing_customer":
+            refs = {
+                "providerCustomerId": f"cus_missing{cid}",
+                "providerPaymentMethodId": "pm_card_visa",
+            }
+        elif kind == "foreign_card":
+            theirs = await foreign_card()
+            mine = await client.v1.customers.create_async(
+                {"metadata": {"antaeus_customer": str(cid)}}
+            )
+            refs = {"providerCustomerId": mine.id, "providerPaymentMethodId": theirs}
+        else:
+            customer = await client.v1.customers.create_async(
+                {"metadata": {"antaeus_customer": str(cid)}}
+            )
+            pm = await client.v1.payment_methods.attach_async(card, {"customer": customer.id})
+            refs = {"providerCustomerId": customer.id, "providerPaymentMethodId": pm.id}
+        response = await api.patch(f"/rest/v1/customers/{cid}", json=refs)
+        if response.status_code != 200:
+            fail(
+                f"PATCH /rest/v1/customers/{cid} answered {response.status_code}: "
+                f"{escape(response.text[:300])}"
+            )
+        name = CYCLE_NAMES.get(card if kind == "card" else kind, kind)
+        counts[name] = counts.get(name, 0) + 1
+
     try:
         rows = await _antaeus_customers(api, url, only)
-        for row in rows:
-            cid = int(row["id"])
-            linked = row.get("providerCustomerId") or row.get("providerPaymentMethodId")
-            if linked and not relink:
-                kept = "already linked (kept; --relink to change)"
-                counts[kept] = counts.get(kept, 0) + 1
-                continue
-            kind, card = (
-                ("card", "pm_card_visa") if all_succeed else LINK_CYCLE[cid % len(LINK_CYCLE)]
-            )
-            if kind == "unlinked":
-                refs: dict[str, str | None] = {
-                    "providerCustomerId": None,
-                    "providerPaymentMethodId": None,
-                }
-            elif kind == "missing_customer":
-                refs = {
-                    "providerCustomerId": f"cus_missing{cid}",
-                    "providerPaymentMethodId": "pm_card_visa",
-                }
-            elif kind == "foreign_card":
-                if spare is None:
-                    other = await client.v1.customers.create_async(
-                        {"metadata": {"antaeus_spare": "true"}, "name": "stripe-link spare"}
-                    )
-                    pm = await client.v1.payment_methods.attach_async(
-                        "pm_card_visa", {"customer": other.id}
-                    )
-                    spare = pm.id
-                mine = await client.v1.customers.create_async(
-                    {"metadata": {"antaeus_customer": str(cid)}}
-                )
-                refs = {"providerCustomerId": mine.id, "providerPaymentMethodId": spare}
-            else:
-                customer = await client.v1.customers.create_async(
-                    {"metadata": {"antaeus_customer": str(cid)}}
-                )
-                pm = await client.v1.payment_methods.attach_async(card, {"customer": customer.id})
-                refs = {"providerCustomerId": customer.id, "providerPaymentMethodId": pm.id}
-            response = await api.patch(f"/rest/v1/customers/{cid}", json=refs)
-            if response.status_code != 200:
-                fail(
-                    f"PATCH /rest/v1/customers/{cid} answered {response.status_code}: "
-                    f"{escape(response.text[:300])}"
-                )
-            name = CYCLE_NAMES.get(card if kind == "card" else kind, kind)
-            counts[name] = counts.get(name, 0) + 1
+        tasks = [asyncio.ensure_future(link_one(row)) for row in rows]
+        try:
+            await asyncio.gather(*tasks)
+        finally:  # the first failure stops the others
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
     except stripe.StripeError as exc:
         shown = str(exc).replace(key, mask_key(key))
         fail(f"Stripe at {escape(base)} answered: {escape(shown)}")
