@@ -135,6 +135,10 @@ def dumps(obj: Any) -> str:
     return _DUMPS(obj)
 
 
+#: a str as `dumps` writes it (quoted, escaped, non-ASCII as itself): the same function
+string: Final[Callable[[str], str]] = simplejson.encoder.encode_basestring
+
+
 def rfc3339(moment: datetime) -> str:
     """A moment as the API and the events write it: RFC 3339 in UTC, with `Z`."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from antaeus.billing.audit import KINDS, AuditReport, LedgerError, audit, parse_ledger
 from antaeus.cli.common import fail, load_settings, out, prepare, run
 from antaeus.security import scrub
-from antaeus.storage.database import Database
+
+if TYPE_CHECKING:
+    from antaeus.billing.audit import AuditReport
 
 #: Exit codes: everything agrees, something disagrees, the audit could not be made.
 AGREE, DISAGREE, CANNOT = 0, 1, 2
 
 
 def _print(report: AuditReport) -> None:
+    from rich.table import Table
+
+    from antaeus.billing.audit import KINDS
+
     table = Table(title="provider ledger against the database")
     table.add_column("disagreement")
     table.add_column("count", justify="right")
@@ -80,6 +84,9 @@ def audit_command(
     Exit 0 when everything agrees, 1 on any disagreement, 2 when the audit could
     not be made (unreadable ledger, unreachable database).
     """
+    from antaeus.billing.audit import LedgerError, audit, parse_ledger
+    from antaeus.storage.database import Database
+
     try:
         data = provider_ledger.read_bytes()
     except OSError as exc:

@@ -7,41 +7,32 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
 
-from antaeus import exactjson
-from antaeus.billing.runs_view import runs_json
-from antaeus.billing.service import open_run
-from antaeus.billing.worker import Worker, WorkerStats, worker_settings
 from antaeus.cli.common import err, fail, load_settings, out, prepare, run, serve_metrics
 from antaeus.cli.stopping import GracefulStop, stopped_line
-from antaeus.cli.supervise import SupervisedChild, Supervisor, default_processes
-from antaeus.clock import SystemClock
-from antaeus.config import Settings
-from antaeus.notify.factory import build_relay
-from antaeus.payments.factory import ProviderConfigError, build_provider
 from antaeus.security import mask_url, scrub
-from antaeus.storage import migrate
-from antaeus.storage.database import Database
-from antaeus.storage.repositories.billing import BillingRepository
+
+if TYPE_CHECKING:
+    from rich.progress import ProgressColumn
+    from rich.table import Table
+
+    from antaeus.billing.worker import WorkerStats
+    from antaeus.cli.supervise import Supervisor
+    from antaeus.config import Settings
+    from antaeus.storage.database import Database
+
+# What the commands need beyond this is imported when they run (see antaeus.cli.common).
 
 OUTCOMES = ("paid", "failed", "review", "rescheduled", "void")
 
 
 async def _wait_for_schema(db: Database, stop: asyncio.Event) -> None:
     """Workers never migrate; they wait for `serve` or `antaeus db upgrade` to do it."""
+    from antaeus.storage import migrate
+
     warned = False
     while not stop.is_set():
         try:
@@ -107,6 +98,13 @@ def worker(
     With --processes N above 1 it supervises N worker processes: it forwards the
     signal to them, restarts one that dies, and prints one line for all of them.
     """
+    from antaeus.billing.worker import Worker, WorkerStats, worker_settings
+    from antaeus.cli.supervise import SupervisedChild, default_processes
+    from antaeus.clock import SystemClock
+    from antaeus.notify.factory import build_relay
+    from antaeus.payments.factory import ProviderConfigError, build_provider
+    from antaeus.storage.database import Database
+
     settings = load_settings()
     count = processes or (1 if metrics_port else default_processes(settings.DATABASE_URL))
     if count > 1:
@@ -171,6 +169,8 @@ def worker(
 
 async def _check_provider(settings: Settings, concurrency: int | None = None) -> None:
     """Fail now on a provider misconfiguration, rather than in every worker process."""
+    from antaeus.payments.factory import ProviderConfigError, build_provider
+
     try:
         provider = build_provider(settings, concurrency)
     except ProviderConfigError as exc:
@@ -182,6 +182,9 @@ async def _supervise_workers(
     settings: Settings, count: int, args: list[str], concurrency: int | None
 ) -> tuple[WorkerStats, str | None]:
     """`worker --processes N`: wait for the schema here (once), then run N workers."""
+    from antaeus.cli.supervise import Supervisor
+    from antaeus.storage.database import Database
+
     stopping = GracefulStop()
     stopping.install()
     await _check_provider(settings, concurrency)
@@ -202,6 +205,8 @@ async def _supervise_workers(
 
 
 def _summary(run_json: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"billing run {run_json['id']} ({run_json['status']})")
     table.add_column("outcome")
     table.add_column("invoices", justify="right")
@@ -215,6 +220,8 @@ def _summary(run_json: dict[str, Any]) -> Table:
 
 
 def _columns() -> tuple[ProgressColumn, ...]:
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
     return (
         TextColumn("run {task.fields[run]}"),
         BarColumn(),
@@ -242,6 +249,8 @@ async def _follow(
     membership of the run and sums what it collected: its cost grows with the
     run), and `fetch` is called once more at the end.
     """
+    from rich.progress import Progress
+
     deadline = time.monotonic() + wait_seconds
     state = await fetch()
     if progress is not None:
@@ -276,6 +285,8 @@ async def _follow_progress(
     tick: Callable[[], Awaitable[None]] | None,
 ) -> dict[str, Any]:
     """`_follow`'s bar from `progress` (the run's members do not change while it runs)."""
+    from rich.progress import Progress
+
     due = state["counts"]["due"]
     with Progress(*_columns(), console=err, transient=False) as bar:
         task = bar.add_task("billing", total=due, run=state["id"], detail="")
@@ -301,6 +312,15 @@ async def _follow_progress(
 async def _bill_direct(
     settings: Settings, wait_seconds: float, processes: int
 ) -> tuple[dict[str, Any], GracefulStop, WorkerStats]:
+    from antaeus.billing.runs_view import runs_json
+    from antaeus.billing.service import open_run
+    from antaeus.billing.worker import Worker, worker_settings
+    from antaeus.cli.supervise import Supervisor
+    from antaeus.clock import SystemClock
+    from antaeus.payments.factory import ProviderConfigError, build_provider
+    from antaeus.storage.database import Database
+    from antaeus.storage.repositories.billing import BillingRepository
+
     stopping = GracefulStop()
     stopping.install()
     db = Database.from_settings(settings)
@@ -371,12 +391,18 @@ async def _bill_direct(
 
 
 def supervisor_totals(supervisor: Supervisor | None) -> WorkerStats:
+    from antaeus.billing.worker import WorkerStats
+
     return supervisor.totals if supervisor is not None else WorkerStats()
 
 
 async def _bill_remote(
     url: str, token: str, wait_seconds: float
 ) -> tuple[dict[str, Any], GracefulStop]:
+    import httpx
+
+    from antaeus import exactjson
+
     stopping = GracefulStop()
     stopping.install()
     headers = {"Authorization": f"Bearer {token}"}
@@ -431,6 +457,8 @@ def bill(
     --timeout (the run goes on) or on errors, 130 (143) when Ctrl-C (SIGTERM)
     stopped it first: the calls in flight are recorded and the run stays open.
     """
+    from antaeus.cli.supervise import default_processes
+
     os.environ.setdefault("ANTAEUS_LOG_LEVEL", "warning")
     settings = load_settings()
     started = time.perf_counter()

@@ -6,18 +6,21 @@ import asyncio
 import errno
 import socket
 from collections.abc import Coroutine
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from antaeus.config import Settings, get_settings, settings_error_message
-from antaeus.observability.logging import configure_logging
 from antaeus.security import mask_url, scrub
-from antaeus.storage import migrate
-from antaeus.storage.database import Database
+
+if TYPE_CHECKING:
+    from antaeus.config import Settings
+    from antaeus.storage.database import Database
+
+# Every command imports this module (and `--help` only this one, typer and rich):
+# what a command needs beyond it is imported when it runs (the web stack, alembic,
+# SQLAlchemy, pydantic cost over a second of CPU to import).
 
 T = TypeVar("T")
 
@@ -97,7 +100,17 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def configure_logging(level: str, fmt: str) -> None:
+    from antaeus.observability.logging import configure_logging as configure
+
+    configure(level, fmt)
+
+
 def load_settings() -> Settings:
+    from pydantic import ValidationError
+
+    from antaeus.config import get_settings, settings_error_message
+
     try:
         settings = get_settings()
     except ValidationError as exc:  # one line naming each setting, not the values given
@@ -110,6 +123,8 @@ def load_settings() -> Settings:
 
 async def prepare(db: Database, *, allow_migrate: bool) -> None:
     """Migrate a database that is behind, or refuse to go on when not allowed to."""
+    from antaeus.storage import migrate
+
     try:
         current = await migrate.current_revision(db)
     except OSError as exc:

@@ -6,11 +6,10 @@ import asyncio
 import secrets
 import signal
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from antaeus.billing.worker import Worker, WorkerStats
 from antaeus.cli import audit, billing, provider, reconcile
 from antaeus.cli.common import (
     err,
@@ -22,14 +21,18 @@ from antaeus.cli.common import (
     run,
     serve_metrics,
 )
-from antaeus.cli.stopping import GracefulStop, StoppableServer, stopped_line
-from antaeus.cli.supervise import Supervisor, default_processes
+from antaeus.cli.stopping import GracefulStop, stopped_line
 from antaeus.clock import SystemClock
-from antaeus.config import Settings
 from antaeus.security import generate_token, hash_token, valid_token_name
-from antaeus.storage import migrate
-from antaeus.storage.database import Database
-from antaeus.storage.repositories.tokens import TokenRepository
+
+if TYPE_CHECKING:
+    from antaeus.billing.worker import Worker, WorkerStats
+    from antaeus.config import Settings
+    from antaeus.storage.database import Database
+
+# The command modules import what their commands need when those run (see
+# antaeus.cli.common): `antaeus --help` and `antaeus <command> --help` import
+# typer, rich and these modules only.
 
 app = typer.Typer(
     help="Antaeus: a recurring billing engine that charges every due invoice exactly once.",
@@ -51,6 +54,8 @@ DEFAULT_TOKEN_NAME = "admin"
 
 async def _ensure_token(db: Database, settings: Settings, port: int, host: str) -> None:
     """On a database with no token (and no ANTAEUS_API_TOKEN), create one and print it once."""
+    from antaeus.storage.repositories.tokens import TokenRepository
+
     if settings.API_TOKEN is not None:
         return
     token = generate_token()
@@ -121,6 +126,9 @@ def serve(
     import uvicorn
 
     from antaeus.api.app import create_app
+    from antaeus.cli.serving import StoppableServer
+    from antaeus.cli.supervise import Supervisor, default_processes
+    from antaeus.storage.database import Database
 
     settings = load_settings()
     bind_host = host or settings.HOST
@@ -193,6 +201,9 @@ def db_upgrade(
     revision: Annotated[str, typer.Option(help="target revision")] = "head",
 ) -> None:
     """Migrate the database to the newest schema (creates it when empty)."""
+    from antaeus.storage import migrate
+    from antaeus.storage.database import Database
+
     settings = load_settings()
 
     async def main() -> None:
@@ -214,6 +225,9 @@ def db_upgrade(
 @db_app.command("current")
 def db_current() -> None:
     """Show the schema revision of the database and the newest one."""
+    from antaeus.storage import migrate
+    from antaeus.storage.database import Database
+
     settings = load_settings()
 
     async def main() -> None:
@@ -232,6 +246,9 @@ def token_create(
     name: Annotated[str, typer.Option("--name", help="who or what uses the token")],
 ) -> None:
     """Create a token and print it, alone, on standard output (shown only this once)."""
+    from antaeus.storage.database import Database
+    from antaeus.storage.repositories.tokens import TokenRepository
+
     if not valid_token_name(name):
         fail("a token name is 1-100 letters, digits, '_', '.', '@' or '-' (and not 'env')")
     settings = load_settings()
@@ -259,6 +276,9 @@ def token_create(
 def token_list() -> None:
     """List tokens (names and dates; the tokens themselves are not kept)."""
     from rich.table import Table
+
+    from antaeus.storage.database import Database
+    from antaeus.storage.repositories.tokens import TokenRepository
 
     settings = load_settings()
 
@@ -291,6 +311,9 @@ def token_list() -> None:
 @token_app.command("revoke")
 def token_revoke(name: Annotated[str, typer.Argument(help="the token's name")]) -> None:
     """Revoke a token; every API instance refuses it within seconds."""
+    from antaeus.storage.database import Database
+    from antaeus.storage.repositories.tokens import TokenRepository
+
     settings = load_settings()
 
     async def main() -> bool:
@@ -323,6 +346,7 @@ def seed(
 
     from antaeus.seeding import SeedRefusedError
     from antaeus.seeding import seed as do_seed
+    from antaeus.storage.database import Database
 
     settings = load_settings()
     value = seed_value if seed_value is not None else secrets.randbelow(2**31)

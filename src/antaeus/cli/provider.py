@@ -8,28 +8,19 @@ import os
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from antaeus.cli.common import err, fail, load_settings, out, run
-from antaeus.domain.money import MoneyError, parse_amount
-from antaeus.payments.simulated import Account, SimulatedPaymentProvider, SimulatorStore
-from antaeus.payments.simulator_server import (
-    HostileFaults,
-    InvalidInput,
-    account_json,
-    create_simulator_app,
-    ledger_json,
-    listen,
-    loads,
-    parse_account,
-    parse_accounts,
-    parse_funding,
-    serve,
-)
 from antaeus.security import mask_url, scrub
+
+if TYPE_CHECKING:
+    from antaeus.payments.simulated import Account, SimulatorStore
+    from antaeus.payments.simulator_server import HostileFaults
+
+# The simulator is imported when a command runs (see antaeus.cli.common).
 
 app = typer.Typer(
     help="A payment provider speaking the HTTP protocol, for tests and benchmarks.",
@@ -53,6 +44,8 @@ def _duration(name: str, value: float, *, at_least: float = 0.0, above: bool = F
 
 
 def _accounts_from_file(path: Path) -> list[Account]:
+    from antaeus.payments.simulator_server import InvalidInput, loads, parse_accounts
+
     shown = escape(str(path))
     try:
         data = path.read_bytes()
@@ -71,6 +64,7 @@ async def _accounts_from_db(url: str, balance: Decimal) -> list[Account]:
     from sqlalchemy import select
 
     from antaeus.domain.money import Currency
+    from antaeus.payments.simulated import Account
     from antaeus.storage.database import Database
     from antaeus.storage.tables import customers
 
@@ -268,6 +262,15 @@ def serve_command(
     after an unknown outcome, 401 bursts (/admin/stats counts each under
     "hostile").
     """
+    from antaeus.domain.money import MoneyError, parse_amount
+    from antaeus.payments.simulated import SimulatedPaymentProvider
+    from antaeus.payments.simulator_server import (
+        HostileFaults,
+        create_simulator_app,
+        listen,
+        serve,
+    )
+
     if not 1 <= port <= 65535:
         fail(f"--port must be between 1 and 65535, not {port}")
     if not host:
@@ -428,6 +431,8 @@ CustomerOption = Annotated[
 
 
 def _open_store(state: str | None, *, create: bool) -> SimulatorStore:
+    from antaeus.payments.simulated import SimulatorStore
+
     path = state if state is not None else load_settings().SIMULATED_STATE
     if path == ":memory:" or not path:
         fail("the simulator's state is :memory: (nothing to read or change); give --state FILE")
@@ -445,6 +450,8 @@ def _open_store(state: str | None, *, create: bool) -> SimulatorStore:
 
 
 def _print_account(account: Account | None, customer: int) -> None:
+    from antaeus.payments.simulator_server import account_json
+
     if account is None:
         out.print(f"customer {customer}: no account", markup=False, highlight=False)
         return
@@ -473,6 +480,8 @@ def account_command(
     on the next attempt (`POST /rest/v1/invoices/{id}/retry` of a FAILED invoice).
     Same as `POST /admin/accounts/{customerId}` of `antaeus provider serve`.
     """
+    from antaeus.payments.simulator_server import InvalidInput, parse_account
+
     changing = currency is not None or balance is not None
     store = _open_store(state, create=changing)
     try:
@@ -508,6 +517,8 @@ def fund_command(
     is FAILED). Prints the account. Same as
     `POST /admin/accounts/{customerId}/fund` of `antaeus provider serve`.
     """
+    from antaeus.payments.simulator_server import InvalidInput, parse_funding
+
     store = _open_store(state, create=False)
     try:
         current = store.account(customer)
@@ -539,6 +550,8 @@ def ledger_command(
     invoice in REVIEW is looked up (its attempt's idempotencyKey) before it is
     resolved.
     """
+    from antaeus.payments.simulator_server import ledger_json
+
     store = _open_store(state, create=False)
     try:
         entries = store.ledger()

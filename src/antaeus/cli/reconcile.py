@@ -9,19 +9,16 @@ configuration, an unknown invoice or one that is not reconcilable).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from antaeus.billing.reconcile import OUTCOMES, NotReconcilableError, Reconciler, Summary
 from antaeus.cli.common import fail, load_settings, out, prepare, run
-from antaeus.clock import SystemClock
-from antaeus.domain.errors import InvoiceNotFoundError
-from antaeus.payments.factory import ProviderConfigError, build_provider
 from antaeus.security import scrub
-from antaeus.storage.database import Database
+
+if TYPE_CHECKING:
+    from antaeus.billing.reconcile import Summary
 
 #: Exit codes: all settled, some still in REVIEW, could not reconcile.
 SETTLED, STILL_IN_REVIEW, CANNOT = 0, 1, 2
@@ -36,6 +33,10 @@ _SHOWN = {
 
 
 def _print(summary: Summary) -> None:
+    from rich.table import Table
+
+    from antaeus.billing.reconcile import OUTCOMES
+
     if summary.items:
         table = Table(title="reconciliation with the provider")
         table.add_column("invoice", justify="right")
@@ -84,6 +85,12 @@ def reconcile_command(
     under a new key by the next run. The provider cannot tell: it stays in
     REVIEW for a person. Exit 0 all settled, 1 some still in REVIEW, 2 error.
     """
+    from antaeus.billing.reconcile import NotReconcilableError, Reconciler, Summary
+    from antaeus.clock import SystemClock
+    from antaeus.domain.errors import InvoiceNotFoundError
+    from antaeus.payments.factory import ProviderConfigError, build_provider
+    from antaeus.storage.database import Database
+
     try:
         settings = load_settings()
     except typer.Exit as exc:

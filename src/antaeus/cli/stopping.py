@@ -13,16 +13,14 @@ connections; a second signal while stopping only says what the stop waits for.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import signal
-from collections.abc import Callable, Generator
-from typing import Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
 
-import uvicorn
-
-from antaeus.billing.worker import WorkerStats
 from antaeus.cli.common import err
+
+if TYPE_CHECKING:
+    from antaeus.billing.worker import WorkerStats
 
 SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
@@ -75,31 +73,6 @@ class GracefulStop:
                 highlight=False,
                 soft_wrap=True,
             )
-
-
-class StoppableServer(uvicorn.Server):
-    """uvicorn's server, stopped by a `GracefulStop` rather than by its own signal handlers.
-
-    uvicorn re-raises the signal it caught once it has shut down, which cancels
-    whatever the process is still closing (the database pool) and prints a
-    traceback; and it logs four lines on the way out. Here the signal is the
-    stop's, nothing is re-raised, and uvicorn says nothing once a stop began.
-    """
-
-    def __init__(self, config: uvicorn.Config, stop: GracefulStop) -> None:
-        super().__init__(config)
-        self._stop = stop
-        stop.listen(self._on_signal)
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        if self._stop.requested:  # a signal came while starting: do not start serving
-            self.should_exit = True
-        yield
-
-    def _on_signal(self, sig: int) -> None:
-        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-        self.handle_exit(sig, None)
 
 
 def _outcomes(stats: WorkerStats) -> str:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, ClassVar, Final, Protocol
 
 from antaeus.domain.invoice import Invoice
 from antaeus.domain.money import Money
-from antaeus.exactjson import dumps, rfc3339
+from antaeus.exactjson import dumps, rfc3339, string
 
 
 class EventType(StrEnum):
@@ -119,12 +120,48 @@ class Event(Protocol):
 
 def payload(event: Event) -> str:
     """The stored payload: the event's data as JSON text, by the API's encoder."""
+    if type(event) is ChargeAnswered:
+        fast = answered_payload(event)
+        if fast is not None:
+            return fast
     return dumps(event.data())
 
 
 def row(event: Event) -> Row:
     """The event as one row of the outbox (`add_events`)."""
-    return (event.type.value, event.invoice_id, event.run_id, dumps(event.data()))
+    return (event.type.value, event.invoice_id, event.run_id, payload(event))
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else string(value)
+
+
+def answered_payload(e: ChargeAnswered) -> str | None:
+    """`dumps(e.data())`, the same text, written from a template (one per answer, the
+    worker's hot path); None for a field of a type the template does not write."""
+    value = e.amount.value
+    if not (
+        type(e.invoice_id) is int
+        and type(e.customer_id) is int
+        and type(e.attempt) is int
+        and type(e.run_id) is int
+        and type(value) is Decimal
+        and value.is_finite()
+    ):
+        return None
+    reason = _text(e.reason)
+    nxt = e.next_attempt_at
+    return (
+        f'{{"invoice":{{"id":{e.invoice_id},"customerId":{e.customer_id},'
+        f'"amount":{{"value":{value},"currency":{string(e.amount.currency.value)}}},'
+        f'"status":{string(e.status)},"dueAt":"{rfc3339(e.due_at)}",'
+        f'"attemptCount":{e.attempt},"lastFailure":{reason},'
+        f'"nextAttemptAt":{"null" if nxt is None else string(rfc3339(nxt))}}},'
+        f'"attempt":{{"number":{e.attempt},"idempotencyKey":{string(e.idempotency_key)},'
+        f'"outcome":{string(e.outcome)},"chargeId":{_text(e.charge_id)},'
+        f'"reason":{reason},"declineCode":{_text(e.decline_code)}}},'
+        f'"runId":{e.run_id}}}'
+    )
 
 
 @dataclass(slots=True)  # not frozen: the worker builds one per answer, on its hot path
