@@ -130,7 +130,8 @@ def test_the_demo_shows_every_outcome_and_fixing_the_cause_is_what_pays(cli: Cli
             assert time.monotonic() < deadline, done
             time.sleep(0.2)
 
-        # an invoice in REVIEW: its key is in the simulator's ledger; resolve it as charged
+        # an invoice in REVIEW: its key is in the simulator's ledger, so serve's
+        # reconciler asks the provider and settles it with that charge, no person needed
         review = by_reason["provider_rejected"][0][0]
         [charge] = json.loads(cli.ok("provider", "ledger", "--invoice", str(review)).stdout)[
             "charges"
@@ -139,12 +140,16 @@ def test_the_demo_shows_every_outcome_and_fixing_the_cause_is_what_pays(cli: Cli
             f"{server.base_url}/rest/v1/invoices/{review}/attempts", headers=headers
         ).json()
         assert charge["idempotencyKey"] == attempts[-1]["idempotencyKey"]
-        answer = httpx.post(
-            f"{server.base_url}/rest/v1/invoices/{review}/resolve",
-            headers=headers,
-            json={"charged": True, "chargeId": charge["chargeId"], "note": "in the ledger"},
-        )
-        assert answer.status_code == 200, answer.text
+        deadline = time.monotonic() + 60
+        while cli.query(f"SELECT status FROM invoices WHERE id = {review}") != [("PAID",)]:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        actions = httpx.get(
+            f"{server.base_url}/rest/v1/invoices/{review}/actions", headers=headers
+        ).json()
+        assert [(a["actor"], a["action"], a["chargeId"]) for a in actions] == [
+            ("reconciler", "resolved_charged", charge["chargeId"])
+        ]
     [(unfixed_reason,)] = cli.query(f"SELECT last_failure FROM invoices WHERE id = {unfixed}")
     assert unfixed_reason == "customer_not_found"  # a plain retry changed nothing
     [(review_status,)] = cli.query(f"SELECT status FROM invoices WHERE id = {review}")
