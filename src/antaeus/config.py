@@ -165,9 +165,10 @@ class Settings(BaseSettings):
     SCHEDULER_INTERVAL: float = Field(default=1.0, gt=0, le=3_600)
     RECONCILE_INTERVAL: float = Field(
         default=300,
-        gt=0,
+        ge=0,
         le=86_400,
-        description="seconds between the scheduler's reconciliations of REVIEW invoices",
+        description="seconds between the scheduler's reconciliations of REVIEW invoices "
+        "(0: the scheduler does not reconcile; `antaeus reconcile` still does)",
     )
     IDEMPOTENCY_KEY_RETENTION: int = Field(
         default=7 * 86_400,

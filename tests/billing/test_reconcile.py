@@ -406,6 +406,26 @@ async def test_the_scheduler_reconciles_every_interval(
         await provider.aclose()
 
 
+async def test_an_interval_of_zero_turns_the_schedulers_reconciler_off(
+    database: Database, clock: ManualClock
+) -> None:
+    provider = simulator(clock, network_error_rate=1.0)
+    try:
+        [invoice_id] = await make_invoices(database, 1, clock.now())
+        await to_review_by_sweep(database, clock, provider, [invoice_id])
+        reconciler = Reconciler(database, provider, clock, settle=SETTLE)
+        scheduler = Scheduler(
+            database, clock, POLICY, "external", reconciler=reconciler, reconcile_interval=0
+        )
+        for _ in range(3):
+            await scheduler.tick()
+            clock.advance(timedelta(seconds=600))
+        assert scheduler.reconciling is None  # no pass ever started
+        assert (await invoice_row(database, invoice_id)).status == "REVIEW"
+    finally:
+        await provider.aclose()
+
+
 # -- the retention trap run ------------------------------------------------------------
 
 

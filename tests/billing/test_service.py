@@ -169,7 +169,7 @@ async def test_the_cli_bill_opens_its_run_through_the_service(
     )
     before = runs_counted("cli")
     with capture_logs() as logs:
-        state, _stopping, _stats = await _bill_direct(settings, 30)
+        state, _stopping, _stats = await _bill_direct(settings, 30, 1)
     assert state["status"] == "completed"
     assert [(e["run_id"], e["trigger"]) for e in logs if e["event"] == "run_opened"] == [
         (state["id"], "cli")

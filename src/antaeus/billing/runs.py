@@ -132,8 +132,8 @@ class Scheduler:
         It runs beside the ticks (its provider calls never delay opening runs);
         an invoice it sends back to PENDING is taken by the run of a later tick.
         """
-        if self.reconciler is None:
-            return
+        if self.reconciler is None or not self.reconcile_interval:
+            return  # off (ANTAEUS_RECONCILE_INTERVAL=0)
         if self.reconciling is not None and not self.reconciling.done():
             return
         if self._next_reconcile is not None and now < self._next_reconcile:
