@@ -630,32 +630,13 @@ async def _run(config: ChaosConfig, report: ChaosReport, workdir: Path, url: str
         workdir / "simulator.log",
     )
     sim_url = f"http://127.0.0.1:{sim_port}"
-    env = {
-        **base_env,
-        "ANTAEUS_DATABASE_URL": url,
-        "ANTAEUS_PAYMENT_PROVIDER_URL": sim_url,
-        "ANTAEUS_SCHEDULE": "external",
-        "ANTAEUS_API_TOKEN": TOKEN,
-        "ANTAEUS_LEASE_SECONDS": "5",
-        "ANTAEUS_BACKOFF_BASE_SECONDS": "0.2",
-        "ANTAEUS_BACKOFF_MAX_SECONDS": "2",
-        "ANTAEUS_WORKER_CONCURRENCY": str(config.concurrency),
-        "ANTAEUS_BATCH_SIZE": str(config.concurrency),
-        "ANTAEUS_LOG_LEVEL": "warning",
-        "ANTAEUS_PORT": str(api_port),
-    }
+    env = {**_antaeus_env(config, url, api_port), "ANTAEUS_PAYMENT_PROVIDER_URL": sim_url}
     if config.hostile:
         # a 401 burst lasts 1.5 s: probe often enough to see it end; and a Retry-After
         # is waited for at most 5 s before the invoice is released for later
         env["ANTAEUS_PAUSE_PROBE_SECONDS"] = "1"
         env["ANTAEUS_RETRY_AFTER_MAX_SECONDS"] = "5"
-    migrate = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "antaeus", "db", "upgrade"],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    if migrate.returncode != 0:
-        raise RuntimeError(f"db upgrade failed: {migrate.stderr}")
+    await _migrate(env)
     expected, accounts = await load(url, config)
 
     embedded = config.database == "sqlite"
