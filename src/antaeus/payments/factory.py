@@ -30,6 +30,10 @@ def build_provider(settings: Settings, concurrency: int | None = None) -> Paymen
             jitter_ms=settings.SIMULATED_JITTER_MS,
             key_retention=timedelta(seconds=settings.PROVIDER_KEY_RETENTION),
         )
+    # as many connections as calls may be in flight, unless set
+    connections = (
+        settings.PAYMENT_PROVIDER_MAX_CONNECTIONS or concurrency or settings.WORKER_CONCURRENCY
+    )
     if settings.provider_kind == "stripe":
         if settings.STRIPE_API_KEY is None:
             raise ProviderConfigError("the Stripe provider needs ANTAEUS_STRIPE_API_KEY")
@@ -40,9 +44,7 @@ def build_provider(settings: Settings, concurrency: int | None = None) -> Paymen
                 connect_timeout=settings.PAYMENT_PROVIDER_CONNECT_TIMEOUT,
                 read_timeout=settings.PAYMENT_PROVIDER_READ_TIMEOUT,
                 timeout=settings.PAYMENT_PROVIDER_TIMEOUT,
-                max_connections=settings.PAYMENT_PROVIDER_MAX_CONNECTIONS
-                or concurrency
-                or settings.WORKER_CONCURRENCY,
+                max_connections=connections,
                 client=settings.STRIPE_HTTP_CLIENT,
                 retry_after_max=settings.RETRY_AFTER_MAX_SECONDS,
             )
@@ -58,9 +60,7 @@ def build_provider(settings: Settings, concurrency: int | None = None) -> Paymen
             connect_timeout=settings.PAYMENT_PROVIDER_CONNECT_TIMEOUT,
             read_timeout=settings.PAYMENT_PROVIDER_READ_TIMEOUT,
             timeout=settings.PAYMENT_PROVIDER_TIMEOUT,
-            max_connections=settings.PAYMENT_PROVIDER_MAX_CONNECTIONS
-            or concurrency
-            or settings.WORKER_CONCURRENCY,
+            max_connections=connections,
             client=settings.PAYMENT_PROVIDER_HTTP_CLIENT,
             retry_after_max=settings.RETRY_AFTER_MAX_SECONDS,
         )

@@ -85,7 +85,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import Message, Receive, Scope, Send
 
-from antaeus.payments.simulator_server import DroppedConnection
+from antaeus.payments.simulator_server import drop_answer
 from antaeus.payments.simulator_server import serve as _serve
 from antaeus.payments.stripe_rules import (
     MINIMUM_AMOUNTS,
@@ -856,15 +856,7 @@ async def _respond(
 
 
 async def _drop(send: Send) -> None:
-    """The status line and headers of an answer whose body never comes: a lost answer."""
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [_JSON, (b"content-length", b"2048")],
-        }
-    )
-    raise DroppedConnection
+    await drop_answer(send, promised=2048)  # a lost answer, as the simulator drops one
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -821,7 +821,7 @@ class SimulatorApp:
             else:
                 stats.dropped += 1
                 stats.by_status["dropped"] += 1
-                await _drop(send)
+                await drop_answer(send)
         except Exception:
             log.exception("charge_failed invoice_id=%s", request.invoice_id)
             await self._send(send, 500, _FAILED)
@@ -1108,13 +1108,13 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _drop(send: Send) -> None:
+async def drop_answer(send: Send, promised: int = 64) -> None:
     """The status line and headers of an answer whose body never comes: a lost answer."""
     await send(
         {
             "type": "http.response.start",
             "status": 200,
-            "headers": [_JSON, (b"content-length", b"64")],
+            "headers": [_JSON, (b"content-length", b"%d" % promised)],
         }
     )
     raise DroppedConnection

@@ -128,6 +128,17 @@ _UPSERT_ATTEMPTS = {
     "sqlite": _attempt_upsert(sqlite_insert),
 }
 
+#: The send taken back (a release, a refusal): an attempt with earlier sends (which
+#: may have charged) stays open with its key; one without is undone (number back).
+_FIRST_SEND = invoices.c.attempt_sends <= 1
+_TAKE_SEND_BACK: dict[str, Any] = {
+    "attempt_open_since": case((_FIRST_SEND, None), else_=invoices.c.attempt_open_since),
+    "attempt_count": case(
+        (_FIRST_SEND, invoices.c.attempt_count - 1), else_=invoices.c.attempt_count
+    ),
+    "attempt_sends": case((_FIRST_SEND, 0), else_=invoices.c.attempt_sends - 1),
+}
+
 _RECORD_INVOICES = Batch(
     update(invoices)
     .where(
@@ -231,14 +242,7 @@ _REFUSE_INVOICES = Batch(
         last_failure=bindparam("b_last_failure"),
         next_attempt_at=None,
         eligible_at=bindparam("b_now"),
-        attempt_open_since=case(
-            (invoices.c.attempt_sends <= 1, None), else_=invoices.c.attempt_open_since
-        ),
-        attempt_count=case(
-            (invoices.c.attempt_sends <= 1, invoices.c.attempt_count - 1),
-            else_=invoices.c.attempt_count,
-        ),
-        attempt_sends=case((invoices.c.attempt_sends <= 1, 0), else_=invoices.c.attempt_sends - 1),
+        **_TAKE_SEND_BACK,
         unknown_repeats=0,
         run_unknown_since=None,
         run_id=None,
@@ -438,7 +442,6 @@ class ChargesRepository(RunsRepository[Conn]):
         if not sent:
             return 0
         numbers = dict(sent)
-        first = invoices.c.attempt_sends <= 1
         result = await self.conn.execute(
             update(invoices)
             .where(
@@ -452,11 +455,7 @@ class ChargesRepository(RunsRepository[Conn]):
                 lease_expires_at=None,
                 lease_token=None,
                 eligible_at=eligible_at,
-                attempt_open_since=case((first, None), else_=invoices.c.attempt_open_since),
-                attempt_count=case(
-                    (first, invoices.c.attempt_count - 1), else_=invoices.c.attempt_count
-                ),
-                attempt_sends=case((first, 0), else_=invoices.c.attempt_sends - 1),
+                **_TAKE_SEND_BACK,
                 updated_at=now,
             )
             .returning(invoices.c.id, invoices.c.attempt_open_since)
