@@ -183,18 +183,174 @@ async def bill(
     return elapsed, opened, rss
 
 
-def bill_command(processes: int, env: dict[str, str], work: Path) -> float:
-    """`antaeus bill --processes N`, timed as a whole process (seconds)."""
+FLOOR_SCRIPTS = (
+    Path(ROOT).parent / "shared" / "bench" / "floor.py",  # the reference, when beside the clone
+    Path(ROOT) / "benchmarks" / "floor.py",  # its verbatim copy (a fresh clone elsewhere)
+)
+
+
+def floor_script() -> Path:
+    return next(p for p in FLOOR_SCRIPTS if p.exists())
+
+
+def reference_floor(url: str, n: int) -> float:
+    """`floor.py sqlite-batch` or `pg-batch` at the same N, in this sitting (invoices/s).
+
+    On PostgreSQL it runs in a database of its own beside the benchmark's
+    (`<name>_floor`, re-created), on the same server.
+    """
+    env = {**os.environ, "N": str(n)}
+    if url.startswith("postgres"):
+        floor_url = libpq(url) + "_floor"
+        asyncio.run(recreate_pg(floor_url))
+        env["LIMITS_PG_URL"] = floor_url
+        which = "pg-batch"
+    else:
+        which = "sqlite-batch"
+    try:
+        out = subprocess.run(
+            [sys.executable, str(floor_script()), which],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    finally:
+        if url.startswith("postgres"):
+            asyncio.run(drop_pg(libpq(url) + "_floor"))
+    found = re.search(r": ([0-9,]+) invoices/s", out)
+    if found is None:
+        raise SystemExit(f"error: floor.py printed no rate: {out!r}")
+    return float(found.group(1).replace(",", ""))
+
+
+def libpq(url: str) -> str:
+    """postgresql+asyncpg://… as asyncpg and libpq spell it."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme.split('+')[0]}://{rest}"
+
+
+class Timed:
+    """One whole process: wall seconds, CPU seconds (its own and its children's), peak RSS."""
+
+    def __init__(self, wall: float, cpu: float, rss_mb: float, output: str) -> None:
+        self.wall, self.cpu, self.rss_mb, self.output = wall, cpu, rss_mb, output
+
+
+def timed_process(command: list[str], env: dict[str, str], work: Path) -> Timed:
+    """Run `command` to its end. CPU and peak RSS come from wait4: the process and
+    every descendant it waited for (`bill --processes N`'s children included)."""
     started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "antaeus", "bill", "--processes", str(processes)],
-        env=env,
-        cwd=work,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    with tempfile.TemporaryFile("w+") as out:
+        process = subprocess.Popen(command, env=env, cwd=work, stdout=out, stderr=subprocess.STDOUT)
+        _pid, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        output = out.read()
+    if process.returncode != 0:
+        raise SystemExit(f"error: {' '.join(command[2:])} exited {process.returncode}:\n{output}")
+    return Timed(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output)
+
+
+def bill_command(processes: int | None, env: dict[str, str], work: Path) -> Timed:
+    """`antaeus bill [--processes N]` as a whole process, with its defaults otherwise."""
+    extra = ["--processes", str(processes)] if processes else []
+    return timed_process([sys.executable, "-m", "antaeus", "bill", *extra], env, work)
+
+
+async def count_paid(url: str) -> int:
+    db = Database(url)
+    try:
+        async with db.read() as conn:
+            paid = await conn.scalar(
+                select(func.count()).select_from(invoices).where(invoices.c.status == "PAID")
+            )
+    finally:
+        await db.dispose()
+    return int(paid or 0)
+
+
+def bill_runs(args: argparse.Namespace, base_env: dict[str, str], work: Path) -> None:
+    """`antaeus bill` timed as a whole process, K runs, each on freshly seeded invoices
+    with the reference floor measured beside it; the median, min and max of each."""
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # lines as they come
+    n, postgres = args.invoices, bool(args.database_url)
+    kind = "PostgreSQL" if postgres else "SQLite"
+    latencies = [0.0, args.latency_ms] if args.latency_ms else [0.0]
+    concurrency = int(base_env.get("ANTAEUS_WORKER_CONCURRENCY") or _default_concurrency())
+    print(
+        f"{kind}; invoices: {n:,}; antaeus bill"
+        + (f" --processes {args.processes}" if args.processes else " (its defaults)")
+        + f"; concurrency {concurrency}; provider latency: "
+        + " and ".join(f"{x:g} ms" for x in latencies)
+        + f"; the simulator in process, its state in a file; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     )
-    return time.perf_counter() - started
+    print(f"floor: {floor_script()}")
+    rates: dict[float, list[float]] = {x: [] for x in latencies}
+    cpus: dict[float, list[float]] = {x: [] for x in latencies}
+    rss: dict[float, list[float]] = {x: [] for x in latencies}
+    floors: list[float] = []
+    for i in range(args.runs):
+        for latency in latencies:
+            url = args.database_url or f"sqlite:///{work / f'antaeus-{i}-{latency:g}.db'}"
+            if postgres:
+                asyncio.run(recreate_pg(url))
+            env = {
+                **base_env,
+                "ANTAEUS_DATABASE_URL": url,
+                "ANTAEUS_SIMULATED_STATE": str(work / f"simulator-{i}-{latency:g}.db"),
+                "ANTAEUS_SIMULATED_LATENCY_MS": str(latency),
+            }
+            antaeus(
+                "seed", "--seed", "1", "--customers", str(n), "--invoices-per-customer", "1",
+                env=env, cwd=work,
+            )  # fmt: skip
+            timed = bill_command(args.processes, env, work)
+            paid = asyncio.run(count_paid(url))
+            if paid != n:
+                raise SystemExit(f"error: antaeus bill paid {paid:,} of {n:,}:\n{timed.output}")
+            rate = n / timed.wall
+            rates[latency].append(rate)
+            cpus[latency].append(timed.cpu / n * 1e6)
+            rss[latency].append(timed.rss_mb)
+            line = (
+                f"run {i + 1}, latency {latency:g} ms: {timed.wall:.1f} s = {rate:,.0f}/s; "
+                f"CPU {timed.cpu / n * 1e6:,.0f} µs/invoice; peak RSS {timed.rss_mb:.0f} MB"
+            )
+            if not postgres:
+                Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+            if latency == 0 and not args.no_floor:
+                floors.append(reference_floor(url, n))
+                line += f"; floor {floors[-1]:,.0f}/s, ratio {rate / floors[-1]:.3f}"
+            print(line)
+    print("--- summary" + (f" of {args.runs} runs: median (min-max)" if args.runs > 1 else ""))
+    for latency in latencies:
+        print(
+            f"latency {latency:g} ms: {spread(rates[latency])} invoices/s; "
+            f"CPU {spread(cpus[latency])} µs/invoice; peak RSS {spread(rss[latency])} MB"
+        )
+    if floors:
+        ratios = [r / f for r, f in zip(rates[0.0], floors, strict=True)]
+        print(
+            f"floor ({'pg' if postgres else 'sqlite'}-batch): {spread(floors)} invoices/s; "
+            f"antaeus bill / floor: {spread(ratios, '.3f')} (target: 0.2)"
+        )
+    if args.latency_ms:
+        ideal = concurrency * (args.processes or 1) / (args.latency_ms / 1000)
+        zero = statistics.median(rates[0.0])
+        bound = min(ideal, zero)
+        got = statistics.median(rates[args.latency_ms])
+        print(
+            f"at {args.latency_ms:g} ms: {got:,.0f}/s against min(C/L = {ideal:,.0f}, "
+            f"zero-latency {zero:,.0f}) = {bound:,.0f}: {got / bound:.2f}x (target: 0.8)"
+        )
+
+
+def _default_concurrency() -> int:
+    from antaeus.config import Settings
+
+    return int(Settings.model_fields["WORKER_CONCURRENCY"].default)
 
 
 async def undelivered(db: Database) -> int:
@@ -219,6 +375,7 @@ async def relay_compare(
 
     kind = url.split("://")[0].split("+")[0]
     print(f"database: {kind}; invoices: {args.invoices:,} per run; workers: {args.workers}")
+    args.workers = args.workers or 1
     without, _, _ = await bill(db, args.workers, env, work, "--no-relay")
     print(f"without relay (worker --no-relay): {args.invoices / without:,.0f} invoices/s")
 
@@ -263,12 +420,12 @@ async def relay_compare(
 VS_CELERY_DATABASE = "postgresql://postgres@127.0.0.1:5432/antaeus_vs_celery"
 
 
-def spread(values: list[float]) -> str:
+def spread(values: list[float], fmt: str = ",.0f") -> str:
     if len(values) == 1:
-        return f"{values[0]:,.0f}"
+        return f"{values[0]:{fmt}}"
     return (
-        f"{statistics.median(values):,.0f} (median of {len(values)}; "
-        f"min {min(values):,.0f}, max {max(values):,.0f})"
+        f"{statistics.median(values):{fmt}} (median of {len(values)}; "
+        f"min {min(values):{fmt}}, max {max(values):{fmt}})"
     )
 
 
@@ -357,7 +514,7 @@ async def vs_celery(args: argparse.Namespace, env: dict[str, str], work: Path, u
     print(f"Antaeus / Celery peer: {ratio:.1f}x (target: 20x)")
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -365,7 +522,12 @@ async def main() -> None:
         "--invoices", type=int, default=None, help="100,000 (20,000 with --vs-celery)"
     )
     parser.add_argument("--database-url", default=None)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="time N `antaeus worker` processes on a run instead of `antaeus bill`",
+    )
     parser.add_argument("--concurrency", type=int, default=None, help="calls in flight per worker")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--latency-ms", type=float, default=0)
@@ -373,7 +535,7 @@ async def main() -> None:
         "--processes",
         type=int,
         default=None,
-        help="time `antaeus bill --processes N` (a whole process) instead of `antaeus worker`s",
+        help="antaeus bill --processes N (default: bill's own default)",
     )
     parser.add_argument("--no-floor", action="store_true")
     parser.add_argument(
@@ -386,7 +548,9 @@ async def main() -> None:
         action="store_true",
         help="antaeus bill against the Celery peer (benchmarks/peer_celery.py), same N, latency",
     )
-    parser.add_argument("--runs", type=int, default=1, help="with --vs-celery: repeat both")
+    parser.add_argument(
+        "--runs", type=int, default=1, help="repeat K times; print the median, min and max"
+    )
     parser.add_argument(
         "--peer-threads", type=int, default=None, help="the peer's (8, or 50 with latency)"
     )
@@ -399,6 +563,28 @@ async def main() -> None:
         parser.error("--invoices and --runs must be at least 1")
 
     work = Path(tempfile.mkdtemp(prefix="antaeus-bench-"))
+    if args.vs_celery or args.relay_compare or args.workers:
+        asyncio.run(other_modes(args, work))
+        return
+    env = {
+        **os.environ,
+        "ANTAEUS_LOG_LEVEL": "warning",
+        "ANTAEUS_SIMULATED_FAILURE_RATE": "0",
+        "ANTAEUS_SCHEDULE": "external",
+    }
+    if args.concurrency:
+        env["ANTAEUS_WORKER_CONCURRENCY"] = str(args.concurrency)
+    if args.batch_size:
+        env["ANTAEUS_BATCH_SIZE"] = str(args.batch_size)
+    try:
+        bill_runs(args, env, work)
+    finally:
+        if args.database_url:
+            asyncio.run(drop_pg(args.database_url))
+
+
+async def other_modes(args: argparse.Namespace, work: Path) -> None:
+    """--vs-celery, --relay-compare and --workers N."""
     if args.vs_celery:
         url = args.database_url or VS_CELERY_DATABASE
         env = {
@@ -451,20 +637,15 @@ async def main() -> None:
         await relay_compare(db, args, env, work, url)
         await db.dispose()
         return
-    if args.processes:
-        elapsed = bill_command(args.processes, env, work)
-        opened, rss = float("nan"), []
-    else:
-        elapsed, opened, rss = await bill(db, args.workers, env, work)
+    elapsed, opened, rss = await bill(db, args.workers or 1, env, work)
     async with db.read() as conn:
         paid = await conn.scalar(
             select(func.count()).select_from(invoices).where(invoices.c.status == "PAID")
         )
     rate = args.invoices / elapsed
     kind = url.split("://")[0].split("+")[0]
-    who = f"antaeus bill --processes {args.processes}" if args.processes else "workers"
     print(
-        f"database: {kind}; invoices: {args.invoices:,}; {who}; workers: {args.workers}; "
+        f"database: {kind}; invoices: {args.invoices:,}; workers: {args.workers}; "
         f"provider latency: {args.latency_ms:g} ms"
     )
     # in a file: a `:memory:` store holds every key and charge of the run in the
@@ -515,4 +696,4 @@ def _terminate(signum: int, _frame: object) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _terminate)
-    asyncio.run(main())
+    main()
