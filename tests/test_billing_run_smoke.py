@@ -59,3 +59,22 @@ def test_billing_run_with_processes_on_postgres() -> None:
     out = _run("--invoices", "300", "--database-url", bench_url, "--processes", "2")
     assert "antaeus bill --processes 2" in out
     assert re.search(r"floor \(pg-batch\): [0-9,]+ invoices/s; antaeus bill / floor: 0\.", out), out
+
+
+def test_profile_bill_sums_the_samples_by_part() -> None:
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        pytest.skip("py-spy is not installed (pip install -e '.[bench]'): profile test skipped")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "profile_bill.py"), "--invoices", "1000"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    if done.returncode != 0 and "Permission denied" in done.stderr + done.stdout:
+        pytest.skip("py-spy may not trace processes here (ptrace refused)")
+    assert done.returncode == 0, done.stdout + done.stderr
+    shares = re.findall(r"^(\S.*?)\s+([0-9.]+)%\s+[0-9,.]+$", done.stdout, re.MULTILINE)
+    assert any(name.startswith("claim") for name, _ in shares), done.stdout
+    assert 99.0 <= sum(float(s) for _, s in shares) <= 101.0, done.stdout
