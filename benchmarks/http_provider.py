@@ -194,4 +194,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    from antaeus.cli.common import run
+
+    run(main())  # on uvloop when installed, as the worker runs

@@ -35,7 +35,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from antaeus.domain.money import ORIGINAL_CURRENCIES, Currency, Money
+from antaeus.domain.money import CURRENCIES, ORIGINAL_CURRENCIES, Currency, Money
 from antaeus.payments.http import (
     DEFAULT_RETRY_AFTER,
     MAX_ANSWER_BYTES,
@@ -1075,3 +1075,30 @@ async def test_a_key_outside_the_protocol_is_refused_before_anything_is_sent(key
             await provider.charge(request)
     finally:
         await provider.aclose()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    invoice_id=st.integers(-(2**63), 2**63 - 1),
+    customer_id=st.integers(-(2**63), 2**63 - 1),
+    minor=st.integers(0, 99_999_999_999_999),
+    currency=st.sampled_from(CURRENCIES),
+)
+def test_the_body_is_byte_for_byte_what_json_dumps_writes(
+    invoice_id: int, customer_id: int, minor: int, currency: Currency
+) -> None:
+    money = Money.from_minor(minor, currency)
+    expected = json.dumps(
+        {
+            "invoiceId": invoice_id,
+            "customerId": customer_id,
+            "amount": {"value": f"{money.value:f}", "currency": currency.code},
+        },
+        separators=(",", ":"),
+    ).encode()
+    assert encode_request(ChargeRequest(invoice_id, customer_id, money, "k")) == expected
+
+
+def test_a_non_integer_id_is_refused_not_written() -> None:
+    with pytest.raises(ValueError, match="Unknown format code"):
+        encode_request(ChargeRequest('1, "x": 2', 2, Money.of("1", Currency.EUR), "k"))  # type: ignore[arg-type]
