@@ -37,7 +37,7 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -213,35 +213,56 @@ class Worker:
 
         With `until_idle`, also return once nothing is due now and every answer is
         recorded (`antaeus bill`'s direct mode and the tests).
+
+        The shape of a small job queue's manager: one `async with` stack of a lease
+        heartbeat and an answer recorder (a buffer that flushes on size or time) around
+        the claim loop, and one shutdown event, `stop`.
         """
         self.log.info("worker_started", concurrency=self.settings.concurrency)
         if not until_idle:  # (until idle, an unreachable provider's calls end as unknowns)
             await self.wait_for_provider(stop)
-        # leases are renewed until the last answer is recorded, not just until `stop`
-        renewing_done = asyncio.Event()
-        renewer = asyncio.create_task(self._renew_leases(renewing_done))
         self._room = asyncio.Event()
         self._answered = asyncio.Event()
         self._recorded = asyncio.Event()
         self._record_error = None
-        claiming_done = asyncio.Event()
         try:
-            recorder = asyncio.create_task(self._record_loop(claiming_done))
-            try:
-                await self._claim_loop(stop, until_idle)
-            finally:
-                await self._release_ready()
-                claiming_done.set()
-                self._answered.set()
-                await recorder
+            # The heartbeat is outermost: leases are renewed until the last answer is
+            # recorded, not just until `stop`; the recorder's exit records that last one.
+            async with self._lease_heartbeat(), self._answer_recorder():
+                try:
+                    await self._claim_loop(stop, until_idle)
+                finally:
+                    await self._release_ready()
         finally:
-            renewing_done.set()
-            renewer.cancel()
-            await asyncio.gather(renewer, return_exceptions=True)
             # debug: the commands print one line of their own at a graceful stop
             self.log.debug("worker_stopped", **self.stats.__dict__)
         if until_idle and self._record_error is not None:
             raise self._record_error  # a caller waiting for idleness must not miss it
+
+    @contextlib.asynccontextmanager
+    async def _lease_heartbeat(self) -> AsyncIterator[None]:
+        """Renew the leases of every claim held, every third of a lease, while open."""
+        done = asyncio.Event()
+        renewer = asyncio.create_task(self._renew_leases(done))
+        try:
+            yield
+        finally:
+            done.set()
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+
+    @contextlib.asynccontextmanager
+    async def _answer_recorder(self) -> AsyncIterator[None]:
+        """Record answers as they come, in batches that flush on size or time; on
+        exit, wait for the calls still in flight and record every answer left."""
+        closing = asyncio.Event()
+        recorder = asyncio.create_task(self._record_loop(closing))
+        try:
+            yield
+        finally:
+            closing.set()
+            self._answered.set()
+            await recorder
 
     async def run_until_idle(self) -> None:
         """Charge until no open run has work left that is due now."""
@@ -333,16 +354,16 @@ class Worker:
             self._room.clear()
             await _wait_any(stop, self._room, self.settings.poll_interval)
 
-    async def _record_loop(self, claiming_done: asyncio.Event) -> None:
+    async def _record_loop(self, closing: asyncio.Event) -> None:
         # enough answers for one efficient transaction, or wait `flush_interval` for more
         enough = max(1, min(self.settings.batch_size, self.settings.concurrency) // 2)
         while True:
             if not self._answers:
-                if claiming_done.is_set() and not self._inflight:
+                if closing.is_set() and not self._inflight:
                     return
                 self._answered.clear()
-                await _wait_any(claiming_done, self._answered, self.settings.poll_interval)
-                if claiming_done.is_set() and self._inflight and not self._answers:
+                await _wait_any(closing, self._answered, self.settings.poll_interval)
+                if closing.is_set() and self._inflight and not self._answers:
                     await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
                 continue
             if len(self._answers) < enough and self._inflight:
