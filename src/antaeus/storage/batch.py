@@ -6,6 +6,10 @@ itself. `Batch` compiles its statement once per dialect and hands the driver
 plain tuples: datetimes as SQLite's stored text (naive UTC, fixed format), or
 as they are for asyncpg. Values must be ready for the column (ints, strings,
 None, aware datetimes).
+
+On PostgreSQL a batch is better still as one statement: `execute_arrays` sends
+each column's values as one typed array (`unnest($1::bigint[], ...)`), so the
+server runs one statement per batch instead of one per row.
 """
 
 from __future__ import annotations
@@ -40,6 +44,24 @@ def _sqlite_value(value: Any) -> Any:
 
 def _sqlite_moment(value: datetime | None) -> str | None:
     return None if value is None else sqlite_datetime(value)
+
+
+def sqlite_moment(value: str | None) -> datetime | None:
+    """A moment read back from SQLite's stored text (`_SQLITE_FORMAT`, naive UTC), aware."""
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+async def execute_arrays(conn: WriteConnection, sql: str, params: Sequence[Any]) -> int:
+    """Run one PostgreSQL statement over a whole batch, given as arrays (one per column,
+    `$n::type[]`, NULL elements allowed) and shared scalars; answers the rows it changed.
+
+    Shared datetimes must be aware (the arrays' are the caller's to check, as `Batch`'s).
+    """
+    for value in params:
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+    result = await conn.exec_driver_sql(sql, tuple(params))
+    return int(result.rowcount)
 
 
 _Rower = Callable[[Mapping[str, Any], Sequence[Any]], tuple[Any, ...]]
@@ -93,6 +115,18 @@ class Batch:
             rower = eval(source, {"m": _sqlite_moment, "v": _sqlite_value})  # noqa: S307
             found = self._rowers[key] = (rower, shared)
         return found
+
+    async def execute(self, conn: WriteConnection, values: Mapping[str, Any]) -> Sequence[Any]:
+        """Run the statement once, with `values` for its parameters (else their literal
+        values). The rows come back as the driver gives them: no column type processes
+        them (SQLite's datetimes are text, see `sqlite_moment`; asyncpg's are aware UTC).
+        """
+        sql, _order, constants, _moments = self._compile(conn.dialect)
+        rower, names = self._rower(conn.dialect, frozenset(values))
+        common = [constants[k] for k in names]
+        if conn.dialect.name == "sqlite":
+            common = [_sqlite_value(v) for v in common]
+        return (await conn.exec_driver_sql(sql, rower(values, common))).all()
 
     async def executemany(
         self,
