@@ -14,6 +14,7 @@ server runs one statement per batch instead of one per row.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -30,10 +31,18 @@ _SQLITE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 def sqlite_datetime(value: datetime) -> str:
     """The text `UTCDateTime` stores on SQLite (`_SQLITE_FORMAT`), at a third of strftime's cost."""
+    if value.tzinfo is UTC:
+        return _utc_text(value)
     if value.tzinfo is None:
         raise ValueError("naive datetime given to a UTC column")
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
+    return _utc_text(value.astimezone(UTC))
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc_text(value: datetime) -> str:
+    """Cached: a batch's rows mostly share their moments (its `now`, the same next
+    attempt), and a cached one costs a tenth. UTC only: two equal datetimes of one
+    zone are then the same instant (in a zone with folds they need not be)."""
     return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
 
 
