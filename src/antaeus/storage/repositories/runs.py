@@ -25,7 +25,7 @@ from antaeus.domain.events import RunCompleted, RunOpened, row
 from antaeus.domain.invoice import InvoiceStatus
 from antaeus.domain.money import Currency, Money
 from antaeus.domain.policy import RunOutcome
-from antaeus.storage.batch import Batch
+from antaeus.storage.batch import Batch, execute_arrays
 from antaeus.storage.database import Conn, WriteConnection
 from antaeus.storage.tables import (
     billing_runs,
@@ -66,6 +66,14 @@ _INSERT_EVENTS = Batch(
     )
 )
 
+#: `_INSERT_EVENTS` on PostgreSQL: one statement per batch, ids in the batch's order.
+_PG_INSERT_EVENTS: Final = """\
+INSERT INTO events (type, invoice_id, run_id, payload, created_at) \
+SELECT v.type, v.invoice_id, v.run_id, v.payload, $5::timestamptz
+FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[])
+ WITH ORDINALITY AS v(type, invoice_id, run_id, payload, n)
+ORDER BY v.n"""
+
 
 def _due_not_in_run(now: datetime, cut: datetime, open_attempts_only: bool) -> Any:
     cond = and_(
@@ -91,6 +99,16 @@ class BillingBase(Generic[Conn]):
         items: Sequence[tuple[str, int | None, int | None, str]],
         now: datetime,
     ) -> None:
+        if not items:
+            return
+        if self.is_pg:
+            types, invoice_ids, run_ids, payloads = zip(*items, strict=True)
+            await execute_arrays(
+                self.conn,
+                _PG_INSERT_EVENTS,
+                (list(types), list(invoice_ids), list(run_ids), list(payloads), now),
+            )
+            return
         await _INSERT_EVENTS.executemany(
             self.conn,
             [{"b_type": t, "b_invoice": i, "b_run": r, "b_payload": p} for t, i, r, p in items],
