@@ -47,14 +47,16 @@ import structlog
 from antaeus.billing.attention import WAITING, NeedsPerson, announce
 from antaeus.clock import Clock
 from antaeus.config import Settings
-from antaeus.domain.events import ChargeAnswered, ChargeRefused, payload
+from antaeus.domain.events import AnsweredTemplate, ChargeAnswered, ChargeRefused, payload
 from antaeus.domain.policy import (
     ChargeOutcome,
+    Decision,
     InvoiceProgress,
     PolicySettings,
     backoff,
     decide,
     decide_refusal,
+    decided_alike,
 )
 from antaeus.observability import metrics
 from antaeus.payments.provider import (
@@ -73,6 +75,7 @@ from antaeus.payments.provider import (
     Refusal,
     RequestRejectedError,
     UnauthorizedError,
+    never_refuses,
     valid_charge_id,
 )
 from antaeus.storage.database import Database
@@ -126,7 +129,7 @@ UNAUTHORIZED = "provider_unauthorized"
 UNAVAILABLE = "provider_unavailable"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per call, on the hot path (never changed)
 class Answer:
     """What one call learned: an outcome, or nothing (release / pause)."""
 
@@ -150,6 +153,43 @@ class WorkerStats:
     handed_back: int = 0  # claimed ahead, never sent, given back at a graceful stop
     unrecordable: int = 0
     by_outcome: dict[str, int] = field(default_factory=dict)
+
+
+class _Decided:
+    """One decision as an outcome row and its event take it (`Worker._row`): built once
+    per batch for every invoice alike (`decided_alike`), else once per answer."""
+
+    __slots__ = (
+        "closes_attempt",
+        "dunning_count",
+        "eligible_at",
+        "event_type",
+        "last_failure",
+        "next_attempt_at",
+        "outcome",
+        "run_outcome",
+        "run_unknown_since",
+        "status",
+        "template",
+        "unknown_repeats",
+    )
+
+    def __init__(self, decision: Decision, outcome: ChargeOutcome, now: datetime) -> None:
+        rule = decision.rule
+        self.status: str = decision.status.value
+        self.last_failure = rule.reason.value if rule.reason else None
+        self.next_attempt_at = decision.next_attempt_at
+        self.eligible_at = decision.next_attempt_at or now
+        self.closes_attempt = rule.closes_attempt
+        self.dunning_count = decision.dunning_count
+        self.unknown_repeats = decision.unknown_repeats
+        self.run_unknown_since = decision.run_unknown_since
+        self.run_outcome = rule.run_outcome.value if decision.leaves_run else None
+        self.event_type = rule.event_type
+        self.outcome: str = outcome.value
+        self.template = AnsweredTemplate(
+            self.status, self.outcome, self.last_failure, self.next_attempt_at
+        )
 
 
 # Hooks for crash-point tests: called with the batch at each step when set.
@@ -192,6 +232,10 @@ class Worker:
         self._record_error: Exception | None = None
         self._pause_changes = 0  # bumped by every `_set_paused`
         self._rng = random.Random()
+        # the batch's decisions for every invoice alike (`_row`), and the batch's `now`
+        self._decided: dict[tuple[ChargeOutcome, int, bool], _Decided] = {}
+        self._decided_now: datetime | None = None
+        self._decided_policy: PolicySettings | None = None
         self._paused: str | None = None
         self._paused_checked = 0.0
         self._last_probe = 0.0
@@ -200,6 +244,8 @@ class Worker:
             maxlen=self.settings.breaker_window
         )
         self.log = log.bind(worker=self.id)
+        # a provider whose `refusal` never refuses is not asked (one call less per invoice)
+        self._asks_refusal = not never_refuses(provider)
 
     # -- the loop -------------------------------------------------------------
 
@@ -473,16 +519,20 @@ class Worker:
             provider_customer_id=item.provider_customer_id,
             provider_payment_method_id=item.provider_payment_method_id,
         )
+        if self._asks_refusal:
+            try:
+                refusal = self.provider.refusal(request)
+            except Exception:  # a provider bug: ask it (the call decides, as for any provider)
+                self.log.exception("refusal_crashed", invoice_id=item.invoice_id)
+                refusal = None
+            if refusal is not None:
+                # No call, not a provider answer: neither timed nor counted by the breaker.
+                return Answer(item, None, refusal=_bounded(refusal))
+        started = time.perf_counter()  # (what CHARGE_SECONDS.time() does, without its object)
         try:
-            refusal = self.provider.refusal(request)
-        except Exception:  # a provider bug: ask it (the call decides, as for any provider)
-            self.log.exception("refusal_crashed", invoice_id=item.invoice_id)
-            refusal = None
-        if refusal is not None:
-            # No call, not a provider answer: neither timed nor counted by the breaker.
-            return Answer(item, None, refusal=_bounded(refusal))
-        with metrics.CHARGE_SECONDS.time():
             answer = await self._charge(item, request)
+        finally:
+            metrics.CHARGE_SECONDS.observe(time.perf_counter() - started)
         # the breaker's window counts each answer as it comes, not when it is recorded;
         # a provider that cannot be reached counts as one that does not answer
         if answer.outcome is not None:
@@ -710,57 +760,82 @@ class Worker:
 
     def _row(self, answer: Answer, now: datetime) -> OutcomeRow:
         item = answer.claimed
-        assert answer.outcome is not None
-        decision = decide(
-            answer.outcome,
-            InvoiceProgress(
-                dunning_count=item.dunning_count,
-                attempt_open_since=item.attempt_open_since,
-                run_unknown_since=item.run_unknown_since,
-                unknown_repeats=item.unknown_repeats,
-                earlier_sends=item.sends - 1,
-            ),
-            now,
-            self.policy,
-            jitter=self._rng.random(),
+        outcome = answer.outcome
+        assert outcome is not None
+        if now != self._decided_now or self.policy is not self._decided_policy:
+            self._decided.clear()  # another batch (another `now`): decide afresh
+            self._decided_now, self._decided_policy = now, self.policy
+        key = (outcome, item.dunning_count, item.sends > 1)
+        d = self._decided.get(key)
+        if d is None:
+            d = _Decided(
+                decide(
+                    outcome,
+                    InvoiceProgress(
+                        dunning_count=item.dunning_count,
+                        attempt_open_since=item.attempt_open_since,
+                        run_unknown_since=item.run_unknown_since,
+                        unknown_repeats=item.unknown_repeats,
+                        earlier_sends=item.sends - 1,
+                    ),
+                    now,
+                    self.policy,
+                    jitter=self._rng.random(),
+                ),
+                outcome,
+                now,
+            )
+            if decided_alike(outcome, self.policy):  # once per batch for all invoices alike
+                self._decided[key] = d
+        text = d.template.text(
+            item.invoice_id,
+            item.customer_id,
+            item.amount,
+            item.due_at,
+            item.attempt,
+            item.idempotency_key,
+            answer.charge_id,
+            item.run_id,
+            answer.decline_code,
         )
-        eligible = decision.next_attempt_at or now
-        last_failure = decision.last_failure.value if decision.last_failure else None
-        event = ChargeAnswered(
-            type=decision.rule.event_type,
-            invoice_id=item.invoice_id,
-            customer_id=item.customer_id,
-            amount=item.amount,
-            due_at=item.due_at,
-            status=decision.status.value,
-            outcome=answer.outcome.value,
-            attempt=item.attempt,
-            idempotency_key=item.idempotency_key,
-            charge_id=answer.charge_id,
-            reason=last_failure,
-            run_id=item.run_id,
-            next_attempt_at=decision.next_attempt_at,
-            decline_code=answer.decline_code,
-        )
+        if text is None:  # a field the template does not write: the general encoder
+            text = payload(
+                ChargeAnswered(
+                    type=d.event_type,
+                    invoice_id=item.invoice_id,
+                    customer_id=item.customer_id,
+                    amount=item.amount,
+                    due_at=item.due_at,
+                    status=d.status,
+                    outcome=d.outcome,
+                    attempt=item.attempt,
+                    idempotency_key=item.idempotency_key,
+                    charge_id=answer.charge_id,
+                    reason=d.last_failure,
+                    run_id=item.run_id,
+                    next_attempt_at=d.next_attempt_at,
+                    decline_code=answer.decline_code,
+                )
+            )
         return OutcomeRow(
             invoice_id=item.invoice_id,
             lease_token=item.lease_token,
             run_id=item.run_id,
             attempt=item.attempt,
-            status=decision.status.value,
-            last_failure=last_failure,
-            next_attempt_at=decision.next_attempt_at,
-            eligible_at=eligible,
-            attempt_open_since=None if decision.closes_attempt else item.attempt_open_since,
-            dunning_count=decision.dunning_count,
-            unknown_repeats=decision.unknown_repeats,
-            run_unknown_since=decision.run_unknown_since,
-            attempt_outcome=answer.outcome.value,
-            attempt_finished=decision.closes_attempt,
+            status=d.status,
+            last_failure=d.last_failure,
+            next_attempt_at=d.next_attempt_at,
+            eligible_at=d.eligible_at,
+            attempt_open_since=None if d.closes_attempt else item.attempt_open_since,
+            dunning_count=d.dunning_count,
+            unknown_repeats=d.unknown_repeats,
+            run_unknown_since=d.run_unknown_since,
+            attempt_outcome=d.outcome,
+            attempt_finished=d.closes_attempt,
             charge_id=answer.charge_id,
-            run_outcome=decision.rule.run_outcome.value if decision.leaves_run else None,
-            event_type=decision.rule.event_type,
-            event_payload=payload(event),
+            run_outcome=d.run_outcome,
+            event_type=d.event_type,
+            event_payload=text,
             decline_code=answer.decline_code,
         )
 

@@ -83,6 +83,7 @@ from antaeus.payments.provider import (
     ProviderError,
     Refusal,
     RequestRejectedError,
+    refuses_nothing,
 )
 
 _SCHEMA: Final = """
@@ -214,8 +215,12 @@ class Rules(Protocol):
     def open_account(self, req: ChargeRequest, profile: str) -> Account | None: ...
 
 
-def _request_hash(req: ChargeRequest) -> str:
-    return f"{req.invoice_id}:{req.customer_id}:{req.amount.minor}:{req.amount.currency.value}"
+def _request_hash(req: ChargeRequest, minor: int | None = None) -> str:
+    """What identifies a request's body (`minor`: its amount's, when known already)."""
+    amount = req.amount
+    if minor is None:
+        minor = amount.minor
+    return f"{req.invoice_id}:{req.customer_id}:{minor}:{amount.currency.code}"
 
 
 class SimulatorStore:
@@ -324,7 +329,10 @@ class SimulatorStore:
         for req in requests:
             key = req.idempotency_key
             customer = req.customer_id
-            digest = _request_hash(req)
+            amount = req.amount
+            minor = amount.minor  # (once: a Decimal's scaling)
+            currency = amount.currency.code
+            digest = _request_hash(req, minor)
             profile = rules.profile(customer) if profiled else None
             seen = known.get(key)
             if rules.outage:  # received, and nothing done: not even a replay
@@ -363,29 +371,18 @@ class SimulatorStore:
                     stats["accounts_opened"] = stats.get("accounts_opened", 0) + 1
             if account is None:
                 outcome = NOT_FOUND if loaded or profiled else CHARGED
-            elif account[0] != req.amount.currency.value:
+            elif account[0] != currency:
                 outcome = MISMATCH
-            elif account[1] < req.amount.minor:
+            elif account[1] < minor:
                 outcome = INSUFFICIENT
             else:
                 outcome = CHARGED
             charge_id = None
             if outcome == CHARGED:
                 charge_id = "ch_" + hashlib.sha256(f"{key}:{n}:{now}".encode()).hexdigest()[:24]
-                amount = req.amount
-                charges.append(
-                    (
-                        charge_id,
-                        key,
-                        req.invoice_id,
-                        customer,
-                        amount.minor,
-                        amount.currency.value,
-                        now,
-                    )
-                )
+                charges.append((charge_id, key, req.invoice_id, customer, minor, currency, now))
                 if account is not None:
-                    accounts[customer] = (account[0], account[1] - amount.minor)
+                    accounts[customer] = (account[0], account[1] - minor)
                     changed.add(customer)
             known[key] = new_keys[key] = (digest, outcome, charge_id, now)
             stats[outcome] = stats.get(outcome, 0) + 1
@@ -615,6 +612,7 @@ class SimulatedPaymentProvider:
     def key_retention(self) -> timedelta:
         return self._retention
 
+    @refuses_nothing
     def refusal(self, request: ChargeRequest) -> Refusal | None:
         return None  # charges any customer by Antaeus' own id
 
