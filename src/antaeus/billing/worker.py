@@ -39,8 +39,8 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 import structlog
 
@@ -124,6 +124,8 @@ def worker_settings(settings: Settings, concurrency: int | None = None) -> Worke
         breaker_probe=settings.BREAKER_PROBE_SECONDS,
     )
 
+
+_NEVER: Final = datetime.max.replace(tzinfo=UTC)
 
 UNAUTHORIZED = "provider_unauthorized"
 UNAVAILABLE = "provider_unavailable"
@@ -226,6 +228,9 @@ class Worker:
         # ahead, in flight, or answered): its claim's token and when its lease ends.
         # Only these leases are renewed, and none of them is ever claimed again.
         self._held: dict[int, tuple[int, datetime]] = {}
+        # no lease of `_held` ends before this (lowered by every lease written; a claim
+        # looks for expired leases only once it has passed, not at every claim)
+        self._held_until = _NEVER
         self._claim_tokens = itertools.count(1)
         self._not_sent_in_a_row = 0
         self._recording = False  # a batch of answers is being written
@@ -298,7 +303,7 @@ class Worker:
         return bool(self._inflight or self._ready or self._answers or self._recording)
 
     def _start_call(self, item: Claimed) -> None:
-        task = asyncio.create_task(self._call(item))
+        task = asyncio.get_running_loop().create_task(self._call(item))  # (one frame less)
         self._inflight.add(task)
         task.add_done_callback(self._call_done)
 
@@ -487,7 +492,12 @@ class Worker:
         token = next(self._claim_tokens)
         # Leases this worker could not renew in time (the database was away) have
         # expired, but their calls are still out: never claim those again.
-        expired = [i for i, (_, until) in self._held.items() if until <= now]
+        expired: list[int] = []
+        if now >= self._held_until:
+            expired = [i for i, (_, until) in self._held.items() if until <= now]
+            self._held_until = min(
+                (until for _, until in self._held.values() if until > now), default=_NEVER
+            )
         async with self.db.write() as conn:
             if self._installation_id is None:
                 self._installation_id = await InstallationRepository(conn).installation_id()
@@ -504,6 +514,8 @@ class Worker:
             )
         for item in claimed:
             self._held[item.invoice_id] = (token, lease_until)
+        if claimed and lease_until < self._held_until:
+            self._held_until = lease_until
         self.stats.claimed += len(claimed)
         if claimed and self._crash_hook:
             self._crash_hook("after_claim", claimed)
@@ -701,19 +713,18 @@ class Worker:
                 self.log.warning("charging_resumed", definite=definite, unknown=unknown)
         self.stats.recorded += len(mine) + len(mine_refused)  # a refusal is recorded too
         self.stats.released += sum(1 for a in releases if id(a) in kept)
-        keys = {a.claimed.invoice_id: a.claimed.idempotency_key for a in outcomes}
         # the counters once per outcome of the batch, not once per invoice
         for outcome, n in collections.Counter(r.attempt_outcome for r in mine).items():
             metrics.CHARGES.labels(outcome).inc(n)
             self.stats.by_outcome[outcome] = self.stats.by_outcome.get(outcome, 0) + n
         info = self.log.info
-        for r in mine:
+        for claimed, r in recorded:
             # one line per state change (after commit); never a token or a secret
             info(
                 "invoice_answered",
                 invoice_id=r.invoice_id,
                 attempt=r.attempt,
-                idempotency_key=keys.get(r.invoice_id),
+                idempotency_key=claimed.idempotency_key,
                 run_id=r.run_id,
                 outcome=r.attempt_outcome,
                 status=r.status,
@@ -939,6 +950,8 @@ class Worker:
             held = self._held.get(invoice_id)
             if held is not None:
                 self._held[invoice_id] = (held[0], until)
+        if renewed and until < self._held_until:  # (a clock set back)
+            self._held_until = until
         return len(renewed)
 
     async def _renew_leases(self, stop: asyncio.Event) -> None:

@@ -326,6 +326,7 @@ class SimulatorStore:
         new_keys: dict[str, tuple[str, str, str | None, float]] = {}
         charges: list[tuple[Any, ...]] = []
         stats: dict[str, int] = {}
+        stamp = f":{now}"  # (what each charge id hashes after its key and send)
         for req in requests:
             key = req.idempotency_key
             customer = req.customer_id
@@ -379,7 +380,7 @@ class SimulatorStore:
                 outcome = CHARGED
             charge_id = None
             if outcome == CHARGED:
-                charge_id = "ch_" + hashlib.sha256(f"{key}:{n}:{now}".encode()).hexdigest()[:24]
+                charge_id = "ch_" + hashlib.sha256(f"{key}:{n}{stamp}".encode()).hexdigest()[:24]
                 charges.append((charge_id, key, req.invoice_id, customer, minor, currency, now))
                 if account is not None:
                     accounts[customer] = (account[0], account[1] - minor)
