@@ -395,12 +395,15 @@ class SimulatorStore:
                 out.append(SimulatedLostAnswer("simulated lost answer (the charge was made)"))
             else:
                 out.append(_result(outcome, charge_id, replayed=False))
-        cur.executemany("INSERT OR REPLACE INTO sends VALUES (?, ?)", list(sends.items()))
-        # when the provider first heard of each key sent (again after it forgot it)
+        # (the counts of the keys sent in this batch: the others' did not change)
+        cur.executemany("INSERT OR REPLACE INTO sends VALUES (?, ?)", [(k, sends[k]) for k in sent])
+        # When the provider first heard of each key sent and not processed (again after
+        # it forgot it): `lookup` reads it only for a key without an outcome in `keys`,
+        # so a key processed now needs none (a row of `keys` is never removed).
         cur.executemany(
             "INSERT INTO seen VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
             "SET first_at = excluded.first_at WHERE seen.first_at <= ?",
-            [(k, now, now - retention_seconds) for k in sent],
+            [(k, now, now - retention_seconds) for k in sent if k not in new_keys],
         )
         cur.executemany(
             "INSERT OR REPLACE INTO keys VALUES (?, ?, ?, ?, ?)",
