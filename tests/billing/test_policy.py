@@ -17,6 +17,7 @@ from antaeus.domain.policy import (
     RunOutcome,
     backoff,
     decide,
+    decided_alike,
     retention_ending,
 )
 
@@ -43,6 +44,48 @@ progress_st = st.builds(
     run_unknown_since=st.none() | st.integers(0, 7200).map(lambda s: NOW - timedelta(seconds=s)),
     unknown_repeats=st.integers(0, 40),
 )
+
+
+@given(
+    st.sampled_from(list(ChargeOutcome)),
+    progress_st,
+    progress_st,
+    st.integers(0, 3),
+    st.integers(0, 3),
+    settings_st,
+    st.floats(0, 1),
+    st.floats(0, 1),
+)
+def test_a_decision_decided_alike_is_the_same_for_every_invoice_alike(
+    outcome: ChargeOutcome,
+    one: InvoiceProgress,
+    other: InvoiceProgress,
+    sends: int,
+    other_sends: int,
+    settings: PolicySettings,
+    jitter: float,
+    other_jitter: float,
+) -> None:
+    """What the worker relies on to decide once per batch (`decided_alike`)."""
+    if not decided_alike(outcome, settings):
+        return
+    alike = InvoiceProgress(
+        dunning_count=one.dunning_count,
+        attempt_open_since=other.attempt_open_since,
+        run_unknown_since=other.run_unknown_since,
+        unknown_repeats=other.unknown_repeats,
+        earlier_sends=other_sends if (other_sends > 0) == (sends > 0) else sends,
+    )
+    first = InvoiceProgress(
+        one.dunning_count,
+        one.attempt_open_since,
+        one.run_unknown_since,
+        one.unknown_repeats,
+        earlier_sends=sends,
+    )
+    assert decide(outcome, first, NOW, settings, jitter) == decide(
+        outcome, alike, NOW, settings, other_jitter
+    )
 
 
 @given(st.sampled_from(list(ChargeOutcome)), progress_st, settings_st, st.floats(0, 1))

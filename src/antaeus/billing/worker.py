@@ -39,22 +39,24 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 import structlog
 
 from antaeus.billing.attention import WAITING, NeedsPerson, announce
 from antaeus.clock import Clock
 from antaeus.config import Settings
-from antaeus.domain.events import ChargeAnswered, ChargeRefused, payload
+from antaeus.domain.events import AnsweredTemplate, ChargeAnswered, ChargeRefused, payload
 from antaeus.domain.policy import (
     ChargeOutcome,
+    Decision,
     InvoiceProgress,
     PolicySettings,
     backoff,
     decide,
     decide_refusal,
+    decided_alike,
 )
 from antaeus.observability import metrics
 from antaeus.payments.provider import (
@@ -73,6 +75,7 @@ from antaeus.payments.provider import (
     Refusal,
     RequestRejectedError,
     UnauthorizedError,
+    never_refuses,
     valid_charge_id,
 )
 from antaeus.storage.database import Database
@@ -122,11 +125,13 @@ def worker_settings(settings: Settings, concurrency: int | None = None) -> Worke
     )
 
 
+_NEVER: Final = datetime.max.replace(tzinfo=UTC)
+
 UNAUTHORIZED = "provider_unauthorized"
 UNAVAILABLE = "provider_unavailable"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per call, on the hot path (never changed)
 class Answer:
     """What one call learned: an outcome, or nothing (release / pause)."""
 
@@ -150,6 +155,43 @@ class WorkerStats:
     handed_back: int = 0  # claimed ahead, never sent, given back at a graceful stop
     unrecordable: int = 0
     by_outcome: dict[str, int] = field(default_factory=dict)
+
+
+class _Decided:
+    """One decision as an outcome row and its event take it (`Worker._row`): built once
+    per batch for every invoice alike (`decided_alike`), else once per answer."""
+
+    __slots__ = (
+        "closes_attempt",
+        "dunning_count",
+        "eligible_at",
+        "event_type",
+        "last_failure",
+        "next_attempt_at",
+        "outcome",
+        "run_outcome",
+        "run_unknown_since",
+        "status",
+        "template",
+        "unknown_repeats",
+    )
+
+    def __init__(self, decision: Decision, outcome: ChargeOutcome, now: datetime) -> None:
+        rule = decision.rule
+        self.status: str = decision.status.value
+        self.last_failure = rule.reason.value if rule.reason else None
+        self.next_attempt_at = decision.next_attempt_at
+        self.eligible_at = decision.next_attempt_at or now
+        self.closes_attempt = rule.closes_attempt
+        self.dunning_count = decision.dunning_count
+        self.unknown_repeats = decision.unknown_repeats
+        self.run_unknown_since = decision.run_unknown_since
+        self.run_outcome = rule.run_outcome.value if decision.leaves_run else None
+        self.event_type = rule.event_type
+        self.outcome: str = outcome.value
+        self.template = AnsweredTemplate(
+            self.status, self.outcome, self.last_failure, self.next_attempt_at
+        )
 
 
 # Hooks for crash-point tests: called with the batch at each step when set.
@@ -186,12 +228,19 @@ class Worker:
         # ahead, in flight, or answered): its claim's token and when its lease ends.
         # Only these leases are renewed, and none of them is ever claimed again.
         self._held: dict[int, tuple[int, datetime]] = {}
+        # no lease of `_held` ends before this (lowered by every lease written; a claim
+        # looks for expired leases only once it has passed, not at every claim)
+        self._held_until = _NEVER
         self._claim_tokens = itertools.count(1)
         self._not_sent_in_a_row = 0
         self._recording = False  # a batch of answers is being written
         self._record_error: Exception | None = None
         self._pause_changes = 0  # bumped by every `_set_paused`
         self._rng = random.Random()
+        # the batch's decisions for every invoice alike (`_row`), and the batch's `now`
+        self._decided: dict[tuple[ChargeOutcome, int, bool], _Decided] = {}
+        self._decided_now: datetime | None = None
+        self._decided_policy: PolicySettings | None = None
         self._paused: str | None = None
         self._paused_checked = 0.0
         self._last_probe = 0.0
@@ -200,6 +249,8 @@ class Worker:
             maxlen=self.settings.breaker_window
         )
         self.log = log.bind(worker=self.id)
+        # a provider whose `refusal` never refuses is not asked (one call less per invoice)
+        self._asks_refusal = not never_refuses(provider)
 
     # -- the loop -------------------------------------------------------------
 
@@ -273,7 +324,7 @@ class Worker:
         return bool(self._inflight or self._ready or self._answers or self._recording)
 
     def _start_call(self, item: Claimed) -> None:
-        task = asyncio.create_task(self._call(item))
+        task = asyncio.get_running_loop().create_task(self._call(item))  # (one frame less)
         self._inflight.add(task)
         task.add_done_callback(self._call_done)
 
@@ -462,7 +513,12 @@ class Worker:
         token = next(self._claim_tokens)
         # Leases this worker could not renew in time (the database was away) have
         # expired, but their calls are still out: never claim those again.
-        expired = [i for i, (_, until) in self._held.items() if until <= now]
+        expired: list[int] = []
+        if now >= self._held_until:
+            expired = [i for i, (_, until) in self._held.items() if until <= now]
+            self._held_until = min(
+                (until for _, until in self._held.values() if until > now), default=_NEVER
+            )
         async with self.db.write() as conn:
             if self._installation_id is None:
                 self._installation_id = await InstallationRepository(conn).installation_id()
@@ -479,6 +535,8 @@ class Worker:
             )
         for item in claimed:
             self._held[item.invoice_id] = (token, lease_until)
+        if claimed and lease_until < self._held_until:
+            self._held_until = lease_until
         self.stats.claimed += len(claimed)
         if claimed and self._crash_hook:
             self._crash_hook("after_claim", claimed)
@@ -494,16 +552,20 @@ class Worker:
             provider_customer_id=item.provider_customer_id,
             provider_payment_method_id=item.provider_payment_method_id,
         )
+        if self._asks_refusal:
+            try:
+                refusal = self.provider.refusal(request)
+            except Exception:  # a provider bug: ask it (the call decides, as for any provider)
+                self.log.exception("refusal_crashed", invoice_id=item.invoice_id)
+                refusal = None
+            if refusal is not None:
+                # No call, not a provider answer: neither timed nor counted by the breaker.
+                return Answer(item, None, refusal=_bounded(refusal))
+        started = time.perf_counter()  # (what CHARGE_SECONDS.time() does, without its object)
         try:
-            refusal = self.provider.refusal(request)
-        except Exception:  # a provider bug: ask it (the call decides, as for any provider)
-            self.log.exception("refusal_crashed", invoice_id=item.invoice_id)
-            refusal = None
-        if refusal is not None:
-            # No call, not a provider answer: neither timed nor counted by the breaker.
-            return Answer(item, None, refusal=_bounded(refusal))
-        with metrics.CHARGE_SECONDS.time():
             answer = await self._charge(item, request)
+        finally:
+            metrics.CHARGE_SECONDS.observe(time.perf_counter() - started)
         # the breaker's window counts each answer as it comes, not when it is recorded;
         # a provider that cannot be reached counts as one that does not answer
         if answer.outcome is not None:
@@ -672,19 +734,18 @@ class Worker:
                 self.log.warning("charging_resumed", definite=definite, unknown=unknown)
         self.stats.recorded += len(mine) + len(mine_refused)  # a refusal is recorded too
         self.stats.released += sum(1 for a in releases if id(a) in kept)
-        keys = {a.claimed.invoice_id: a.claimed.idempotency_key for a in outcomes}
         # the counters once per outcome of the batch, not once per invoice
         for outcome, n in collections.Counter(r.attempt_outcome for r in mine).items():
             metrics.CHARGES.labels(outcome).inc(n)
             self.stats.by_outcome[outcome] = self.stats.by_outcome.get(outcome, 0) + n
         info = self.log.info
-        for r in mine:
+        for claimed, r in recorded:
             # one line per state change (after commit); never a token or a secret
             info(
                 "invoice_answered",
                 invoice_id=r.invoice_id,
                 attempt=r.attempt,
-                idempotency_key=keys.get(r.invoice_id),
+                idempotency_key=claimed.idempotency_key,
                 run_id=r.run_id,
                 outcome=r.attempt_outcome,
                 status=r.status,
@@ -731,57 +792,82 @@ class Worker:
 
     def _row(self, answer: Answer, now: datetime) -> OutcomeRow:
         item = answer.claimed
-        assert answer.outcome is not None
-        decision = decide(
-            answer.outcome,
-            InvoiceProgress(
-                dunning_count=item.dunning_count,
-                attempt_open_since=item.attempt_open_since,
-                run_unknown_since=item.run_unknown_since,
-                unknown_repeats=item.unknown_repeats,
-                earlier_sends=item.sends - 1,
-            ),
-            now,
-            self.policy,
-            jitter=self._rng.random(),
+        outcome = answer.outcome
+        assert outcome is not None
+        if now != self._decided_now or self.policy is not self._decided_policy:
+            self._decided.clear()  # another batch (another `now`): decide afresh
+            self._decided_now, self._decided_policy = now, self.policy
+        key = (outcome, item.dunning_count, item.sends > 1)
+        d = self._decided.get(key)
+        if d is None:
+            d = _Decided(
+                decide(
+                    outcome,
+                    InvoiceProgress(
+                        dunning_count=item.dunning_count,
+                        attempt_open_since=item.attempt_open_since,
+                        run_unknown_since=item.run_unknown_since,
+                        unknown_repeats=item.unknown_repeats,
+                        earlier_sends=item.sends - 1,
+                    ),
+                    now,
+                    self.policy,
+                    jitter=self._rng.random(),
+                ),
+                outcome,
+                now,
+            )
+            if decided_alike(outcome, self.policy):  # once per batch for all invoices alike
+                self._decided[key] = d
+        text = d.template.text(
+            item.invoice_id,
+            item.customer_id,
+            item.amount,
+            item.due_at,
+            item.attempt,
+            item.idempotency_key,
+            answer.charge_id,
+            item.run_id,
+            answer.decline_code,
         )
-        eligible = decision.next_attempt_at or now
-        last_failure = decision.last_failure.value if decision.last_failure else None
-        event = ChargeAnswered(
-            type=decision.rule.event_type,
-            invoice_id=item.invoice_id,
-            customer_id=item.customer_id,
-            amount=item.amount,
-            due_at=item.due_at,
-            status=decision.status.value,
-            outcome=answer.outcome.value,
-            attempt=item.attempt,
-            idempotency_key=item.idempotency_key,
-            charge_id=answer.charge_id,
-            reason=last_failure,
-            run_id=item.run_id,
-            next_attempt_at=decision.next_attempt_at,
-            decline_code=answer.decline_code,
-        )
+        if text is None:  # a field the template does not write: the general encoder
+            text = payload(
+                ChargeAnswered(
+                    type=d.event_type,
+                    invoice_id=item.invoice_id,
+                    customer_id=item.customer_id,
+                    amount=item.amount,
+                    due_at=item.due_at,
+                    status=d.status,
+                    outcome=d.outcome,
+                    attempt=item.attempt,
+                    idempotency_key=item.idempotency_key,
+                    charge_id=answer.charge_id,
+                    reason=d.last_failure,
+                    run_id=item.run_id,
+                    next_attempt_at=d.next_attempt_at,
+                    decline_code=answer.decline_code,
+                )
+            )
         return OutcomeRow(
             invoice_id=item.invoice_id,
             lease_token=item.lease_token,
             run_id=item.run_id,
             attempt=item.attempt,
-            status=decision.status.value,
-            last_failure=last_failure,
-            next_attempt_at=decision.next_attempt_at,
-            eligible_at=eligible,
-            attempt_open_since=None if decision.closes_attempt else item.attempt_open_since,
-            dunning_count=decision.dunning_count,
-            unknown_repeats=decision.unknown_repeats,
-            run_unknown_since=decision.run_unknown_since,
-            attempt_outcome=answer.outcome.value,
-            attempt_finished=decision.closes_attempt,
+            status=d.status,
+            last_failure=d.last_failure,
+            next_attempt_at=d.next_attempt_at,
+            eligible_at=d.eligible_at,
+            attempt_open_since=None if d.closes_attempt else item.attempt_open_since,
+            dunning_count=d.dunning_count,
+            unknown_repeats=d.unknown_repeats,
+            run_unknown_since=d.run_unknown_since,
+            attempt_outcome=d.outcome,
+            attempt_finished=d.closes_attempt,
             charge_id=answer.charge_id,
-            run_outcome=decision.rule.run_outcome.value if decision.leaves_run else None,
-            event_type=decision.rule.event_type,
-            event_payload=payload(event),
+            run_outcome=d.run_outcome,
+            event_type=d.event_type,
+            event_payload=text,
             decline_code=answer.decline_code,
         )
 
@@ -885,6 +971,8 @@ class Worker:
             held = self._held.get(invoice_id)
             if held is not None:
                 self._held[invoice_id] = (held[0], until)
+        if renewed and until < self._held_until:  # (a clock set back)
+            self._held_until = until
         return len(renewed)
 
     async def _renew_leases(self, stop: asyncio.Event) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import time
@@ -45,6 +46,18 @@ async def _wait_for_schema(db: Database, stop: asyncio.Event) -> None:
             err.print(f"[yellow]waiting:[/] {reason}", highlight=False)
             warned = True
         await asyncio.sleep(2)
+
+
+def _freeze_heap() -> None:
+    """Keep what the process holds before charging out of every garbage collection.
+
+    The imports and the settings leave some 130,000 objects that live until the
+    process ends; each full collection walked all of them (about 80 ms each, two
+    seconds of CPU over 100,000 invoices). Frozen, a collection walks only what
+    charging allocates. Called once per process, just before the worker runs.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _failpoint() -> Callable[[str, list[Any]], None] | None:
@@ -146,6 +159,7 @@ def worker(
                 crash_hook=_failpoint(),
             )
             relay = None if no_relay else build_relay(db, SystemClock(), settings)
+            _freeze_heap()
             relaying = asyncio.create_task(relay.run(stop)) if relay is not None else None
             try:
                 await w.run(stop)
@@ -365,6 +379,7 @@ async def _bill_direct(
                 settings.policy(provider.deduplicates_keys),
                 worker_settings(settings),
             )
+            _freeze_heap()
             charging = asyncio.create_task(w.run(stop))
 
         async def tick() -> None:

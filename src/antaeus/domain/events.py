@@ -139,29 +139,73 @@ def _text(value: str | None) -> str:
 def answered_payload(e: ChargeAnswered) -> str | None:
     """`dumps(e.data())`, the same text, written from a template (one per answer, the
     worker's hot path); None for a field of a type the template does not write."""
-    value = e.amount.value
-    if not (
-        type(e.invoice_id) is int
-        and type(e.customer_id) is int
-        and type(e.attempt) is int
-        and type(e.run_id) is int
-        and type(value) is Decimal
-        and value.is_finite()
-    ):
-        return None
-    reason = _text(e.reason)
-    nxt = e.next_attempt_at
-    return (
-        f'{{"invoice":{{"id":{e.invoice_id},"customerId":{e.customer_id},'
-        f'"amount":{{"value":{value},"currency":{string(e.amount.currency.value)}}},'
-        f'"status":{string(e.status)},"dueAt":"{rfc3339(e.due_at)}",'
-        f'"attemptCount":{e.attempt},"lastFailure":{reason},'
-        f'"nextAttemptAt":{"null" if nxt is None else string(rfc3339(nxt))}}},'
-        f'"attempt":{{"number":{e.attempt},"idempotencyKey":{string(e.idempotency_key)},'
-        f'"outcome":{string(e.outcome)},"chargeId":{_text(e.charge_id)},'
-        f'"reason":{reason},"declineCode":{_text(e.decline_code)}}},'
-        f'"runId":{e.run_id}}}'
+    return AnsweredTemplate(e.status, e.outcome, e.reason, e.next_attempt_at).text(
+        e.invoice_id,
+        e.customer_id,
+        e.amount,
+        e.due_at,
+        e.attempt,
+        e.idempotency_key,
+        e.charge_id,
+        e.run_id,
+        e.decline_code,
     )
+
+
+class AnsweredTemplate:
+    """The text of `ChargeAnswered` payloads that share a status, an outcome, a reason
+    and a next attempt (one decision of a batch of answers): those parts are written
+    once, here; `text` fills in one invoice's own (`answered_payload` is the same
+    template, for one event)."""
+
+    __slots__ = ("_due", "_middle", "_outcome", "_status", "_tail")
+
+    def __init__(
+        self, status: str, outcome: str, reason: str | None, next_attempt_at: datetime | None
+    ) -> None:
+        why = _text(reason)
+        nxt = "null" if next_attempt_at is None else string(rfc3339(next_attempt_at))
+        self._status = f'"status":{string(status)},"dueAt":"'
+        self._middle = f',"lastFailure":{why},"nextAttemptAt":{nxt}}},"attempt":{{"number":'
+        self._outcome = f',"outcome":{string(outcome)},"chargeId":'
+        self._tail = f',"reason":{why},"declineCode":'
+        self._due: dict[datetime, str] = {}  # due moments written (a batch shares a few)
+
+    def text(
+        self,
+        invoice_id: int,
+        customer_id: int,
+        amount: Money,
+        due_at: datetime,
+        attempt: int,
+        idempotency_key: str,
+        charge_id: str | None,
+        run_id: int,
+        decline_code: str | None,
+    ) -> str | None:
+        """One invoice's payload; None for a field of a type the template does not write."""
+        value = amount.value
+        if not (
+            type(invoice_id) is int
+            and type(customer_id) is int
+            and type(attempt) is int
+            and type(run_id) is int
+            and type(value) is Decimal
+            and value.is_finite()
+        ):
+            return None
+        due = self._due.get(due_at)
+        if due is None:
+            due = rfc3339(due_at)
+            if len(self._due) < 64:
+                self._due[due_at] = due
+        return (
+            f'{{"invoice":{{"id":{invoice_id},"customerId":{customer_id},'
+            f'"amount":{{"value":{value},"currency":{string(amount.currency.code)}}},'
+            f'{self._status}{due}","attemptCount":{attempt}{self._middle}{attempt},'
+            f'"idempotencyKey":{string(idempotency_key)}{self._outcome}{_text(charge_id)}'
+            f'{self._tail}{_text(decline_code)}}},"runId":{run_id}}}'
+        )
 
 
 @dataclass(slots=True)  # not frozen: the worker builds one per answer, on its hot path

@@ -314,6 +314,17 @@ def decide(
     return _final(rule, progress.dunning_count)
 
 
+def decided_alike(outcome: ChargeOutcome, settings: PolicySettings) -> bool:
+    """Whether `decide(outcome, progress, now, settings, jitter)` depends on nothing of
+    `progress` but its `dunning_count` and whether `earlier_sends > 0`, and not on the
+    jitter: so one decision serves every invoice of a batch (one `now`) alike in those.
+
+    True of every outcome but an unknown one that may be repeated: its wait has
+    jitter, and how long it may still be repeated depends on the attempt's history.
+    """
+    return outcome is not ChargeOutcome.UNKNOWN or not settings.provider_deduplicates
+
+
 def _final(rule: Rule, dunning_count: int) -> Decision:
     return Decision(
         status=transition(InvoiceStatus.PROCESSING, rule.event),

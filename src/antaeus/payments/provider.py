@@ -39,9 +39,10 @@ one that cannot makes every unknown outcome go straight to REVIEW.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from antaeus.domain.money import Money
 
@@ -53,6 +54,24 @@ MAX_CHARGE_ID_LENGTH: Final = 255
 def valid_charge_id(value: object) -> bool:
     """Whether `value` has the documented shape of a charge id."""
     return isinstance(value, str) and 0 < len(value) <= MAX_CHARGE_ID_LENGTH and value.isprintable()
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def refuses_nothing(method: _F) -> _F:
+    """Marks a provider's `refusal` that answers None for every request, so that the
+    worker need not ask it before each call (`never_refuses`)."""
+    method.refuses_nothing = True  # type: ignore[attr-defined]
+    return method
+
+
+def never_refuses(provider: object) -> bool:
+    """Whether `provider.refusal` is one marked `refuses_nothing` (a subclass that
+    overrides it, or a `refusal` set on the object itself, is asked)."""
+    method = getattr(type(provider), "refusal", None)
+    own = getattr(provider, "__dict__", {})
+    return getattr(method, "refuses_nothing", False) is True and "refusal" not in own
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,7 @@ from antaeus.payments.provider import (
     ProviderError,
     Refusal,
     RequestRejectedError,
+    refuses_nothing,
 )
 
 _SCHEMA: Final = """
@@ -214,8 +215,12 @@ class Rules(Protocol):
     def open_account(self, req: ChargeRequest, profile: str) -> Account | None: ...
 
 
-def _request_hash(req: ChargeRequest) -> str:
-    return f"{req.invoice_id}:{req.customer_id}:{req.amount.minor}:{req.amount.currency.value}"
+def _request_hash(req: ChargeRequest, minor: int | None = None) -> str:
+    """What identifies a request's body (`minor`: its amount's, when known already)."""
+    amount = req.amount
+    if minor is None:
+        minor = amount.minor
+    return f"{req.invoice_id}:{req.customer_id}:{minor}:{amount.currency.code}"
 
 
 class SimulatorStore:
@@ -321,10 +326,17 @@ class SimulatorStore:
         new_keys: dict[str, tuple[str, str, str | None, float]] = {}
         charges: list[tuple[Any, ...]] = []
         stats: dict[str, int] = {}
+        stamp = f":{now}"  # (what each charge id hashes after its key and send)
+        # Charge ids begin with the moment in microseconds, so that the ledger's index
+        # grows at its end (random ids dirtied a page of it per charge at each commit).
+        prefix = f"ch_{max(0, int(now * 1_000_000)):013x}"
         for req in requests:
             key = req.idempotency_key
             customer = req.customer_id
-            digest = _request_hash(req)
+            amount = req.amount
+            minor = amount.minor  # (once: a Decimal's scaling)
+            currency = amount.currency.code
+            digest = _request_hash(req, minor)
             profile = rules.profile(customer) if profiled else None
             seen = known.get(key)
             if rules.outage:  # received, and nothing done: not even a replay
@@ -363,29 +375,18 @@ class SimulatorStore:
                     stats["accounts_opened"] = stats.get("accounts_opened", 0) + 1
             if account is None:
                 outcome = NOT_FOUND if loaded or profiled else CHARGED
-            elif account[0] != req.amount.currency.value:
+            elif account[0] != currency:
                 outcome = MISMATCH
-            elif account[1] < req.amount.minor:
+            elif account[1] < minor:
                 outcome = INSUFFICIENT
             else:
                 outcome = CHARGED
             charge_id = None
             if outcome == CHARGED:
-                charge_id = "ch_" + hashlib.sha256(f"{key}:{n}:{now}".encode()).hexdigest()[:24]
-                amount = req.amount
-                charges.append(
-                    (
-                        charge_id,
-                        key,
-                        req.invoice_id,
-                        customer,
-                        amount.minor,
-                        amount.currency.value,
-                        now,
-                    )
-                )
+                charge_id = prefix + hashlib.sha256(f"{key}:{n}{stamp}".encode()).hexdigest()[:24]
+                charges.append((charge_id, key, req.invoice_id, customer, minor, currency, now))
                 if account is not None:
-                    accounts[customer] = (account[0], account[1] - amount.minor)
+                    accounts[customer] = (account[0], account[1] - minor)
                     changed.add(customer)
             known[key] = new_keys[key] = (digest, outcome, charge_id, now)
             stats[outcome] = stats.get(outcome, 0) + 1
@@ -397,12 +398,15 @@ class SimulatorStore:
                 out.append(SimulatedLostAnswer("simulated lost answer (the charge was made)"))
             else:
                 out.append(_result(outcome, charge_id, replayed=False))
-        cur.executemany("INSERT OR REPLACE INTO sends VALUES (?, ?)", list(sends.items()))
-        # when the provider first heard of each key sent (again after it forgot it)
+        # (the counts of the keys sent in this batch: the others' did not change)
+        cur.executemany("INSERT OR REPLACE INTO sends VALUES (?, ?)", [(k, sends[k]) for k in sent])
+        # When the provider first heard of each key sent and not processed (again after
+        # it forgot it): `lookup` reads it only for a key without an outcome in `keys`,
+        # so a key processed now needs none (a row of `keys` is never removed).
         cur.executemany(
             "INSERT INTO seen VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
             "SET first_at = excluded.first_at WHERE seen.first_at <= ?",
-            [(k, now, now - retention_seconds) for k in sent],
+            [(k, now, now - retention_seconds) for k in sent if k not in new_keys],
         )
         cur.executemany(
             "INSERT OR REPLACE INTO keys VALUES (?, ?, ?, ?, ?)",
@@ -615,6 +619,7 @@ class SimulatedPaymentProvider:
     def key_retention(self) -> timedelta:
         return self._retention
 
+    @refuses_nothing
     def refusal(self, request: ChargeRequest) -> Refusal | None:
         return None  # charges any customer by Antaeus' own id
 
