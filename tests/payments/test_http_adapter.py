@@ -1102,3 +1102,17 @@ def test_the_body_is_byte_for_byte_what_json_dumps_writes(
 def test_a_non_integer_id_is_refused_not_written() -> None:
     with pytest.raises(ValueError, match="Unknown format code"):
         encode_request(ChargeRequest('1, "x": 2', 2, Money.of("1", Currency.EUR), "k"))  # type: ignore[arg-type]
+
+
+def test_the_worker_need_not_ask_the_http_adapter_for_refusals() -> None:
+    from antaeus.payments.provider import Refusal, never_refuses
+
+    provider = HttpPaymentProvider(HttpProviderSettings(base_url="http://127.0.0.1:9"))
+    assert never_refuses(provider)
+    assert provider.refusal(ChargeRequest(1, 2, Money.of("1", Currency.EUR), "k")) is None
+
+    class Picky(HttpPaymentProvider):
+        def refusal(self, request: ChargeRequest) -> Refusal | None:
+            return Refusal("payment_method_missing", "no card")
+
+    assert not never_refuses(Picky(HttpProviderSettings(base_url="http://127.0.0.1:9")))

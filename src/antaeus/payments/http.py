@@ -78,6 +78,7 @@ from antaeus.payments.provider import (
     Refusal,
     RequestRejectedError,
     UnauthorizedError,
+    refuses_nothing,
     valid_charge_id,
 )
 from antaeus.security import mask_url, scrub
@@ -260,6 +261,7 @@ class HttpPaymentProvider:
     def describe(self) -> str:
         return f"HTTP provider at {self.shown_url} ({self.settings.client})"
 
+    @refuses_nothing
     def refusal(self, request: ChargeRequest) -> Refusal | None:
         return None  # charges any customer by Antaeus' own id
 
