@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import socket
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -138,3 +139,15 @@ async def prepare(db: Database, *, allow_migrate: bool) -> None:
         )
     await migrate.upgrade(db)
     err.print(f"database migrated from {current or 'empty'} to {migrate.head_revision()}")
+
+
+def freeze_heap() -> None:
+    """Keep what the process holds before charging out of every garbage collection.
+
+    The imports and the settings leave some 130,000 objects that live until the
+    process ends; each full collection walked all of them (about 80 ms each, two
+    seconds of CPU over 100,000 invoices). Frozen, a collection walks only what
+    charging allocates. Called once per process, just before the worker (or `serve`) runs.
+    """
+    gc.collect()
+    gc.freeze()

@@ -14,6 +14,7 @@ from antaeus.cli import audit, billing, provider, reconcile
 from antaeus.cli.common import (
     err,
     fail,
+    freeze_heap,
     listen_socket,
     load_settings,
     out,
@@ -177,6 +178,7 @@ def serve(
                         server.should_exit = True  # the API stops too, with the error
 
                 supervising.add_done_callback(given_up)
+            freeze_heap()  # what start-up made lives as long as the process
             await server.serve(sockets=[sock])
             if supervisor is not None and supervising is not None:
                 supervisor.forward(stop.signal or signal.SIGTERM)
