@@ -182,9 +182,24 @@ class RunsRepository(BillingBase[Conn]):
     async def complete_runs(
         self: RunsRepository[WriteConnection], run_ids: Sequence[int], now: datetime
     ) -> list[int]:
-        """Complete the runs of `run_ids` whose invoices all have an outcome (answers those)."""
+        """Complete the runs of `run_ids` whose invoices all have an outcome (answers those).
+
+        On PostgreSQL the runs' rows are locked first (in id order). Two
+        transactions recording a run's last answers at the same time would each
+        see the other's answers as not yet written (read committed) and neither
+        would complete the run: it stayed `running` forever with every invoice
+        done (seen with `bill --processes 2`). Locked, the second waits for the
+        first to commit, and its next statement sees the first's answers.
+        """
         if not run_ids:
             return []
+        if self.is_pg:
+            await self.conn.execute(
+                select(billing_runs.c.id)
+                .where(billing_runs.c.id.in_(sorted(run_ids)), billing_runs.c.status == "running")
+                .order_by(billing_runs.c.id)
+                .with_for_update(key_share=True)  # FOR NO KEY UPDATE: not in the way of FK checks
+            )
         open_left = exists().where(
             run_invoices.c.run_id == billing_runs.c.id, run_invoices.c.outcome.is_(None)
         )
