@@ -429,19 +429,6 @@ def spread(values: list[float], fmt: str = ",.0f") -> str:
     )
 
 
-def timed_bill(env: dict[str, str], work: Path) -> tuple[subprocess.CompletedProcess[str], float]:
-    """`antaeus bill` as a whole process, with its defaults: (the process, seconds)."""
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "antaeus", "bill"],
-        env=env,
-        cwd=work,
-        capture_output=True,
-        text=True,
-    )
-    return done, time.perf_counter() - started
-
-
 async def vs_celery(args: argparse.Namespace, env: dict[str, str], work: Path, url: str) -> None:
     """`antaeus bill` and the Celery peer on the same N and latency; both rates, the ratio."""
     sys.path.insert(0, ROOT)
@@ -471,22 +458,12 @@ async def vs_celery(args: argparse.Namespace, env: dict[str, str], work: Path, u
             "seed", "--seed", "1", "--customers", str(n), "--invoices-per-customer", "1",
             env=run_env, cwd=work,
         )  # fmt: skip
-        done, elapsed = timed_bill(run_env, work)
-        if done.returncode != 0:
-            raise SystemExit(
-                f"error: antaeus bill exited with {done.returncode}:\n{done.stdout}{done.stderr}"
-            )
-        db = Database(url)
-        try:
-            async with db.read() as conn:
-                paid = await conn.scalar(
-                    select(func.count()).select_from(invoices).where(invoices.c.status == "PAID")
-                )
-        finally:
-            await db.dispose()
+        timed = bill_command(None, run_env, work)  # (exits with the output when it fails)
+        elapsed = timed.wall
+        paid = await count_paid(url)
         if paid != n:
             raise SystemExit(f"error: antaeus bill paid {paid:,} of {n:,} invoices")
-        inside = re.search(r"completed in ([0-9.]+) s", done.stdout)
+        inside = re.search(r"completed in ([0-9.]+) s", timed.output)
         ours.append(n / elapsed)
         print(
             f"antaeus bill (defaults, whole process): {elapsed:.1f} s = {n / elapsed:,.0f} "

@@ -259,42 +259,32 @@ async def _follow(
     membership of the run and sums what it collected: its cost grows with the
     run), and `fetch` is called once more at the end.
     """
-    from rich.progress import Progress
-
     deadline = time.monotonic() + wait_seconds
     state = await fetch()
     if progress is not None:
-        state = await _follow_progress(state, progress, deadline, stop, tick)
+        await _follow_bar(state, progress, deadline, stop, tick)
         return await fetch()
-    with Progress(*_columns(), console=err, transient=False) as bar:
-        task = bar.add_task("billing", total=state["counts"]["due"], run=state["id"], detail="")
-        last_poll = 0.0
-        while True:
-            if time.monotonic() - last_poll >= 0.25:
-                state = await fetch()
-                last_poll = time.monotonic()
-                counts = state["counts"]
-                done = sum(counts.get(k, 0) for k in OUTCOMES)
-                detail = f"paused: {state['pausedReason']}" if state["pausedReason"] else ""
-                bar.update(task, total=counts["due"], completed=done, detail=detail)
-                if state["status"] == "completed" or time.monotonic() >= deadline:
-                    return state
-            if stop.is_set():
-                return state
-            if tick is not None:
-                await tick()
-            else:
-                await asyncio.sleep(0.25)
+    latest = state
+
+    async def from_fetch() -> RunProgress:
+        nonlocal latest
+        latest = await fetch()
+        counts = latest["counts"]
+        done = sum(counts.get(k, 0) for k in OUTCOMES)
+        return latest["status"], counts["due"] - done, latest["pausedReason"]
+
+    await _follow_bar(state, from_fetch, deadline, stop, tick)
+    return latest
 
 
-async def _follow_progress(
+async def _follow_bar(
     state: dict[str, Any],
     progress: Callable[[], Awaitable[RunProgress]],
     deadline: float,
     stop: asyncio.Event,
     tick: Callable[[], Awaitable[None]] | None,
-) -> dict[str, Any]:
-    """`_follow`'s bar from `progress` (the run's members do not change while it runs)."""
+) -> None:
+    """`_follow`'s bar, from `progress` (the run's members do not change while it runs)."""
     from rich.progress import Progress
 
     due = state["counts"]["due"]
@@ -310,9 +300,9 @@ async def _follow_progress(
                 detail = f"paused: {paused}" if paused else ""
                 bar.update(task, completed=due - left, detail=detail)
                 if status == "completed" or time.monotonic() >= deadline:
-                    return state
+                    return
             if stop.is_set():
-                return state
+                return
             if tick is not None:
                 await tick()
             else:
