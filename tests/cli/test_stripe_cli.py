@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import subprocess
 import sys
 import time
@@ -204,6 +205,24 @@ def test_stripe_link_counts_a_customer_it_cannot_link_and_goes_on() -> None:
     assert f"customer {gone}: " in result.output
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("stripe-link: 4 linked, 0 left unlinked, 0 already linked, 1 failed")
+
+
+def test_stripe_link_stops_at_a_refused_key_with_one_line() -> None:
+    customers: dict[int, dict[str, Any]] = {
+        i: {"id": i, "currency": "EUR", "providerCustomerId": None, "providerPaymentMethodId": None}
+        for i in range(1, 40)
+    }
+    with running_fake_stripe() as fake, running_asgi(_antaeus_stub(customers)) as url:
+        wrong = dataclasses.replace(fake, api_key="sk_test_wrong_0123456789abcdefghij")
+        result = _link(url, wrong)
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert "refused the key sk_test_****ghij" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    needs_stripe = [
+        c for i, c in customers.items() if LINK_CYCLE[i % 15][0] in ("card", "foreign_card")
+    ]
+    assert all(c["providerCustomerId"] is None for c in needs_stripe)
 
 
 async def _bill(base: str, key: str, customers: dict[int, dict[str, Any]]) -> dict[int, Any]:

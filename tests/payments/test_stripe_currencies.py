@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from antaeus.domain.money import Currency, Money
@@ -97,6 +98,15 @@ async def test_the_fake_stripe_charged_the_invoices_own_amount(
 ) -> None:
     money = Money.of(Decimal(value), Currency(code))
     assert await _charged(fake, money) == (Decimal(value), code)
+    shown = httpx.get(f"{fake.url}/_fake/ledger").json()["charges"][-1]
+    assert (shown["value"], shown["currency"]) == (str(fake_value(money)), code.lower())
+
+
+def fake_value(money: Money) -> Decimal:
+    """The invoice's amount as the fake writes it (its own decimals: 5 UGX is "5.00")."""
+    from antaeus.payments.fake_stripe import exponent
+
+    return money.value.quantize(Decimal(1).scaleb(-exponent(money.currency.code.lower())))
 
 
 async def test_a_wrong_row_in_the_adapters_table_fails(
