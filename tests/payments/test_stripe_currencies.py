@@ -98,7 +98,8 @@ async def test_the_fake_stripe_charged_the_invoices_own_amount(
 ) -> None:
     money = Money.of(Decimal(value), Currency(code))
     assert await _charged(fake, money) == (Decimal(value), code)
-    shown = httpx.get(f"{fake.url}/_fake/ledger").json()["charges"][-1]
+    async with httpx.AsyncClient() as http:
+        shown = (await http.get(f"{fake.url}/_fake/ledger")).json()["charges"][-1]
     assert (shown["value"], shown["currency"]) == (str(fake_value(money)), code.lower())
 
 
