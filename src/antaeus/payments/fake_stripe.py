@@ -59,6 +59,11 @@ extension, Stripe has no balances) declines with insufficient_funds any
 succeeding charge beyond it, and is debited otherwise: the provider contract
 suite's balance cases run against it.
 
+Amounts follow Stripe's "Supported currencies" page as the fake reads it itself
+(never through the adapter's `stripe_rules`): zero-decimal, two-decimal ISK
+and UGX divisible by 100, three-decimal with a last 0, the page's minimums, and
+its digit maximums (12 IDR, 10 COP, 9 INR, else 8; 9 for `pm_card_amex`).
+
 Faults (rates between 0 and 1, drawn from a generator seeded with `seed`):
 `server_error_rate` answers 500/503 `api_error` before anything happens (not
 remembered); `lost_answer_rate` executes the request (remembered: a replay
