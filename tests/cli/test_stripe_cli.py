@@ -153,7 +153,7 @@ def test_stripe_link_against_a_stripe_that_drops_connections_finishes_in_one_run
         for i in range(1, 31)
     }
     customers[3]["providerCustomerId"] = "cus_kept"  # already linked: kept
-    faults = {"lost_answer_rate": 0.3, "server_error_rate": 0.2, "rate_limit_rate": 0.05}
+    faults = {"lost_answer_rate": 0.2, "server_error_rate": 0.1, "rate_limit_rate": 0.05}
     with (
         running_fake_stripe(seed=5, **faults) as fake,
         running_asgi(_antaeus_stub(customers)) as url,
