@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import subprocess
 import sys
 import time
@@ -93,7 +95,9 @@ def test_stripe_link_gives_customers_test_references_that_show_every_outcome() -
             ],
         )
         assert result.exit_code == 0, result.output
-        assert "linked 30 customers" in result.output
+        assert "stripe-link: 28 linked, 2 left unlinked, 0 already linked, 0 failed" in (
+            result.output
+        )
         assert fake.api_key not in result.output
         outcomes = asyncio.run(_bill(fake.url, fake.api_key, customers))
     expected = {
@@ -120,6 +124,105 @@ def test_stripe_link_gives_customers_test_references_that_show_every_outcome() -
     }
     unlinked = [c["id"] for c in customers.values() if c["providerCustomerId"] is None]
     assert unlinked == [14, 29]  # one in 15: payment_method_missing
+
+
+def _link(url: str, fake: Any, *extra: str) -> Any:
+    return CliRunner().invoke(
+        app,
+        [
+            "provider",
+            "stripe-link",
+            "--url",
+            url,
+            "--token",
+            TOKEN,
+            "--stripe-api-base",
+            fake.url,
+            "--stripe-api-key",
+            fake.api_key,
+            *extra,
+        ],
+    )
+
+
+def test_stripe_link_against_a_stripe_that_drops_connections_finishes_in_one_run() -> None:
+    """Dropped connections after Stripe acted, 5xx and 429: each request is repeated with
+    its idempotency key (no Stripe customer made twice), and one run ends with the counts."""
+    customers: dict[int, dict[str, Any]] = {
+        i: {"id": i, "currency": "EUR", "providerCustomerId": None, "providerPaymentMethodId": None}
+        for i in range(1, 31)
+    }
+    customers[3]["providerCustomerId"] = "cus_kept"  # already linked: kept
+    faults = {"lost_answer_rate": 0.2, "server_error_rate": 0.1, "rate_limit_rate": 0.05}
+    with (
+        running_fake_stripe(seed=5, **faults) as fake,
+        running_asgi(_antaeus_stub(customers)) as url,
+    ):
+        result = _link(url, fake)
+        stats = fake.app.stats
+        made = collections.Counter(
+            c["metadata"].get("antaeus_customer") for c in fake.app.state.customers.values()
+        )
+        attached = collections.Counter(
+            pm["customer"] for pm in fake.app.state.payment_methods.values()
+        )
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert stats.lost_answers > 0, stats
+    assert stats.server_errors > 0, stats
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(
+        "stripe-link: 27 linked, 2 left unlinked, 1 already linked, 0 failed (30 customers;"
+    ), result.output
+    assert fake.api_key not in result.output
+    assert customers[3]["providerCustomerId"] == "cus_kept"
+    for cid, c in customers.items():
+        if cid == 3 or LINK_CYCLE[cid % len(LINK_CYCLE)][0] in ("unlinked", "missing_customer"):
+            continue
+        assert made[str(cid)] == 1, (cid, made[str(cid)])  # repeats replayed, never made twice
+        assert c["providerCustomerId"] in fake.app.state.customers
+        pm = c["providerPaymentMethodId"]
+        assert pm in fake.app.state.payment_methods
+        assert attached[c["providerCustomerId"]] <= 1
+
+
+def test_stripe_link_counts_a_customer_it_cannot_link_and_goes_on() -> None:
+    customers: dict[int, dict[str, Any]] = {
+        i: {"id": i, "currency": "EUR", "providerCustomerId": None, "providerPaymentMethodId": None}
+        for i in range(1, 6)
+    }
+    stub = _antaeus_stub(customers)
+    gone = 4  # listed, then deleted before its PATCH: 404
+
+    async def deleted(request: Request) -> JSONResponse:
+        return JSONResponse({"error": "not_found"}, 404)
+
+    stub.router.routes.insert(0, Route(f"/rest/v1/customers/{gone}", deleted, methods=["PATCH"]))
+    with running_fake_stripe() as fake, running_asgi(stub) as url:
+        result = _link(url, fake, "--all-succeed")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert f"customer {gone}: " in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("stripe-link: 4 linked, 0 left unlinked, 0 already linked, 1 failed")
+
+
+def test_stripe_link_stops_at_a_refused_key_with_one_line() -> None:
+    customers: dict[int, dict[str, Any]] = {
+        i: {"id": i, "currency": "EUR", "providerCustomerId": None, "providerPaymentMethodId": None}
+        for i in range(1, 40)
+    }
+    with running_fake_stripe() as fake, running_asgi(_antaeus_stub(customers)) as url:
+        wrong = dataclasses.replace(fake, api_key="sk_test_wrong_0123456789abcdefghij")
+        result = _link(url, wrong)
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert "refused the key sk_test_****ghij" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    needs_stripe = [
+        c for i, c in customers.items() if LINK_CYCLE[i % 15][0] in ("card", "foreign_card")
+    ]
+    assert all(c["providerCustomerId"] is None for c in needs_stripe)
 
 
 async def _bill(base: str, key: str, customers: dict[int, dict[str, Any]]) -> dict[int, Any]:

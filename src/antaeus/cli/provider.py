@@ -607,6 +607,10 @@ def stripe_link_command(
     customer's card), and payment_method_missing (left unlinked).
     --all-succeed gives everyone the succeeding card. Works against the fake
     (`antaeus provider serve --stripe`) and against Stripe's test mode.
+    Connection errors, timeouts, 5xx, 429 and 409 are repeated (Stripe's POSTs
+    with an idempotency key each, so nothing is made twice); a customer that
+    still fails is reported and counted, and the run ends with one line of
+    counts (exit 1 if any failed).
     """
     if not token:
         fail("--url needs a token: --token or ANTAEUS_API_TOKEN")

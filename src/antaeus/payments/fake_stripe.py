@@ -16,12 +16,16 @@ with Stripe's objects and error objects (`{"error": {"type", "code",
                                                 starting_after; newest first
     GET  /v1/payment_intents/{id}               one PaymentIntent
     GET  /_fake/stats                           counts of answers (the fake's own endpoint)
+    GET  /_fake/ledger                          succeeded PaymentIntents with what each is
+                                                worth ("value": "5.00" for 500 ugx), by the
+                                                fake's own reading of Stripe's currency page
 
 Every `/v1` request needs `Authorization: Bearer <key>`: the key given
 (`api_key`), or without one any test-mode key (`sk_test_…`, `rk_test_…`);
 otherwise 401. A `read_only_key` may read but not write (403 permission_error).
 
-Idempotency, as Stripe documents it: a POST with an `Idempotency-Key` that
+Idempotency, as Stripe documents it: a POST (creating a customer or a
+PaymentIntent, attaching a payment method) with an `Idempotency-Key` that
 started executing is remembered for `key_retention` seconds (Stripe: 24 h),
 its answer (a 200 or a 402 card error) replayed with `Idempotent-Replayed:
 true`; other parameters (or another endpoint) under the key answer 400
@@ -55,6 +59,11 @@ extension, Stripe has no balances) declines with insufficient_funds any
 succeeding charge beyond it, and is debited otherwise: the provider contract
 suite's balance cases run against it.
 
+Amounts follow Stripe's "Supported currencies" page as the fake reads it itself
+(never through the adapter's `stripe_rules`): zero-decimal, two-decimal ISK
+and UGX divisible by 100, three-decimal with a last 0, the page's minimums, and
+its digit maximums (12 IDR, 10 COP, 9 INR, else 8; 9 for `pm_card_amex`).
+
 Faults (rates between 0 and 1, drawn from a generator seeded with `seed`):
 `server_error_rate` answers 500/503 `api_error` before anything happens (not
 remembered); `lost_answer_rate` executes the request (remembered: a replay
@@ -79,6 +88,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, cast
 from urllib.parse import parse_qsl
@@ -87,12 +97,6 @@ from starlette.types import Message, Receive, Scope, Send
 
 from antaeus.payments.simulator_server import drop_answer
 from antaeus.payments.simulator_server import serve as _serve
-from antaeus.payments.stripe_rules import (
-    MINIMUM_AMOUNTS,
-    PRESENTMENT_CURRENCIES,
-    THREE_DECIMAL,
-    WHOLE_UNITS_IN_TWO_DECIMALS,
-)
 
 MAX_BODY: Final = 64 * 1024
 MAX_KEY_LENGTH: Final = 255
@@ -186,31 +190,93 @@ def _int(params: Mapping[str, Any], name: str, *, required: bool = False) -> int
     return int(value)
 
 
-def amount_problem(amount: int, currency: str) -> _Refused | None:
+# -- currencies ------------------------------------------------------------------------
+#
+# The fake's own reading of Stripe's "Supported currencies" page
+# (https://docs.stripe.com/currencies), written apart from the adapter's table
+# (`antaeus.payments.stripe_rules`, which this module must never import): the fake
+# checks the adapter, so a wrong row there must show here as a refusal or as a
+# wrong value in `ledger()`. Amounts are Stripe's `amount` integers; values are
+# what they are worth in the currency, as the page writes them.
+
+#: "Supported presentment currencies" (card payments), lower case as requests give them.
+CURRENCIES: Final = frozenset(
+    """
+    aed afn all amd ang aoa ars aud awg azn bam bbd bdt bgn bhd bif bmd bnd bob brl bsd
+    bwp byn bzd cad cdf chf clp cny cop crc cve czk djf dkk dop dzd egp etb eur fjd fkp
+    gbp gel gip gmd gnf gtq gyd hkd hnl htg huf idr ils inr isk jmd jod jpy kes kgs khr
+    kmf krw kwd kyd kzt lak lbp lkr lrd lsl mad mdl mga mkd mmk mnt mop mur mvr mwk mxn
+    myr mzn nad ngn nio nok npr nzd omr pab pen pgk php pkr pln pyg qar ron rsd rub rwf
+    sar sbd scr sek sgd shp sle sos srd std szl thb tjs tnd top try ttd twd tzs uah ugx
+    usd uyu uzs vnd vuv wst xaf xcd xof xpf yer zar zmw
+    """.split()  # noqa: SIM905 (the list as a reader checks it against the page)
+)
+#: "the charge and the amount are the same, without requiring multiplication" (the page's
+#: zero-decimal list, less UGX: its special case says "to charge 5 UGX, provide 500")
+NO_DECIMALS: Final = frozenset(
+    "bif clp djf gnf jpy kmf krw mga pyg rwf vnd vuv xaf xof xpf".split()  # noqa: SIM905 (as listed)
+)
+#: "the least-significant (last) digit to be 0 ... 5.124 KWD must be rounded to 5120 or 5130"
+THREE_DECIMALS: Final = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
+#: "ISK [UGX] transitioned to a zero-decimal currency, but backward compatibility requires
+#: you to represent it as a two-decimal value, where the decimal amount is always 00"
+ALWAYS_00: Final = frozenset({"isk", "ugx"})
+#: "Use these minimum amounts by currency", as the page writes them
+MINIMUMS: Final = {
+    line.split()[1].lower(): Decimal(line.split()[0])
+    for line in """
+    0.50 USD; 2.00 AED; 0.50 ARS; 0.50 AUD; 0.50 BRL; 0.50 CAD; 0.50 CHF; 0.50 COP;
+    15.00 CZK; 2.50 DKK; 0.50 EUR; 0.30 GBP; 4.00 HKD; 175.00 HUF; 0.50 IDR; 0.50 ILS;
+    0.50 INR; 50 JPY; 50 KRW; 10 MXN; 2.00 MYR; 3.00 NOK; 0.50 NZD; 0.50 PHP; 2.00 PLN;
+    2.00 RON; 0.50 RUB; 3.00 SEK; 0.50 SGD; 10 THB; 0.50 ZAR
+    """.split(";")  # noqa: SIM905 (the page's list, as it writes it)
+}
+#: "The amount value supports up to: 12 digits for IDR ... 10 digits for COP ... 9 digits
+#: for INR ... 8 digits for all other currencies"
+DIGITS: Final = {"idr": 12, "cop": 10, "inr": 9}
+#: "9 digits for American Express in most currencies"
+AMEX_DIGITS: Final = 9
+
+
+def exponent(currency: str) -> int:
+    """How many decimals the `amount` of a charge in `currency` has, by the page."""
+    if currency in NO_DECIMALS:
+        return 0
+    if currency in THREE_DECIMALS:
+        return 3
+    return 2  # "Currencies are two-decimal currencies unless otherwise specified"
+
+
+def value_of(amount: int, currency: str) -> Decimal:
+    """What a Stripe `amount` is worth: `value_of(500, "ugx") == Decimal("5.00")`."""
+    return Decimal(amount).scaleb(-exponent(currency))
+
+
+def amount_problem(amount: int, currency: str, card: str | None = None) -> _Refused | None:
     """What Stripe answers to an amount it refuses (None: it takes it)."""
     code = currency.upper()
-    if code in THREE_DECIMAL and amount % 10:
+    if currency in THREE_DECIMALS and amount % 10:
         return _invalid(
             f"Invalid amount: {code} amounts must be divisible by 10 (the last digit 0).",
             "amount",
             "invalid_amount",
         )
-    if code in WHOLE_UNITS_IN_TWO_DECIMALS and amount % 100:
+    if currency in ALWAYS_00 and amount % 100:
         return _invalid(
-            f"Invalid amount. {code} is a zero-decimal currency: amounts must be evenly "
-            "divisible by 100. See https://stripe.com/docs/currencies#special-cases",
+            f"Invalid amount. Currency {code} has become effectively zero-decimal and charged "
+            "amounts must be evenly divisible by 100. See "
+            "https://stripe.com/docs/currencies#special-cases for more information.",
             "amount",
             "invalid_charge_amount_no_decimal_compatible",
         )
-    minimum = MINIMUM_AMOUNTS.get(code)
-    if minimum is not None and amount < minimum:
+    minimum = MINIMUMS.get(currency)
+    if minimum is not None and value_of(amount, currency) < minimum:
+        return _invalid(f"Amount must be at least {minimum} {code}.", "amount", "amount_too_small")
+    digits = AMEX_DIGITS if card == "pm_card_amex" else DIGITS.get(currency, 8)
+    if len(str(amount)) > digits:
         return _invalid(
-            f"Amount must be at least {minimum} in {currency} (minor units).",
-            "amount",
-            "amount_too_small",
+            f"Amount must be no more than {'9' * digits}.", "amount", "amount_too_large"
         )
-    if amount > 99_999_999:
-        return _invalid("Amount must be no more than 99999999.", "amount", "amount_too_large")
     return None
 
 
@@ -383,6 +449,22 @@ class FakeStripe:
         self._save()
         return pm
 
+    def ledger(self) -> list[dict[str, Any]]:
+        """Every succeeded PaymentIntent, with what its amount is worth by the fake's own
+        reading of Stripe's currency rules (`value`, a decimal string: "5.00" for 500 ugx)."""
+        return [
+            {
+                "id": pi["id"],
+                "amount": pi["amount"],
+                "currency": pi["currency"],
+                "value": str(value_of(pi["amount"], pi["currency"])),
+                "customer": pi.get("customer"),
+                "metadata": pi.get("metadata") or {},
+            }
+            for pi in self.state.intents.values()
+            if pi.get("status") == "succeeded"
+        ]
+
     # -- ASGI ---------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -395,6 +477,9 @@ class FakeStripe:
         method: str = scope["method"]
         if path == "/_fake/stats" and method == "GET":
             await _respond(send, 200, json.dumps(self.stats.__dict__).encode())
+            return
+        if path == "/_fake/ledger" and method == "GET":
+            await _respond(send, 200, json.dumps({"charges": self.ledger()}).encode())
             return
         if not path.startswith("/v1/"):
             await self._error(
@@ -532,12 +617,14 @@ class FakeStripe:
                 return
         attach = parts[1:2] == ["payment_methods"] and len(parts) == 4 and parts[3] == "attach"
         if attach and method == "POST":
-            params = decode_form(body)
-            customer = params.get("customer")
-            if not isinstance(customer, str) or not customer:
-                raise _invalid("Missing required param: customer.", "customer")
-            pm = self.attach(parts[2], customer)
-            await _respond(send, 200, json.dumps(pm).encode())
+
+            def attach_to(params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+                customer = params.get("customer")
+                if not isinstance(customer, str) or not customer:
+                    raise _invalid("Missing required param: customer.", "customer")
+                return 200, self.attach(parts[2], customer)
+
+            await self._idempotent(send, path, body, headers, attach_to)
             return
         raise _Refused(
             404,
@@ -665,7 +752,7 @@ class FakeStripe:
         currency = params.get("currency")
         if not isinstance(currency, str) or not currency:
             raise _invalid("Missing required param: currency.", "currency", "parameter_missing")
-        if currency != currency.lower() or currency.upper() not in PRESENTMENT_CURRENCIES:
+        if currency not in CURRENCIES:
             raise _invalid(
                 f"Invalid currency: {currency}. Stripe currently supports these currencies: "
                 "usd, eur, …",
@@ -701,6 +788,10 @@ class FakeStripe:
             card = str(pm["card"]["test_card"])
         else:
             raise _missing("PaymentMethod", pm_id, "payment_method")
+        if card == "pm_card_amex":
+            problem = amount_problem(amount, currency, card)
+            if problem is not None:
+                raise problem
         self.stats.created += 1
         intent: dict[str, Any] = {
             "id": _new_id("pi"),

@@ -41,7 +41,6 @@ The API key is a secret: `describe()`, errors and logs show it masked
 from __future__ import annotations
 
 import asyncio
-import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -75,9 +74,9 @@ from antaeus.payments.provider import (
     UnauthorizedError,
     valid_charge_id,
 )
-from antaeus.payments.stripe_rules import NotChargeable, stripe_key_problem, to_stripe
+from antaeus.payments.stripe_account import DEFAULT_API_BASE, mask_key, stripe_key_problem
+from antaeus.payments.stripe_rules import NotChargeable, to_stripe
 
-DEFAULT_API_BASE: Final = "https://api.stripe.com"
 #: Stripe keeps an idempotency key (and its answer) for at least 24 hours.
 STRIPE_KEY_RETENTION: Final = timedelta(hours=24)
 #: How far before `attempt_open_since` find_charge looks: clocks of two systems differ.
@@ -85,19 +84,8 @@ CLOCK_SKEW: Final = timedelta(minutes=5)
 LIST_PAGE: Final = 100
 MAX_LIST_PAGES: Final = 50  # 5,000 PaymentIntents of one customer since the attempt opened
 ClientKind = Literal["aiohttp", "httpx"]
-_KEY_PREFIX: Final = re.compile(r"(?:sk|rk)_[A-Za-z0-9]+_|(?:sk|rk)_")
 #: PaymentIntent statuses in which no money moved and none will under this PaymentIntent.
 _NOT_CHARGED: Final = frozenset({"canceled", "requires_payment_method"})
-
-
-def mask_key(key: str) -> str:
-    """`sk_test_****wxyz`: the kind and mode of a Stripe key, and its last four characters
-    when the key is long enough for them to give nothing away."""
-    match = _KEY_PREFIX.match(key)
-    prefix = match.group(0) if match else ""
-    rest = key[len(prefix) :]
-    tail = rest[-4:] if len(rest) >= 20 else ""
-    return f"{prefix}****{tail}"
 
 
 @dataclass(frozen=True, slots=True)
