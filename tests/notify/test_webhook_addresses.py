@@ -11,6 +11,7 @@ origin; the API still shows the whole URL.
 from __future__ import annotations
 
 import asyncio
+import html
 import socket
 from collections.abc import AsyncIterator, Callable
 from ipaddress import ip_address
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from structlog.testing import capture_logs
 
 from antaeus.clock import ManualClock
@@ -28,6 +30,7 @@ from antaeus.notify.relay import WebhookDestinations
 from antaeus.notify.webhooks import WebhookSender, new_secret
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.outbox import DestinationRepository
+from tests.dashboard.test_pages import sign_in
 from tests.notify.helpers import Receiver, free_port, webhook_relay
 from tests.notify.helpers import write_events as write
 
@@ -376,7 +379,12 @@ def _leaks(text: str) -> bool:
 @allow_private
 @pytest.mark.parametrize("answer", ["garbage", "refused", "500"])
 async def test_secrets_in_a_webhook_url_never_reach_logs_or_stored_errors(
-    client: httpx.AsyncClient, database: Database, clock: ManualClock, answer: str
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    token: str,
+    database: Database,
+    clock: ManualClock,
+    answer: str,
 ) -> None:
     """A receiver that answers something unreadable (the client's error repeats the URL),
     a closed port, a 500: the tries and the log lines name the endpoint by id and origin."""
@@ -422,9 +430,16 @@ async def test_secrets_in_a_webhook_url_never_reach_logs_or_stored_errors(
     assert failed[0]["destination"] == made["id"]
     assert failed[0]["origin"] == f"http://127.0.0.1:{port}"
     assert not any(_leaks(repr(e)) for e in logs), logs
-    # a token holder still sees the whole URL
+    # a token holder still sees the whole URL, in the API and on the dashboard (once:
+    # the tries listed under it show no copy)
     assert (await client.get(f"/rest/v1/webhooks/{made['id']}")).json()["url"] == url
     assert (await client.get("/rest/v1/webhooks")).json()[0]["url"] == url
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="https://antaeus.test") as browser:
+        assert (await sign_in(browser, token)).status_code == 303
+        page = (await browser.get("/webhooks")).text
+    assert html.escape(url) in page
+    assert page.count(QUERY_SECRET) == page.count("PathSecretXyzzy") == 1
 
 
 @allow_private
