@@ -264,7 +264,17 @@ async def _deliver_once(db: Database, clock: ManualClock, allow_private: bool) -
 
 @pytest.mark.parametrize(
     "host",
-    ["127.0.0.1", "localhost", "localhost.", "[::ffff:127.0.0.1]", "[::1]"],
+    [
+        "127.0.0.1",
+        "localhost",
+        "localhost.",
+        "[::ffff:127.0.0.1]",
+        "[::1]",
+        "[fe80::1%25lo]",
+        "0x7f.1",  # the C resolver reads it as 127.0.0.1
+        "2130706433",
+        "0.0.0.0",  # reaches this host's listening sockets on Linux
+    ],
 )
 async def test_a_delivery_to_a_private_address_fails_and_connects_nowhere(
     client: httpx.AsyncClient,
@@ -499,3 +509,14 @@ def test_redact_leaves_only_the_origin(message: Callable[[str], str]) -> None:
 )
 def test_origin(url: str, shown: str) -> None:
     assert origin(url) == shown
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "0.0.0.0"])
+async def test_with_the_setting_the_same_deliveries_do_connect(
+    database: Database, clock: ManualClock, listener: Listener, host: str
+) -> None:
+    """The control for the test above: the listener counts what reaches it."""
+    await _destination(database, clock, f"http://{host}:{listener.port}/hook")
+    await write(database, clock.now(), 1)
+    await _deliver_once(database, clock, allow_private=True)
+    assert listener.connections >= 1
