@@ -49,6 +49,7 @@ from antaeus.notify.addresses import (
     private_reason,
     redact,
 )
+from antaeus.security import scrub
 
 SECRET_PREFIX: Final = "whsec_"
 TIMEOUT_SECONDS: Final = 10.0
@@ -226,7 +227,7 @@ class WebhookSender:
             refused = _refused(exc)
             if refused is not None:
                 return TryResult(False, None, _private_address_error(refused.why), took())
-            why = redact(f"{type(exc).__name__}: {exc}", url)
+            why = scrub(redact(f"{type(exc).__name__}: {exc}", url), url)  # (+ a password)
             return TryResult(False, None, why[:500], took())
         if 200 <= status < 300:
             return TryResult(True, status, None, took())
