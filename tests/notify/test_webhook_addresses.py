@@ -122,6 +122,9 @@ REFUSED = [
     "http://[64:ff9b::a9fe:a9fe]/",
     # user info does not change the host
     "http://hooks.example.com@127.0.0.1/", "http://good.example.com:x@10.0.0.1/",
+    # parsers that disagree about where the host is: every reading is checked
+    "http://hooks.example.com\\@127.0.0.1/", "http://127.0.0.1#@hooks.example.com/",
+    "http://127.0.0.1?@hooks.example.com/",
 ]  # fmt: skip
 
 
