@@ -4,7 +4,9 @@
     python examples/webhook_receiver.py --port 7991 --secret whsec_...
 
 then add it: POST /rest/v1/webhooks {"url": "http://127.0.0.1:7991/hook"} (the
-answer holds the secret; start the receiver with it). Each delivery is checked
+answer holds the secret; start the receiver with it). A receiver on 127.0.0.1 is
+a local address: start `antaeus serve` with ANTAEUS_WEBHOOK_ALLOW_PRIVATE=true,
+or the URL is refused (422) and deliveries fail with `private_address`. Each delivery is checked
 with the reference library (a forged or stale one answers 400, and Antaeus
 tries it again later), and each event id is printed once however often it
 arrives (delivery is at least once).

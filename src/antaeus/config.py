@@ -190,6 +190,11 @@ class Settings(BaseSettings):
     )
     RELAY_CONCURRENCY: int = Field(default=64, ge=1, le=1_000)
     RELAY_POLL_INTERVAL: float = Field(default=0.5, gt=0, le=60)
+    WEBHOOK_ALLOW_PRIVATE: bool = Field(
+        default=False,
+        description="let webhooks point at local and private addresses (localhost, RFC 1918, "
+        "link-local, ...): for development and compose networks, never on a shared host",
+    )
 
     @field_validator("DUNNING_SCHEDULE", mode="before")
     @classmethod

@@ -61,6 +61,7 @@ def test_sign_in_watch_a_run_resolve_review_and_csrf_refusal(tmp_path: Path, pag
             ANTAEUS_SCHEDULE="external",
             ANTAEUS_SIMULATED_LATENCY_MS="400",
             ANTAEUS_WORKER_CONCURRENCY="8",
+            ANTAEUS_WEBHOOK_ALLOW_PRIVATE="true",  # its webhook points at 127.0.0.1
         ),
         f"sqlite:///{tmp_path / 'antaeus.db'}",
     )

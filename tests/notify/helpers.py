@@ -16,6 +16,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from antaeus.clock import Clock
+from antaeus.config import Settings
 from antaeus.notify.relay import Relay, RelaySettings, Sender, WebhookDestinations
 from antaeus.notify.webhooks import WebhookSender
 from antaeus.storage.database import Database
@@ -116,6 +117,16 @@ class Receiver:
         return answer
 
 
+def allowing_private(database_url: str) -> Settings:
+    """The tests' settings with ANTAEUS_WEBHOOK_ALLOW_PRIVATE=true: they deliver to 127.0.0.1."""
+    return Settings(
+        DATABASE_URL=database_url,
+        API_TOKEN=None,
+        TOKEN_CACHE_SECONDS=0,
+        WEBHOOK_ALLOW_PRIVATE=True,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -157,10 +168,11 @@ def webhook_relay(
     senders: list[Sender] | None = None,
     **settings: Any,
 ) -> Relay:
+    # the receiver is on 127.0.0.1: allowed as ANTAEUS_WEBHOOK_ALLOW_PRIVATE=true allows it
     return Relay(
         db,
         clock,
-        senders or [WebhookDestinations(WebhookSender(timeout=timeout))],
+        senders or [WebhookDestinations(WebhookSender(timeout=timeout, allow_private=True))],
         RelaySettings(**settings),
         relay_id=relay_id,
         rng=random.Random(7),

@@ -7,11 +7,14 @@ from datetime import timedelta
 from antaeus.clock import Clock
 from antaeus.config import Settings
 from antaeus.notify.relay import Relay, RelaySettings, Sender, WebhookDestinations
+from antaeus.notify.webhooks import WebhookSender
 from antaeus.storage.database import Database
 
 
 def build_relay(db: Database, clock: Clock, settings: Settings) -> Relay:
-    senders: list[Sender] = [WebhookDestinations()]
+    senders: list[Sender] = [
+        WebhookDestinations(WebhookSender(allow_private=settings.WEBHOOK_ALLOW_PRIVATE))
+    ]
     if settings.AMQP_URL is not None:
         from antaeus.notify.amqp import BrokerPublisher
 

@@ -37,10 +37,10 @@ from typing import Final, Protocol
 import structlog
 
 from antaeus.clock import Clock
+from antaeus.notify.addresses import origin
 from antaeus.notify.envelope import event_id
 from antaeus.notify.webhooks import TryResult, WebhookSender
 from antaeus.observability import metrics
-from antaeus.security import mask_url
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.outbox import (
     Claimed,
@@ -413,7 +413,7 @@ class Relay:
                     type=o.claimed.event.type,
                     destination=o.claimed.destination.id,
                     kind=kind,
-                    url=mask_url(o.claimed.destination.url),
+                    origin=origin(o.claimed.destination.url),  # a path or query may hold a secret
                     tries=o.claimed.tries + 1,
                     error=o.error,
                     next_try_at=o.next_try_at.isoformat() if o.next_try_at else None,
@@ -422,7 +422,7 @@ class Relay:
             self.log.warning(
                 "webhook_disabled",
                 destination=destination.id,
-                url=mask_url(destination.url),
+                origin=origin(destination.url),
                 failing_since=(
                     destination.failing_since.isoformat() if destination.failing_since else None
                 ),

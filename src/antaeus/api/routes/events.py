@@ -10,12 +10,13 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from antaeus.api.auth import AuthenticatedRoute, Principal
 from antaeus.api.context import Ctx
-from antaeus.api.errors import not_found
+from antaeus.api.errors import ApiError, not_found
 from antaeus.api.jsonio import JSONResponse
 from antaeus.api.pagination import MAX_LIMIT, Page, PageParams, paginate
 from antaeus.api.schemas import ERROR_RESPONSES, MAX_ID, DigitsInt, RequestBody, SingleLine
 from antaeus.domain.events import EventType
 from antaeus.exactjson import rfc3339
+from antaeus.notify.addresses import url_problem
 from antaeus.notify.envelope import PREFIX, StoredEvent, event_id, parse_event_id
 from antaeus.notify.webhooks import new_secret
 from antaeus.storage.repositories.outbox import Destination, DestinationRepository, EventRepository
@@ -187,6 +188,10 @@ async def get_event(
     responses=ERROR_RESPONSES,
 )
 async def create_webhook(ctx: Ctx, _who: Principal, body: WebhookCreate) -> JSONResponse:
+    # a receiver inside the network is refused (the deliveries list would scan it);
+    # names are resolved and checked again at every delivery
+    if (problem := url_problem(body.url, ctx.settings.WEBHOOK_ALLOW_PRIVATE)) is not None:
+        raise ApiError(422, "validation_error", f"url: {problem}", field="url")
     types = None if body.events is None or ALL in body.events else sorted(set(body.events))
     secret = new_secret()
     async with ctx.db.write() as conn:
