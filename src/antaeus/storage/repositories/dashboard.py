@@ -24,7 +24,7 @@ class SessionRow:
     token_name: str
     csrf_token: str
     expires_at: datetime
-
+    token_hash: str | None  # None: opened before sessions were bound to their token
 
 class SessionRepository(Generic[Conn]):
     def __init__(self, conn: Conn) -> None:
@@ -37,11 +37,14 @@ class SessionRepository(Generic[Conn]):
         csrf_token: str,
         now: datetime,
         expires_at: datetime,
+        *,
+        token_hash: str,
     ) -> None:
         await self.conn.execute(
             insert(dashboard_sessions).values(
                 id_hash=id_hash,
                 token_name=token_name,
+                token_hash=token_hash,
                 csrf_token=csrf_token,
                 created_at=now,
                 expires_at=expires_at,
@@ -57,7 +60,9 @@ class SessionRepository(Generic[Conn]):
                 )
             )
         ).first()
-        return SessionRow(row.token_name, row.csrf_token, row.expires_at) if row else None
+        if row is None:
+            return None
+        return SessionRow(row.token_name, row.csrf_token, row.expires_at, row.token_hash)
 
     async def delete(self: SessionRepository[WriteConnection], id_hash: str) -> None:
         await self.conn.execute(
