@@ -16,8 +16,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute
 from pydantic import SecretStr
+from starlette.routing import BaseRoute
 
 from antaeus.api.app import create_app
 from antaeus.clock import ManualClock

@@ -26,7 +26,8 @@ def test_token_scopes_end_to_end(cli: Cli) -> None:
     wrong = cli.run("token", "create", "--name", "x", "--scope", "admin")
     assert wrong.returncode != 0, _describe(wrong)
     assert "admin" in wrong.stderr
-    assert "read" in wrong.stderr and "write" in wrong.stderr
+    assert "read" in wrong.stderr
+    assert "write" in wrong.stderr
     assert wrong.stdout == ""
 
     listed = cli.ok("token", "list").stdout
@@ -41,10 +42,10 @@ def test_token_scopes_end_to_end(cli: Cli) -> None:
 
     with serving(cli) as server:
         base = f"{server.base_url}/rest/v1"
-        assert httpx.get(f"{base}/customers", headers=_bearer(reader), timeout=10).status_code == 200
-        refused = httpx.post(
-            f"{base}/customers", headers=_bearer(reader), content=b"{", timeout=10
+        assert (
+            httpx.get(f"{base}/customers", headers=_bearer(reader), timeout=10).status_code == 200
         )
+        refused = httpx.post(f"{base}/customers", headers=_bearer(reader), content=b"{", timeout=10)
         assert refused.status_code == 403, refused.text
         assert refused.json()["error"] == "insufficient_scope"
         created = httpx.post(

@@ -76,9 +76,9 @@ async def _app(
 
 
 @asynccontextmanager
-async def _browser(app: FastAPI, cookies: httpx.Cookies | None = None) -> AsyncIterator[
-    httpx.AsyncClient
-]:
+async def _browser(
+    app: FastAPI, cookies: httpx.Cookies | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url=HTTPS, cookies=cookies) as c:
         yield c
@@ -109,11 +109,13 @@ async def test_changing_the_environments_token_ends_its_sessions(
     database_url: str, database: Database, clock: ManualClock
 ) -> None:
     token_a, token_b = generate_token(), generate_token()
-    async with _app(database_url, database, clock, env_token=token_a, cache_seconds=5) as app_a:
-        async with _browser(app_a) as browser:
-            assert (await sign_in(browser, token_a)).status_code == 303
-            assert await _signed_in_page(browser)
-            cookies = httpx.Cookies(browser.cookies)
+    async with (
+        _app(database_url, database, clock, env_token=token_a, cache_seconds=5) as app_a,
+        _browser(app_a) as browser,
+    ):
+        assert (await sign_in(browser, token_a)).status_code == 303
+        assert await _signed_in_page(browser)
+        cookies = httpx.Cookies(browser.cookies)
     # The service comes back with another ANTAEUS_API_TOKEN: the old cookie signs nobody in.
     async with (
         _app(database_url, database, clock, env_token=token_b, cache_seconds=5) as app_b,
@@ -249,9 +251,7 @@ def _page_urls(app: FastAPI, values: dict[str, list[str]]) -> set[str]:
             continue
         paths = [route.path]
         for name in _PARAM.findall(route.path):
-            paths = [
-                p.replace(f"{{{name}}}", v, 1) for p in paths for v in values.get(name, ["1"])
-            ]
+            paths = [p.replace(f"{{{name}}}", v, 1) for p in paths for v in values.get(name, ["1"])]
         urls.update(paths)
     return urls
 
@@ -287,7 +287,7 @@ async def _data(
     client: httpx.AsyncClient,
     database: Database,
     clock: ManualClock,
-    simulator: SimulatedPaymentProvider,
+    simulator: SimulatedPaymentProvider,  # noqa: F811
 ) -> dict[str, list[str]]:
     """An invoice in each state that has actions, a disabled webhook: every action shown."""
     failed = await failed_invoice(client, database, clock, simulator)
@@ -375,9 +375,7 @@ async def test_a_read_session_may_post_nothing_but_sign_out(
         assert not await _signed_in_page(reader)
 
 
-async def test_a_read_session_shows_its_scope(
-    app: FastAPI, database: Database
-) -> None:
+async def test_a_read_session_shows_its_scope(app: FastAPI, database: Database) -> None:
     reader_token = await _create_token(database, "reader", scope="read")
     async with _browser(app) as reader:
         assert (await sign_in(reader, reader_token)).status_code == 303

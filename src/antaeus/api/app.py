@@ -34,9 +34,10 @@ exactly once through a payment provider.
 
 Every `/rest/v1` route needs `Authorization: Bearer <token>`
 (create one with `antaeus token create --name NAME`). A token of scope `read`
-(`--scope read`) may only read: any other method than GET is 403 `insufficient_scope`. Lists are ordered by
-ascending id and paginated with `limit` and `after`; the next page is in the
-`Link` header. Errors are `{"error", "message", "field"}`.
+(`--scope read`) may only read: any other method than GET is 403
+`insufficient_scope`. Lists are ordered by ascending id and paginated with
+`limit` and `after`; the next page is in the `Link` header. Errors are
+`{"error", "message", "field"}`.
 """
 
 

@@ -279,9 +279,7 @@ def token_create(
                 repo = TokenRepository(conn)
                 if await repo.exists(name):
                     return False
-                await repo.create(
-                    name, hash_token(token), SystemClock().now(), scope=scope.value
-                )
+                await repo.create(name, hash_token(token), SystemClock().now(), scope=scope.value)
                 return True
         finally:
             await db.dispose()

@@ -26,6 +26,7 @@ class SessionRow:
     expires_at: datetime
     token_hash: str | None  # None: opened before sessions were bound to their token
 
+
 class SessionRepository(Generic[Conn]):
     def __init__(self, conn: Conn) -> None:
         self.conn = conn

@@ -33,9 +33,7 @@ class TokenRepository(Generic[Conn]):
         scope: str = WRITE,
     ) -> None:
         await self.conn.execute(
-            insert(api_tokens).values(
-                name=name, token_hash=token_hash, created_at=now, scope=scope
-            )
+            insert(api_tokens).values(name=name, token_hash=token_hash, created_at=now, scope=scope)
         )
 
     async def exists(self, name: str) -> bool:

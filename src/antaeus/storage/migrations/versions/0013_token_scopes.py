@@ -27,9 +27,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("api_tokens") as batch:
-        batch.add_column(
-            sa.Column("scope", sa.String(16), nullable=False, server_default="write")
-        )
+        batch.add_column(sa.Column("scope", sa.String(16), nullable=False, server_default="write"))
         batch.create_check_constraint("ck_api_tokens_scope", "scope IN ('read', 'write')")
     with op.batch_alter_table("dashboard_sessions") as batch:
         batch.add_column(sa.Column("token_hash", sa.String(64), nullable=True))
