@@ -3,11 +3,18 @@ real server (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+from datetime import timedelta
 
 import httpx
 
+from antaeus.dashboard.sessions import hash_id
+from antaeus.security import hash_token
+from antaeus.storage.database import Database
+from antaeus.storage.repositories.dashboard import SessionRepository
 from tests.cli.test_cli import TOKEN, Cli, _assert_stopped_gracefully, _bearer, _describe, serving
+from tests.conftest import NOW
 
 
 def _create(cli: Cli, *args: str) -> str:
@@ -57,3 +64,31 @@ def test_token_scopes_end_to_end(cli: Cli) -> None:
         metrics = httpx.get(f"{server.base_url}/metrics", headers=_bearer(reader), timeout=10)
         assert metrics.status_code == 200
     _assert_stopped_gracefully(server)
+
+
+def test_token_revoke_ends_its_dashboard_sessions_at_once(cli: Cli) -> None:
+    token = _create(cli, "--name", "alice")
+    _create(cli, "--name", "bob", "--scope", "read")
+
+    async def open_sessions() -> None:
+        db = Database(cli.database_url)
+        try:
+            async with db.write() as conn:
+                repo = SessionRepository(conn)
+                for name, raw in [("alice", "s1"), ("alice", "s2"), ("bob", "s3")]:
+                    await repo.create(
+                        hash_id(raw),
+                        name,
+                        "c" * 43,
+                        NOW,
+                        NOW + timedelta(days=365),
+                        token_hash=hash_token(token) if name == "alice" else "0" * 64,
+                    )
+        finally:
+            await db.dispose()
+
+    asyncio.run(open_sessions())
+    revoked = cli.ok("token", "revoke", "alice")
+    assert "token 'alice' revoked; 2 dashboard sessions ended" in revoked.stdout
+    left = cli.query("SELECT token_name FROM dashboard_sessions")
+    assert left == [("bob",)]

@@ -265,7 +265,7 @@ async def _walk(browser: httpx.AsyncClient, start: set[str]) -> dict[str, list[s
         if url in seen:
             continue
         response = await browser.get(url)
-        assert response.status_code in (200, 303, 400, 404, 409), (url, response.text)
+        assert response.status_code < 500, (url, response.text)
         if response.status_code == 303:
             assert not response.headers["location"].startswith("/signin"), url
             seen[url] = []

@@ -334,18 +334,26 @@ def token_revoke(name: Annotated[str, typer.Argument(help="the token's name")]) 
 
     settings = load_settings()
 
-    async def main() -> bool:
+    from antaeus.storage.repositories.dashboard import SessionRepository
+
+    async def main() -> int | None:
         db = Database.from_settings(settings)
         try:
             await prepare(db, allow_migrate=True)
             async with db.write() as conn:
-                return await TokenRepository(conn).revoke(name, SystemClock().now())
+                if not await TokenRepository(conn).revoke(name, SystemClock().now()):
+                    return None
+                # Its dashboard sessions end at once here (names are never reused); an API
+                # process would refuse them anyway within ANTAEUS_TOKEN_CACHE_SECONDS.
+                return await SessionRepository(conn).delete_of_token(name)
         finally:
             await db.dispose()
 
-    if not run(main()):
+    ended = run(main())
+    if ended is None:
         fail(f"no active token named {name!r}")
-    out.print(f"token {name!r} revoked")
+    sessions = "session" if ended == 1 else "sessions"
+    out.print(f"token {name!r} revoked; {ended} dashboard {sessions} ended")
 
 
 @app.command()

@@ -70,6 +70,13 @@ class SessionRepository(Generic[Conn]):
             delete(dashboard_sessions).where(dashboard_sessions.c.id_hash == id_hash)
         )
 
+    async def delete_of_token(self: SessionRepository[WriteConnection], token_name: str) -> int:
+        """End every session of the token of this name (it was just revoked)."""
+        done = await self.conn.execute(
+            delete(dashboard_sessions).where(dashboard_sessions.c.token_name == token_name)
+        )
+        return int(done.rowcount or 0)
+
     async def prune(self: SessionRepository[WriteConnection], now: datetime) -> int:
         """Forget every expired session."""
         done = await self.conn.execute(
