@@ -149,6 +149,16 @@ async def test_a_write_method_is_refused_even_where_no_route_is_yet(
     _assert_insufficient_scope(response, method)
 
 
+async def test_a_read_tokens_write_is_refused_whatever_its_body_size(
+    reader: httpx.AsyncClient,
+) -> None:
+    big = b'{"currency": "EUR", "x": "' + b"x" * (5 * 1024 * 1024) + b'"}'
+    response = await reader.post(
+        "/rest/v1/customers", content=big, headers={"content-type": "application/json"}
+    )
+    _assert_insufficient_scope(response, "5 MiB")
+
+
 async def test_a_read_token_reads_everything(
     client: httpx.AsyncClient, reader: httpx.AsyncClient
 ) -> None:

@@ -137,8 +137,9 @@ def create_app(
         lifespan=lifespan,
         redirect_slashes=False,  # /rest/v1/invoices/ is a 404 JSON error, not a redirect
     )
-    app.add_middleware(ScopeGuard)  # a read token's write: 403 before any route reads its body
     app.add_middleware(ContentLengthLimit, limit=settings.MAX_BODY_BYTES)
+    # outermost: a read token's write is 403 before anything looks at its body (even its size)
+    app.add_middleware(ScopeGuard)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(customers.router)
