@@ -65,7 +65,7 @@ class Session:
     id_hash: str
     token_name: str
     csrf_token: str
-    scope: str = WRITE
+    scope: str  # its token's: `read` or `write`
 
     @property
     def can_write(self) -> bool:
