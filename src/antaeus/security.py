@@ -6,12 +6,21 @@ import hashlib
 import hmac
 import re
 import secrets
+from dataclasses import dataclass
+from typing import Final
 from urllib.parse import unquote
 
 TOKEN_PREFIX = "ant_"
 TOKEN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}")
 ENV_TOKEN_NAME = "env"
 MASK = "***"
+#: what a token may do: `read` every GET (the API, the dashboard's pages, /metrics);
+#: `write` everything besides (today's power, the default, and the env token's)
+READ: Final = "read"
+WRITE: Final = "write"
+SCOPES: Final = (READ, WRITE)
+#: the methods that only read; any other one is a write, on every route
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 _PASSWORD_PARAMETER = re.compile(r"([?&](?:password|passwd|pwd)=)[^&#]*", re.IGNORECASE)
 
 
@@ -24,9 +33,26 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def find_token(presented_hash: str, known: dict[str, str]) -> str | None:
-    """The name of the token hashed to `presented_hash` (constant-time comparisons)."""
-    found: str | None = None
+@dataclass(frozen=True, slots=True)
+class TokenGrant:
+    """An active token as requests see it: its name (the actor), scope and hash."""
+
+    name: str
+    scope: str
+    token_hash: str
+
+    @property
+    def can_write(self) -> bool:
+        # anything but an exact `write` (an unknown value too) only reads
+        return self.scope == WRITE
+
+    def allows(self, method: str) -> bool:
+        return self.can_write or method.upper() in SAFE_METHODS
+
+
+def find_token(presented_hash: str, known: dict[str, TokenGrant]) -> TokenGrant | None:
+    """The token hashed to `presented_hash` (constant-time comparisons)."""
+    found: TokenGrant | None = None
     for candidate, name in known.items():
         if hmac.compare_digest(candidate, presented_hash):
             found = name

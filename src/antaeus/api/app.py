@@ -11,7 +11,7 @@ import structlog
 from fastapi import FastAPI
 
 import antaeus
-from antaeus.api.auth import TokenAuthority
+from antaeus.api.auth import ScopeGuard, TokenAuthority
 from antaeus.api.context import AppContext
 from antaeus.api.errors import ContentLengthLimit, install_error_handlers
 from antaeus.api.routes import billing, customers, events, health, invoices
@@ -33,9 +33,11 @@ Antaeus keeps customers and their invoices and charges every due invoice
 exactly once through a payment provider.
 
 Every `/rest/v1` route needs `Authorization: Bearer <token>`
-(create one with `antaeus token create --name NAME`). Lists are ordered by
-ascending id and paginated with `limit` and `after`; the next page is in the
-`Link` header. Errors are `{"error", "message", "field"}`.
+(create one with `antaeus token create --name NAME`). A token of scope `read`
+(`--scope read`) may only read: any other method than GET is 403
+`insufficient_scope`. Lists are ordered by ascending id and paginated with
+`limit` and `after`; the next page is in the `Link` header. Errors are
+`{"error", "message", "field"}`.
 """
 
 
@@ -136,6 +138,8 @@ def create_app(
         redirect_slashes=False,  # /rest/v1/invoices/ is a 404 JSON error, not a redirect
     )
     app.add_middleware(ContentLengthLimit, limit=settings.MAX_BODY_BYTES)
+    # outermost: a read token's write is 403 before anything looks at its body (even its size)
+    app.add_middleware(ScopeGuard)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(customers.router)

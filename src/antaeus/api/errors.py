@@ -76,6 +76,12 @@ class UnauthorizedError(_NamedError):
     status, code = 401, "unauthorized"
 
 
+class InsufficientScopeError(_NamedError):
+    """A read token asked for a write (any method but GET, HEAD, OPTIONS)."""
+
+    status, code = 403, "insufficient_scope"
+
+
 class NotFoundError(_NamedError):
     status, code = 404, "not_found"
 

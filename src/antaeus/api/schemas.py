@@ -383,6 +383,7 @@ def invoice_json(i: Invoice) -> dict[str, Any]:
 ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     400: {"model": ErrorBody, "description": "malformed JSON or a body over the limit"},
     401: {"model": ErrorBody, "description": "missing, malformed or unknown token"},
+    403: {"model": ErrorBody, "description": "insufficient_scope: a read token asked to write"},
     404: {"model": ErrorBody, "description": "no such resource"},
     409: {"model": ErrorBody, "description": "the invoice's status does not allow this"},
     422: {"model": ErrorBody, "description": "a field failed validation"},
@@ -493,6 +494,13 @@ class ActionRead(BaseModel):
     createdAt: datetime  # noqa: N815
 
 
+class CallerTokenRead(BaseModel):
+    """The caller's own token: its name and scope (never the token itself)."""
+
+    name: str
+    scope: Literal["read", "write"]
+
+
 class StatusRead(BaseModel):
     charging: Literal["running", "paused"]
     pausedReason: str | None  # noqa: N815
@@ -500,6 +508,7 @@ class StatusRead(BaseModel):
     schedule: Literal["automatic", "external"]
     openRuns: list[int]  # noqa: N815
     dueBacklog: int  # noqa: N815
+    token: CallerTokenRead  # the caller's own token
 
 
 def reconciliation_json(row: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import signal
 import time
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -243,9 +244,23 @@ def db_current() -> None:
     run(main())
 
 
+class TokenScope(StrEnum):
+    read = "read"
+    write = "write"
+
+
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Option("--name", help="who or what uses the token")],
+    scope: Annotated[
+        TokenScope,
+        typer.Option(
+            "--scope",
+            case_sensitive=False,
+            help="read: every GET (the API, the dashboard without its actions, /metrics); "
+            "write: everything",
+        ),
+    ] = TokenScope.write,
 ) -> None:
     """Create a token and print it, alone, on standard output (shown only this once)."""
     from antaeus.storage.database import Database
@@ -264,7 +279,7 @@ def token_create(
                 repo = TokenRepository(conn)
                 if await repo.exists(name):
                     return False
-                await repo.create(name, hash_token(token), SystemClock().now())
+                await repo.create(name, hash_token(token), SystemClock().now(), scope=scope.value)
                 return True
         finally:
             await db.dispose()
@@ -276,7 +291,7 @@ def token_create(
 
 @token_app.command("list")
 def token_list() -> None:
-    """List tokens (names and dates; the tokens themselves are not kept)."""
+    """List tokens (names, scopes and dates; the tokens themselves are not kept)."""
     from rich.table import Table
 
     from antaeus.storage.database import Database
@@ -284,7 +299,7 @@ def token_list() -> None:
 
     settings = load_settings()
 
-    async def main() -> list[tuple[str, str, str]]:
+    async def main() -> list[tuple[str, str, str, str]]:
         db = Database.from_settings(settings)
         try:
             await prepare(db, allow_migrate=True)
@@ -295,6 +310,7 @@ def token_list() -> None:
         return [
             (
                 r.name,
+                r.scope,
                 r.created_at.strftime("%Y-%m-%d %H:%M:%SZ"),
                 r.revoked_at.strftime("%Y-%m-%d %H:%M:%SZ") if r.revoked_at else "",
             )
@@ -302,11 +318,11 @@ def token_list() -> None:
         ]
 
     rows = run(main())
-    table = Table("name", "created", "revoked")
+    table = Table("name", "scope", "created", "revoked")
     for row in rows:
         table.add_row(*row)
     if settings.API_TOKEN is not None:
-        table.add_row("env", "(ANTAEUS_API_TOKEN)", "")
+        table.add_row("env", "write", "(ANTAEUS_API_TOKEN)", "")
     out.print(table)
 
 
@@ -318,18 +334,26 @@ def token_revoke(name: Annotated[str, typer.Argument(help="the token's name")]) 
 
     settings = load_settings()
 
-    async def main() -> bool:
+    from antaeus.storage.repositories.dashboard import SessionRepository
+
+    async def main() -> int | None:
         db = Database.from_settings(settings)
         try:
             await prepare(db, allow_migrate=True)
             async with db.write() as conn:
-                return await TokenRepository(conn).revoke(name, SystemClock().now())
+                if not await TokenRepository(conn).revoke(name, SystemClock().now()):
+                    return None
+                # Its dashboard sessions end at once here (names are never reused); an API
+                # process would refuse them anyway within ANTAEUS_TOKEN_CACHE_SECONDS.
+                return await SessionRepository(conn).delete_of_token(name)
         finally:
             await db.dispose()
 
-    if not run(main()):
+    ended = run(main())
+    if ended is None:
         fail(f"no active token named {name!r}")
-    out.print(f"token {name!r} revoked")
+    sessions = "session" if ended == 1 else "sessions"
+    out.print(f"token {name!r} revoked; {ended} dashboard {sessions} ended")
 
 
 @app.command()

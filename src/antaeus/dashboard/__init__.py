@@ -34,6 +34,20 @@ def install(app: FastAPI) -> None:
         target = "/signin" if exc.next_path == "/" else f"/signin?{_next(exc.next_path)}"
         return RedirectResponse(target, status_code=303)
 
+    @app.exception_handler(sessions.ScopeRefusedError)
+    async def _read_only(request: Request, exc: sessions.ScopeRefusedError) -> Response:
+        return error_page(
+            request,
+            DashboardError(
+                403,
+                "Refused: your token may only read",
+                f"You signed in with the token {exc.session.token_name!r}, of scope "
+                f"{exc.session.scope!r}: it shows every page but cannot act. Nothing was "
+                "changed. Sign in with a token of scope 'write' to act.",
+            ),
+            exc.session,
+        )
+
     @app.exception_handler(sessions.CsrfRefusedError)
     async def _csrf(request: Request, _exc: sessions.CsrfRefusedError) -> Response:
         return error_page(

@@ -56,9 +56,10 @@ class DashboardError(Exception):
 def render(
     request: Request, template: str, context: dict[str, Any], *, status_code: int = 200
 ) -> HTMLResponse:
-    page = environment.get_template(template).render(
-        {"path": request.url.path, "session": None, **context}
-    )
+    values: dict[str, Any] = {"path": request.url.path, "session": None, **context}
+    # Every action block of every template checks `can_write`: a read session sees none.
+    values.setdefault("can_write", bool(getattr(values["session"], "can_write", False)))
+    page = environment.get_template(template).render(values)
     return HTMLResponse(page, status_code=status_code, headers=SECURITY_HEADERS)
 
 

@@ -227,13 +227,13 @@ async def signin(request: Request, ctx: Ctx) -> Response:
         raise sessions.CsrfRefusedError
     next_path = sessions.safe_next(form.get("next"))
     token = form.get("token")
-    name = None
+    grant = None
     if isinstance(token, str) and 0 < len(token.strip()) <= 512:
-        name = await ctx.tokens.authenticate(token.strip())
-    if name is None:
+        grant = await ctx.tokens.identify(token.strip())
+    if grant is None:
         return _signin_page(request, next_path, "Unknown or revoked token.", status=401)
     response = RedirectResponse(next_path, status_code=303)
-    await sessions.start(ctx, name, response)
+    await sessions.start(ctx, grant, response)
     sessions.clear_cookie(response, sessions.SIGNIN_COOKIE, "/signin")
     return response
 

@@ -2,9 +2,13 @@
 
 The cookie holds 256 random bits; the database (`dashboard_sessions`) holds only
 their SHA-256, so every API process sharing the database knows every session,
-and a leaked table row does not sign anyone in. A session is the token that
-signed in, by name: each request checks that name is still an active token
-(from the token cache, no query), so revoking a token ends its sessions.
+and a leaked table row does not sign anyone in. A session is bound to the token
+that signed in by that token's hash: each request checks that very token is
+still active (from the token cache, no query), so revoking it, or changing
+`ANTAEUS_API_TOKEN`, ends its sessions within `ANTAEUS_TOKEN_CACHE_SECONDS`. A
+session row without a hash (opened before sessions were bound) signs nobody in.
+The session has its token's scope: a `read` session may POST only `/signout`
+(checked in `require`, before the form is read); its pages show no action.
 Every form carries the session's CSRF token, compared in constant time.
 """
 
@@ -22,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from antaeus.api.context import AppContext
+from antaeus.security import SAFE_METHODS, WRITE, TokenGrant
 from antaeus.storage.repositories.dashboard import SessionRepository
 
 COOKIE: Final = "antaeus_session"
@@ -31,6 +36,8 @@ SESSION_LIFETIME: Final = timedelta(hours=12)
 SIGNIN_LIFETIME: Final = timedelta(hours=1)
 CSRF_FIELD: Final = "csrf_token"
 _MAX_COOKIE = 128
+#: what a read session may still POST (signing in needs no session)
+READ_SESSION_POSTS: Final = frozenset({"/signout"})
 
 
 class SignInRequiredError(Exception):
@@ -45,11 +52,24 @@ class CsrfRefusedError(Exception):
     """A form came without its CSRF token, or with a wrong one: nothing was done."""
 
 
+class ScopeRefusedError(Exception):
+    """A read session asked for an action: nothing was done."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__("a read token cannot act")
+        self.session = session
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     id_hash: str
     token_name: str
     csrf_token: str
+    scope: str  # its token's: `read` or `write`
+
+    @property
+    def can_write(self) -> bool:
+        return self.scope == WRITE
 
 
 def new_secret() -> str:
@@ -88,14 +108,21 @@ def _context(request: Request) -> AppContext:
     return ctx
 
 
-async def start(ctx: AppContext, token_name: str, response: Response) -> None:
-    """A new session for `token_name`, its cookie set on `response`; expired ones pruned."""
+async def start(ctx: AppContext, grant: TokenGrant, response: Response) -> None:
+    """A new session of the token `grant`, its cookie set on `response`; expired ones pruned."""
     raw = new_secret()
     now = ctx.clock.now()
     async with ctx.db.write() as conn:
         repo = SessionRepository(conn)
         await repo.prune(now)
-        await repo.create(hash_id(raw), token_name, new_secret(), now, now + SESSION_LIFETIME)
+        await repo.create(
+            hash_id(raw),
+            grant.name,
+            new_secret(),
+            now,
+            now + SESSION_LIFETIME,
+            token_hash=grant.token_hash,
+        )
     set_cookie(response, COOKIE, raw, SESSION_LIFETIME, "/")
 
 
@@ -106,7 +133,8 @@ async def end(ctx: AppContext, session: Session, response: Response) -> None:
 
 
 async def current(request: Request) -> Session | None:
-    """The request's session: its cookie names an unexpired one of a still active token."""
+    """The request's session: its cookie names an unexpired one whose very token (by hash)
+    is still active."""
     raw = request.cookies.get(COOKIE)
     if not raw or len(raw) > _MAX_COOKIE:
         return None
@@ -116,11 +144,12 @@ async def current(request: Request) -> Session | None:
         row = await SessionRepository(conn).get(id_hash, ctx.clock.now())
     if row is None:
         return None
-    if not await ctx.tokens.is_active(row.token_name):
+    grant = await ctx.tokens.grant_of(row.token_hash) if row.token_hash else None
+    if grant is None:  # revoked, no longer the env token, or a session from before
         async with ctx.db.write() as conn:
             await SessionRepository(conn).delete(id_hash)
         return None
-    return Session(id_hash, row.token_name, row.csrf_token)
+    return Session(id_hash, row.token_name, row.csrf_token, grant.scope)
 
 
 def _here(request: Request) -> str:
@@ -133,6 +162,12 @@ async def require(request: Request) -> Session:
     found = await current(request)
     if found is None:
         raise SignInRequiredError(_here(request) if request.method == "GET" else "/")
+    if (
+        not found.can_write
+        and request.method.upper() not in SAFE_METHODS
+        and request.url.path not in READ_SESSION_POSTS
+    ):
+        raise ScopeRefusedError(found)  # every dashboard route's check, before its form
     return found
 
 

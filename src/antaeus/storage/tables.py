@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Column,
     ForeignKey,
     Index,
@@ -133,6 +134,9 @@ api_tokens = Table(
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
+    # read | write (migration 0013; tokens from before are write)
+    Column("scope", String(16), nullable=False, server_default="write"),
+    CheckConstraint("scope IN ('read', 'write')", name="scope"),
 )
 
 idempotency_keys = Table(
@@ -355,6 +359,9 @@ dashboard_sessions = Table(
     metadata,
     Column("id_hash", String(64), primary_key=True),
     Column("token_name", String(100), nullable=False),
+    # the SHA-256 of the token that signed in: the session lives only while that very
+    # token is active (migration 0013; NULL, a session from before, signs nobody in)
+    Column("token_hash", String(64), nullable=True),
     Column("csrf_token", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from antaeus.api.auth import AuthenticatedRoute, Principal
+from antaeus.api.auth import AuthenticatedRoute, Caller, Principal
 from antaeus.api.context import AppContext, Ctx
 from antaeus.api.errors import not_found
 from antaeus.api.idempotency import IdempotencyKey, run_idempotent
@@ -131,7 +131,7 @@ async def get_run(id: RunId, ctx: Ctx, _who: Principal) -> JSONResponse:
     response_model=StatusRead,
     responses=ERROR_RESPONSES,
 )
-async def status(ctx: Ctx, _who: Principal) -> JSONResponse:
+async def status(ctx: Ctx, caller: Caller) -> JSONResponse:
     async with ctx.db.read() as conn:
         repo = BillingRepository(conn)
         reason, since = await repo.pause_state()
@@ -145,5 +145,6 @@ async def status(ctx: Ctx, _who: Principal) -> JSONResponse:
             "schedule": ctx.settings.SCHEDULE,
             "openRuns": open_runs,
             "dueBacklog": backlog,
+            "token": {"name": caller.name, "scope": caller.scope},  # the caller's own
         }
     )

@@ -24,6 +24,7 @@ class SessionRow:
     token_name: str
     csrf_token: str
     expires_at: datetime
+    token_hash: str | None  # None: opened before sessions were bound to their token
 
 
 class SessionRepository(Generic[Conn]):
@@ -37,11 +38,14 @@ class SessionRepository(Generic[Conn]):
         csrf_token: str,
         now: datetime,
         expires_at: datetime,
+        *,
+        token_hash: str,
     ) -> None:
         await self.conn.execute(
             insert(dashboard_sessions).values(
                 id_hash=id_hash,
                 token_name=token_name,
+                token_hash=token_hash,
                 csrf_token=csrf_token,
                 created_at=now,
                 expires_at=expires_at,
@@ -57,12 +61,21 @@ class SessionRepository(Generic[Conn]):
                 )
             )
         ).first()
-        return SessionRow(row.token_name, row.csrf_token, row.expires_at) if row else None
+        if row is None:
+            return None
+        return SessionRow(row.token_name, row.csrf_token, row.expires_at, row.token_hash)
 
     async def delete(self: SessionRepository[WriteConnection], id_hash: str) -> None:
         await self.conn.execute(
             delete(dashboard_sessions).where(dashboard_sessions.c.id_hash == id_hash)
         )
+
+    async def delete_of_token(self: SessionRepository[WriteConnection], token_name: str) -> int:
+        """End every session of the token of this name (it was just revoked)."""
+        done = await self.conn.execute(
+            delete(dashboard_sessions).where(dashboard_sessions.c.token_name == token_name)
+        )
+        return int(done.rowcount or 0)
 
     async def prune(self: SessionRepository[WriteConnection], now: datetime) -> int:
         """Forget every expired session."""
