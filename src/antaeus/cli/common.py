@@ -75,11 +75,17 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 
 def serve_metrics(port: int, host: str) -> None:
-    """Serve Prometheus metrics on `host:port` (a thread), or fail with one line."""
+    """Serve Prometheus metrics on `host:port` (a thread), or fail with one line.
+
+    A parent of worker processes calls it after `start_multiprocess_metrics()`:
+    it then serves their sum (`metrics.registry()`).
+    """
     from prometheus_client import start_http_server
 
+    from antaeus.observability import metrics
+
     try:
-        start_http_server(port, addr=host)
+        start_http_server(port, addr=host, registry=metrics.registry())
     except OSError as exc:
         fail(_bind_error(host, port, exc, "--metrics-port"))
 
