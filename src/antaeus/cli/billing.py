@@ -122,9 +122,7 @@ def worker(
         args = ["worker", "--processes", "1"]
         args += ["--concurrency", str(concurrency)] if concurrency else []
         args += ["--no-relay"] if no_relay else []
-        stats, failure = run(
-            _supervise_workers(settings, count, args, concurrency, metrics_dir)
-        )
+        stats, failure = run(_supervise_workers(settings, count, args, concurrency, metrics_dir))
         if failure is not None:
             fail(failure)
         err.print(stopped_line(stats), highlight=False, soft_wrap=True)

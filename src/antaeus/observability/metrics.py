@@ -131,9 +131,9 @@ def registry() -> CollectorRegistry:
         from prometheus_client.multiprocess import MultiProcessCollector
 
         combined = CollectorRegistry()
-        MultiProcessCollector(combined, MULTIPROCESS_DIR)
+        # prometheus_client.multiprocess has no annotations
+        MultiProcessCollector(combined, MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             combined.register(collector)
         _registry = combined
     return _registry
-
