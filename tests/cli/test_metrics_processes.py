@@ -164,3 +164,41 @@ def test_one_serve_process_keeps_its_own_metrics(cli: Cli) -> None:
         samples = _scrape(f"{server.base_url}/metrics", API_TOKEN)
         _assert_charges_counted(samples, _paid(cli))
         assert any(name.startswith("process_") for name, _ in samples), samples.keys()
+
+
+def _gauge_of(directory: Path, pid: int, name: str) -> float | None:
+    """One process's own value of a livemax gauge (its file alone, read by the client)."""
+    with tempfile.TemporaryDirectory() as alone:
+        shutil.copy(directory / f"gauge_livemax_{pid}.db", alone)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, alone)
+        return registry.get_sample_value(name)
+
+
+def test_charging_paused_is_the_maximum_over_the_workers(cli: Cli) -> None:
+    """Both workers paused by a provider that refuses our key: the parent shows 1, not 2."""
+    _setup(cli)
+    port = _free_port()
+    cli.env.update(
+        ANTAEUS_PAYMENT_PROVIDER_URL=f"http://127.0.0.1:{port}",
+        ANTAEUS_PAYMENT_PROVIDER_API_KEY="sk_the_wrong_key",
+    )
+    provider = ("provider", "serve", "--port", str(port), "--api-key", "sk_the_right_key")
+    with started(cli, *provider, name="provider"), serving(cli, "--workers", "2") as server:
+        children = _wait_for_children(server.process.pid, 2)
+        url = f"{server.base_url}/metrics"
+        deadline = time.monotonic() + 60
+        while _value(_scrape(url, API_TOKEN), "antaeus_charging_paused") != 1:
+            assert time.monotonic() < deadline, server.stderr()
+            time.sleep(0.2)
+        directory = _metrics_dir(min(children))
+        # each worker says it is paused (the one refused, the other from the database)
+        own: dict[int, float | None] = {}
+        while set(own.values()) != {1.0}:
+            assert time.monotonic() < deadline, own
+            own = {pid: _gauge_of(directory, pid, "antaeus_charging_paused") for pid in children}
+            time.sleep(0.2)
+        samples = _scrape(url, API_TOKEN)
+        assert _value(samples, "antaeus_charging_paused") == 1, own  # the maximum, not 2
+        assert _value(samples, "antaeus_charges_total", outcome="charged") == 0
+        assert _paid(cli) == 0
