@@ -20,6 +20,7 @@ from antaeus.cli.common import (
     prepare,
     run,
     serve_metrics,
+    start_multiprocess_metrics,
 )
 from antaeus.cli.stopping import GracefulStop, stopped_line
 from antaeus.security import mask_url, scrub
@@ -109,7 +110,6 @@ def worker(
     (--metrics-port then serves the sum of their metrics).
     """
     from antaeus.cli.supervise import SupervisedChild, default_processes
-    from antaeus.observability.multiprocess import start_multiprocess_metrics
 
     settings = load_settings()
     count = processes or default_processes(settings.DATABASE_URL)

@@ -90,6 +90,17 @@ def serve_metrics(port: int, host: str) -> None:
         fail(_bind_error(host, port, exc, "--metrics-port"))
 
 
+def start_multiprocess_metrics() -> str:
+    """The metrics directory of a parent of worker processes (see
+    antaeus.observability.multiprocess), or fail with one line."""
+    from antaeus.observability import multiprocess
+
+    try:
+        return multiprocess.start_multiprocess_metrics()
+    except multiprocess.MetricsDirectoryError as exc:
+        fail(escape(str(exc)))
+
+
 def _bind_error(host: str, port: int, exc: OSError, option: str) -> str:
     if exc.errno == errno.EADDRINUSE:
         why = "the port is in use"

@@ -21,6 +21,7 @@ from antaeus.cli.common import (
     prepare,
     run,
     serve_metrics,
+    start_multiprocess_metrics,
 )
 from antaeus.cli.stopping import GracefulStop, stopped_line
 from antaeus.clock import SystemClock
@@ -125,7 +126,6 @@ def serve(
     recorded, invoices claimed ahead are handed back, and one line says so.
     """
     from antaeus.cli.supervise import Supervisor, default_processes
-    from antaeus.observability.multiprocess import start_multiprocess_metrics
 
     settings = load_settings()
     bind_host = host or settings.HOST

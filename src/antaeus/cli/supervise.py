@@ -14,6 +14,11 @@ The socket pair (fd number in `ANTAEUS_SUPERVISOR_FD`) carries two things:
   `WorkerStats` there and prints no stop line of its own; the parent adds
   the children's figures up into the one line it prints.
 
+With a metrics directory (`serve --workers N`, `worker --processes N
+--metrics-port P`; antaeus.observability.multiprocess) the children get it in
+their environment and write their Prometheus metrics there, for the parent to
+add up; when a child exits its live gauges are dropped, its counters stay.
+
 Children run in their own session, so a Ctrl-C at the terminal reaches only
 the parent, which sends every child SIGTERM once. A child that dies
 while the parent is not stopping is restarted after a backoff (with a log

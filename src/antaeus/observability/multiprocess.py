@@ -25,6 +25,10 @@ from typing import Final
 MULTIPROC_DIR_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 
+class MetricsDirectoryError(Exception):
+    """The parent's metrics directory could not be made (the message says what to do)."""
+
+
 def start_multiprocess_metrics() -> str:
     """Make a fresh directory and put this process (and its children) in multiprocess mode.
 
@@ -35,7 +39,13 @@ def start_multiprocess_metrics() -> str:
             "prometheus_client was imported before the metrics directory was chosen: "
             "this process's metrics would not reach it"
         )
-    path = tempfile.mkdtemp(prefix="antaeus-metrics-")
+    try:
+        path = tempfile.mkdtemp(prefix="antaeus-metrics-")
+    except OSError as exc:
+        raise MetricsDirectoryError(
+            f"cannot make a metrics directory in {tempfile.gettempdir()}: "
+            f"{exc.strerror or exc}; point TMPDIR at a writable directory"
+        ) from exc
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     os.environ[MULTIPROC_DIR_ENV] = path
     return path
