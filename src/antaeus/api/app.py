@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import structlog
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 import antaeus
 from antaeus.api.auth import ScopeGuard, TokenAuthority
@@ -27,6 +28,8 @@ from antaeus.payments.provider import PaymentProvider
 from antaeus.storage.database import Database
 
 log = structlog.get_logger("antaeus.app")
+
+DOCS_STATIC_URL = "/static-offline-docs"
 
 DESCRIPTION = """
 Antaeus keeps customers and their invoices and charges every due invoice
@@ -130,7 +133,11 @@ def create_app(
             if database is None:
                 await db.dispose()
 
-    app = FastAPI(
+    # /docs (Swagger UI) and /redoc with their scripts, stylesheet and icon served
+    # from the installed fastapi-offline package at DOCS_STATIC_URL, not from a
+    # CDN: the pages work on a machine without the internet.
+    app = FastAPIOffline(
+        static_url=DOCS_STATIC_URL,
         title="Antaeus",
         version=antaeus.__version__,
         description=DESCRIPTION,

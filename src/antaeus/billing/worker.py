@@ -957,6 +957,8 @@ class Worker:
                     self._recent.clear()  # resumed elsewhere: start counting afresh
                 self._paused = reason
                 self._paused_checked = self._monotonic()
+                # paused by another worker's answer: this one says so too
+                metrics.CHARGING_PAUSED.set(1 if reason else 0)
         return self._paused is not None
 
     async def renew_leases(self) -> int:

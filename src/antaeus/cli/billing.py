@@ -20,6 +20,7 @@ from antaeus.cli.common import (
     prepare,
     run,
     serve_metrics,
+    start_multiprocess_metrics,
 )
 from antaeus.cli.stopping import GracefulStop, stopped_line
 from antaeus.security import mask_url, scrub
@@ -94,7 +95,7 @@ def worker(
             min=1,
             max=1024,
             help="worker processes under this one (default: one per core on PostgreSQL, "
-            "1 on SQLite and with --metrics-port)",
+            "1 on SQLite)",
             show_default=False,
         ),
     ] = None,
@@ -105,28 +106,33 @@ def worker(
 
     Stops gracefully on SIGTERM: finishes the calls in flight, records them, exits.
     With --processes N above 1 it supervises N worker processes: it forwards the
-    signal to them, restarts one that dies, and prints one line for all of them.
+    signal to them, restarts one that dies, and prints one line for all of them
+    (--metrics-port then serves the sum of their metrics).
     """
-    from antaeus.billing.worker import Worker, WorkerStats, worker_settings
     from antaeus.cli.supervise import SupervisedChild, default_processes
+
+    settings = load_settings()
+    count = processes or default_processes(settings.DATABASE_URL)
+    if count > 1:
+        # the children's metrics, summed: multiprocess mode, chosen before
+        # anything imports prometheus_client (only when someone can scrape them)
+        metrics_dir = start_multiprocess_metrics() if metrics_port else None
+        if metrics_port:
+            serve_metrics(metrics_port, settings.HOST)
+        args = ["worker", "--processes", "1"]
+        args += ["--concurrency", str(concurrency)] if concurrency else []
+        args += ["--no-relay"] if no_relay else []
+        stats, failure = run(_supervise_workers(settings, count, args, concurrency, metrics_dir))
+        if failure is not None:
+            fail(failure)
+        err.print(stopped_line(stats), highlight=False, soft_wrap=True)
+        return
+    from antaeus.billing.worker import Worker, WorkerStats, worker_settings
     from antaeus.clock import SystemClock
     from antaeus.notify.factory import build_relay
     from antaeus.payments.factory import ProviderConfigError, build_provider
     from antaeus.storage.database import Database
 
-    settings = load_settings()
-    count = processes or (1 if metrics_port else default_processes(settings.DATABASE_URL))
-    if count > 1:
-        if metrics_port:
-            fail("--metrics-port serves one process's metrics: use it with --processes 1")
-        args = ["worker", "--processes", "1"]
-        args += ["--concurrency", str(concurrency)] if concurrency else []
-        args += ["--no-relay"] if no_relay else []
-        stats, failure = run(_supervise_workers(settings, count, args, concurrency))
-        if failure is not None:
-            fail(failure)
-        err.print(stopped_line(stats), highlight=False, soft_wrap=True)
-        return
     if metrics_port:
         serve_metrics(metrics_port, settings.HOST)
     supervised = SupervisedChild.from_environment()
@@ -189,7 +195,11 @@ async def _check_provider(settings: Settings, concurrency: int | None = None) ->
 
 
 async def _supervise_workers(
-    settings: Settings, count: int, args: list[str], concurrency: int | None
+    settings: Settings,
+    count: int,
+    args: list[str],
+    concurrency: int | None,
+    metrics_dir: str | None = None,
 ) -> tuple[WorkerStats, str | None]:
     """`worker --processes N`: wait for the schema here (once), then run N workers."""
     from antaeus.cli.supervise import Supervisor
@@ -203,7 +213,7 @@ async def _supervise_workers(
         await _wait_for_schema(db, stopping.event)
     finally:
         await db.dispose()  # before the children start: they open their own
-    supervisor = Supervisor(args, count)
+    supervisor = Supervisor(args, count, metrics_dir=metrics_dir)
     if stopping.requested:
         return supervisor.totals, None
     stopping.listen(supervisor.forward)

@@ -75,13 +75,30 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 
 def serve_metrics(port: int, host: str) -> None:
-    """Serve Prometheus metrics on `host:port` (a thread), or fail with one line."""
+    """Serve Prometheus metrics on `host:port` (a thread), or fail with one line.
+
+    A parent of worker processes calls it after `start_multiprocess_metrics()`:
+    it then serves their sum (`metrics.registry()`).
+    """
     from prometheus_client import start_http_server
 
+    from antaeus.observability import metrics
+
     try:
-        start_http_server(port, addr=host)
+        start_http_server(port, addr=host, registry=metrics.registry())
     except OSError as exc:
         fail(_bind_error(host, port, exc, "--metrics-port"))
+
+
+def start_multiprocess_metrics() -> str:
+    """The metrics directory of a parent of worker processes (see
+    antaeus.observability.multiprocess), or fail with one line."""
+    from antaeus.observability import multiprocess
+
+    try:
+        return multiprocess.start_multiprocess_metrics()
+    except multiprocess.MetricsDirectoryError as exc:
+        fail(escape(str(exc)))
 
 
 def _bind_error(host: str, port: int, exc: OSError, option: str) -> str:

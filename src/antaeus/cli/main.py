@@ -22,6 +22,7 @@ from antaeus.cli.common import (
     prepare,
     run,
     serve_metrics,
+    start_multiprocess_metrics,
 )
 from antaeus.cli.stopping import GracefulStop, stopped_line
 from antaeus.clock import SystemClock
@@ -125,12 +126,7 @@ def serve(
     Ctrl-C or SIGTERM stops it gracefully: the calls in flight are finished and
     recorded, invoices claimed ahead are handed back, and one line says so.
     """
-    import uvicorn
-
-    from antaeus.api.app import create_app
-    from antaeus.cli.serving import StoppableServer
     from antaeus.cli.supervise import Supervisor, default_processes
-    from antaeus.storage.database import Database
 
     settings = load_settings()
     bind_host = host or settings.HOST
@@ -138,9 +134,18 @@ def serve(
     # The port first: a busy one ends here, before a worker, a scheduler, a
     # migration or a token exist.
     sock = listen_socket(bind_host, bind_port)
+    count = 0 if no_worker else workers or default_processes(settings.DATABASE_URL)
+    # With worker processes, /metrics shows their sum: multiprocess mode, chosen
+    # before anything below imports prometheus_client.
+    metrics_dir = start_multiprocess_metrics() if count > 1 else None
     if metrics_port:
         serve_metrics(metrics_port, host or settings.HOST)
-    count = 0 if no_worker else workers or default_processes(settings.DATABASE_URL)
+
+    import uvicorn
+
+    from antaeus.api.app import create_app
+    from antaeus.cli.serving import StoppableServer
+    from antaeus.storage.database import Database
 
     async def main() -> tuple[WorkerStats | None, str | None]:
         stop = GracefulStop()
@@ -170,7 +175,9 @@ def serve(
             if count > 1:
                 # The workers get neither the listening socket nor a connection:
                 # they are this program started again (antaeus.cli.supervise).
-                supervisor = Supervisor(["worker", "--processes", "1", "--no-relay"], count)
+                supervisor = Supervisor(
+                    ["worker", "--processes", "1", "--no-relay"], count, metrics_dir=metrics_dir
+                )
                 stop.listen(supervisor.forward)
                 supervising = asyncio.create_task(supervisor.run(stop.event))
 

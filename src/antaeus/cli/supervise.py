@@ -14,6 +14,11 @@ The socket pair (fd number in `ANTAEUS_SUPERVISOR_FD`) carries two things:
   `WorkerStats` there and prints no stop line of its own; the parent adds
   the children's figures up into the one line it prints.
 
+With a metrics directory (`serve --workers N`, `worker --processes N
+--metrics-port P`; antaeus.observability.multiprocess) the children get it in
+their environment and write their Prometheus metrics there, for the parent to
+add up; when a child exits its live gauges are dropped, its counters stay.
+
 Children run in their own session, so a Ctrl-C at the terminal reaches only
 the parent, which sends every child SIGTERM once. A child that dies
 while the parent is not stopping is restarted after a backoff (with a log
@@ -36,12 +41,17 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from antaeus.billing.worker import WorkerStats
 from antaeus.config import normalize_database_url
+from antaeus.observability.multiprocess import MULTIPROC_DIR_ENV, mark_process_dead
+
+if TYPE_CHECKING:
+    # not at run time: importing the worker imports prometheus_client, and a parent
+    # may still have to choose its metrics mode (antaeus.observability.multiprocess)
+    from antaeus.billing.worker import WorkerStats
 
 log = structlog.get_logger("antaeus.supervisor")
 
@@ -94,7 +104,15 @@ def add_stats(total: WorkerStats, more: WorkerStats) -> None:
         total.by_outcome[name] = total.by_outcome.get(name, 0) + n
 
 
+def _no_stats() -> WorkerStats:
+    from antaeus.billing.worker import WorkerStats
+
+    return WorkerStats()
+
+
 def stats_from_json(line: str) -> WorkerStats:
+    from antaeus.billing.worker import WorkerStats
+
     data: dict[str, Any] = json.loads(line)
     return WorkerStats(
         claimed=int(data.get("claimed", 0)),
@@ -169,12 +187,16 @@ class Supervisor:
     `run(stop)` returns when `stop` is set (after sending every child SIGTERM
     and waiting for them) or when the children crashed too often
     (`failure` then says why). `totals` holds the figures the children reported.
+    With `metrics_dir` (this process's multiprocess metrics directory) the
+    children write their metrics there, and a child's live gauges are dropped
+    when it exits.
     """
 
     args: list[str]
     count: int
     name: str = "worker"
-    totals: WorkerStats = field(default_factory=WorkerStats)
+    metrics_dir: str | None = None
+    totals: WorkerStats = field(default_factory=_no_stats)
     failure: str | None = None
     restarts: int = 0
     _children: dict[int, _Child] = field(default_factory=dict)
@@ -189,6 +211,8 @@ class Supervisor:
     def _spawn(self, number: int) -> _Child:
         parent_end, child_end = socket.socketpair()
         env = {**os.environ, SUPERVISOR_FD_ENV: str(child_end.fileno())}
+        if self.metrics_dir is not None:
+            env[MULTIPROC_DIR_ENV] = self.metrics_dir
         try:
             process = subprocess.Popen(  # noqa: S603 (this same program, our own arguments)
                 [sys.executable, "-m", "antaeus", *self.args],
@@ -254,6 +278,8 @@ class Supervisor:
                     continue
                 del self._children[number]
                 self._collect(child)
+                if self.metrics_dir is not None:
+                    mark_process_dead(child.process.pid, self.metrics_dir)
                 if self._stopping:
                     continue
                 now = time.monotonic()
