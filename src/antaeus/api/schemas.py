@@ -493,6 +493,30 @@ class ActionRead(BaseModel):
     createdAt: datetime  # noqa: N815
 
 
+class RelayHealthRead(BaseModel):
+    """This process's outbox relay (null: it runs none, e.g. `serve --no-relay`)."""
+
+    state: Literal["running", "failing"]
+    failingSince: datetime | None  # noqa: N815
+    lastError: str | None  # noqa: N815
+
+
+class DestinationBacklogRead(BaseModel):
+    id: int
+    kind: Literal["webhook", "amqp"]
+    origin: str
+    status: Literal["enabled", "disabled", "retired", "deleted"]
+    undelivered: int
+    oldestUndeliveredEventId: str | None  # noqa: N815
+    oldestUndeliveredAt: datetime | None  # noqa: N815
+
+
+class OutboxRead(BaseModel):
+    destinations: list[DestinationBacklogRead]
+    notFannedOut: int  # noqa: N815
+    oldestNotFannedOutAt: datetime | None  # noqa: N815
+
+
 class StatusRead(BaseModel):
     charging: Literal["running", "paused"]
     pausedReason: str | None  # noqa: N815
@@ -500,6 +524,8 @@ class StatusRead(BaseModel):
     schedule: Literal["automatic", "external"]
     openRuns: list[int]  # noqa: N815
     dueBacklog: int  # noqa: N815
+    relay: RelayHealthRead | None
+    outbox: OutboxRead
 
 
 def reconciliation_json(row: Any) -> dict[str, Any]:

@@ -59,6 +59,11 @@ EVENT_DELIVERY_LAG = Gauge(
     "antaeus_event_delivery_lag_seconds",
     "Age of the oldest event still waiting for a delivery to an enabled destination",
 )
+RELAY_STALLED = Gauge(
+    "antaeus_relay_stalled",
+    "1 while this process's outbox relay has not completed a round (claim, fan out, "
+    "record) for a minute or more: nothing is delivered from here",
+)
 INVOICES = Gauge(
     "antaeus_invoices", "Invoices by status (read by the scheduler every 15 s)", ["status"]
 )

@@ -34,9 +34,25 @@ class Destination:
     failing_since: datetime | None
     disabled_at: datetime | None
     created_at: datetime
+    events_since: datetime | None = None  # takes events written from then (None: created_at)
 
     def takes(self, event_type: str) -> bool:
         return self.event_types is None or event_type in self.event_types
+
+    def takes_written_at(self, written: datetime) -> bool:
+        """An event written then goes here (not one written before it existed, or before
+        it was enabled again after being retired)."""
+        return (self.events_since or self.created_at) <= written
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationBacklog:
+    """What the outbox still owes one destination (`GET /rest/v1/status`, the dashboard)."""
+
+    destination: Destination
+    undelivered: int
+    oldest_event_id: int | None
+    oldest_written_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +101,7 @@ def _destination(row: Any) -> Destination:
         failing_since=row.failing_since,
         disabled_at=row.disabled_at,
         created_at=row.created_at,
+        events_since=row.events_since,
     )
 
 
@@ -191,6 +208,43 @@ class EventRepository:
         return min(found) if found else None
 
 
+    async def backlog(self) -> tuple[list[DestinationBacklog], int, datetime | None]:
+        """Per destination, its undelivered deliveries and the oldest of their events; and
+        the events not fanned out yet (how many, the oldest's time)."""
+        per = {
+            r.destination_id: (int(r.n), r.oldest)
+            for r in await self.conn.execute(
+                select(
+                    event_deliveries.c.destination_id,
+                    func.count().label("n"),
+                    func.min(event_deliveries.c.event_id).label("oldest"),
+                )
+                .where(event_deliveries.c.delivered_at.is_(None))
+                .group_by(event_deliveries.c.destination_id)
+            )
+        }
+        oldest_ids = [oldest for _, oldest in per.values()]
+        written: dict[int, datetime] = {}
+        if oldest_ids:
+            rows = await self.conn.execute(
+                select(events.c.id, events.c.created_at).where(events.c.id.in_(oldest_ids))
+            )
+            written = {r.id: r.created_at for r in rows}
+        found = []
+        for d in await DestinationRepository(self.conn).all():
+            n, oldest = per.get(d.id, (0, None))
+            found.append(
+                DestinationBacklog(d, n, oldest, written.get(oldest) if oldest else None)
+            )
+        unfanned = await self.conn.execute(
+            select(func.count(), func.min(events.c.created_at)).where(
+                events.c.fanned_out_at.is_(None)
+            )
+        )
+        count, since = unfanned.one()
+        return found, int(count or 0), since
+
+
 _AMQP_ROW_LOCK = 0x616E7461_65757301  # "antaeus" + 1: making the broker's destination row
 
 
@@ -263,7 +317,28 @@ class DestinationRepository(Generic[Conn]):
             )
         ).first()
         if row is not None:
-            if row.url != url:
+            if row.status == "retired":
+                # enabled again for the events written from now on: what waited when it
+                # was retired is not sent (a flood of old events nobody expects)
+                await self.conn.execute(
+                    update(event_destinations)
+                    .where(event_destinations.c.id == row.id)
+                    .values(
+                        url=url,
+                        status="enabled",
+                        events_since=now,
+                        failing_since=None,
+                        disabled_at=None,
+                        updated_at=now,
+                    )
+                )
+                await self.conn.execute(
+                    delete(event_deliveries).where(
+                        event_deliveries.c.destination_id == row.id,
+                        event_deliveries.c.delivered_at.is_(None),
+                    )
+                )
+            elif row.url != url:
                 await self.conn.execute(
                     update(event_destinations)
                     .where(event_destinations.c.id == row.id)
@@ -273,6 +348,26 @@ class DestinationRepository(Generic[Conn]):
             assert found is not None
             return found
         return await self.create("amqp", url, None, None, now)
+
+    async def retire_amqp(
+        self: DestinationRepository[WriteConnection], now: datetime
+    ) -> Destination | None:
+        """Retire the broker's row (a relay without ANTAEUS_AMQP_URL); answers it if it was
+        enabled or disabled until now. A retired destination gets no new deliveries, and the
+        ones it had never keep their events past the retention."""
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.execute(select(func.pg_advisory_xact_lock(_AMQP_ROW_LOCK)))
+        retired = await self.conn.execute(
+            update(event_destinations)
+            .where(
+                event_destinations.c.kind == "amqp",
+                event_destinations.c.status.in_(("enabled", "disabled")),
+            )
+            .values(status="retired", disabled_at=now, updated_at=now)
+            .returning(event_destinations.c.id)
+        )
+        found = retired.first()
+        return await self.get(found.id) if found is not None else None
 
     async def delete(
         self: DestinationRepository[WriteConnection], destination_id: int, kind: str
@@ -361,13 +456,15 @@ class DeliveryRepository:
         if not taken:
             return 0
         destinations = [
-            d for d in (await self._all_destinations()).values() if d.status != "deleted"
+            d
+            for d in (await self._all_destinations()).values()
+            if d.status not in ("deleted", "retired")
         ]
         rows = [
             {"event_id": e.id, "destination_id": d.id, "tries": 0, "next_try_at": now}
             for e in taken
             for d in destinations
-            if d.takes(e.type) and d.created_at <= e.created_at
+            if d.takes(e.type) and d.takes_written_at(e.created_at)
         ]
         if rows:
             await self.conn.execute(insert(event_deliveries), rows)
