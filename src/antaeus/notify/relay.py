@@ -118,6 +118,7 @@ class RelaySettings:
     prune_every: float = 60.0  # seconds
     gauges_every: float = 5.0  # seconds
     stalled_after: timedelta = timedelta(minutes=1)  # no round this long: an error, loudly
+    long_transaction: timedelta = timedelta(seconds=60)  # PostgreSQL: said and counted
 
 
 @dataclass
@@ -162,6 +163,7 @@ class Relay:
         self.failing_since: datetime | None = None
         self.last_error: str | None = None
         self.stalled = False
+        self._long_seen: set[tuple[int, datetime]] = set()  # (pid, xact_start) said once
 
     # -- the loop -------------------------------------------------------------
 
@@ -527,6 +529,32 @@ class Relay:
             oldest = await repo.oldest_undelivered()
         metrics.EVENTS_PENDING.set(pending)
         metrics.EVENT_DELIVERY_LAG.set((now - oldest).total_seconds() if oldest else 0.0)
+        if self.db.dialect == "postgresql":
+            await self.watch_transactions()
+
+    async def watch_transactions(self) -> None:
+        """PostgreSQL: a transaction open longer than `long_transaction` holds back the
+        events list (it answers no event written after that transaction began until it
+        ends): a warning and `antaeus_long_transactions_total`, once per transaction."""
+        async with self.db.read() as conn:
+            found = await EventRepository(conn).long_transactions(self.settings.long_transaction)
+        seen: set[tuple[int, datetime]] = set()
+        for t in found:
+            key = (int(t.pid), t.xact_start)
+            seen.add(key)
+            if key in self._long_seen:
+                continue
+            metrics.LONG_TRANSACTIONS.inc()
+            self.log.warning(
+                "long_transaction",
+                pid=t.pid,
+                seconds=int(t.seconds),
+                state=t.state,
+                application_name=t.application_name,
+                why="GET /rest/v1/events lists no event written after it began until it ends",
+                action=f"end it (SELECT pg_terminate_backend({t.pid}) if it is stuck)",
+            )
+        self._long_seen = seen  # those that ended are forgotten
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         """Until `seconds` pass, `stop` is set or a try finished since the last step."""

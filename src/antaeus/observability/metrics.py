@@ -64,6 +64,11 @@ RELAY_STALLED = Gauge(
     "1 while this process's outbox relay has not completed a round (claim, fan out, "
     "record) for a minute or more: nothing is delivered from here",
 )
+LONG_TRANSACTIONS = Counter(
+    "antaeus_long_transactions_total",
+    "PostgreSQL transactions seen open longer than 60 s by a relay (each counted once): "
+    "they hold back GET /rest/v1/events, which lists only what no open transaction precedes",
+)
 INVOICES = Gauge(
     "antaeus_invoices", "Invoices by status (read by the scheduler every 15 s)", ["status"]
 )

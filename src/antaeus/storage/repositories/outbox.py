@@ -15,7 +15,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic
 
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from antaeus.notify.envelope import StoredEvent
@@ -126,6 +140,12 @@ _EVENT_COLUMNS = (
 )
 
 
+#: PostgreSQL: every transaction with a smaller id has ended (committed or not);
+#: an event of such a transaction is visible now or never (the events list's horizon)
+_HORIZON = cast(
+    cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger
+)
+
 #: a delivery with its destination
 _WITH_DESTINATION = event_deliveries.join(
     event_destinations, event_destinations.c.id == event_deliveries.c.destination_id
@@ -152,19 +172,63 @@ class EventRepository:
     async def page(
         self, *, after: int, limit: int, type: str | None = None, invoice_id: int | None = None
     ) -> list[StoredEvent]:
-        query = select(*_EVENT_COLUMNS).where(events.c.id > after)
+        """Events after `after` (an event id; 0: from the first), oldest first.
+
+        SQLite has one writer at a time, so ids commit in order: by id. On
+        PostgreSQL ids are taken when a transaction writes and transactions commit
+        in any order, so only events whose transaction ended before every open one
+        are listed (`xact_id` below the snapshot's xmin: none can appear before them
+        any more), in (xact_id, id) order, and `after` means the position of that
+        event in that order. Polling with `after` = the last id seen misses nothing.
+        An `after` that is no event (pruned, or never one) lists the events of
+        larger ids.
+        """
+        query = select(*_EVENT_COLUMNS)
         if type is not None:
             query = query.where(events.c.type == type)
         if invoice_id is not None:
             query = query.where(events.c.invoice_id == invoice_id)
-        rows = await self.conn.execute(query.order_by(events.c.id).limit(limit))
+        if self.conn.dialect.name != "postgresql":
+            query = query.where(events.c.id > after).order_by(events.c.id)
+        else:
+            position = func.coalesce(events.c.xact_id, 0)
+            query = query.where(position < _HORIZON).order_by(position, events.c.id)
+            mark = None
+            if after:
+                mark = await self.conn.scalar(select(position).where(events.c.id == after))
+            if mark is not None:
+                query = query.where(tuple_(position, events.c.id) > tuple_(mark, after))
+            else:
+                query = query.where(events.c.id > after)
+        rows = await self.conn.execute(query.limit(limit))
         return [_event(r) for r in rows]
 
     async def get(self, event_id: int) -> StoredEvent | None:
-        row = (
-            await self.conn.execute(select(*_EVENT_COLUMNS).where(events.c.id == event_id))
-        ).first()
+        """The event, once listed (on PostgreSQL: once its transaction is below the horizon)."""
+        query = select(*_EVENT_COLUMNS).where(events.c.id == event_id)
+        if self.conn.dialect.name == "postgresql":
+            query = query.where(func.coalesce(events.c.xact_id, 0) < _HORIZON)
+        row = (await self.conn.execute(query)).first()
         return _event(row) if row is not None else None
+
+    async def long_transactions(self, older_than: timedelta) -> list[Any]:
+        """PostgreSQL: transactions holding a transaction id open longer than `older_than`
+        (they hold the events list's horizon back): pid, xact_start, seconds, state,
+        application_name. Other roles' sessions show only as far as this role may see."""
+        if self.conn.dialect.name != "postgresql":
+            return []
+        rows = await self.conn.execute(
+            text(
+                "SELECT pid, xact_start, state, application_name,"
+                " EXTRACT(EPOCH FROM clock_timestamp() - xact_start)::float8 AS seconds"
+                " FROM pg_stat_activity"
+                " WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
+                " AND xact_start < clock_timestamp() - make_interval(secs => :limit)"
+                " ORDER BY xact_start"
+            ),
+            {"limit": older_than.total_seconds()},
+        )
+        return list(rows)
 
     async def work_waiting(self, now: datetime, kinds: Sequence[str]) -> tuple[bool, bool]:
         """(an event waits to be fanned out, a delivery to `kinds` is due): a cheap read, so
