@@ -230,7 +230,8 @@ events = Table(
     # PostgreSQL: the writing transaction's id, a server default (migration 0012:
     # `pg_current_xact_id()::text::bigint`); the events list answers only events of
     # transactions ended before every open one, in (coalesce(xact_id, 0), id) order
-    # (indexes ix_events_xact_id_id and ix_events_type_xact_id_id, PostgreSQL only).
+    # (indexes ix_events_xact_id_id, ix_events_type_xact_id_id and
+    # ix_events_invoice_id_xact_id_id, PostgreSQL only).
     # NULL on SQLite (one writer at a time: ids commit in order) and on older rows.
     Column("xact_id", BigInteger, nullable=True),
     Index(
@@ -239,8 +240,10 @@ events = Table(
         sqlite_where=text("fanned_out_at IS NULL"),
         postgresql_where=text("fanned_out_at IS NULL"),
     ),
-    Index("ix_events_type_id", "type", "id"),  # GET /rest/v1/events?type=
-    Index("ix_events_invoice_id_id", "invoice_id", "id"),  # ?invoiceId=
+    # GET /rest/v1/events?type=, ?invoiceId= (SQLite; on PostgreSQL migration 0012 puts
+    # (type | invoice_id, coalesce(xact_id, 0), id) in their place)
+    Index("ix_events_type_id", "type", "id").ddl_if(dialect="sqlite"),
+    Index("ix_events_invoice_id_id", "invoice_id", "id").ddl_if(dialect="sqlite"),
     Index("ix_events_created_at", "created_at"),  # pruning
 )
 

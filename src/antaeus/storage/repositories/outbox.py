@@ -25,6 +25,8 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
+    literal_column,
     select,
     text,
     tuple_,
@@ -146,6 +148,9 @@ _HORIZON = cast(
     cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger
 )
 
+#: an event's place in the PostgreSQL list: the expression its indexes are on (NULL: 0)
+_POSITION = func.coalesce(events.c.xact_id, literal_column("0"))
+
 #: a delivery with its destination
 _WITH_DESTINATION = event_deliveries.join(
     event_destinations, event_destinations.c.id == event_deliveries.c.destination_id
@@ -191,13 +196,16 @@ class EventRepository:
         if self.conn.dialect.name != "postgresql":
             query = query.where(events.c.id > after).order_by(events.c.id)
         else:
-            position = func.coalesce(events.c.xact_id, 0)
+            position = _POSITION
             query = query.where(position < _HORIZON).order_by(position, events.c.id)
             mark = None
             if after:
                 mark = await self.conn.scalar(select(position).where(events.c.id == after))
             if mark is not None:
-                query = query.where(tuple_(position, events.c.id) > tuple_(mark, after))
+                query = query.where(
+                    tuple_(position, events.c.id)
+                    > tuple_(literal(mark, BigInteger), literal(after, BigInteger))
+                )
             else:
                 query = query.where(events.c.id > after)
         rows = await self.conn.execute(query.limit(limit))
@@ -207,7 +215,7 @@ class EventRepository:
         """The event, once listed (on PostgreSQL: once its transaction is below the horizon)."""
         query = select(*_EVENT_COLUMNS).where(events.c.id == event_id)
         if self.conn.dialect.name == "postgresql":
-            query = query.where(func.coalesce(events.c.xact_id, 0) < _HORIZON)
+            query = query.where(_POSITION < _HORIZON)
         row = (await self.conn.execute(query)).first()
         return _event(row) if row is not None else None
 

@@ -6,8 +6,9 @@
   whose transaction ended before every transaction still open
   (`pg_snapshot_xmin(pg_current_snapshot())`), in (xact_id, id) order: no event
   can appear later before one already listed. NULL (SQLite, and every event
-  written before this migration) counts as 0: visible, first. Two indexes
-  (PostgreSQL only) serve the list: all events, and by type.
+  written before this migration) counts as 0: visible, first. On PostgreSQL the
+  list's indexes follow that order: all events, by type, by invoice (the last
+  two replace ix_events_type_id and ix_events_invoice_id_id there).
 - `event_destinations.events_since`: the destination takes events written from
   this moment on (NULL: since `created_at`); set when the broker's destination is
   enabled again after being retired (a relay without ANTAEUS_AMQP_URL retires it).
@@ -40,14 +41,25 @@ def upgrade() -> None:
         op.execute(
             "ALTER TABLE events ALTER COLUMN xact_id SET DEFAULT (pg_current_xact_id()::text::bigint)"
         )
+        # the list's order on PostgreSQL; the filtered lists' indexes take the same order
+        # (replacing the (type, id) and (invoice_id, id) ones: no more index per event)
         op.execute("CREATE INDEX ix_events_xact_id_id ON events ((coalesce(xact_id, 0)), id)")
         op.execute(
             "CREATE INDEX ix_events_type_xact_id_id ON events (type, (coalesce(xact_id, 0)), id)"
         )
+        op.execute(
+            "CREATE INDEX ix_events_invoice_id_xact_id_id"
+            " ON events (invoice_id, (coalesce(xact_id, 0)), id)"
+        )
+        op.drop_index("ix_events_type_id", "events")
+        op.drop_index("ix_events_invoice_id_id", "events")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        op.create_index("ix_events_type_id", "events", ["type", "id"])
+        op.create_index("ix_events_invoice_id_id", "events", ["invoice_id", "id"])
+        op.execute("DROP INDEX IF EXISTS ix_events_invoice_id_xact_id_id")
         op.execute("DROP INDEX IF EXISTS ix_events_type_xact_id_id")
         op.execute("DROP INDEX IF EXISTS ix_events_xact_id_id")
     with op.batch_alter_table("event_destinations") as batch:
