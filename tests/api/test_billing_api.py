@@ -401,6 +401,8 @@ async def test_status_shows_open_runs_backlog_and_a_pause(
         "schedule": "automatic",
         "openRuns": [],
         "dueBacklog": 0,
+        "relay": None,  # this app runs no relay
+        "outbox": {"destinations": [], "notFannedOut": 0, "oldestNotFannedOutAt": None},
     }
     iid = await new_invoice(client, await new_customer(client))
     await new_invoice(client, await new_customer(client), due_at="2026-12-01T00:00:00Z")
@@ -418,6 +420,8 @@ async def test_status_shows_open_runs_backlog_and_a_pause(
         "schedule",
         "openRuns",
         "dueBacklog",
+        "relay",
+        "outbox",
     }
     assert status["charging"] == "paused"
     assert status["pausedReason"].startswith("provider_unauthorized")

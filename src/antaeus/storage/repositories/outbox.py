@@ -175,7 +175,13 @@ class EventRepository:
         self.conn = conn
 
     async def page(
-        self, *, after: int, limit: int, type: str | None = None, invoice_id: int | None = None
+        self,
+        *,
+        after: int,
+        limit: int,
+        type: str | None = None,
+        invoice_id: int | None = None,
+        settled: bool = True,
     ) -> list[StoredEvent]:
         """Events after `after` (an event id; 0: from the first), oldest first.
 
@@ -186,14 +192,15 @@ class EventRepository:
         any more), in (xact_id, id) order, and `after` means the position of that
         event in that order. Polling with `after` = the last id seen misses nothing.
         An `after` that is no event (pruned, or never one) lists the events of
-        larger ids.
+        larger ids. `settled=False` (the dashboard, which pages nothing): every
+        committed event, by id.
         """
         query = select(*_EVENT_COLUMNS)
         if type is not None:
             query = query.where(events.c.type == type)
         if invoice_id is not None:
             query = query.where(events.c.invoice_id == invoice_id)
-        if self.conn.dialect.name != "postgresql":
+        if self.conn.dialect.name != "postgresql" or not settled:
             query = query.where(events.c.id > after).order_by(events.c.id)
         else:
             position = _POSITION
