@@ -279,7 +279,8 @@ async def test_the_exchange_is_declared_when_the_relay_starts_so_consumers_bind_
             while message is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
                 message = await queue.get(fail=False)
-            assert message is not None and message.message_id == "evt_1"
+            assert message is not None
+            assert message.message_id == "evt_1"
             await message.ack()
     finally:
         stop.set()

@@ -171,16 +171,16 @@ async def test_a_transaction_open_over_the_limit_is_logged_and_counted(
         with capture_logs() as logs:
             await relay.watch_transactions()
             assert not _said(logs, pid[0]), "not yet"
-            started = time.monotonic()
-            while time.monotonic() - started < 1.3:
-                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.3)  # past the limit (the database's own clock)
             await relay.watch_transactions()
             await relay.watch_transactions()  # the same one is said and counted once
         lines = _said(logs, pid[0])
-        assert len(lines) == 1 and lines[0]["log_level"] == "warning"
+        assert len(lines) == 1
+        assert lines[0]["log_level"] == "warning"
         assert lines[0]["seconds"] >= 1
         after = REGISTRY.get_sample_value("antaeus_long_transactions_total")
-        assert after is not None and after >= before + 1
+        assert after is not None
+        assert after >= before + 1
     finally:
         release.set()
         await task

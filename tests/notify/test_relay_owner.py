@@ -76,7 +76,8 @@ def test_every_owner_id_fits_its_column(long_host: str) -> None:
     assert len(ids) == 2
     # two relays of one process are told apart (their leases are checked by owner)
     relays = [Relay(Database("sqlite:///unused.db"), ManualClock(NOW), []) for _ in range(2)]
-    assert relays[0].id != relays[1].id and all(len(r.id) <= COLUMN for r in relays)
+    assert relays[0].id != relays[1].id
+    assert all(len(r.id) <= COLUMN for r in relays)
 
 
 def _gauge(name: str) -> float | None:
@@ -120,12 +121,14 @@ async def _stalls_then_recovers(
         assert _gauge("antaeus_relay_stalled") == 0
         assert not said("relay_cannot_claim")
         body = (await client.get("/rest/v1/status")).json()["relay"]
-        assert body["state"] == "running" and body["failingSince"] is not None
+        assert body["state"] == "running"
+        assert body["failingSince"] is not None
 
         clock.advance(timedelta(seconds=31))  # a minute and a second without a round
         assert await relay.attempt() is None
         [alarm] = said("relay_cannot_claim")
-        assert alarm["log_level"] == "error" and "OperationalError" in alarm["error"]
+        assert alarm["log_level"] == "error"
+        assert "OperationalError" in alarm["error"]
         assert _gauge("antaeus_relay_stalled") == 1
         body = (await client.get("/rest/v1/status")).json()["relay"]
         assert body["state"] == "failing"

@@ -144,9 +144,7 @@ _EVENT_COLUMNS = (
 
 #: PostgreSQL: every transaction with a smaller id has ended (committed or not);
 #: an event of such a transaction is visible now or never (the events list's horizon)
-_HORIZON = cast(
-    cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger
-)
+_HORIZON = cast(cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger)
 
 #: an event's place in the PostgreSQL list: the expression its indexes are on (NULL: 0)
 _POSITION = func.coalesce(events.c.xact_id, literal_column("0"))
@@ -286,7 +284,6 @@ class EventRepository:
         found = [m for m in (fan, pending) if m is not None]
         return min(found) if found else None
 
-
     async def backlog(self) -> tuple[list[DestinationBacklog], int, datetime | None]:
         """Per destination, its undelivered deliveries and the oldest of their events; and
         the events not fanned out yet (how many, the oldest's time)."""
@@ -312,9 +309,7 @@ class EventRepository:
         found = []
         for d in await DestinationRepository(self.conn).all():
             n, oldest = per.get(d.id, (0, None))
-            found.append(
-                DestinationBacklog(d, n, oldest, written.get(oldest) if oldest else None)
-            )
+            found.append(DestinationBacklog(d, n, oldest, written.get(oldest) if oldest else None))
         unfanned = await self.conn.execute(
             select(func.count(), func.min(events.c.created_at)).where(
                 events.c.fanned_out_at.is_(None)

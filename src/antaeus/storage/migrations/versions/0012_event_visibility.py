@@ -39,7 +39,8 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         # no table rewrite: old rows keep NULL, new rows get the writing transaction's id
         op.execute(
-            "ALTER TABLE events ALTER COLUMN xact_id SET DEFAULT (pg_current_xact_id()::text::bigint)"
+            "ALTER TABLE events ALTER COLUMN xact_id"
+            " SET DEFAULT (pg_current_xact_id()::text::bigint)"
         )
         # the list's order on PostgreSQL; the filtered lists' indexes take the same order
         # (replacing the (type, id) and (invoice_id, id) ones: no more index per event)
