@@ -18,7 +18,13 @@ Each `serve` and `worker` process runs one (`--no-relay` turns it off). A step:
 
 The relay's database work is short transactions of its own; a destination that
 is down delays only its own deliveries; a database error is logged and the
-relay backs off, never stopping the process, charging or the API.
+relay backs off, never stopping the process, charging or the API; rounds that
+keep failing for a minute are an error line (`relay_cannot_claim`), the gauge
+`antaeus_relay_stalled` and `"relay": {"state": "failing"}` in
+`GET /rest/v1/status`. At its start a relay makes the broker's destination (with
+ANTAEUS_AMQP_URL: reached at once, its exchange declared) or retires it
+(without). On PostgreSQL it also watches for transactions open over a minute,
+which hold back the events list (`long_transaction`).
 """
 
 from __future__ import annotations

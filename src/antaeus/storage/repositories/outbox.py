@@ -715,7 +715,8 @@ class DeliveryRepository:
 
         A delivery still waiting for a disabled endpoint does not keep its event
         past the retention: that endpoint gets the events of the last
-        ANTAEUS_EVENT_RETENTION when it is enabled again.
+        ANTAEUS_EVENT_RETENTION when it is enabled again. Nor does one waiting for
+        the retired broker (enabled again, it takes only new events).
         """
         waiting = exists(
             select(event_deliveries.c.id)
