@@ -402,6 +402,8 @@ async def test_status_shows_open_runs_backlog_and_a_pause(
         "openRuns": [],
         "dueBacklog": 0,
         "token": {"name": "tester", "scope": "write"},  # the caller's own token
+        "relay": None,  # this app runs no relay
+        "outbox": {"destinations": [], "notFannedOut": 0, "oldestNotFannedOutAt": None},
     }
     iid = await new_invoice(client, await new_customer(client))
     await new_invoice(client, await new_customer(client), due_at="2026-12-01T00:00:00Z")
@@ -420,6 +422,8 @@ async def test_status_shows_open_runs_backlog_and_a_pause(
         "openRuns",
         "dueBacklog",
         "token",
+        "relay",
+        "outbox",
     }
     assert status["charging"] == "paused"
     assert status["pausedReason"].startswith("provider_unauthorized")

@@ -29,6 +29,7 @@ from tests.api.test_billing_api import (
     simulator,  # noqa: F401  (the fixture)
     trigger,
 )
+from tests.notify.helpers import settled
 
 #: (currency, value sent, the JSON text the API writes for it, minor units stored)
 CASES = [
@@ -115,6 +116,7 @@ async def test_invoices_in_every_kind_of_currency_are_created_billed_and_listed_
     assert charged == {(i, m, c) for i, (c, _, m) in created.items()}
 
     # the events carry the same exact amounts
+    await settled(database)
     events = await client.get("/rest/v1/events?type=invoice.paid&limit=100")
     assert events.status_code == 200, events.text
     for currency, written, _ in created.values():

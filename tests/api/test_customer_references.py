@@ -17,6 +17,7 @@ from antaeus.storage.database import Database
 from antaeus.storage.tables import customers, invoices
 from tests.api.test_billing_api import charge, get_json, new_invoice, trigger
 from tests.billing.fakes import ScriptedProvider, needs_payment_method
+from tests.notify.helpers import settled
 
 # NOW (tests/conftest.py) is 2026-11-22T12:00:00Z
 
@@ -305,6 +306,7 @@ async def test_refused_for_a_missing_payment_method_then_charged_after_the_fix(
     assert provider.calls == []
     shown = await get_json(client, f"/rest/v1/billing/runs/{run['id']}")
     assert (shown["status"], shown["counts"]["failed"]) == ("completed", 1)
+    await settled(database)
     [event] = await get_json(client, f"/rest/v1/events?invoiceId={iid}&type=invoice.failed")
     assert event["data"]["refusal"]["reason"] == "payment_method_missing"
     assert "providerPaymentMethodId" in event["data"]["refusal"]["detail"]
@@ -347,5 +349,6 @@ async def test_attempts_show_the_decline_code(
     [attempt] = await get_json(client, f"/rest/v1/invoices/{iid}/attempts")
     assert (attempt["outcome"], attempt["declineCode"]) == ("card_declined", "expired_card")
     assert attempt["finishedAt"] is not None
+    await settled(database)
     [event] = await get_json(client, f"/rest/v1/events?invoiceId={iid}&type=invoice.failed")
     assert event["data"]["attempt"]["declineCode"] == "expired_card"

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from antaeus.clock import Clock
 from antaeus.config import Settings
@@ -177,3 +177,22 @@ def webhook_relay(
         relay_id=relay_id,
         rng=random.Random(7),
     )
+
+
+async def settled(db: Database, within: float = 30.0) -> None:
+    """Until every committed event is listed by GET /rest/v1/events (PostgreSQL: below the
+    horizon; a transaction another test holds open on the same server delays that)."""
+    if db.is_sqlite:
+        return
+    deadline = time.monotonic() + within
+    query = text(
+        "SELECT coalesce(max(xact_id), 0) < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+        " FROM events"
+    )
+    while True:
+        async with db.read() as conn:
+            if await conn.scalar(query):
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError("an open transaction held the events list back for 30 s")
+        await asyncio.sleep(0.05)

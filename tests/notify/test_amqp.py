@@ -241,3 +241,49 @@ def test_serve_and_worker_refuse_a_malformed_amqp_url_in_one_line(
     assert lines[0].startswith("error: invalid configuration: ANTAEUS_AMQP_URL"), lines
     assert "sekret" not in done.stderr + done.stdout
     assert "***" in lines[0]
+
+
+@needs_broker
+@pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="rabbitmqctl is not installed")
+async def test_the_exchange_is_declared_when_the_relay_starts_so_consumers_bind_at_once(
+    database: Database, clock: ManualClock
+) -> None:
+    """Issue 20 item 17: before, `antaeus.events` existed only after the first publish, so a
+    consumer starting first could not bind its queue (404 NOT_FOUND on the exchange)."""
+    vhost = f"antaeus-test-{secrets.token_hex(4)}"  # a vhost of its own: no exchange yet
+    await _rabbitmqctl("add_vhost", vhost)
+    await _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    url = f"{AMQP_URL}{vhost}"
+    publisher = BrokerPublisher(url)
+    relay = webhook_relay(database, clock, senders=[publisher], poll_interval=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        connection = await aio_pika.connect(url)
+        async with connection:
+            found = None
+            deadline = time.monotonic() + 10
+            while found is None and time.monotonic() < deadline:
+                channel = await connection.channel()
+                try:  # passive: fails (and closes the channel) while it does not exist
+                    found = await channel.get_exchange(EXCHANGE, ensure=True)
+                except aio_pika.exceptions.ChannelClosed:
+                    await asyncio.sleep(0.1)
+            assert found is not None, "no event yet, and the exchange exists already"
+            channel = await connection.channel()
+            queue = await channel.declare_queue(exclusive=True)
+            await queue.bind(EXCHANGE, "#")
+            await write(database, clock.now(), 1)
+            message = await queue.get(timeout=None, fail=False)
+            deadline = time.monotonic() + 20
+            while message is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                message = await queue.get(fail=False)
+            assert message is not None
+            assert message.message_id == "evt_1"
+            await message.ack()
+    finally:
+        stop.set()
+        await task
+        await relay.aclose()
+        await _rabbitmqctl("delete_vhost", vhost)

@@ -12,7 +12,7 @@ from antaeus.clock import ManualClock
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.outbox import DeliveryRepository
 from antaeus.storage.tables import delivery_tries, event_deliveries
-from tests.notify.helpers import Receiver, event_ids, webhook_relay
+from tests.notify.helpers import Receiver, event_ids, settled, webhook_relay
 from tests.notify.helpers import write_events as write
 
 
@@ -29,6 +29,7 @@ async def test_events_are_listed_by_pages_with_a_link_to_the_next(
 ) -> None:
     await write(database, clock.now(), 7, "invoice.paid")
     await write(database, clock.now(), 3, "invoice.failed", first=100)
+    await settled(database)
     seen: list[dict] = []
     url: str | None = "/rest/v1/events?limit=3"
     while url is not None:
@@ -58,6 +59,7 @@ async def test_events_filtered_by_type_and_invoice(
 ) -> None:
     await write(database, clock.now(), 5, "invoice.paid")
     await write(database, clock.now(), 3, "invoice.failed", first=3)
+    await settled(database)
     failed = (await client.get("/rest/v1/events?type=invoice.failed")).json()
     assert [e["type"] for e in failed] == ["invoice.failed"] * 3
     for_invoice = (await client.get("/rest/v1/events?invoiceId=3")).json()
@@ -103,6 +105,7 @@ async def test_one_event_by_id(
     client: httpx.AsyncClient, database: Database, clock: ManualClock
 ) -> None:
     await write(database, clock.now(), 2, "invoice.review")
+    await settled(database)
     one = await client.get("/rest/v1/events/evt_2")
     assert one.status_code == 200
     assert one.json()["id"] == "evt_2"

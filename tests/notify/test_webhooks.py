@@ -19,7 +19,15 @@ from antaeus.clock import ManualClock
 from antaeus.notify.relay import WEBHOOK_GIVE_UP, WEBHOOK_SCHEDULE
 from antaeus.storage.database import Database
 from antaeus.storage.tables import delivery_tries, event_deliveries
-from tests.notify.helpers import HUGE, Receiver, deliveries, event_ids, free_port, webhook_relay
+from tests.notify.helpers import (
+    HUGE,
+    Receiver,
+    deliveries,
+    event_ids,
+    free_port,
+    settled,
+    webhook_relay,
+)
 from tests.notify.helpers import write_events as write
 
 
@@ -84,6 +92,7 @@ async def test_every_event_arrives_signed_and_filtered(
         )
     # and each envelope is what GET /events/{id} answers
     sample = receiver.ok("/all")[0]
+    await settled(database)
     assert (await client.get(f"/rest/v1/events/{sample.id}")).json() == sample.json()
 
 

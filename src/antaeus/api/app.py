@@ -120,6 +120,7 @@ def create_app(
         the_relay = None
         if relay:
             the_relay = build_relay(db, the_clock, settings)
+            app.state.relay = the_relay  # GET /rest/v1/status shows its health
             tasks.append(asyncio.create_task(the_relay.run(stop), name="antaeus-relay"))
         try:
             yield

@@ -501,6 +501,30 @@ class CallerTokenRead(BaseModel):
     scope: Literal["read", "write"]
 
 
+class RelayHealthRead(BaseModel):
+    """This process's outbox relay (null: it runs none, e.g. `serve --no-relay`)."""
+
+    state: Literal["running", "failing"]
+    failingSince: datetime | None  # noqa: N815
+    lastError: str | None  # noqa: N815
+
+
+class DestinationBacklogRead(BaseModel):
+    id: int
+    kind: Literal["webhook", "amqp"]
+    origin: str
+    status: Literal["enabled", "disabled", "retired", "deleted"]
+    undelivered: int
+    oldestUndeliveredEventId: str | None  # noqa: N815
+    oldestUndeliveredAt: datetime | None  # noqa: N815
+
+
+class OutboxRead(BaseModel):
+    destinations: list[DestinationBacklogRead]
+    notFannedOut: int  # noqa: N815
+    oldestNotFannedOutAt: datetime | None  # noqa: N815
+
+
 class StatusRead(BaseModel):
     charging: Literal["running", "paused"]
     pausedReason: str | None  # noqa: N815
@@ -509,6 +533,8 @@ class StatusRead(BaseModel):
     openRuns: list[int]  # noqa: N815
     dueBacklog: int  # noqa: N815
     token: CallerTokenRead  # the caller's own token
+    relay: RelayHealthRead | None
+    outbox: OutboxRead
 
 
 def reconciliation_json(row: Any) -> dict[str, Any]:

@@ -32,10 +32,7 @@ import collections
 import contextlib
 import itertools
 import math
-import os
 import random
-import secrets
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -59,6 +56,7 @@ from antaeus.domain.policy import (
     decided_alike,
 )
 from antaeus.observability import metrics
+from antaeus.owners import bounded_owner, new_owner_id
 from antaeus.payments.provider import (
     AuthenticationRequiredError,
     CardDeclinedError,
@@ -87,7 +85,7 @@ log = structlog.get_logger("antaeus.worker")
 
 
 def new_worker_id() -> str:
-    return f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(3)}"
+    return new_owner_id()
 
 
 def _default(name: str) -> Any:
@@ -215,7 +213,7 @@ class Worker:
         self.clock = clock
         self.policy = policy
         self.settings = settings or WorkerSettings()
-        self.id = worker_id or new_worker_id()
+        self.id = bounded_owner(worker_id) if worker_id else new_worker_id()
         self.stats = WorkerStats()
         self._crash_hook = crash_hook
         self._monotonic = monotonic  # probe and pause-check intervals (tests move it by hand)

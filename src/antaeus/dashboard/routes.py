@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from antaeus.api.context import AppContext, Ctx
 from antaeus.api.jsonio import JSONResponse  # exact decimals, as the API writes them
+from antaeus.api.outbox_status import outbox_json, relay_json
 from antaeus.api.schemas import (
     MAX_ID,
     ActionBody,
@@ -275,10 +276,13 @@ async def overview(request: Request, ctx: Ctx, session: SessionDep) -> Response:
         collected = await repo.collected_since(month)
         waiting_counts = await repo.waiting_counts()
         waiting = await repo.waiting(20)
+        outbox = await outbox_json(conn)
     return render(
         request,
         "overview.html",
         {
+            "outbox": outbox,
+            "relay": relay_json(getattr(request.app.state, "relay", None)),
             "session": session,
             "state": state,
             "runs": runs,
@@ -399,7 +403,9 @@ async def invoice_page(
         answers = await actions.answers(invoice.id) if attempts else []
         asked = await ReconciliationRepository(conn).of_invoice(invoice.id) if attempts else []
         history = await actions.history(invoice.id, after=0, limit=500)
-        events = await EventRepository(conn).page(after=0, limit=500, invoice_id=invoice.id)
+        events = await EventRepository(conn).page(
+            after=0, limit=500, invoice_id=invoice.id, settled=False
+        )
         customer = await CustomerRepository(conn).get(invoice.customer_id)
     return render(
         request,

@@ -1,6 +1,8 @@
 """Publishing every event to RabbitMQ (aio-pika), with publisher confirms.
 
-Each event goes to the durable topic exchange `antaeus.events` with the event
+The relay connects when it starts and declares the durable topic exchange
+`antaeus.events` then (consumers can bind at once, before any event). Each
+event goes to that exchange with the event
 type as routing key, as a persistent message whose `message_id` is the event
 id and whose body is the event's JSON. A delivery counts only when the broker
 confirmed it (`Basic.Ack`); a nack, a lost connection or no confirm within the
@@ -56,6 +58,16 @@ class BrokerPublisher:
                 EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
             )
             return self._exchange
+
+    async def connect(self) -> None:
+        """Reach the broker now and declare the exchange (the relay does at its start), so
+        that consumers can bind their queues before the first event is published."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._ready()
+        except Exception as exc:
+            await self._drop()
+            raise ConnectionError(scrub(f"{type(exc).__name__}: {exc}", self.url)) from None
 
     async def deliver(self, claimed: Claimed) -> TryResult:
         event = claimed.event

@@ -18,15 +18,19 @@ Each `serve` and `worker` process runs one (`--no-relay` turns it off). A step:
 
 The relay's database work is short transactions of its own; a destination that
 is down delays only its own deliveries; a database error is logged and the
-relay backs off, never stopping the process, charging or the API.
+relay backs off, never stopping the process, charging or the API; rounds that
+keep failing for a minute are an error line (`relay_cannot_claim`), the gauge
+`antaeus_relay_stalled` and `"relay": {"state": "failing"}` in
+`GET /rest/v1/status`. At its start a relay makes the broker's destination (with
+ANTAEUS_AMQP_URL: reached at once, its exchange declared) or retires it
+(without). On PostgreSQL it also watches for transactions open over a minute,
+which hold back the events list (`long_transaction`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -37,10 +41,12 @@ from typing import Final, Protocol
 import structlog
 
 from antaeus.clock import Clock
+from antaeus.exactjson import rfc3339
 from antaeus.notify.addresses import origin
 from antaeus.notify.envelope import event_id
 from antaeus.notify.webhooks import TryResult, WebhookSender
 from antaeus.observability import metrics
+from antaeus.owners import bounded_owner, new_owner_id
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.outbox import (
     Claimed,
@@ -117,6 +123,8 @@ class RelaySettings:
     retention: timedelta = timedelta(days=30)
     prune_every: float = 60.0  # seconds
     gauges_every: float = 5.0  # seconds
+    stalled_after: timedelta = timedelta(minutes=1)  # no round this long: an error, loudly
+    long_transaction: timedelta = timedelta(seconds=60)  # PostgreSQL: said and counted
 
 
 @dataclass
@@ -143,7 +151,7 @@ class Relay:
         self.clock = clock
         self.senders = {s.kind: s for s in senders}
         self.settings = settings or RelaySettings()
-        self.id = relay_id or f"{socket.gethostname()}:{os.getpid()}:relay"
+        self.id = bounded_owner(relay_id) if relay_id else new_owner_id("relay")
         self.rng = rng or random.Random()
         self.monotonic = monotonic
         self.stats = RelayStats()
@@ -156,39 +164,121 @@ class Relay:
         self._wake = asyncio.Event()
         self._last_prune = float("-inf")
         self._last_gauges = float("-inf")
+        # rounds failing since (the injected clock), the last error, and whether the
+        # error line and the metric have said so (after `stalled_after`)
+        self.failing_since: datetime | None = None
+        self.last_error: str | None = None
+        self.stalled = False
+        self._long_seen: set[tuple[int, datetime]] = set()  # (pid, xact_start) said once
 
     # -- the loop -------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop`; then let the tries in flight end and record them."""
         self.log.info("relay_started", kinds=sorted(self.senders))
-        broker = self.senders.get("amqp")
-        if broker is not None:  # the broker's destination row, made once for every relay
-            shown = getattr(broker, "url_shown", "amqp")
-            while not stop.is_set():
-                try:
-                    await ensure_broker_destination(self.db, self.clock, shown)
-                    break
-                except Exception as exc:
-                    self.log.warning("relay_failed", error=f"{type(exc).__name__}: {exc}")
-                    await self._sleep(stop, 2.0)
+        while not stop.is_set():  # the broker's destination: made, enabled or retired
+            try:
+                await self.prepare()
+                self._succeeded()
+                break
+            except Exception as exc:
+                self._failed(exc)
+                await self._sleep(stop, 2.0)
         failures = 0
         try:
             while not stop.is_set():
-                try:
-                    busy = await self.step()
-                    failures = 0
-                except Exception as exc:  # the database, mostly: say so, back off, go on
+                busy = await self.attempt()
+                if busy is None:  # the database, mostly: said, back off, go on
                     failures += 1
-                    self.log.warning("relay_failed", error=f"{type(exc).__name__}: {exc}")
-                    busy = False
                     await self._sleep(stop, min(30.0, 0.5 * 2**failures))
                     continue
+                failures = 0
                 if not busy:
                     await self._sleep(stop, self.settings.poll_interval)
         finally:
             await self.drain()
             self.log.debug("relay_stopped", **self.stats.__dict__)
+
+    async def prepare(self) -> None:
+        """Before the first round: the broker's destination row as this process's settings
+        say. With ANTAEUS_AMQP_URL, made once for every relay (enabled again, for new
+        events only, if it was retired) and the broker reached at once, so that its
+        exchange exists before the first event (consumers can bind); without it, retired:
+        nothing more is sent to it and it holds back no pruning."""
+        broker = self.senders.get("amqp")
+        if broker is None:
+            async with self.db.write() as conn:
+                retired = await DestinationRepository(conn).retire_amqp(self.clock.now())
+            if retired is not None:
+                self.log.warning(
+                    "broker_destination_retired",
+                    destination=retired.id,
+                    reason="ANTAEUS_AMQP_URL is not set in this process",
+                    action="set ANTAEUS_AMQP_URL (the same in every process that relays) to "
+                    "publish again: events written from then on are published",
+                )
+            return
+        shown = getattr(broker, "url_shown", "amqp")
+        now = self.clock.now()
+        async with self.db.write() as conn:
+            enabled = await DestinationRepository(conn).ensure_amqp(shown, now)
+        if enabled.events_since == now:  # it was retired until now
+            self.log.info(
+                "broker_destination_enabled", destination=enabled.id, events_since=now.isoformat()
+            )
+        connect = getattr(broker, "connect", None)
+        if connect is not None:
+            try:
+                await connect()
+            except Exception as exc:  # deliveries try again, with backoff: said, not fatal
+                self.log.warning("broker_unreachable", error=f"{type(exc).__name__}: {exc}")
+
+    async def attempt(self) -> bool | None:
+        """One round (`step`) whose failure is said and counted: busy, or None if it failed."""
+        try:
+            busy = await self.step()
+        except Exception as exc:
+            self._failed(exc)
+            return None
+        self._succeeded()
+        return busy
+
+    def _failed(self, exc: Exception) -> None:
+        """A round failed: a warning; failing for `stalled_after`, an error line and the
+        `antaeus_relay_stalled` gauge (once, until a round succeeds again)."""
+        now = self.clock.now()
+        self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        if self.failing_since is None:
+            self.failing_since = now
+        self.log.warning("relay_failed", error=self.last_error)
+        if not self.stalled and now - self.failing_since >= self.settings.stalled_after:
+            self.stalled = True
+            metrics.RELAY_STALLED.set(1)
+            self.log.error(
+                "relay_cannot_claim",
+                failing_since=self.failing_since.isoformat(),
+                seconds=int((now - self.failing_since).total_seconds()),
+                error=self.last_error,
+                action="no event is delivered from this process: fix the error above "
+                "(GET /rest/v1/status shows it)",
+            )
+
+    def _succeeded(self) -> None:
+        if self.stalled:
+            metrics.RELAY_STALLED.set(0)
+            self.log.info("relay_recovered", failing_since=str(self.failing_since))
+        self.stalled = False
+        self.failing_since = None
+        self.last_error = None
+
+    def health(self) -> dict[str, str | None]:
+        """This relay for `GET /rest/v1/status`: running, or failing (no round for a minute)."""
+        since = self.failing_since
+        return {
+            "state": "failing" if self.stalled else "running",
+            "failingSince": rfc3339(since) if since is not None else None,
+            "lastError": self.last_error,
+        }
 
     async def run_until_idle(self, within: float = 60.0) -> None:
         """Step until nothing is left to fan out, claim now or record (tests, benchmarks)."""
@@ -445,6 +535,32 @@ class Relay:
             oldest = await repo.oldest_undelivered()
         metrics.EVENTS_PENDING.set(pending)
         metrics.EVENT_DELIVERY_LAG.set((now - oldest).total_seconds() if oldest else 0.0)
+        if self.db.dialect == "postgresql":
+            await self.watch_transactions()
+
+    async def watch_transactions(self) -> None:
+        """PostgreSQL: a transaction open longer than `long_transaction` holds back the
+        events list (it answers no event written after that transaction began until it
+        ends): a warning and `antaeus_long_transactions_total`, once per transaction."""
+        async with self.db.read() as conn:
+            found = await EventRepository(conn).long_transactions(self.settings.long_transaction)
+        seen: set[tuple[int, datetime]] = set()
+        for t in found:
+            key = (int(t.pid), t.xact_start)
+            seen.add(key)
+            if key in self._long_seen:
+                continue
+            metrics.LONG_TRANSACTIONS.inc()
+            self.log.warning(
+                "long_transaction",
+                pid=t.pid,
+                seconds=int(t.seconds),
+                state=t.state,
+                application_name=t.application_name,
+                why="GET /rest/v1/events lists no event written after it began until it ends",
+                action=f"end it (SELECT pg_terminate_backend({t.pid}) if it is stuck)",
+            )
+        self._long_seen = seen  # those that ended are forgotten
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         """Until `seconds` pass, `stop` is set or a try finished since the last step."""
@@ -460,7 +576,7 @@ class Relay:
             await sender.aclose()
 
 
-async def ensure_broker_destination(db: Database, clock: Clock, url_shown: str) -> None:
-    """The broker's destination row (made once; later relays find it)."""
+async def ensure_broker_destination(db: Database, clock: Clock, url_shown: str) -> Destination:
+    """The broker's destination row (made once; later relays find it; enabled if retired)."""
     async with db.write() as conn:
-        await DestinationRepository(conn).ensure_amqp(url_shown, clock.now())
+        return await DestinationRepository(conn).ensure_amqp(url_shown, clock.now())

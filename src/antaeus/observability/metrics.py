@@ -95,6 +95,18 @@ EVENT_DELIVERY_LAG = Gauge(
     "Age of the oldest event still waiting for a delivery to an enabled destination",
     multiprocess_mode="livemostrecent",
 )
+RELAY_STALLED = Gauge(
+    "antaeus_relay_stalled",
+    "1 while this process's outbox relay has not completed a round (claim, fan out, "
+    "record) for a minute or more: nothing is delivered from here",
+    # the parent of several workers: 1 while any live child's relay is stalled
+    multiprocess_mode="livemax",
+)
+LONG_TRANSACTIONS = Counter(
+    "antaeus_long_transactions_total",
+    "PostgreSQL transactions seen open longer than 60 s by a relay (each counted once): "
+    "they hold back GET /rest/v1/events, which lists only what no open transaction precedes",
+)
 INVOICES = Gauge(
     "antaeus_invoices",
     "Invoices by status (read by the scheduler every 15 s)",

@@ -231,14 +231,23 @@ events = Table(
     Column("created_at", UTCDateTime, nullable=False),
     # when the relay made its deliveries (NULL: not yet); see event_deliveries
     Column("fanned_out_at", UTCDateTime, nullable=True),
+    # PostgreSQL: the writing transaction's id, a server default (migration 0012:
+    # `pg_current_xact_id()::text::bigint`); the events list answers only events of
+    # transactions ended before every open one, in (coalesce(xact_id, 0), id) order
+    # (indexes ix_events_xact_id_id, ix_events_type_xact_id_id and
+    # ix_events_invoice_id_xact_id_id, PostgreSQL only).
+    # NULL on SQLite (one writer at a time: ids commit in order) and on older rows.
+    Column("xact_id", BigInteger, nullable=True),
     Index(
         "ix_events_not_fanned_out_id",
         "id",
         sqlite_where=text("fanned_out_at IS NULL"),
         postgresql_where=text("fanned_out_at IS NULL"),
     ),
-    Index("ix_events_type_id", "type", "id"),  # GET /rest/v1/events?type=
-    Index("ix_events_invoice_id_id", "invoice_id", "id"),  # ?invoiceId=
+    # GET /rest/v1/events?type=, ?invoiceId= (SQLite; on PostgreSQL migration 0012 puts
+    # (type | invoice_id, coalesce(xact_id, 0), id) in their place)
+    Index("ix_events_type_id", "type", "id").ddl_if(dialect="sqlite"),
+    Index("ix_events_invoice_id_id", "invoice_id", "id").ddl_if(dialect="sqlite"),
     Index("ix_events_created_at", "created_at"),  # pruning
 )
 
@@ -301,11 +310,15 @@ event_destinations = Table(
     Column("url", String(2048), nullable=False),  # for amqp: without its password
     Column("event_types", Text, nullable=True),  # JSON list; NULL: every type
     Column("secret", String(128), nullable=True),  # webhooks: whsec_..., signs each delivery
-    Column("status", String(16), nullable=False),  # enabled | disabled | deleted
+    # enabled | disabled (a webhook failing for days) | retired (the broker, while no
+    # relay has ANTAEUS_AMQP_URL) | deleted
+    Column("status", String(16), nullable=False),
     Column("failing_since", UTCDateTime, nullable=True),  # the first failure since a success
-    Column("disabled_at", UTCDateTime, nullable=True),
+    Column("disabled_at", UTCDateTime, nullable=True),  # or retired at
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # takes the events written from this moment on (NULL: since created_at)
+    Column("events_since", UTCDateTime, nullable=True),
 )
 
 #: One event to one destination: pending until delivered (at least once).

@@ -10,6 +10,7 @@ from antaeus.api.context import AppContext, Ctx
 from antaeus.api.errors import not_found
 from antaeus.api.idempotency import IdempotencyKey, run_idempotent
 from antaeus.api.jsonio import JSONResponse
+from antaeus.api.outbox_status import outbox_json, relay_json
 from antaeus.api.pagination import Page, paginate
 from antaeus.api.schemas import (
     ERROR_RESPONSES,
@@ -131,12 +132,13 @@ async def get_run(id: RunId, ctx: Ctx, _who: Principal) -> JSONResponse:
     response_model=StatusRead,
     responses=ERROR_RESPONSES,
 )
-async def status(ctx: Ctx, caller: Caller) -> JSONResponse:
+async def status(request: Request, ctx: Ctx, caller: Caller) -> JSONResponse:
     async with ctx.db.read() as conn:
         repo = BillingRepository(conn)
         reason, since = await repo.pause_state()
         open_runs = await repo.running_run_ids()
         backlog = await repo.due_backlog(ctx.clock.now())
+        outbox = await outbox_json(conn)
     return JSONResponse(
         {
             "charging": "paused" if reason else "running",
@@ -146,5 +148,8 @@ async def status(ctx: Ctx, caller: Caller) -> JSONResponse:
             "openRuns": open_runs,
             "dueBacklog": backlog,
             "token": {"name": caller.name, "scope": caller.scope},  # the caller's own
+            # issue 20: this process's relay, and what the outbox owes each destination
+            "relay": relay_json(getattr(request.app.state, "relay", None)),
+            "outbox": outbox,
         }
     )

@@ -126,7 +126,8 @@ def _after_event(value: str) -> str:
 
 @router.get(
     "/events",
-    summary="List events by ascending id (poll with `after` = the last id seen)",
+    summary="List events in the order they became visible (poll with `after` = the last id "
+    "seen: nothing is missed)",
     response_model=list[EventRead],
     responses=ERROR_RESPONSES,
 )

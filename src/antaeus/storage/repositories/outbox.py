@@ -15,7 +15,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic
 
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from antaeus.notify.envelope import StoredEvent
@@ -34,9 +50,25 @@ class Destination:
     failing_since: datetime | None
     disabled_at: datetime | None
     created_at: datetime
+    events_since: datetime | None = None  # takes events written from then (None: created_at)
 
     def takes(self, event_type: str) -> bool:
         return self.event_types is None or event_type in self.event_types
+
+    def takes_written_at(self, written: datetime) -> bool:
+        """An event written then goes here (not one written before it existed, or before
+        it was enabled again after being retired)."""
+        return (self.events_since or self.created_at) <= written
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationBacklog:
+    """What the outbox still owes one destination (`GET /rest/v1/status`, the dashboard)."""
+
+    destination: Destination
+    undelivered: int
+    oldest_event_id: int | None
+    oldest_written_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +117,7 @@ def _destination(row: Any) -> Destination:
         failing_since=row.failing_since,
         disabled_at=row.disabled_at,
         created_at=row.created_at,
+        events_since=row.events_since,
     )
 
 
@@ -108,6 +141,13 @@ _EVENT_COLUMNS = (
     events.c.created_at,
 )
 
+
+#: PostgreSQL: every transaction with a smaller id has ended (committed or not);
+#: an event of such a transaction is visible now or never (the events list's horizon)
+_HORIZON = cast(cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger)
+
+#: an event's place in the PostgreSQL list: the expression its indexes are on (NULL: 0)
+_POSITION = func.coalesce(events.c.xact_id, literal_column("0"))
 
 #: a delivery with its destination
 _WITH_DESTINATION = event_deliveries.join(
@@ -133,21 +173,75 @@ class EventRepository:
         self.conn = conn
 
     async def page(
-        self, *, after: int, limit: int, type: str | None = None, invoice_id: int | None = None
+        self,
+        *,
+        after: int,
+        limit: int,
+        type: str | None = None,
+        invoice_id: int | None = None,
+        settled: bool = True,
     ) -> list[StoredEvent]:
-        query = select(*_EVENT_COLUMNS).where(events.c.id > after)
+        """Events after `after` (an event id; 0: from the first), oldest first.
+
+        SQLite has one writer at a time, so ids commit in order: by id. On
+        PostgreSQL ids are taken when a transaction writes and transactions commit
+        in any order, so only events whose transaction ended before every open one
+        are listed (`xact_id` below the snapshot's xmin: none can appear before them
+        any more), in (xact_id, id) order, and `after` means the position of that
+        event in that order. Polling with `after` = the last id seen misses nothing.
+        An `after` that is no event (pruned, or never one) lists the events of
+        larger ids. `settled=False` (the dashboard, which pages nothing): every
+        committed event, by id.
+        """
+        query = select(*_EVENT_COLUMNS)
         if type is not None:
             query = query.where(events.c.type == type)
         if invoice_id is not None:
             query = query.where(events.c.invoice_id == invoice_id)
-        rows = await self.conn.execute(query.order_by(events.c.id).limit(limit))
+        if self.conn.dialect.name != "postgresql" or not settled:
+            query = query.where(events.c.id > after).order_by(events.c.id)
+        else:
+            position = _POSITION
+            query = query.where(position < _HORIZON).order_by(position, events.c.id)
+            mark = None
+            if after:
+                mark = await self.conn.scalar(select(position).where(events.c.id == after))
+            if mark is not None:
+                query = query.where(
+                    tuple_(position, events.c.id)
+                    > tuple_(literal(mark, BigInteger), literal(after, BigInteger))
+                )
+            else:
+                query = query.where(events.c.id > after)
+        rows = await self.conn.execute(query.limit(limit))
         return [_event(r) for r in rows]
 
     async def get(self, event_id: int) -> StoredEvent | None:
-        row = (
-            await self.conn.execute(select(*_EVENT_COLUMNS).where(events.c.id == event_id))
-        ).first()
+        """The event, once listed (on PostgreSQL: once its transaction is below the horizon)."""
+        query = select(*_EVENT_COLUMNS).where(events.c.id == event_id)
+        if self.conn.dialect.name == "postgresql":
+            query = query.where(_POSITION < _HORIZON)
+        row = (await self.conn.execute(query)).first()
         return _event(row) if row is not None else None
+
+    async def long_transactions(self, older_than: timedelta) -> list[Any]:
+        """PostgreSQL: transactions holding a transaction id open longer than `older_than`
+        (they hold the events list's horizon back): pid, xact_start, seconds, state,
+        application_name. Other roles' sessions show only as far as this role may see."""
+        if self.conn.dialect.name != "postgresql":
+            return []
+        rows = await self.conn.execute(
+            text(
+                "SELECT pid, xact_start, state, application_name,"
+                " EXTRACT(EPOCH FROM clock_timestamp() - xact_start)::float8 AS seconds"
+                " FROM pg_stat_activity"
+                " WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
+                " AND xact_start < clock_timestamp() - make_interval(secs => :limit)"
+                " ORDER BY xact_start"
+            ),
+            {"limit": older_than.total_seconds()},
+        )
+        return list(rows)
 
     async def work_waiting(self, now: datetime, kinds: Sequence[str]) -> tuple[bool, bool]:
         """(an event waits to be fanned out, a delivery to `kinds` is due): a cheap read, so
@@ -189,6 +283,40 @@ class EventRepository:
         )
         found = [m for m in (fan, pending) if m is not None]
         return min(found) if found else None
+
+    async def backlog(self) -> tuple[list[DestinationBacklog], int, datetime | None]:
+        """Per destination, its undelivered deliveries and the oldest of their events; and
+        the events not fanned out yet (how many, the oldest's time)."""
+        per = {
+            r.destination_id: (int(r.n), r.oldest)
+            for r in await self.conn.execute(
+                select(
+                    event_deliveries.c.destination_id,
+                    func.count().label("n"),
+                    func.min(event_deliveries.c.event_id).label("oldest"),
+                )
+                .where(event_deliveries.c.delivered_at.is_(None))
+                .group_by(event_deliveries.c.destination_id)
+            )
+        }
+        oldest_ids = [oldest for _, oldest in per.values()]
+        written: dict[int, datetime] = {}
+        if oldest_ids:
+            rows = await self.conn.execute(
+                select(events.c.id, events.c.created_at).where(events.c.id.in_(oldest_ids))
+            )
+            written = {r.id: r.created_at for r in rows}
+        found = []
+        for d in await DestinationRepository(self.conn).all():
+            n, oldest = per.get(d.id, (0, None))
+            found.append(DestinationBacklog(d, n, oldest, written.get(oldest) if oldest else None))
+        unfanned = await self.conn.execute(
+            select(func.count(), func.min(events.c.created_at)).where(
+                events.c.fanned_out_at.is_(None)
+            )
+        )
+        count, since = unfanned.one()
+        return found, int(count or 0), since
 
 
 _AMQP_ROW_LOCK = 0x616E7461_65757301  # "antaeus" + 1: making the broker's destination row
@@ -263,7 +391,28 @@ class DestinationRepository(Generic[Conn]):
             )
         ).first()
         if row is not None:
-            if row.url != url:
+            if row.status == "retired":
+                # enabled again for the events written from now on: what waited when it
+                # was retired is not sent (a flood of old events nobody expects)
+                await self.conn.execute(
+                    update(event_destinations)
+                    .where(event_destinations.c.id == row.id)
+                    .values(
+                        url=url,
+                        status="enabled",
+                        events_since=now,
+                        failing_since=None,
+                        disabled_at=None,
+                        updated_at=now,
+                    )
+                )
+                await self.conn.execute(
+                    delete(event_deliveries).where(
+                        event_deliveries.c.destination_id == row.id,
+                        event_deliveries.c.delivered_at.is_(None),
+                    )
+                )
+            elif row.url != url:
                 await self.conn.execute(
                     update(event_destinations)
                     .where(event_destinations.c.id == row.id)
@@ -273,6 +422,26 @@ class DestinationRepository(Generic[Conn]):
             assert found is not None
             return found
         return await self.create("amqp", url, None, None, now)
+
+    async def retire_amqp(
+        self: DestinationRepository[WriteConnection], now: datetime
+    ) -> Destination | None:
+        """Retire the broker's row (a relay without ANTAEUS_AMQP_URL); answers it if it was
+        enabled or disabled until now. A retired destination gets no new deliveries, and the
+        ones it had never keep their events past the retention."""
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.execute(select(func.pg_advisory_xact_lock(_AMQP_ROW_LOCK)))
+        retired = await self.conn.execute(
+            update(event_destinations)
+            .where(
+                event_destinations.c.kind == "amqp",
+                event_destinations.c.status.in_(("enabled", "disabled")),
+            )
+            .values(status="retired", disabled_at=now, updated_at=now)
+            .returning(event_destinations.c.id)
+        )
+        found = retired.first()
+        return await self.get(found.id) if found is not None else None
 
     async def delete(
         self: DestinationRepository[WriteConnection], destination_id: int, kind: str
@@ -361,13 +530,15 @@ class DeliveryRepository:
         if not taken:
             return 0
         destinations = [
-            d for d in (await self._all_destinations()).values() if d.status != "deleted"
+            d
+            for d in (await self._all_destinations()).values()
+            if d.status not in ("deleted", "retired")
         ]
         rows = [
             {"event_id": e.id, "destination_id": d.id, "tries": 0, "next_try_at": now}
             for e in taken
             for d in destinations
-            if d.takes(e.type) and d.created_at <= e.created_at
+            if d.takes(e.type) and d.takes_written_at(e.created_at)
         ]
         if rows:
             await self.conn.execute(insert(event_deliveries), rows)
@@ -544,7 +715,8 @@ class DeliveryRepository:
 
         A delivery still waiting for a disabled endpoint does not keep its event
         past the retention: that endpoint gets the events of the last
-        ANTAEUS_EVENT_RETENTION when it is enabled again.
+        ANTAEUS_EVENT_RETENTION when it is enabled again. Nor does one waiting for
+        the retired broker (enabled again, it takes only new events).
         """
         waiting = exists(
             select(event_deliveries.c.id)
