@@ -8,6 +8,7 @@ the invoice generated later. Worked cases with exact amounts.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -26,7 +27,6 @@ from antaeus.domain.periods import (
     Period,
     PeriodRuleError,
     first_instant,
-    has_calendar,
     local_date,
 )
 from antaeus.domain.subscription import (
@@ -276,10 +276,13 @@ def test_upgrade_and_downgrade_now() -> None:
     credit, proration = change_now_lines(
         subscription, plan("60.00", plan_id=2, name="Max"), 1, today
     )
-    assert credit.kind == LineKind.CREDIT and credit.amount == eur("-15.00")
-    assert proration.kind == LineKind.PRORATION and proration.amount == eur("30.00")
+    assert credit.kind == LineKind.CREDIT
+    assert credit.amount == eur("-15.00")
+    assert proration.kind == LineKind.PRORATION
+    assert proration.amount == eur("30.00")
     assert (credit.period_start, credit.period_end) == (today, date(2027, 3, 1))
-    assert credit.plan_id == 1 and proration.plan_id == 2
+    assert credit.plan_id == 1
+    assert proration.plan_id == 2
     assert (
         proration.description
         == "Remaining time on Max × 1, 2027-02-15 – 2027-03-01 (14 of 28 days)"
@@ -360,7 +363,8 @@ def test_pending_change_to_another_interval_at_period_end() -> None:
         (date(2027, 2, 1), date(2027, 4, 1), eur("59.00")),  # 90 x 59/90 of Q1
         (date(2027, 4, 1), date(2027, 7, 1), eur("90.00")),
     ]
-    assert after[0].plan == quarterly and after[0].pending_change is None
+    assert after[0].plan == quarterly
+    assert after[0].pending_change is None
     assert after[0].periods_from == date(2027, 2, 1)
     yearly = plan("300.00", Interval.YEAR, plan_id=3)
     anniversary = sub(
@@ -414,7 +418,7 @@ def test_one_currency_per_customer() -> None:
             [sub(), sub(plan(currency="USD"), sub_id=2)], now=at(2027, 2, 1), timezone="UTC"
         )
     with pytest.raises(ValueError, match="aware"):
-        due_invoices([sub()], now=datetime(2027, 2, 1), timezone="UTC")  # noqa: DTZ001
+        due_invoices([sub()], now=datetime(2027, 2, 1), timezone="UTC")
     assert due_invoices([], now=at(2027, 2, 1), timezone="UTC").invoices == ()
     assert upcoming_invoice([], timezone="UTC") is None
 
@@ -499,7 +503,7 @@ def test_generation_bills_every_period_once_whenever_it_runs(
         if not mine:
             continue
         assert spans[0][0] == subscription.billing_start
-        for (_, end_before), (start_after, _) in zip(spans, spans[1:], strict=False):
+        for (_, end_before), (start_after, _) in itertools.pairwise(spans):
             assert end_before == start_after  # no gap, no overlap
         if subscription.cancel_at is not None:
             assert spans[-1][0] < subscription.cancel_at
