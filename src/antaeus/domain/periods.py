@@ -128,6 +128,12 @@ def check_anchor(anchor: object, interval: Interval, count: int) -> BillingAncho
     return parsed
 
 
+@lru_cache(maxsize=1024)
+def _check_schedule(interval: Interval, count: int, anchor: BillingAnchor) -> None:
+    check_interval(interval, count)
+    check_anchor(anchor, interval, count)
+
+
 # --- dates ----------------------------------------------------------------------------
 
 
@@ -187,8 +193,7 @@ class Schedule:
     origin: date
 
     def __post_init__(self) -> None:
-        check_interval(self.interval, self.count)
-        check_anchor(self.anchor, self.interval, self.count)
+        _check_schedule(self.interval, self.count, self.anchor)
 
     # The calendar grid (calendar anchor only): boundaries that do not depend on origin.
 

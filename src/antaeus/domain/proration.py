@@ -50,6 +50,8 @@ def prorate(amount: Money, quantity: int, days: int, whole_days: int) -> Money:
         raise ValueError(f"cannot prorate {days} days of a period of {whole_days}")
     if quantity < 0:
         raise ValueError("quantity must not be negative")
+    if days == whole_days:  # a whole period: exact, no fraction needed
+        return Money(amount.value * quantity, amount.currency)
     exact = Fraction(amount.value) * quantity * days / whole_days
     return round_half_away(exact, amount.currency)
 

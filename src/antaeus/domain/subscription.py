@@ -217,23 +217,28 @@ def billing_periods(subscription: SubscriptionTerms) -> Iterator[BillingPeriod]:
     """
     day = subscription.next_period_start or subscription.billing_start
     change = subscription.pending_change
-    while subscription.cancel_at is None or day < subscription.cancel_at:
+    cancel_at = subscription.cancel_at
+    while cancel_at is None or day < cancel_at:
         schedule, plan, quantity = subscription.terms_on(day)
-        period = schedule.period_containing(day)
-        if period.start != day:
-            raise ValueError(
-                f"subscription {subscription.id}: {day} is no period start "
-                f"(the period containing it is {period.start} - {period.end})"
-            )
-        if change is not None and period.start < change.effective_date < period.end:
-            raise ValueError(
-                f"subscription {subscription.id}: a change effective {change.effective_date} "
-                f"falls inside the period {period.start} - {period.end}"
-            )
-        yield BillingPeriod(
-            subscription.id, period, schedule.whole_period_containing(day), plan, quantity
-        )
-        day = period.end
+        k = schedule.index_of(day)
+        # Period k, k + 1, ... of this schedule until the change (each from the origin).
+        while cancel_at is None or day < cancel_at:
+            period = schedule.period(k)
+            if period.start != day:
+                raise ValueError(
+                    f"subscription {subscription.id}: {day} is no period start "
+                    f"(the period containing it is {period.start} - {period.end})"
+                )
+            if change is not None and period.start < change.effective_date < period.end:
+                raise ValueError(
+                    f"subscription {subscription.id}: a change effective "
+                    f"{change.effective_date} falls inside the period {period.start} - {period.end}"
+                )
+            whole = period if k > 0 else schedule.whole_period_containing(day)
+            yield BillingPeriod(subscription.id, period, whole, plan, quantity)
+            day, k = period.end, k + 1
+            if change is not None and day == change.effective_date:
+                break  # the next period is billed by the change's terms
 
 
 def after_billing(subscription: SubscriptionTerms, billed: BillingPeriod) -> SubscriptionTerms:
