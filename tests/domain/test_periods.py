@@ -27,6 +27,7 @@ from antaeus.domain.periods import (
     billing_start,
     check_anchor,
     check_interval,
+    check_start_date,
     check_trial_days,
     default_anchor,
     first_instant,
@@ -375,3 +376,23 @@ def test_period_must_end_after_it_starts() -> None:
         Period(date(2027, 1, 2), date(2027, 1, 2))
     with pytest.raises(ValueError, match="numbered from 0"):
         Schedule(Interval.MONTH, 1, BillingAnchor.CALENDAR, date(2027, 1, 1)).boundary(-1)
+
+
+def test_start_date_range() -> None:
+    today = date(2027, 6, 15)
+    month, cal = Interval.MONTH, BillingAnchor.CALENDAR
+    assert check_start_date(today - timedelta(days=366), today, month, 1, cal) is not None
+    assert check_start_date(date(2032, 6, 15), today, month, 1, cal) == date(2032, 6, 15)
+    for start in (today - timedelta(days=367), date(2032, 6, 16)):
+        with pytest.raises(PeriodRuleError) as refused:
+            check_start_date(start, today, month, 1, cal)
+        assert refused.value.field == "startDate"
+    # Daily: 24 periods due at most (today's included), whatever the days allow.
+    day, anniversary = Interval.DAY, BillingAnchor.ANNIVERSARY
+    assert check_start_date(date(2027, 5, 23), today, day, 1, anniversary)
+    with pytest.raises(PeriodRuleError, match="25 past periods"):
+        check_start_date(date(2027, 5, 22), today, day, 1, anniversary)
+    # A trial moves the first billed date: fewer periods are due.
+    assert check_start_date(date(2027, 5, 22), today, day, 1, anniversary, trial_days=1)
+    # A calendar month started mid-month: its first short period counts as one.
+    assert check_start_date(date(2026, 6, 16), today, month, 1, cal)

@@ -357,3 +357,44 @@ def local_date(moment: datetime, timezone: str) -> date:
 def period_instants(period: Period, timezone: str) -> tuple[datetime, datetime]:
     """The UTC instants a period runs between: the first instants of its start and end dates."""
     return first_instant(period.start, timezone), first_instant(period.end, timezone)
+
+
+#: How far back a `startDate` may be: at most this many days and this many periods due.
+MAX_START_DAYS_BACK: Final = 366
+MAX_START_PERIODS_BACK: Final = 24
+#: How far ahead a `startDate` may be, in years.
+MAX_START_YEARS_AHEAD: Final = 5
+
+
+def check_start_date(
+    start_date: date,
+    today: date,
+    interval: Interval,
+    count: int,
+    anchor: BillingAnchor,
+    trial_days: int = 0,
+) -> date:
+    """`startDate` if the issue's range allows it on the customer's local date `today`.
+
+    At most 366 days back and at most 24 periods already due (their invoices are
+    made at once, one each), at most 5 years ahead; else `PeriodRuleError`
+    (field `startDate`).
+    """
+    if start_date < today - timedelta(days=MAX_START_DAYS_BACK):
+        raise PeriodRuleError(
+            "startDate", f"startDate may be at most {MAX_START_DAYS_BACK} days in the past"
+        )
+    if start_date > add_months(today, 12 * MAX_START_YEARS_AHEAD):
+        raise PeriodRuleError(
+            "startDate", f"startDate may be at most {MAX_START_YEARS_AHEAD} years ahead"
+        )
+    origin = billing_start(start_date, trial_days)
+    if origin <= today:
+        due = Schedule(interval, count, anchor, origin).index_of(today) + 1
+        if due > MAX_START_PERIODS_BACK:
+            raise PeriodRuleError(
+                "startDate",
+                f"startDate would bill {due} past periods at once; at most "
+                f"{MAX_START_PERIODS_BACK} are allowed",
+            )
+    return start_date
