@@ -80,7 +80,8 @@ def test_mrr_worked_example() -> None:
         (money("120.00", "EUR"), Interval.YEAR, 1, 1),  # 10
         (money("90.00", "EUR"), Interval.MONTH, 3, 1),  # 30
         (money("12.00", "EUR"), Interval.WEEK, 1, 1),  # 52
-        (money("1.00", "EUR"), Interval.DAY, 1, 3),  # 91.25 (3 x 30.41666..., rounded once)
+        # three subscriptions of 30.41666... each: 91.25 rounded once (91.26 rounded each)
+        *[(money("1.00", "EUR"), Interval.DAY, 1, 1)] * 3,
         (money("1000", "JPY"), Interval.YEAR, 2, 1),  # 41.666... -> 42
         (money("7.000", "KWD"), Interval.WEEK, 2, 1),  # 7 x 52 / 24 = 15.1666... -> 15.167
     ]
