@@ -41,6 +41,7 @@ from antaeus.domain.subscription import (
     billing_periods,
     cancel_now_credit,
     change_now_lines,
+    change_now_outcome,
     current_period,
     due_invoices,
     status_on,
@@ -531,3 +532,37 @@ def test_the_preview_is_the_invoice_generated_later(
     later = preview.due_at + timedelta(hours=hours % 50)
     generated = due_invoices(current, now=later, timezone=timezone, credit=credit_now)
     assert generated.invoices[0] == preview
+
+
+def test_change_now_outcome_invoices_an_upgrade_and_credits_a_downgrade() -> None:
+    subscription = sub(start=date(2027, 1, 1))
+    now = at(2027, 2, 15, 9, 30)  # 10:30 in Copenhagen: today is Feb 15
+    up = change_now_outcome(
+        subscription, plan("60.00", plan_id=2), 1, now=now, timezone=CPH, credit=eur("4.00")
+    )
+    assert up.invoice is not None
+    assert up.invoice.due_at == now
+    assert [line.kind for line in up.invoice.lines] == ["credit", "proration", "balance"]
+    assert up.invoice.amount == eur("11.00")  # -15.00 + 30.00 - 4.00
+    assert (up.credit_added, up.credit_left) == (eur("0.00"), eur("0.00"))
+    upgraded = replace(subscription, plan=plan("60.00", plan_id=2))
+    down = change_now_outcome(upgraded, plan(), 1, now=now, timezone=CPH, credit=eur("4.00"))
+    assert down.invoice is None
+    assert [line.amount for line in down.lines] == [eur("-30.00"), eur("15.00")]
+    assert (down.credit_added, down.credit_left) == (eur("15.00"), eur("19.00"))
+    # Late on the 14th in UTC is already the 15th in Kiritimati: one day fewer.
+    east = change_now_outcome(
+        subscription,
+        plan("60.00", plan_id=2),
+        1,
+        now=at(2027, 2, 14, 10),
+        timezone="Pacific/Kiritimati",
+        credit=eur("0.00"),
+    )
+    assert east.invoice is not None
+    assert east.invoice.amount == eur("15.00")
+    in_trial = sub(start=date(2027, 2, 10), trial_days=14)
+    nothing = change_now_outcome(
+        in_trial, plan("60.00"), 1, now=now, timezone=CPH, credit=eur("4.00")
+    )
+    assert (nothing.lines, nothing.invoice, nothing.credit_left) == ((), None, eur("4.00"))

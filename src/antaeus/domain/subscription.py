@@ -48,6 +48,7 @@ from antaeus.domain.periods import (
     PeriodRuleError,
     Schedule,
     first_instant,
+    local_date,
 )
 from antaeus.domain.proration import prorate
 
@@ -502,3 +503,46 @@ def cancel_now_credit(subscription: SubscriptionTerms, today: date) -> InvoiceLi
         period_end=days.end,
         quantity=quantity,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeOutcome:
+    """What a change `now` makes: an invoice (net positive) or a credit (net <= 0).
+
+    `invoice`: both lines (and a `balance` line if the customer's credit pays part
+    of it), due at the moment of the request; None when the net is not positive.
+    `credit_added`: what goes to the customer's credit (>= 0; zero when there is
+    nothing to add, which the caller need not record). `credit_left`: the
+    customer's credit afterwards.
+    """
+
+    lines: tuple[InvoiceLine, ...]
+    invoice: DraftInvoice | None
+    credit_added: Money
+    credit_left: Money
+
+
+def change_now_outcome(
+    subscription: SubscriptionTerms,
+    plan: PlanTerms,
+    quantity: int,
+    *,
+    now: datetime,
+    timezone: str,
+    credit: Money,
+) -> ChangeOutcome:
+    """A change `now` at the aware instant `now`: its lines (`change_now_lines` on the
+    customer's local date), then either an invoice due at `now` using the customer's
+    credit first, or the (non-positive) net added to the credit."""
+    today = local_date(now, timezone)
+    lines = change_now_lines(subscription, plan, quantity, today)
+    currency = subscription.plan.currency
+    net = Money.zero(currency)
+    for line in lines:
+        net = net + line.amount
+    if not net.is_positive:
+        return ChangeOutcome(lines, None, -net, credit - net)
+    with_credit, left = _use_credit(currency, lines, credit)
+    assert left is not None  # `credit` was given
+    invoice = DraftInvoice(currency, today, now, with_credit)
+    return ChangeOutcome(lines, invoice, Money.zero(currency), left)
