@@ -44,6 +44,7 @@ from antaeus.domain.subscription import (
     change_now_outcome,
     current_period,
     due_invoices,
+    next_due_at,
     status_on,
     trial_will_end_date,
     upcoming_invoice,
@@ -566,3 +567,37 @@ def test_change_now_outcome_invoices_an_upgrade_and_credits_a_downgrade() -> Non
         in_trial, plan("60.00"), 1, now=now, timezone=CPH, credit=eur("4.00")
     )
     assert (nothing.lines, nothing.invoice, nothing.credit_left) == ((), None, eur("4.00"))
+
+
+def test_next_due_at_follows_billing() -> None:
+    subscription = sub(start=date(2027, 1, 14), cancel_at=date(2027, 3, 1))
+    assert next_due_at(subscription, CPH) == at(2027, 1, 13, 23)
+    _, (billed,), _ = generate([subscription], [at(2027, 1, 14)], CPH)
+    assert next_due_at(billed, CPH) == at(2027, 1, 31, 23)
+    _, (done,), _ = generate([billed], [at(2027, 3, 1)], CPH)
+    assert done.next_period_start == date(2027, 3, 1)
+    assert next_due_at(done, CPH) is None  # canceled from March 1st
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(2024, 2031),
+    st.integers(1, 12),
+    st.integers(29, 31),
+    st.sampled_from(ZONES),
+    st.lists(st.integers(0, 500 * 24), max_size=5),
+)
+def test_anniversaries_on_the_29th_to_31st_never_drift_through_generation(
+    year: int, month: int, day: int, timezone: str, hours: list[int]
+) -> None:
+    last = (date(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)).day
+    origin = date(year, month, min(day, last))
+    subscription = sub(start=origin, anchor=BillingAnchor.ANNIVERSARY)
+    end = at(origin.year, origin.month, origin.day) + timedelta(days=500)
+    moments = sorted({end - timedelta(hours=h) for h in hours} | {end})
+    invoices, _, _ = generate([subscription], moments, timezone)
+    for k, invoice in enumerate(invoices):
+        index = origin.year * 12 + origin.month - 1 + k
+        y, m = divmod(index, 12)
+        month_days = (date(y + m // 11, (m + 1) % 12 + 1, 1) - timedelta(days=1)).day
+        assert invoice.period_start == date(y, m + 1, min(origin.day, month_days))

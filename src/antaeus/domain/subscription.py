@@ -265,6 +265,17 @@ def after_billing(subscription: SubscriptionTerms, billed: BillingPeriod) -> Sub
     )
 
 
+def next_due_at(subscription: SubscriptionTerms, timezone: str) -> datetime | None:
+    """When the subscription's next unbilled period falls due (the first instant of its
+    start date in `timezone`), or None when no period is left before `cancel_at`.
+
+    What the generator can keep on the subscription's row, so that finding the due
+    subscriptions is one indexed query (`next_due_at <= now`).
+    """
+    following = next(billing_periods(subscription), None)
+    return None if following is None else first_instant(following.period.start, timezone)
+
+
 def status_on(subscription: SubscriptionTerms, today: date) -> SubscriptionStatus:
     """The status on the customer's local date `today`."""
     if subscription.cancel_at is not None and today >= subscription.cancel_at:
