@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from antaeus.domain.calendar import first_of_month_utc
 from antaeus.domain.customer import UnknownTimezoneError, _known_timezones, zone
 from antaeus.domain.periods import (
     CALENDAR_COUNTS,
@@ -396,3 +397,15 @@ def test_start_date_range() -> None:
     assert check_start_date(date(2027, 5, 22), today, day, 1, anniversary, trial_days=1)
     # A calendar month started mid-month: its first short period counts as one.
     assert check_start_date(date(2026, 6, 16), today, month, 1, cal)
+
+
+@settings(max_examples=200, deadline=None)
+@given(zones, st.integers(2024, 2032), st.integers(1, 12))
+def test_the_first_of_the_month_is_the_first_instant_of_the_1st(
+    timezone: str, year: int, month: int
+) -> None:
+    """The scheduler's "first of the month" (domain/calendar.py) and a period starting on
+    the 1st are due at the same instant."""
+    assert first_of_month_utc(year, month, timezone) == first_instant(
+        date(year, month, 1), timezone
+    )
