@@ -219,8 +219,27 @@ def test_calendar_periods_start_on_the_calendars_boundaries(schedule: Schedule, 
         assert (start.month - 1) % schedule.count == 0
     else:
         assert (start.month, start.day) == (1, 1)
+    # No boundary is skipped: period k (k >= 1) is exactly one interval long.
+    end = schedule.boundary(k + 1)
+    if schedule.interval is Interval.DAY:
+        assert (end - start).days == 1
+    elif schedule.interval is Interval.WEEK:
+        assert (end - start).days == 7
+    elif schedule.interval is Interval.MONTH:
+        months = (end.year - start.year) * 12 + end.month - start.month
+        assert (end.day, months) == (1, schedule.count)
+    else:
+        assert (end.year - start.year, end.month, end.day) == (1, 1, 1)
+    # Period 0 runs from the origin to the first boundary after it (none between).
     first = schedule.period(0)
     assert schedule.boundary(1) == schedule.whole_period_containing(schedule.origin).end
+    assert (
+        0
+        < first.days
+        <= {Interval.DAY: 1, Interval.WEEK: 7}.get(
+            schedule.interval, 366 if schedule.interval is Interval.YEAR else 31 * schedule.count
+        )
+    )
     assert first.days <= schedule.whole_period_containing(schedule.origin).days
 
 
