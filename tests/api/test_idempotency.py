@@ -511,5 +511,6 @@ async def test_a_replayed_refusal_has_no_location(
     first = await client.patch(path, json={"timezone": "UTC"}, headers=headers)
     again = await client.patch(path, json={"timezone": "UTC"}, headers=headers)
     assert (first.status_code, again.status_code) == (200, 200)
-    assert "location" not in first.headers and "location" not in again.headers
+    assert "location" not in first.headers
+    assert "location" not in again.headers
     assert again.headers["idempotent-replayed"] == "true"

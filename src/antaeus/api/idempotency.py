@@ -141,3 +141,60 @@ async def run_idempotent(
             # both get this far): loop to answer what it stored.
             continue
     raise IdempotencyConflictError("concurrent requests with this Idempotency-Key")
+
+
+#: Does a request's work in transactions of its own: (status code, JSON-able body).
+Work = Callable[[], Awaitable[tuple[int, Any]]]
+
+
+async def run_idempotent_in_steps(
+    ctx: AppContext, scope: str, key: str | None, normalized_request: Any, work: Work
+) -> Response:
+    """Run `work`, which commits in several transactions, at most once per answered key.
+
+    For work too large for one transaction (a bulk action): a key already
+    answered replays that answer; otherwise the work runs and its answer is
+    stored at the end. A repeat that arrives while the first is still running,
+    or after it died half-way, runs the work again: the work must be safe to
+    repeat (each bulk action is a conditional UPDATE per invoice, so a repeat
+    acts only on what is left). If another request stored an answer for the
+    key meanwhile, that answer is the one given.
+    """
+    if key is None:
+        status, body = await work()
+        return JSONResponse(body, status_code=status)
+    if not _KEY.fullmatch(key):
+        raise InvalidIdempotencyKeyError(
+            "Idempotency-Key must be 1 to 255 printable ASCII characters",
+            field="Idempotency-Key",
+        )
+    digest = request_hash(normalized_request)
+
+    async def stored_answer() -> Response | None:
+        async with ctx.db.read() as conn:
+            stored = await IdempotencyRepository(conn).find(scope, key)
+        if stored is None:
+            return None
+        if stored.request_hash != digest:
+            raise IdempotencyKeyReusedError(
+                "this Idempotency-Key was already used with a different request",
+                field="Idempotency-Key",
+            )
+        return _replayed(scope, stored, JSONResponse.from_text(stored.body, stored.status_code))
+
+    earlier = await stored_answer()
+    if earlier is not None:
+        return earlier
+    status, body = await work()
+    try:
+        async with ctx.db.write() as conn:
+            repo = IdempotencyRepository(conn)
+            if await repo.find(scope, key) is None:
+                await repo.save(scope, key, digest, status, dumps(body), ctx.clock.now(), {})
+                return JSONResponse(body, status_code=status)
+    except IntegrityError:
+        pass  # another request with this key stored its answer first
+    earlier = await stored_answer()
+    if earlier is None:  # pragma: no cover - a stored key is never deleted this soon
+        raise IdempotencyConflictError("concurrent requests with this Idempotency-Key")
+    return earlier
