@@ -8,8 +8,9 @@ routes call, so its log line, metric, audit row and event are the same.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, cast
 
 import simplejson
 from fastapi import APIRouter, Depends, Request
@@ -31,14 +32,14 @@ from antaeus.billing.runs_view import runs_json
 from antaeus.dashboard import sessions
 from antaeus.dashboard.rendering import DashboardError, render
 from antaeus.domain.errors import ActionRefusedError, InvoiceNotFoundError
-from antaeus.domain.invoice import Invoice, InvoiceStatus
+from antaeus.domain.invoice import FailureReason, Invoice, InvoiceStatus
 from antaeus.domain.money import Money
 from antaeus.notify.envelope import event_id
 from antaeus.storage.repositories.actions import ActionRepository
 from antaeus.storage.repositories.billing import BillingRepository
 from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.dashboard import DashboardRepository
-from antaeus.storage.repositories.invoices import InvoiceRepository
+from antaeus.storage.repositories.invoices import BulkAction, InvoiceFilter, InvoiceRepository
 from antaeus.storage.repositories.outbox import DestinationRepository, EventRepository
 from antaeus.storage.repositories.reconciliations import ReconciliationRepository
 
@@ -77,6 +78,21 @@ ACTIONS: Final[dict[str, tuple[str, str, tuple[InvoiceStatus, ...]]]] = {
 }
 
 
+#: the actions on every invoice of the list's filter: (title, what happens)
+BULK_ACTIONS: Final[dict[str, tuple[str, str]]] = {
+    "retry": (
+        "Retry all matching",
+        "Each matching FAILED invoice becomes PENDING and due now; its next charge is a new "
+        "attempt. Matching invoices in another status are skipped. Fix the cause first.",
+    ),
+    "void": (
+        "Void all matching",
+        "Each matching FAILED invoice, and each PENDING one with no attempt of unknown "
+        "outcome open, becomes VOID and is never charged again. The others are skipped.",
+    ),
+}
+
+
 # -- parsing what the browser sent ------------------------------------------------------
 
 
@@ -102,6 +118,18 @@ def _status_filter(value: str | None) -> InvoiceStatus | None:
         known = ", ".join(s.value for s in InvoiceStatus)
         raise DashboardError(
             400, "Unknown status", f"{value[:40]!r} is not a status; one of {known}."
+        ) from None
+
+
+def _failure_filter(value: str | None) -> FailureReason | None:
+    if not value:
+        return None
+    try:
+        return FailureReason(value)
+    except ValueError:
+        known = ", ".join(r.value for r in FailureReason)
+        raise DashboardError(
+            400, "Unknown failure", f"{value[:40]!r} is not a failure reason; one of {known}."
         ) from None
 
 
@@ -343,28 +371,27 @@ async def invoices_page(
     session: SessionDep,
     status: str | None = None,
     customer: str | None = None,
+    failure: str | None = None,
     id: str | None = None,
     after: str | None = None,
 ) -> Response:
     if id:
-        wanted = parse_id(id.strip(), "invoice", status=400)
-        return RedirectResponse(f"/invoices/{wanted}", status_code=303)
-    wanted_status = _status_filter(status)
-    customer_id = _optional_id(customer, "customer")
+        one = parse_id(id.strip(), "invoice", status=400)
+        return RedirectResponse(f"/invoices/{one}", status_code=303)
+    wanted = _list_filter(status, customer, failure)
     start = _optional_id(after, "invoice") or 0
     async with ctx.db.read() as conn:
         rows = await InvoiceRepository(conn).page(
-            after=start, limit=PAGE_SIZE + 1, status=wanted_status, customer_id=customer_id
+            after=start,
+            limit=PAGE_SIZE + 1,
+            status=wanted.status,
+            customer_id=wanted.customer_id,
+            last_failure=wanted.last_failure,
         )
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
-    next_query: dict[str, str] | None = None
-    if more and rows:
-        next_query = {"after": str(rows[-1].id)}
-        if wanted_status:
-            next_query["status"] = wanted_status.value
-        if customer_id:
-            next_query["customer"] = str(customer_id)
+    filter_query = _filter_query(wanted)
+    next_query = {**filter_query, "after": str(rows[-1].id)} if more and rows else None
     return render(
         request,
         "invoices.html",
@@ -372,9 +399,132 @@ async def invoices_page(
             "session": session,
             "invoices": rows,
             "statuses": [s.value for s in InvoiceStatus],
-            "status": wanted_status.value if wanted_status else "",
-            "customer": str(customer_id) if customer_id else "",
+            "failures": [r.value for r in FailureReason],
+            "status": wanted.status.value if wanted.status else "",
+            "customer": str(wanted.customer_id) if wanted.customer_id else "",
+            "failure": wanted.last_failure.value if wanted.last_failure else "",
             "next_query": next_query,
+            "filter_query": filter_query if not wanted.empty() else None,
+            "bulk": [(name, title) for name, (title, _what) in BULK_ACTIONS.items()],
+        },
+    )
+
+
+def _list_filter(status: Any, customer: Any, failure: Any) -> InvoiceFilter:
+    """The invoice list's filter from its query (or a bulk form's fields)."""
+    for value in (status, customer, failure):
+        if value is not None and not isinstance(value, str):
+            raise DashboardError(400, "Bad filter", "The filter's fields must be text.")
+    return InvoiceFilter(
+        status=_status_filter(status),
+        last_failure=_failure_filter(failure),
+        customer_id=_optional_id(customer, "customer"),
+    )
+
+
+def _filter_query(wanted: InvoiceFilter) -> dict[str, str]:
+    query: dict[str, str] = {}
+    if wanted.status:
+        query["status"] = wanted.status.value
+    if wanted.customer_id:
+        query["customer"] = str(wanted.customer_id)
+    if wanted.last_failure:
+        query["failure"] = wanted.last_failure.value
+    return query
+
+
+def _filter_words(wanted: InvoiceFilter) -> str:
+    words = []
+    if wanted.status:
+        words.append(f"status {wanted.status.value}")
+    if wanted.last_failure:
+        words.append(f"last failure {wanted.last_failure.value}")
+    if wanted.customer_id:
+        words.append(f"customer {wanted.customer_id}")
+    return ", ".join(words)
+
+
+# The bulk actions' routes come before the per-invoice `/invoices/{invoice_id}/{action}`
+# ones, which would otherwise take "bulk" for an invoice id.
+
+
+def _bulk_action(name: str) -> tuple[str, str]:
+    found = BULK_ACTIONS.get(name)
+    if found is None:
+        raise DashboardError(404, "No such action", f"{name[:40]!r} is not a bulk action.")
+    return found
+
+
+def _bulk_filter(wanted: InvoiceFilter) -> InvoiceFilter:
+    if wanted.empty():
+        raise DashboardError(
+            400,
+            "Choose a filter first",
+            "A bulk action needs a filter (status, last failure or customer): there is no "
+            "action on every invoice.",
+            back="/invoices",
+        )
+    return wanted
+
+
+@router.get("/invoices/bulk/{action}")
+async def bulk_confirm_page(
+    request: Request,
+    action: str,
+    ctx: Ctx,
+    session: SessionDep,
+    status: str | None = None,
+    customer: str | None = None,
+    failure: str | None = None,
+) -> Response:
+    title, what = _bulk_action(action)
+    wanted = _bulk_filter(_list_filter(status, customer, failure))
+    async with ctx.db.read() as conn:
+        count = await InvoiceRepository(conn).count_matching(wanted, cast(BulkAction, action))
+    return render(
+        request,
+        "bulk_confirm.html",
+        {
+            "session": session,
+            "action": action,
+            "title": title,
+            "what": what,
+            "filter_words": _filter_words(wanted),
+            "filter_query": _filter_query(wanted),
+            "count": count,
+            "max_note": MAX_NOTE,
+        },
+    )
+
+
+@router.post("/invoices/bulk/{action}")
+async def do_bulk_action(request: Request, action: str, ctx: Ctx, session: SessionDep) -> Response:
+    form = await sessions.checked_form(request, session)
+    title, _what = _bulk_action(action)
+    wanted = _bulk_filter(
+        _list_filter(form.get("status"), form.get("customer"), form.get("failure"))
+    )
+    up_to = form.get("up_to")
+    # only invoices that existed when the confirmation showed its count
+    last_id = parse_id(up_to if isinstance(up_to, str) else None, "invoice", status=400)
+    note = _note(form)
+    done = await service.bulk_action(
+        ctx.db,
+        ctx.clock,
+        cast(BulkAction, action),
+        replace(wanted, up_to_id=last_id),
+        actor=session.token_name,
+        note=note,
+    )
+    return render(
+        request,
+        "bulk_done.html",
+        {
+            "session": session,
+            "title": title,
+            "filter_words": _filter_words(wanted),
+            "filter_query": _filter_query(wanted),
+            "done": done,
         },
     )
 

@@ -52,6 +52,13 @@ class InvoiceFilter:
         return and_(true(), *terms)
 
 
+@dataclass(frozen=True, slots=True)
+class MatchCount:
+    matched: int
+    allowed: int  # of those matched, how many the action's status rule allows now
+    last_id: int | None  # the greatest id matched
+
+
 #: what the bulk actions act on (storage/repositories/actions.py checks the same again,
 #: row by row): retry a FAILED invoice; void a FAILED one, or a PENDING one with no
 #: attempt of unknown outcome open
@@ -102,17 +109,18 @@ class InvoiceRepository(Generic[Conn]):
         )
         return list((await self.conn.scalars(query)).all())
 
-    async def count_matching(self, wanted: InvoiceFilter, action: BulkAction) -> tuple[int, int]:
-        """(invoices matching `wanted`, those of them whose status allows `action` now)."""
+    async def count_matching(self, wanted: InvoiceFilter, action: BulkAction) -> MatchCount:
+        """How many invoices match `wanted`, how many of them allow `action` now, the last id."""
         row = (
             await self.conn.execute(
                 select(
                     func.count(),
                     func.coalesce(func.sum(case((allows(action), 1), else_=0)), 0),
+                    func.max(invoices.c.id),
                 ).where(wanted.where())
             )
         ).one()
-        return int(row[0]), int(row[1])
+        return MatchCount(int(row[0]), int(row[1]), int(row[2]) if row[2] is not None else None)
 
     async def create(
         self: InvoiceRepository[WriteConnection],
