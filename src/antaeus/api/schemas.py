@@ -202,13 +202,20 @@ DueAt = Annotated[
     WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-12-01T00:00:00Z"]}),
 ]
 
-_DIGITS = re.compile(r"0|[1-9][0-9]{0,18}")
+_DIGITS = re.compile(r"0|[1-9][0-9]*")
 
 
 def _digits_only(value: object) -> object:
-    """Path and query integers are written in plain digits: no '1_0', '1.0', '+1' or '01'."""
-    if isinstance(value, str) and not _DIGITS.fullmatch(value):
-        raise ValueError("must be a whole number written in digits")
+    """Path and query integers are written in plain digits: no '1_0', '1.0', '+1' or '01'.
+
+    Too many digits for any column is said as such (a number of up to 40 digits
+    goes on to its bounds, which say how large it may be).
+    """
+    if isinstance(value, str):
+        if not _DIGITS.fullmatch(value):
+            raise ValueError("must be a whole number written in digits")
+        if len(value) > 40:
+            raise ValueError(f"is too large ({len(value)} digits; an id is at most {MAX_ID})")
     return value
 
 

@@ -18,6 +18,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from antaeus.api.context import AppContext, Ctx
+from antaeus.api.errors import validation_message
 from antaeus.api.jsonio import JSONResponse  # exact decimals, as the API writes them
 from antaeus.api.schemas import (
     MAX_ID,
@@ -156,8 +157,7 @@ def _note(form: Any) -> str | None:
 
 def _first_error(exc: ValidationError) -> str:
     errors = exc.errors()
-    message = str(errors[0].get("msg", "invalid value")) if errors else "invalid value"
-    return message.removeprefix("Value error, ")
+    return validation_message(errors[0]) if errors else "invalid value"
 
 
 # -- formatting -------------------------------------------------------------------------
