@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, cast
 
-import simplejson
+import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
@@ -29,20 +29,26 @@ from antaeus.api.schemas import (
     reconciliation_json,
 )
 from antaeus.billing import service
+from antaeus.billing.reconcile import NotReconcilableError, Reconciler
 from antaeus.billing.runs_view import runs_json
 from antaeus.dashboard import sessions
+from antaeus.dashboard.events_view import describe as describe_event
 from antaeus.dashboard.rendering import DashboardError, render
 from antaeus.domain.errors import ActionRefusedError, InvoiceNotFoundError
 from antaeus.domain.invoice import FailureReason, Invoice, InvoiceStatus
 from antaeus.domain.money import Money
 from antaeus.notify.envelope import event_id
+from antaeus.payments.factory import ProviderConfigError
+from antaeus.payments.provider import PaymentProvider
 from antaeus.storage.repositories.actions import ActionRepository
 from antaeus.storage.repositories.billing import BillingRepository
 from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.dashboard import DashboardRepository
 from antaeus.storage.repositories.invoices import BulkAction, InvoiceFilter, InvoiceRepository
 from antaeus.storage.repositories.outbox import DestinationRepository, EventRepository
-from antaeus.storage.repositories.reconciliations import ReconciliationRepository
+from antaeus.storage.repositories.reconciliations import RECONCILABLE, ReconciliationRepository
+
+log = structlog.get_logger("antaeus.dashboard")
 
 router = APIRouter(include_in_schema=False)
 
@@ -562,17 +568,113 @@ async def invoice_page(
             "attempts": [attempt_json(a, answers, asked) for a in attempts],
             "reconciliations": [{"attempt": r.attempt, **reconciliation_json(r)} for r in asked],
             "history": [action_json(h) for h in history],
-            "events": [
-                {
-                    **e.envelope(),
-                    "dataText": simplejson.dumps(
-                        e.envelope()["data"], use_decimal=True, sort_keys=True, ensure_ascii=False
-                    ),
-                }
-                for e in events
-            ],
+            "events": [describe_event(e.envelope()) for e in events],
             "actions": _actions_for(invoice),
+            "can_ask": _askable(invoice),
         },
+    )
+
+
+# -- asking the provider about a REVIEW invoice (the reconciler, for one invoice) ------------
+
+
+def _askable(invoice: Invoice) -> bool:
+    return invoice.status is InvoiceStatus.REVIEW and invoice.last_failure in RECONCILABLE
+
+
+def _reconciler(request: Request, ctx: AppContext) -> Reconciler:
+    provider_of = getattr(request.app.state, "provider", None)
+    try:
+        if provider_of is None:
+            raise ProviderConfigError("this process has no payment provider")
+        provider: PaymentProvider = provider_of()
+    except ProviderConfigError as exc:
+        raise DashboardError(
+            503, "Cannot ask the provider", f"No payment provider to ask: {exc}."
+        ) from None
+    return Reconciler.from_settings(ctx.db, provider, ctx.clock, ctx.settings)
+
+
+def _not_askable(invoice: Invoice) -> DashboardError:
+    reason = invoice.last_failure.value if invoice.last_failure else "no reason"
+    why = (
+        f"it is {invoice.status.value}"
+        if invoice.status is not InvoiceStatus.REVIEW
+        else f"it is in REVIEW for {reason}, which a lookup of its key cannot settle: "
+        "check with the provider yourself and resolve it"
+    )
+    return DashboardError(
+        409,
+        "Cannot ask the provider",
+        f"Invoice {invoice.id} cannot be asked about: {why}. Nothing was changed.",
+        back=f"/invoices/{invoice.id}",
+    )
+
+
+@router.get("/invoices/{invoice_id}/ask-provider")
+async def ask_provider_page(
+    request: Request, invoice_id: str, ctx: Ctx, session: SessionDep
+) -> Response:
+    invoice = await _invoice_or_404(ctx, invoice_id)
+    if not _askable(invoice):
+        raise _not_askable(invoice)
+    async with ctx.db.read() as conn:
+        attempts = await ActionRepository(conn).attempts(invoice.id)
+    attempt = attempts[-1] if attempts else None
+    return render(
+        request,
+        "ask_provider.html",
+        {
+            "session": session,
+            "invoice": invoice,
+            "amount": money(invoice.amount),
+            "attempt": attempt,
+        },
+    )
+
+
+@router.post("/invoices/{invoice_id}/ask-provider")
+async def ask_provider(
+    request: Request, invoice_id: str, ctx: Ctx, session: SessionDep
+) -> Response:
+    form = await sessions.checked_form(request, session)
+    invoice = await _invoice_or_404(ctx, invoice_id)
+    if not _askable(invoice):
+        raise _not_askable(invoice)
+    seen = form.get("attempt")
+    if isinstance(seen, str) and seen and seen != str(invoice.attempt_count):
+        raise DashboardError(
+            409,
+            "The invoice moved on",
+            f"The confirmation was about attempt {seen[:20]}; invoice {invoice.id} is at "
+            f"attempt {invoice.attempt_count} now. Nothing was asked; look again.",
+            back=f"/invoices/{invoice.id}",
+        )
+    reconciler = _reconciler(request, ctx)
+    try:
+        done = await reconciler.reconcile_invoice(invoice.id)
+    except InvoiceNotFoundError:
+        raise DashboardError(
+            404, "No such invoice", f"Invoice {invoice.id} does not exist."
+        ) from None
+    except NotReconcilableError as exc:
+        raise DashboardError(
+            409,
+            "Cannot ask the provider",
+            f"{exc}. Nothing was changed.",
+            back=f"/invoices/{invoice.id}",
+        ) from None
+    log.info(
+        "provider_asked_from_dashboard",
+        invoice_id=invoice.id,
+        actor=session.token_name,
+        result=done.result,
+        outcome=done.outcome,
+    )
+    return render(
+        request,
+        "ask_provider_done.html",
+        {"session": session, "invoice": invoice, "done": done},
     )
 
 
