@@ -261,11 +261,13 @@ async def bulk_action(
 ) -> BulkResult:
     """Retry or void every invoice matching `wanted` that allows it, batch by batch.
 
-    Each invoice's action is the single action's own conditional UPDATE, audit
-    row and event, so a worker or a person changing an invoice meanwhile makes
-    it a skip, never a double action. One transaction per `batch` invoices, read
-    by ascending id after the last one done: memory stays bounded and no
-    transaction holds the invoices for long. A repeat acts on what is left.
+    Each invoice's action is the single action's own conditional UPDATE (the
+    single action is this one for one invoice: `ActionRepository.retry_many`,
+    `void_many`), with its audit row and event, so a worker or a person changing
+    an invoice meanwhile makes it a skip, never a double action. One transaction
+    per `batch` invoices, read by ascending id after the last one done: memory
+    stays bounded and no transaction holds the invoices for long. A repeat acts
+    on what is left.
     """
     if wanted.empty():
         raise ValueError("a bulk action needs at least one filter field")
@@ -277,13 +279,10 @@ async def bulk_action(
         async with db.write() as conn:
             ids = await InvoiceRepository(conn).matching_ids(wanted, after=after, limit=batch)
             repo = ActionRepository(conn)
-            now = clock.now()
-            for invoice_id in ids:
-                if action == "retry":
-                    result = await repo.retry(invoice_id, actor, note, now)
-                else:
-                    result = await repo.void(invoice_id, actor, note, now)
-                results.append((invoice_id, result))
+            if ids and action == "retry":
+                results = await repo.retry_many(ids, actor, note, clock.now())
+            elif ids:
+                results = await repo.void_many(ids, actor, note, clock.now())
         for invoice_id, result in results:
             if result.ok:
                 _said(invoice_id, done, actor, result)
