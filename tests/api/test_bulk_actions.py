@@ -303,4 +303,3 @@ async def test_a_worker_charging_at_the_same_time_never_meets_a_double_action(
     assert (void.acted, void.skipped) == (len(voided), len(paid))
     assert sorted(a[0] for a in await _actions(database)) == voided
     assert len(simulator.store.ledger()) == len(paid)
-    print(f"raced: {len(voided)} voided, {len(paid)} paid")
