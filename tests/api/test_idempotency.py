@@ -448,3 +448,69 @@ async def test_the_sweep_runs_once_a_minute_and_deletes_in_chunks(
 def test_a_retention_under_an_hour_is_refused(seconds: str) -> None:
     with pytest.raises(ValidationError, match="IDEMPOTENCY_KEY_RETENTION"):
         Settings(IDEMPOTENCY_KEY_RETENTION=seconds)  # type: ignore[arg-type]
+
+
+# --- a replay repeats the first answer's headers (issue 20, item 11) ----------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "location"),
+    [
+        (CUSTOMERS, {"currency": "SEK"}, 201, "/rest/v1/customers/{id}"),
+        (INVOICES, None, 201, "/rest/v1/invoices/{id}"),
+        ("/rest/v1/billing", {"trigger": "api"}, 202, "/rest/v1/billing/runs/{id}"),
+    ],
+    ids=["customers", "invoices", "billing"],
+)
+async def test_a_replay_repeats_the_first_answers_location(
+    client: httpx.AsyncClient,
+    customer_id: int,
+    path: str,
+    body: dict[str, Any] | None,
+    status: int,
+    location: str,
+) -> None:
+    payload = body if body is not None else _invoice_body(customer_id)
+    headers = {"Idempotency-Key": f"location-{path}"}
+    first = await client.post(path, json=payload, headers=headers)
+    assert first.status_code == status, first.text
+    assert first.headers["location"] == location.format(id=first.json()["id"])
+    assert "idempotent-replayed" not in first.headers
+    again = await client.post(path, json=payload, headers=headers)
+    assert again.status_code == status, again.text
+    assert again.headers["location"] == first.headers["location"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+
+
+async def test_a_key_stored_before_headers_were_kept_replays_a_derived_location(
+    client: httpx.AsyncClient, customer_id: int, database: Database
+) -> None:
+    """Rows written before migration 0014 have no headers: Location comes from the body."""
+    headers = {"Idempotency-Key": "from-before-0014"}
+    first = await client.post(INVOICES, json=_invoice_body(customer_id), headers=headers)
+    async with database.write() as conn:
+        await conn.execute(
+            idempotency_keys.update()
+            .where(idempotency_keys.c.key == "from-before-0014")
+            .values(response_headers=None)
+        )
+    again = await client.post(INVOICES, json=_invoice_body(customer_id), headers=headers)
+    assert again.status_code == 201
+    assert again.text == first.text
+    assert again.headers["location"] == f"/rest/v1/invoices/{first.json()['id']}"
+    assert again.headers["idempotent-replayed"] == "true"
+
+
+async def test_a_replayed_refusal_has_no_location(
+    client: httpx.AsyncClient, customer_id: int
+) -> None:
+    """An answer without headers repeats none (an empty run keeps its Location only)."""
+    headers = {"Idempotency-Key": "patch-once"}
+    path = f"{CUSTOMERS}/{customer_id}"
+    first = await client.patch(path, json={"timezone": "UTC"}, headers=headers)
+    again = await client.patch(path, json={"timezone": "UTC"}, headers=headers)
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert "location" not in first.headers
+    assert "location" not in again.headers
+    assert again.headers["idempotent-replayed"] == "true"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Final
 
 import structlog
 from fastapi import FastAPI, Request
@@ -149,7 +150,84 @@ def _describe(err: dict[str, Any]) -> tuple[str, str, str]:
         return "unknown_currency", field, f"{field}: {msg}"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
+    elif msg.startswith(_LIBRARY_WORDING):  # pydantic's own words: ours instead
+        msg = _in_our_words(kind, err.get("ctx") or {}, err.get("input"), msg)
     return "validation_error", field, f"{field}: {msg}"
+
+
+#: how pydantic's own messages begin (ours, raised from validators, never do)
+_LIBRARY_WORDING: Final = ("Input should", "Value should", "String should", "List should")
+
+#: the largest id a column holds (BIGINT); api/schemas.py MAX_ID
+_MAX_ID: Final = 2**63 - 1
+
+
+def _plural(n: object, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _shown(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:40]}..."
+
+
+def _choices(expected: object) -> str:
+    """pydantic's "'A', 'B' or 'C'" as "A, B, C"."""
+    names = re.findall(r"'((?:[^'\\]|\\.)*)'", str(expected))
+    return ", ".join(names) if names else str(expected)
+
+
+def _in_our_words(kind: str, ctx: dict[str, Any], value: object, msg: str) -> str:
+    """A library message about `value` said as the API says things (the field comes first)."""
+    text = isinstance(value, str)
+    if kind in ("too_long", "string_too_long"):
+        limit = ctx.get("max_length")
+        unit = "character" if text or kind == "string_too_long" else "item"
+        return f"must be at most {_plural(limit, unit)}" + (
+            f" (it has {ctx['actual_length']})" if "actual_length" in ctx else ""
+        )
+    if kind in ("too_short", "string_too_short"):
+        limit = ctx.get("min_length")
+        unit = "character" if text or kind == "string_too_short" else "item"
+        if limit == 1:
+            return f"must not be empty (at least 1 {unit})"
+        return f"must be at least {_plural(limit, unit)}"
+    if kind == "less_than_equal" and ctx.get("le") == _MAX_ID:
+        return f"{_shown(value)} is too large for an id (ids go up to {_MAX_ID})"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx.get('le')}"
+    if kind == "less_than":
+        return f"must be less than {ctx.get('lt')}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx.get('ge')}"
+    if kind == "greater_than":
+        return f"must be greater than {ctx.get('gt')}"
+    if kind in ("enum", "literal_error"):
+        return f"{_shown(value)!r} is not one of {_choices(ctx.get('expected'))}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return "must be a whole number"
+    if kind in ("int_parsing_size",):
+        return "is too large"
+    if kind in ("bool_type", "bool_parsing"):
+        return "must be true or false"
+    if kind in ("string_type", "string_unicode"):
+        return "must be a string"
+    if kind in ("list_type", "tuple_type", "set_type"):
+        return "must be a list"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return "must be a JSON object"
+    if kind in ("decimal_type", "decimal_parsing", "float_type", "float_parsing"):
+        return "must be a number"
+    for prefix in _LIBRARY_WORDING:
+        if msg.startswith(prefix):
+            rest = msg[len(prefix) :].strip()
+            return f"must {rest}" if prefix == "Input should" else f"should {rest}"
+    return msg
+
+
+def validation_message(err: Any) -> str:
+    """One pydantic error as the API says it: "field: what is wrong"."""
+    return _describe(dict(err))[2]
 
 
 def install_error_handlers(app: FastAPI) -> None:

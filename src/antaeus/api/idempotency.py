@@ -1,8 +1,10 @@
 """`Idempotency-Key` for creating requests.
 
-The key, a hash of the (normalized) request, and the response are stored in the
-same transaction as the effect, so a client's retry either finds the first
-response or, if the first never committed, performs the request once. The same
+The key, a hash of the (normalized) request, and the response (status, headers
+such as `Location`, body) are stored in the same transaction as the effect, so a
+client's retry either finds the first response, repeated with
+`Idempotent-Replayed: true`, or, if the first never committed, performs the
+request once. The same
 key with another body is refused with 422 `idempotency_key_reused`.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from fastapi import Header, Response
 from sqlalchemy.exc import IntegrityError
@@ -23,9 +25,9 @@ from antaeus.api.errors import (
     InvalidIdempotencyKeyError,
 )
 from antaeus.api.jsonio import JSONResponse
-from antaeus.exactjson import dumps
+from antaeus.exactjson import dumps, loads
 from antaeus.storage.database import WriteConnection
-from antaeus.storage.repositories.idempotency import IdempotencyRepository
+from antaeus.storage.repositories.idempotency import IdempotencyRepository, StoredResponse
 
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
@@ -51,13 +53,42 @@ class _KeyTakenError(Exception):
 
 
 class _ReplayError(Exception):
-    def __init__(self, status: int, body: str) -> None:
-        self.status = status
-        self.body = body
+    def __init__(self, stored: StoredResponse) -> None:
+        self.stored = stored
 
 
 #: Answers a replay from the stored (status, body) instead of repeating it verbatim.
 Replay = Callable[[int, str], Awaitable[Response]]
+
+#: Where the creating requests' answers point (`Location`), for keys stored before
+#: their answer's headers were (migration 0014): derived from the stored body's id.
+_LEGACY_LOCATIONS: Final = {
+    "POST /rest/v1/customers": "/rest/v1/customers/{id}",
+    "POST /rest/v1/invoices": "/rest/v1/invoices/{id}",
+    "POST /rest/v1/billing": "/rest/v1/billing/runs/{id}",
+}
+
+
+def _stored_headers(scope: str, stored: StoredResponse) -> dict[str, str]:
+    if stored.headers is not None:
+        return stored.headers
+    template = _LEGACY_LOCATIONS.get(scope)
+    if template is None or not 200 <= stored.status_code < 300:
+        return {}
+    try:
+        ident = loads(stored.body).get("id")
+    except (ValueError, AttributeError):
+        return {}
+    return {"Location": template.format(id=ident)} if isinstance(ident, int) else {}
+
+
+def _replayed(scope: str, stored: StoredResponse, response: Response) -> Response:
+    """The replay's answer: the stored headers (unless the answer has its own), marked."""
+    for name, value in _stored_headers(scope, stored).items():
+        if name not in response.headers:
+            response.headers[name] = value
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 async def run_idempotent(
@@ -90,22 +121,80 @@ async def run_idempotent(
                             "this Idempotency-Key was already used with a different request",
                             field="Idempotency-Key",
                         )
-                    raise _ReplayError(stored.status_code, stored.body)
+                    raise _ReplayError(stored)
                 status, body, headers = await effect(conn)
                 text = dumps(body)
                 try:
-                    await repo.save(scope, key, digest, status, text, ctx.clock.now())
+                    await repo.save(scope, key, digest, status, text, ctx.clock.now(), headers)
                 except IntegrityError:
                     raise _KeyTakenError from None
             return JSONResponse(body, status_code=status, headers=headers)
-        except _ReplayError as stored:
+        except _ReplayError as replaying:
+            stored = replaying.stored
             if replay is not None:
-                response = await replay(stored.status, stored.body)
-                response.headers["Idempotent-Replayed"] = "true"
-                return response
-            return JSONResponse.from_text(stored.body, stored.status)
+                response = await replay(stored.status_code, stored.body)
+            else:
+                response = JSONResponse.from_text(stored.body, stored.status_code)
+            return _replayed(scope, stored, response)
         except _KeyTakenError:
             # Another request with this key committed first (PostgreSQL lets
             # both get this far): loop to answer what it stored.
             continue
     raise IdempotencyConflictError("concurrent requests with this Idempotency-Key")
+
+
+#: Does a request's work in transactions of its own: (status code, JSON-able body).
+Work = Callable[[], Awaitable[tuple[int, Any]]]
+
+
+async def run_idempotent_in_steps(
+    ctx: AppContext, scope: str, key: str | None, normalized_request: Any, work: Work
+) -> Response:
+    """Run `work`, which commits in several transactions, at most once per answered key.
+
+    For work too large for one transaction (a bulk action): a key already
+    answered replays that answer; otherwise the work runs and its answer is
+    stored at the end. A repeat that arrives while the first is still running,
+    or after it died half-way, runs the work again: the work must be safe to
+    repeat (each bulk action is a conditional UPDATE per invoice, so a repeat
+    acts only on what is left). If another request stored an answer for the
+    key meanwhile, that answer is the one given.
+    """
+    if key is None:
+        status, body = await work()
+        return JSONResponse(body, status_code=status)
+    if not _KEY.fullmatch(key):
+        raise InvalidIdempotencyKeyError(
+            "Idempotency-Key must be 1 to 255 printable ASCII characters",
+            field="Idempotency-Key",
+        )
+    digest = request_hash(normalized_request)
+
+    async def stored_answer() -> Response | None:
+        async with ctx.db.read() as conn:
+            stored = await IdempotencyRepository(conn).find(scope, key)
+        if stored is None:
+            return None
+        if stored.request_hash != digest:
+            raise IdempotencyKeyReusedError(
+                "this Idempotency-Key was already used with a different request",
+                field="Idempotency-Key",
+            )
+        return _replayed(scope, stored, JSONResponse.from_text(stored.body, stored.status_code))
+
+    earlier = await stored_answer()
+    if earlier is not None:
+        return earlier
+    status, body = await work()
+    try:
+        async with ctx.db.write() as conn:
+            repo = IdempotencyRepository(conn)
+            if await repo.find(scope, key) is None:
+                await repo.save(scope, key, digest, status, dumps(body), ctx.clock.now(), {})
+                return JSONResponse(body, status_code=status)
+    except IntegrityError:
+        pass  # another request with this key stored its answer first
+    earlier = await stored_answer()
+    if earlier is None:  # pragma: no cover - a stored key is never deleted this soon
+        raise IdempotencyConflictError("concurrent requests with this Idempotency-Key")
+    return earlier

@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, DecimalException
+from enum import Enum
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -42,6 +43,7 @@ from antaeus.domain.money import (
 )
 from antaeus.exactjson import rfc3339
 from antaeus.storage.repositories.actions import ActionRow
+from antaeus.storage.repositories.invoices import InvoiceFilter
 
 MAX_ID: Final = 2**63 - 1
 #: what some currency may accept: at most four decimals (CLF), fifteen whole digits (JPY:
@@ -200,13 +202,20 @@ DueAt = Annotated[
     WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-12-01T00:00:00Z"]}),
 ]
 
-_DIGITS = re.compile(r"0|[1-9][0-9]{0,18}")
+_DIGITS = re.compile(r"0|[1-9][0-9]*")
 
 
 def _digits_only(value: object) -> object:
-    """Path and query integers are written in plain digits: no '1_0', '1.0', '+1' or '01'."""
-    if isinstance(value, str) and not _DIGITS.fullmatch(value):
-        raise ValueError("must be a whole number written in digits")
+    """Path and query integers are written in plain digits: no '1_0', '1.0', '+1' or '01'.
+
+    Too many digits for any column is said as such (a number of up to 40 digits
+    goes on to its bounds, which say how large it may be).
+    """
+    if isinstance(value, str):
+        if not _DIGITS.fullmatch(value):
+            raise ValueError("must be a whole number written in digits")
+        if len(value) > 40:
+            raise ValueError(f"is too large ({len(value)} digits; an id is at most {MAX_ID})")
     return value
 
 
@@ -403,6 +412,67 @@ class BillingTrigger(RequestBody):
 
 class ActionBody(RequestBody):
     note: Note | None = None
+
+
+#: the filter fields of a bulk action (wire name: InvoiceFilter field)
+BULK_FILTER_FIELDS: Final = ("status", "lastFailure", "customerId")
+
+
+class InvoiceFilterIn(RequestBody):
+    """Which invoices a bulk action takes: every field given must match (at least one)."""
+
+    status: InvoiceStatus | None = None
+    lastFailure: FailureReason | None = None  # noqa: N815
+    customerId: Id | None = None  # noqa: N815
+
+
+class BulkActionBody(RequestBody):
+    """`{"filter": {"status", "lastFailure", "customerId"}, "note"}`; the filter's fields
+    may also stand at the top level, beside `note`."""
+
+    filter: InvoiceFilterIn | None = None
+    status: InvoiceStatus | None = None
+    lastFailure: FailureReason | None = None  # noqa: N815
+    customerId: Id | None = None  # noqa: N815
+    note: Note | None = None
+
+    @model_validator(mode="after")
+    def _one_filter(self) -> BulkActionBody:
+        top = [f for f in BULK_FILTER_FIELDS if getattr(self, f) is not None]
+        if self.filter is not None and top:
+            raise PydanticCustomError(
+                "not_changeable",
+                "give the filter's fields either in filter or at the top level, not both",
+                {"field": "filter"},
+            )
+        inner = self.filter or self
+        if all(getattr(inner, f) is None for f in BULK_FILTER_FIELDS):
+            raise PydanticCustomError(
+                "not_changeable",
+                "a bulk action needs at least one filter field: status, lastFailure or "
+                "customerId (an action on every invoice is refused)",
+                {"field": "filter"},
+            )
+        return self
+
+    def wanted(self) -> InvoiceFilter:
+        inner = self.filter or self
+        return InvoiceFilter(inner.status, inner.lastFailure, inner.customerId)
+
+    def normalized(self) -> dict[str, Any]:
+        """The request as its Idempotency-Key's hash sees it (either shape alike)."""
+        inner = self.filter or self
+        values = {f: getattr(inner, f) for f in BULK_FILTER_FIELDS}
+        return {
+            "filter": {f: v.value if isinstance(v, Enum) else v for f, v in values.items()},
+            "note": self.note,
+        }
+
+
+class BulkResultRead(BaseModel):
+    matched: int = Field(description="invoices that matched the filter")
+    acted: int = Field(description="of them, retried or voided (each in the actions)")
+    skipped: int = Field(description="of them, whose status did not allow the action")
 
 
 class ResolveBody(RequestBody):

@@ -1,7 +1,8 @@
 """The use cases, each in one function that the routes, the CLI and the scheduler call.
 
 Open a run, retry every PENDING invoice that failed before, and a person's
-retry, resolve and void of one invoice. Each is: its transaction, its
+retry, resolve and void of one invoice, and a retry or void of every invoice
+matching a filter. Each is: its transaction, its
 repository calls, and, once the transaction has committed, its log line and
 metric, so no caller can change the database and skip saying so. Refusals are
 domain errors (`antaeus.domain.errors`); the API maps them to its own.
@@ -10,9 +11,10 @@ domain errors (`antaeus.domain.errors`); the API maps them to its own.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import structlog
 
@@ -25,6 +27,7 @@ from antaeus.observability import metrics
 from antaeus.storage.database import Database, WriteConnection
 from antaeus.storage.repositories.actions import ActionRepository, ActionResult
 from antaeus.storage.repositories.billing import BillingRepository
+from antaeus.storage.repositories.invoices import BulkAction, InvoiceFilter, InvoiceRepository
 
 log = structlog.get_logger("antaeus.service")
 
@@ -167,6 +170,12 @@ async def _act(
         raise InvoiceNotFoundError(invoice_id)
     if not result.ok or invoice is None:
         raise ActionRefusedError(invoice_id, result.status, result.reason)
+    _said(invoice_id, action, actor, result)
+    return invoice
+
+
+def _said(invoice_id: int, action: str, actor: str, result: ActionResult) -> None:
+    """After the commit: a person's action's log line and metric."""
     metrics.INVOICE_ACTIONS.labels(action).inc()
     log.info(
         "invoice_action",
@@ -174,9 +183,8 @@ async def _act(
         action=action,
         actor=actor,  # the token's name, never the token
         from_status=result.before.value if result.before else None,
-        status=invoice.status.value,
+        status=result.status.value if result.status else None,
     )
-    return invoice
 
 
 async def retry(
@@ -223,3 +231,74 @@ async def void(
         actor,
         lambda repo: repo.void(invoice_id, actor, note, clock.now()),
     )
+
+
+# -- a person's action on every invoice of a filter ----------------------------------------
+
+#: invoices acted on per transaction: short enough for the workers' claims to interleave
+BULK_BATCH: Final = 200
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    matched: int  # invoices that matched the filter when their batch read them
+    acted: int  # of those, retried or voided
+    skipped: int  # of those, not allowed (their status, an open attempt, a worker first)
+
+    def json(self) -> dict[str, int]:
+        return {"matched": self.matched, "acted": self.acted, "skipped": self.skipped}
+
+
+async def bulk_action(
+    db: Database,
+    clock: Clock,
+    action: BulkAction,
+    wanted: InvoiceFilter,
+    *,
+    actor: str,
+    note: str | None = None,
+    batch: int = BULK_BATCH,
+) -> BulkResult:
+    """Retry or void every invoice matching `wanted` that allows it, batch by batch.
+
+    Each invoice's action is the single action's own conditional UPDATE (the
+    single action is this one for one invoice: `ActionRepository.retry_many`,
+    `void_many`), with its audit row and event, so a worker or a person changing
+    an invoice meanwhile makes it a skip, never a double action. One transaction
+    per `batch` invoices, read by ascending id after the last one done: memory
+    stays bounded and no transaction holds the invoices for long. A repeat acts
+    on what is left.
+    """
+    if wanted.empty():
+        raise ValueError("a bulk action needs at least one filter field")
+    done = "retried" if action == "retry" else "voided"
+    matched = acted = 0
+    after = 0
+    while True:
+        results: list[tuple[int, ActionResult]] = []
+        async with db.write() as conn:
+            ids = await InvoiceRepository(conn).matching_ids(wanted, after=after, limit=batch)
+            repo = ActionRepository(conn)
+            if ids and action == "retry":
+                results = await repo.retry_many(ids, actor, note, clock.now())
+            elif ids:
+                results = await repo.void_many(ids, actor, note, clock.now())
+        for invoice_id, result in results:
+            if result.ok:
+                _said(invoice_id, done, actor, result)
+        matched += len(ids)
+        acted += sum(1 for _id, r in results if r.ok)
+        if len(ids) < batch:
+            break
+        after = ids[-1]
+    outcome = BulkResult(matched, acted, matched - acted)
+    log.info(
+        "invoices_bulk_action",
+        action=done,
+        actor=actor,
+        status=wanted.status.value if wanted.status else None,
+        last_failure=wanted.last_failure.value if wanted.last_failure else None,
+        customer_id=wanted.customer_id,
+        **outcome.json(),
+    )
+    return outcome

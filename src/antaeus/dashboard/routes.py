@@ -8,15 +8,17 @@ routes call, so its log line, metric, audit row and event are the same.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, cast
 
-import simplejson
+import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from antaeus.api.context import AppContext, Ctx
+from antaeus.api.errors import validation_message
 from antaeus.api.jsonio import JSONResponse  # exact decimals, as the API writes them
 from antaeus.api.outbox_status import outbox_json, relay_json
 from antaeus.api.schemas import (
@@ -28,20 +30,26 @@ from antaeus.api.schemas import (
     reconciliation_json,
 )
 from antaeus.billing import service
+from antaeus.billing.reconcile import NotReconcilableError, Reconciler
 from antaeus.billing.runs_view import runs_json
 from antaeus.dashboard import sessions
+from antaeus.dashboard.events_view import describe as describe_event
 from antaeus.dashboard.rendering import DashboardError, render
 from antaeus.domain.errors import ActionRefusedError, InvoiceNotFoundError
-from antaeus.domain.invoice import Invoice, InvoiceStatus
+from antaeus.domain.invoice import FailureReason, Invoice, InvoiceStatus
 from antaeus.domain.money import Money
 from antaeus.notify.envelope import event_id
+from antaeus.payments.factory import ProviderConfigError
+from antaeus.payments.provider import PaymentProvider
 from antaeus.storage.repositories.actions import ActionRepository
 from antaeus.storage.repositories.billing import BillingRepository
 from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.dashboard import DashboardRepository
-from antaeus.storage.repositories.invoices import InvoiceRepository
+from antaeus.storage.repositories.invoices import BulkAction, InvoiceFilter, InvoiceRepository
 from antaeus.storage.repositories.outbox import DestinationRepository, EventRepository
-from antaeus.storage.repositories.reconciliations import ReconciliationRepository
+from antaeus.storage.repositories.reconciliations import RECONCILABLE, ReconciliationRepository
+
+log = structlog.get_logger("antaeus.dashboard")
 
 router = APIRouter(include_in_schema=False)
 
@@ -78,6 +86,21 @@ ACTIONS: Final[dict[str, tuple[str, str, tuple[InvoiceStatus, ...]]]] = {
 }
 
 
+#: the actions on every invoice of the list's filter: (title, what happens)
+BULK_ACTIONS: Final[dict[str, tuple[str, str]]] = {
+    "retry": (
+        "Retry all matching",
+        "Each matching FAILED invoice becomes PENDING and due now; its next charge is a new "
+        "attempt. Matching invoices in another status are skipped. Fix the cause first.",
+    ),
+    "void": (
+        "Void all matching",
+        "Each matching FAILED invoice, and each PENDING one with no attempt of unknown "
+        "outcome open, becomes VOID and is never charged again. The others are skipped.",
+    ),
+}
+
+
 # -- parsing what the browser sent ------------------------------------------------------
 
 
@@ -106,6 +129,18 @@ def _status_filter(value: str | None) -> InvoiceStatus | None:
         ) from None
 
 
+def _failure_filter(value: str | None) -> FailureReason | None:
+    if not value:
+        return None
+    try:
+        return FailureReason(value)
+    except ValueError:
+        known = ", ".join(r.value for r in FailureReason)
+        raise DashboardError(
+            400, "Unknown failure", f"{value[:40]!r} is not a failure reason; one of {known}."
+        ) from None
+
+
 def _optional_id(value: str | None, what: str) -> int | None:
     return parse_id(value, what, status=400) if value else None
 
@@ -129,8 +164,7 @@ def _note(form: Any) -> str | None:
 
 def _first_error(exc: ValidationError) -> str:
     errors = exc.errors()
-    message = str(errors[0].get("msg", "invalid value")) if errors else "invalid value"
-    return message.removeprefix("Value error, ")
+    return validation_message(errors[0]) if errors else "invalid value"
 
 
 # -- formatting -------------------------------------------------------------------------
@@ -347,28 +381,27 @@ async def invoices_page(
     session: SessionDep,
     status: str | None = None,
     customer: str | None = None,
+    failure: str | None = None,
     id: str | None = None,
     after: str | None = None,
 ) -> Response:
     if id:
-        wanted = parse_id(id.strip(), "invoice", status=400)
-        return RedirectResponse(f"/invoices/{wanted}", status_code=303)
-    wanted_status = _status_filter(status)
-    customer_id = _optional_id(customer, "customer")
+        one = parse_id(id.strip(), "invoice", status=400)
+        return RedirectResponse(f"/invoices/{one}", status_code=303)
+    wanted = _list_filter(status, customer, failure)
     start = _optional_id(after, "invoice") or 0
     async with ctx.db.read() as conn:
         rows = await InvoiceRepository(conn).page(
-            after=start, limit=PAGE_SIZE + 1, status=wanted_status, customer_id=customer_id
+            after=start,
+            limit=PAGE_SIZE + 1,
+            status=wanted.status,
+            customer_id=wanted.customer_id,
+            last_failure=wanted.last_failure,
         )
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
-    next_query: dict[str, str] | None = None
-    if more and rows:
-        next_query = {"after": str(rows[-1].id)}
-        if wanted_status:
-            next_query["status"] = wanted_status.value
-        if customer_id:
-            next_query["customer"] = str(customer_id)
+    filter_query = _filter_query(wanted)
+    next_query = {**filter_query, "after": str(rows[-1].id)} if more and rows else None
     return render(
         request,
         "invoices.html",
@@ -376,9 +409,132 @@ async def invoices_page(
             "session": session,
             "invoices": rows,
             "statuses": [s.value for s in InvoiceStatus],
-            "status": wanted_status.value if wanted_status else "",
-            "customer": str(customer_id) if customer_id else "",
+            "failures": [r.value for r in FailureReason],
+            "status": wanted.status.value if wanted.status else "",
+            "customer": str(wanted.customer_id) if wanted.customer_id else "",
+            "failure": wanted.last_failure.value if wanted.last_failure else "",
             "next_query": next_query,
+            "filter_query": filter_query if not wanted.empty() else None,
+            "bulk": [(name, title) for name, (title, _what) in BULK_ACTIONS.items()],
+        },
+    )
+
+
+def _list_filter(status: Any, customer: Any, failure: Any) -> InvoiceFilter:
+    """The invoice list's filter from its query (or a bulk form's fields)."""
+    for value in (status, customer, failure):
+        if value is not None and not isinstance(value, str):
+            raise DashboardError(400, "Bad filter", "The filter's fields must be text.")
+    return InvoiceFilter(
+        status=_status_filter(status),
+        last_failure=_failure_filter(failure),
+        customer_id=_optional_id(customer, "customer"),
+    )
+
+
+def _filter_query(wanted: InvoiceFilter) -> dict[str, str]:
+    query: dict[str, str] = {}
+    if wanted.status:
+        query["status"] = wanted.status.value
+    if wanted.customer_id:
+        query["customer"] = str(wanted.customer_id)
+    if wanted.last_failure:
+        query["failure"] = wanted.last_failure.value
+    return query
+
+
+def _filter_words(wanted: InvoiceFilter) -> str:
+    words = []
+    if wanted.status:
+        words.append(f"status {wanted.status.value}")
+    if wanted.last_failure:
+        words.append(f"last failure {wanted.last_failure.value}")
+    if wanted.customer_id:
+        words.append(f"customer {wanted.customer_id}")
+    return ", ".join(words)
+
+
+# The bulk actions' routes come before the per-invoice `/invoices/{invoice_id}/{action}`
+# ones, which would otherwise take "bulk" for an invoice id.
+
+
+def _bulk_action(name: str) -> tuple[str, str]:
+    found = BULK_ACTIONS.get(name)
+    if found is None:
+        raise DashboardError(404, "No such action", f"{name[:40]!r} is not a bulk action.")
+    return found
+
+
+def _bulk_filter(wanted: InvoiceFilter) -> InvoiceFilter:
+    if wanted.empty():
+        raise DashboardError(
+            400,
+            "Choose a filter first",
+            "A bulk action needs a filter (status, last failure or customer): there is no "
+            "action on every invoice.",
+            back="/invoices",
+        )
+    return wanted
+
+
+@router.get("/invoices/bulk/{action}")
+async def bulk_confirm_page(
+    request: Request,
+    action: str,
+    ctx: Ctx,
+    session: SessionDep,
+    status: str | None = None,
+    customer: str | None = None,
+    failure: str | None = None,
+) -> Response:
+    title, what = _bulk_action(action)
+    wanted = _bulk_filter(_list_filter(status, customer, failure))
+    async with ctx.db.read() as conn:
+        count = await InvoiceRepository(conn).count_matching(wanted, cast(BulkAction, action))
+    return render(
+        request,
+        "bulk_confirm.html",
+        {
+            "session": session,
+            "action": action,
+            "title": title,
+            "what": what,
+            "filter_words": _filter_words(wanted),
+            "filter_query": _filter_query(wanted),
+            "count": count,
+            "max_note": MAX_NOTE,
+        },
+    )
+
+
+@router.post("/invoices/bulk/{action}")
+async def do_bulk_action(request: Request, action: str, ctx: Ctx, session: SessionDep) -> Response:
+    form = await sessions.checked_form(request, session)
+    title, _what = _bulk_action(action)
+    wanted = _bulk_filter(
+        _list_filter(form.get("status"), form.get("customer"), form.get("failure"))
+    )
+    up_to = form.get("up_to")
+    # only invoices that existed when the confirmation showed its count
+    last_id = parse_id(up_to if isinstance(up_to, str) else None, "invoice", status=400)
+    note = _note(form)
+    done = await service.bulk_action(
+        ctx.db,
+        ctx.clock,
+        cast(BulkAction, action),
+        replace(wanted, up_to_id=last_id),
+        actor=session.token_name,
+        note=note,
+    )
+    return render(
+        request,
+        "bulk_done.html",
+        {
+            "session": session,
+            "title": title,
+            "filter_words": _filter_words(wanted),
+            "filter_query": _filter_query(wanted),
+            "done": done,
         },
     )
 
@@ -418,17 +574,113 @@ async def invoice_page(
             "attempts": [attempt_json(a, answers, asked) for a in attempts],
             "reconciliations": [{"attempt": r.attempt, **reconciliation_json(r)} for r in asked],
             "history": [action_json(h) for h in history],
-            "events": [
-                {
-                    **e.envelope(),
-                    "dataText": simplejson.dumps(
-                        e.envelope()["data"], use_decimal=True, sort_keys=True, ensure_ascii=False
-                    ),
-                }
-                for e in events
-            ],
+            "events": [describe_event(e.envelope()) for e in events],
             "actions": _actions_for(invoice),
+            "can_ask": _askable(invoice),
         },
+    )
+
+
+# -- asking the provider about a REVIEW invoice (the reconciler, for one invoice) ------------
+
+
+def _askable(invoice: Invoice) -> bool:
+    return invoice.status is InvoiceStatus.REVIEW and invoice.last_failure in RECONCILABLE
+
+
+def _reconciler(request: Request, ctx: AppContext) -> Reconciler:
+    provider_of = getattr(request.app.state, "provider", None)
+    try:
+        if provider_of is None:
+            raise ProviderConfigError("this process has no payment provider")
+        provider: PaymentProvider = provider_of()
+    except ProviderConfigError as exc:
+        raise DashboardError(
+            503, "Cannot ask the provider", f"No payment provider to ask: {exc}."
+        ) from None
+    return Reconciler.from_settings(ctx.db, provider, ctx.clock, ctx.settings)
+
+
+def _not_askable(invoice: Invoice) -> DashboardError:
+    reason = invoice.last_failure.value if invoice.last_failure else "no reason"
+    why = (
+        f"it is {invoice.status.value}"
+        if invoice.status is not InvoiceStatus.REVIEW
+        else f"it is in REVIEW for {reason}, which a lookup of its key cannot settle: "
+        "check with the provider yourself and resolve it"
+    )
+    return DashboardError(
+        409,
+        "Cannot ask the provider",
+        f"Invoice {invoice.id} cannot be asked about: {why}. Nothing was changed.",
+        back=f"/invoices/{invoice.id}",
+    )
+
+
+@router.get("/invoices/{invoice_id}/ask-provider")
+async def ask_provider_page(
+    request: Request, invoice_id: str, ctx: Ctx, session: SessionDep
+) -> Response:
+    invoice = await _invoice_or_404(ctx, invoice_id)
+    if not _askable(invoice):
+        raise _not_askable(invoice)
+    async with ctx.db.read() as conn:
+        attempts = await ActionRepository(conn).attempts(invoice.id)
+    attempt = attempts[-1] if attempts else None
+    return render(
+        request,
+        "ask_provider.html",
+        {
+            "session": session,
+            "invoice": invoice,
+            "amount": money(invoice.amount),
+            "attempt": attempt,
+        },
+    )
+
+
+@router.post("/invoices/{invoice_id}/ask-provider")
+async def ask_provider(
+    request: Request, invoice_id: str, ctx: Ctx, session: SessionDep
+) -> Response:
+    form = await sessions.checked_form(request, session)
+    invoice = await _invoice_or_404(ctx, invoice_id)
+    if not _askable(invoice):
+        raise _not_askable(invoice)
+    seen = form.get("attempt")
+    if isinstance(seen, str) and seen and seen != str(invoice.attempt_count):
+        raise DashboardError(
+            409,
+            "The invoice moved on",
+            f"The confirmation was about attempt {seen[:20]}; invoice {invoice.id} is at "
+            f"attempt {invoice.attempt_count} now. Nothing was asked; look again.",
+            back=f"/invoices/{invoice.id}",
+        )
+    reconciler = _reconciler(request, ctx)
+    try:
+        done = await reconciler.reconcile_invoice(invoice.id)
+    except InvoiceNotFoundError:
+        raise DashboardError(
+            404, "No such invoice", f"Invoice {invoice.id} does not exist."
+        ) from None
+    except NotReconcilableError as exc:
+        raise DashboardError(
+            409,
+            "Cannot ask the provider",
+            f"{exc}. Nothing was changed.",
+            back=f"/invoices/{invoice.id}",
+        ) from None
+    log.info(
+        "provider_asked_from_dashboard",
+        invoice_id=invoice.id,
+        actor=session.token_name,
+        result=done.result,
+        outcome=done.outcome,
+    )
+    return render(
+        request,
+        "ask_provider_done.html",
+        {"session": session, "invoice": invoice, "done": done},
     )
 
 

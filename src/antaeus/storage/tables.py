@@ -148,6 +148,8 @@ idempotency_keys = Table(
     Column("request_hash", String(64), nullable=False),
     Column("status_code", Integer, nullable=False),
     Column("response_body", Text, nullable=False),
+    # the answer's own headers (Location), a JSON object; NULL: stored before 0014
+    Column("response_headers", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("scope", "key"),
     Index("ix_idempotency_keys_created_at", "created_at"),  # the retention sweep

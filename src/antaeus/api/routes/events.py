@@ -116,6 +116,9 @@ def _after_id(value: str) -> int:
         return found
     if value == "0" or (value.isdigit() and not value.startswith("0") and len(value) <= 18):
         return int(value)
+    digits = value.removeprefix(PREFIX)
+    if digits.isascii() and digits.isdigit() and not digits.startswith("0"):
+        raise ValueError(f"{value} is too large for an event id")
     raise ValueError("must be an event id (evt_...) or 0")
 
 

@@ -5,13 +5,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from antaeus.api.auth import AuthenticatedRoute, Principal
-from antaeus.api.context import Ctx
+from antaeus.api.context import AppContext, Ctx
 from antaeus.api.errors import (
     CurrencyMismatchError,
     CustomerNotFoundError,
     not_found,
 )
-from antaeus.api.idempotency import IdempotencyKey, run_idempotent
+from antaeus.api.idempotency import IdempotencyKey, run_idempotent, run_idempotent_in_steps
 from antaeus.api.jsonio import JSONResponse
 from antaeus.api.pagination import Page, paginate
 from antaeus.api.schemas import (
@@ -20,6 +20,8 @@ from antaeus.api.schemas import (
     ActionBody,
     ActionRead,
     AttemptRead,
+    BulkActionBody,
+    BulkResultRead,
     DigitsInt,
     InvoiceCreate,
     InvoiceRead,
@@ -30,12 +32,12 @@ from antaeus.api.schemas import (
 )
 from antaeus.billing import service
 from antaeus.domain.calendar import next_first_of_month
-from antaeus.domain.invoice import InvoiceStatus
+from antaeus.domain.invoice import FailureReason, InvoiceStatus
 from antaeus.domain.money import Money
 from antaeus.storage.database import WriteConnection
 from antaeus.storage.repositories.actions import ActionRepository
 from antaeus.storage.repositories.customers import CustomerRepository
-from antaeus.storage.repositories.invoices import InvoiceRepository
+from antaeus.storage.repositories.invoices import BulkAction, InvoiceRepository
 from antaeus.storage.repositories.reconciliations import ReconciliationRepository
 
 router = APIRouter(prefix="/rest/v1/invoices", tags=["invoices"], route_class=AuthenticatedRoute)
@@ -59,10 +61,18 @@ async def list_invoices(
         DigitsInt | None,
         Query(alias="customerId", ge=1, le=MAX_ID, description="only this customer's"),
     ] = None,
+    last_failure: Annotated[
+        FailureReason | None,
+        Query(alias="lastFailure", description="only those whose last failure is this"),
+    ] = None,
 ) -> JSONResponse:
     async with ctx.db.read() as conn:
         rows = await InvoiceRepository(conn).page(
-            after=page.after, limit=page.limit + 1, status=status, customer_id=customer_id
+            after=page.after,
+            limit=page.limit + 1,
+            status=status,
+            customer_id=customer_id,
+            last_failure=last_failure,
         )
     items, headers = paginate(request, rows, page)
     return JSONResponse([invoice_json(i) for i in items], headers=headers)
@@ -111,6 +121,64 @@ async def create_invoice(
     return await run_idempotent(
         ctx, "POST /rest/v1/invoices", idempotency_key, body.model_dump(mode="json"), effect
     )
+
+
+_BULK_DESCRIPTION = (
+    "Acts on every invoice matching the filter (`status`, `lastFailure`, `customerId`: "
+    "every field given must match, at least one is required) whose status allows the "
+    "action, each one as the single-invoice action does it (its own entry in "
+    "`GET /rest/v1/invoices/{id}/actions`, with the `note`, and its own event), in "
+    "batches of transactions. Invoices that do not allow it (or that a worker or a "
+    "person changed first) are skipped. The filter goes in `filter` or at the top level "
+    "of the body. With an `Idempotency-Key`, a repeat answers the first counts."
+)
+
+
+async def _bulk(
+    action: BulkAction,
+    body: BulkActionBody,
+    ctx: AppContext,
+    who: str,
+    idempotency_key: str | None,
+) -> Response:
+    async def work() -> tuple[int, Any]:
+        done = await service.bulk_action(
+            ctx.db, ctx.clock, action, body.wanted(), actor=who, note=body.note
+        )
+        return 200, done.json()
+
+    return await run_idempotent_in_steps(
+        ctx, f"POST /rest/v1/invoices/{action}", idempotency_key, body.normalized(), work
+    )
+
+
+@router.post(
+    "/retry",
+    summary="Retry every FAILED invoice matching a filter",
+    description="Each matching FAILED invoice becomes PENDING and due now (as "
+    "`POST /rest/v1/invoices/{id}/retry`). " + _BULK_DESCRIPTION,
+    response_model=BulkResultRead,
+    responses=ERROR_RESPONSES,
+)
+async def retry_invoices(
+    body: BulkActionBody, ctx: Ctx, who: Principal, idempotency_key: IdempotencyKey = None
+) -> Response:
+    return await _bulk("retry", body, ctx, who, idempotency_key)
+
+
+@router.post(
+    "/void",
+    summary="Void every invoice matching a filter that may be voided",
+    description="Each matching FAILED invoice, and each PENDING one with no attempt of "
+    "unknown outcome open, becomes VOID (as `POST /rest/v1/invoices/{id}/void`). "
+    + _BULK_DESCRIPTION,
+    response_model=BulkResultRead,
+    responses=ERROR_RESPONSES,
+)
+async def void_invoices(
+    body: BulkActionBody, ctx: Ctx, who: Principal, idempotency_key: IdempotencyKey = None
+) -> Response:
+    return await _bulk("void", body, ctx, who, idempotency_key)
 
 
 @router.post(

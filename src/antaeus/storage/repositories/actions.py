@@ -6,6 +6,7 @@ row count), recorded with who did it and why, and announced in the outbox.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic
@@ -17,7 +18,7 @@ from antaeus.domain.invoice import TRANSITIONS, Invoice, InvoiceEvent, InvoiceSt
 from antaeus.domain.policy import RunOutcome
 from antaeus.storage.database import Conn, WriteConnection
 from antaeus.storage.repositories.billing import BillingRepository
-from antaeus.storage.repositories.invoices import InvoiceRepository
+from antaeus.storage.repositories.invoices import to_invoice
 from antaeus.storage.tables import (
     charge_attempt_answers,
     charge_attempts,
@@ -73,31 +74,63 @@ class ActionRepository(Generic[Conn]):
         charge_id: str | None = None,
     ) -> Invoice:
         """Record the action and its event; answers the invoice as the action left it."""
-        await self.conn.execute(
-            insert(invoice_actions).values(
-                invoice_id=invoice_id,
-                action=action,
-                actor=actor,
-                note=note,
-                charge_id=charge_id,
-                from_status=before.value,
-                to_status=after.value,
-                created_at=now,
-            )
+        [invoice] = await self._audit_many(
+            [(invoice_id, before)], action, actor, note, after, now, charge_id
         )
-        invoice = await InvoiceRepository(self.conn).get(invoice_id)
-        assert invoice is not None  # changed just now, in this transaction
-        event = ActionTaken(
-            invoice=invoice,
-            action=action,
-            actor=actor,
-            note=note,
-            charge_id=charge_id,
-            from_status=before.value,
-            to_status=after.value,
-        )
-        await BillingRepository(self.conn).add_events([row(event)], now)
         return invoice
+
+    async def _audit_many(
+        self: ActionRepository[WriteConnection],
+        changed: Sequence[tuple[int, InvoiceStatus]],
+        action: str,
+        actor: str,
+        note: str | None,
+        after: InvoiceStatus,
+        now: datetime,
+        charge_id: str | None = None,
+    ) -> list[Invoice]:
+        """Record the action and its event for each (invoice, status before), in that order;
+        answers the invoices as the action left them."""
+        if not changed:
+            return []
+        await self.conn.execute(
+            insert(invoice_actions),
+            [
+                {
+                    "invoice_id": invoice_id,
+                    "action": action,
+                    "actor": actor,
+                    "note": note,
+                    "charge_id": charge_id,
+                    "from_status": before.value,
+                    "to_status": after.value,
+                    "created_at": now,
+                }
+                for invoice_id, before in changed
+            ],
+        )
+        ids = [invoice_id for invoice_id, _before in changed]
+        found = {
+            r.id: to_invoice(r)
+            for r in await self.conn.execute(select(invoices).where(invoices.c.id.in_(ids)))
+        }
+        events = []
+        for invoice_id, before in changed:
+            events.append(
+                row(
+                    ActionTaken(
+                        invoice=found[invoice_id],  # changed just now, in this transaction
+                        action=action,
+                        actor=actor,
+                        note=note,
+                        charge_id=charge_id,
+                        from_status=before.value,
+                        to_status=after.value,
+                    )
+                )
+            )
+        await BillingRepository(self.conn).add_events(events, now)
+        return [found[invoice_id] for invoice_id in ids]
 
     async def retry(
         self: ActionRepository[WriteConnection],
@@ -107,10 +140,27 @@ class ActionRepository(Generic[Conn]):
         now: datetime,
     ) -> ActionResult:
         """FAILED -> PENDING, due now, a fresh dunning cycle; the next charge is a new attempt."""
+        [(_id, result)] = await self.retry_many([invoice_id], actor, note, now)
+        if not result.ok:
+            return ActionResult(False, await self._status(invoice_id))
+        return result
+
+    async def retry_many(
+        self: ActionRepository[WriteConnection],
+        invoice_ids: Sequence[int],
+        actor: str,
+        note: str | None,
+        now: datetime,
+    ) -> list[tuple[int, ActionResult]]:
+        """`retry` of each invoice: one conditional UPDATE (still FAILED) for them all.
+
+        Answers each invoice's result, in order; a refused one's `status` is None
+        here (`retry` reads it for one invoice).
+        """
         after = transition(S.FAILED, InvoiceEvent.RETRY)
         result = await self.conn.execute(
             update(invoices)
-            .where(invoices.c.id == invoice_id, invoices.c.status == S.FAILED.value)
+            .where(invoices.c.id.in_(invoice_ids), invoices.c.status == S.FAILED.value)
             .values(
                 status=after.value,
                 next_attempt_at=now,
@@ -119,11 +169,23 @@ class ActionRepository(Generic[Conn]):
                 attempt_open_since=None,
                 updated_at=now,
             )
+            .returning(invoices.c.id)
         )
-        if result.rowcount != 1:
-            return ActionResult(False, await self._status(invoice_id))
-        changed = await self._audit(invoice_id, "retried", actor, note, S.FAILED, after, now)
-        return ActionResult(True, after, before=S.FAILED, invoice=changed)
+        done = {r.id for r in result}
+        ordered = [i for i in invoice_ids if i in done]
+        changed = await self._audit_many(
+            [(i, S.FAILED) for i in ordered], "retried", actor, note, after, now
+        )
+        by_id = dict(zip(ordered, changed, strict=True))
+        return [
+            (
+                i,
+                ActionResult(True, after, before=S.FAILED, invoice=by_id[i])
+                if i in by_id
+                else ActionResult(False, None),
+            )
+            for i in invoice_ids
+        ]
 
     async def resolve(
         self: ActionRepository[WriteConnection],
@@ -192,15 +254,8 @@ class ActionRepository(Generic[Conn]):
         before = await self._status(invoice_id)
         if before is None or (before, InvoiceEvent.VOID) not in TRANSITIONS:
             return ActionResult(False, before)
-        guard = invoices.c.status == before.value
-        if before is S.PENDING:
-            guard = and_(guard, invoices.c.attempt_open_since.is_(None))
-        result = await self.conn.execute(
-            update(invoices)
-            .where(invoices.c.id == invoice_id, guard)
-            .values(status=S.VOID.value, next_attempt_at=None, run_id=None, updated_at=now)
-        )
-        if result.rowcount != 1:
+        [(_id, result)] = await self.void_many([invoice_id], actor, note, now)
+        if not result.ok:
             status = await self._status(invoice_id)
             reason = None
             if status is S.PENDING:
@@ -209,17 +264,66 @@ class ActionRepository(Generic[Conn]):
                     "wait for its repeat, or for REVIEW, before voiding"
                 )
             return ActionResult(False, status, reason)
-        open_runs = await self.conn.execute(
-            update(run_invoices)
-            .where(run_invoices.c.invoice_id == invoice_id, run_invoices.c.outcome.is_(None))
-            .values(outcome=RunOutcome.VOID.value, finished_at=now)
-            .returning(run_invoices.c.run_id)
+        return result
+
+    async def void_many(
+        self: ActionRepository[WriteConnection],
+        invoice_ids: Sequence[int],
+        actor: str,
+        note: str | None,
+        now: datetime,
+    ) -> list[tuple[int, ActionResult]]:
+        """`void` of each invoice: a conditional UPDATE per status it is allowed from
+        (FAILED; PENDING with no attempt of unknown outcome open) for them all.
+
+        Answers each invoice's result, in order; a refused one's `status` is None
+        here (`void` reads it, and why, for one invoice).
+        """
+        values = {
+            "status": S.VOID.value,
+            "next_attempt_at": None,
+            "run_id": None,
+            "updated_at": now,
+        }
+        guards = {
+            S.FAILED: invoices.c.status == S.FAILED.value,
+            S.PENDING: and_(
+                invoices.c.status == S.PENDING.value, invoices.c.attempt_open_since.is_(None)
+            ),
+        }
+        befores: dict[int, InvoiceStatus] = {}
+        for before, guard in guards.items():
+            result = await self.conn.execute(
+                update(invoices)
+                .where(invoices.c.id.in_(invoice_ids), guard)
+                .values(**values)
+                .returning(invoices.c.id)
+            )
+            befores.update((r.id, before) for r in result)
+        ordered = [i for i in invoice_ids if i in befores]
+        if ordered:
+            open_runs = await self.conn.execute(
+                update(run_invoices)
+                .where(run_invoices.c.invoice_id.in_(ordered), run_invoices.c.outcome.is_(None))
+                .values(outcome=RunOutcome.VOID.value, finished_at=now)
+                .returning(run_invoices.c.run_id)
+            )
+            run_ids = sorted({r.run_id for r in open_runs})
+            if run_ids:
+                await BillingRepository(self.conn).complete_runs(run_ids, now)
+        changed = await self._audit_many(
+            [(i, befores[i]) for i in ordered], "voided", actor, note, S.VOID, now
         )
-        run_ids = [r.run_id for r in open_runs]
-        if run_ids:
-            await BillingRepository(self.conn).complete_runs(run_ids, now)
-        changed = await self._audit(invoice_id, "voided", actor, note, before, S.VOID, now)
-        return ActionResult(True, S.VOID, before=before, invoice=changed)
+        by_id = dict(zip(ordered, changed, strict=True))
+        return [
+            (
+                i,
+                ActionResult(True, S.VOID, before=befores[i], invoice=by_id[i])
+                if i in by_id
+                else ActionResult(False, None),
+            )
+            for i in invoice_ids
+        ]
 
     async def attempts(self, invoice_id: int) -> list[Any]:
         rows = await self.conn.execute(

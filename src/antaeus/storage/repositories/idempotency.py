@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic
@@ -15,6 +16,14 @@ class StoredResponse:
     request_hash: str
     status_code: int
     body: str
+    headers: dict[str, str] | None  # the answer's own headers; None: stored before they were
+
+
+def _headers(text: str | None) -> dict[str, str] | None:
+    if text is None:
+        return None
+    loaded = json.loads(text)
+    return {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else None
 
 
 class IdempotencyRepository(Generic[Conn]):
@@ -30,10 +39,15 @@ class IdempotencyRepository(Generic[Conn]):
                     idempotency_keys.c.request_hash,
                     idempotency_keys.c.status_code,
                     idempotency_keys.c.response_body,
+                    idempotency_keys.c.response_headers,
                 ).where(idempotency_keys.c.scope == scope, idempotency_keys.c.key == key)
             )
         ).first()
-        return StoredResponse(row.request_hash, row.status_code, row.response_body) if row else None
+        if row is None:
+            return None
+        return StoredResponse(
+            row.request_hash, row.status_code, row.response_body, _headers(row.response_headers)
+        )
 
     async def save(
         self: IdempotencyRepository[WriteConnection],
@@ -43,6 +57,7 @@ class IdempotencyRepository(Generic[Conn]):
         status_code: int,
         body: str,
         now: datetime,
+        headers: dict[str, str] | None = None,
     ) -> None:
         await self.conn.execute(
             insert(idempotency_keys).values(
@@ -51,6 +66,7 @@ class IdempotencyRepository(Generic[Conn]):
                 request_hash=request_hash,
                 status_code=status_code,
                 response_body=body,
+                response_headers=json.dumps(headers or {}, sort_keys=True),
                 created_at=now,
             )
         )

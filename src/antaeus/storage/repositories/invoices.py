@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic
+from typing import Any, Generic, Literal
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, insert, or_, select, true
 
 from antaeus.domain.invoice import FailureReason, Invoice, InvoiceStatus
 from antaeus.domain.money import Currency, Money
@@ -26,6 +27,56 @@ def to_invoice(row: Any) -> Invoice:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class InvoiceFilter:
+    """Which invoices a list or a bulk action takes: every field given must match."""
+
+    status: InvoiceStatus | None = None
+    last_failure: FailureReason | None = None
+    customer_id: int | None = None
+    up_to_id: int | None = None  # none with a greater id (those created after a confirmation)
+
+    def empty(self) -> bool:
+        return self.status is None and self.last_failure is None and self.customer_id is None
+
+    def where(self) -> ColumnElement[bool]:
+        terms: list[ColumnElement[bool]] = []
+        if self.status is not None:
+            terms.append(invoices.c.status == self.status.value)
+        if self.last_failure is not None:
+            terms.append(invoices.c.last_failure == self.last_failure.value)
+        if self.customer_id is not None:
+            terms.append(invoices.c.customer_id == self.customer_id)
+        if self.up_to_id is not None:
+            terms.append(invoices.c.id <= self.up_to_id)
+        return and_(true(), *terms)
+
+
+@dataclass(frozen=True, slots=True)
+class MatchCount:
+    matched: int
+    allowed: int  # of those matched, how many the action's status rule allows now
+    last_id: int | None  # the greatest id matched
+
+
+#: what the bulk actions act on (storage/repositories/actions.py checks the same again,
+#: row by row): retry a FAILED invoice; void a FAILED one, or a PENDING one with no
+#: attempt of unknown outcome open
+BulkAction = Literal["retry", "void"]
+
+
+def allows(action: BulkAction) -> ColumnElement[bool]:
+    if action == "retry":
+        return invoices.c.status == InvoiceStatus.FAILED.value
+    return or_(
+        invoices.c.status == InvoiceStatus.FAILED.value,
+        and_(
+            invoices.c.status == InvoiceStatus.PENDING.value,
+            invoices.c.attempt_open_since.is_(None),
+        ),
+    )
+
+
 class InvoiceRepository(Generic[Conn]):
     def __init__(self, conn: Conn) -> None:
         self.conn = conn
@@ -41,14 +92,35 @@ class InvoiceRepository(Generic[Conn]):
         limit: int,
         status: InvoiceStatus | None = None,
         customer_id: int | None = None,
+        last_failure: FailureReason | None = None,
     ) -> list[Invoice]:
-        query = select(invoices).where(invoices.c.id > after)
-        if status is not None:
-            query = query.where(invoices.c.status == status.value)
-        if customer_id is not None:
-            query = query.where(invoices.c.customer_id == customer_id)
+        wanted = InvoiceFilter(status, last_failure, customer_id)
+        query = select(invoices).where(invoices.c.id > after, wanted.where())
         query = query.order_by(invoices.c.id).limit(limit)
         return [to_invoice(r) for r in await self.conn.execute(query)]
+
+    async def matching_ids(self, wanted: InvoiceFilter, *, after: int, limit: int) -> list[int]:
+        """The ids of up to `limit` invoices matching `wanted` with ids above `after`, in order."""
+        query = (
+            select(invoices.c.id)
+            .where(invoices.c.id > after, wanted.where())
+            .order_by(invoices.c.id)
+            .limit(limit)
+        )
+        return list((await self.conn.scalars(query)).all())
+
+    async def count_matching(self, wanted: InvoiceFilter, action: BulkAction) -> MatchCount:
+        """How many invoices match `wanted`, how many of them allow `action` now, the last id."""
+        row = (
+            await self.conn.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(case((allows(action), 1), else_=0)), 0),
+                    func.max(invoices.c.id),
+                ).where(wanted.where())
+            )
+        ).one()
+        return MatchCount(int(row[0]), int(row[1]), int(row[2]) if row[2] is not None else None)
 
     async def create(
         self: InvoiceRepository[WriteConnection],

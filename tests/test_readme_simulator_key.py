@@ -1,0 +1,29 @@
+"""The README names the simulator's own key as `antaeus provider serve` reads it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from antaeus.cli.provider import API_KEY_ENV
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+KEY_NAME = re.compile(r"ANTAEUS_[A-Z_]*API_KEY")
+
+
+def test_the_simulator_reads_antaeus_provider_api_key() -> None:
+    assert API_KEY_ENV == "ANTAEUS_PROVIDER_API_KEY"
+
+
+def test_every_line_on_the_simulators_key_names_it_rightly() -> None:
+    """A line saying which key the simulator takes names ANTAEUS_PROVIDER_API_KEY."""
+    about_it = [
+        line
+        for line in README.read_text(encoding="utf-8").splitlines()
+        if "simulator" in line.lower()
+        and KEY_NAME.search(line)
+        and not line.lstrip().startswith("export ANTAEUS_STRIPE")
+    ]
+    assert about_it, "the README no longer says which key the simulator takes"
+    wrong = [line for line in about_it if API_KEY_ENV not in line]
+    assert wrong == [], wrong
