@@ -107,6 +107,35 @@ def configure_logging(level: str, fmt: str) -> None:
     configure(level, fmt)
 
 
+def option_variables(command: Any) -> set[str]:
+    """Every `envvar` of an option in the command tree under `command` (`ANTAEUS_URL`, ...).
+
+    `command` is typer's click command (typer carries its own copy of click, so
+    groups are told by their `commands`, not by a class)."""
+    names: set[str] = set()
+    for param in getattr(command, "params", ()):
+        envvar = getattr(param, "envvar", None)
+        if isinstance(envvar, str):
+            names.add(envvar)
+        elif envvar:
+            names.update(envvar)
+    for sub in (getattr(command, "commands", None) or {}).values():
+        names |= option_variables(sub)
+    return names
+
+
+def check_environment(root: Any) -> None:
+    """Refuse to start on an `ANTAEUS_*` variable (environment or `.env`) that nothing reads:
+    a misspelt `ANTAEUS_SCHEDUL=external` would otherwise leave the automatic schedule on."""
+    import os
+
+    from antaeus.config import environment_problems
+
+    problems = environment_problems(os.environ, option_variables(root))
+    if problems:
+        fail(f"unknown setting: {escape('; '.join(problems))}")
+
+
 def load_settings() -> Settings:
     from pydantic import ValidationError
 

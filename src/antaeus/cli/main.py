@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import signal
+import sys
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,6 +13,7 @@ import typer
 
 from antaeus.cli import audit, billing, provider, reconcile
 from antaeus.cli.common import (
+    check_environment,
     err,
     fail,
     freeze_heap,
@@ -51,6 +53,13 @@ app.add_typer(token_app, name="token")
 app.add_typer(provider.app, name="provider")
 
 DEFAULT_TOKEN_NAME = "admin"
+
+
+@app.callback()
+def _before_every_command(ctx: typer.Context) -> None:
+    # Before any command does anything (help aside): an unknown ANTAEUS_* variable stops it.
+    if "--help" not in sys.argv[1:] and not ctx.resilient_parsing:
+        check_environment(ctx.find_root().command)
 
 
 async def _ensure_token(db: Database, settings: Settings, port: int, host: str) -> None:
