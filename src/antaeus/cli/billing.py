@@ -513,10 +513,7 @@ def _needs_person_lines(waiting: NeedsPersonRows, settings: Settings) -> list[st
             f"'http://{host}:{settings.PORT}/rest/v1/invoices?status={status}' "
             "(or the dashboard's invoice list)"
         )
-    lines.append(
-        "  each also went to the log as invoice_needs_person (with ANTAEUS_LOG_LEVEL=info "
-        "bill prints those lines too)"
-    )
+    lines.append("  one log line each (invoice_needs_person): ANTAEUS_LOG_LEVEL=info antaeus bill")
     return lines
 
 
@@ -587,7 +584,8 @@ def bill(
         limit = timeout if timeout is not None else float("inf")
         quiet = _quiet_needs_person(settings)
         if quiet:
-            drop_events(EVENT)
+            # each of these invoices is in the summary (charge_rejected: as provider_rejected)
+            drop_events(EVENT, "charge_rejected")
         count = processes or default_processes(settings.DATABASE_URL)
         followed, stopping, stats, waiting = run(
             _bill_direct(settings, time.monotonic() + limit, count)
