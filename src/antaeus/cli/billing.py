@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from antaeus.cli.common import (
     err,
@@ -41,16 +42,30 @@ OUTCOMES = ("paid", "failed", "review", "rescheduled", "void")
 
 async def _wait_for_schema(db: Database, stop: asyncio.Event) -> None:
     """Workers never migrate; they wait for `serve` or `antaeus db upgrade` to do it."""
+    from antaeus.cli.common import newer_schema
     from antaeus.storage import migrate
+    from antaeus.storage.problems import database_problem
 
     warned = False
     while not stop.is_set():
         try:
-            if await migrate.is_up_to_date(db):
+            current = await migrate.current_revision(db)
+            if current == migrate.head_revision():
                 return
+            if not migrate.is_known(current):
+                fail(newer_schema(current))
             reason = "the database schema is not current (run `antaeus db upgrade`)"
+        except typer.Exit:
+            raise
         except Exception as exc:  # unreachable database: say so, keep trying
-            reason = f"cannot reach the database: {scrub(str(exc), db.url)}"
+            problem = database_problem(exc, db.url)
+            if problem is not None and problem.lasting:  # waiting does not help
+                fail(escape(problem.message))
+            reason = (
+                problem.message
+                if problem is not None
+                else f"cannot reach the database: {scrub(str(exc), db.url)}"
+            )
         if not warned:
             err.print(f"[yellow]waiting:[/] {reason}", highlight=False)
             warned = True

@@ -19,6 +19,7 @@ from antaeus.cli.common import (
     freeze_heap,
     listen_socket,
     load_settings,
+    newer_schema,
     out,
     prepare,
     run,
@@ -221,6 +222,8 @@ def db_upgrade(
         db = Database.from_settings(settings)
         try:
             before = await migrate.current_revision(db)
+            if not migrate.is_known(before):
+                fail(newer_schema(before))
             await migrate.upgrade(db, revision)
             after = await migrate.current_revision(db)
         finally:
