@@ -28,7 +28,9 @@ from antaeus.storage.repositories.billing import BillingRepository
 
 log = structlog.get_logger("antaeus.service")
 
-Trigger = Literal["schedule", "api", "cli"]
+#: who opened a run: the scheduler, `POST /rest/v1/billing`, `antaeus bill`, or a
+#: person's retry of one invoice (a run of that invoice alone)
+Trigger = Literal["schedule", "api", "cli", "retry"]
 
 
 # -- runs -------------------------------------------------------------------------
@@ -182,14 +184,28 @@ async def _act(
 async def retry(
     db: Database, clock: Clock, invoice_id: int, *, actor: str, note: str | None = None
 ) -> Invoice:
-    """A FAILED invoice becomes PENDING and due now; its next charge is a new attempt."""
-    return await _act(
-        db,
-        invoice_id,
-        "retried",
-        actor,
-        lambda repo: repo.retry(invoice_id, actor, note, clock.now()),
-    )
+    """A FAILED invoice becomes PENDING and due now; its next charge is a new attempt.
+
+    In the same transaction a run of that invoice alone opens, with the trigger
+    `retry`: the person's action is what charges it (in either schedule), and
+    the run says so (not `schedule`).
+    """
+    opened: list[int] = []
+    now = clock.now()
+
+    async def change(repo: ActionRepository[WriteConnection]) -> ActionResult:
+        result = await repo.retry(invoice_id, actor, note, now)
+        if result.ok:
+            run_id = await BillingRepository(repo.conn).open_run(
+                "retry", now, now, skip_if_empty=True, only_invoice=invoice_id
+            )
+            opened.extend([run_id] if run_id is not None else [])
+        return result
+
+    invoice = await _act(db, invoice_id, "retried", actor, change)
+    for run_id in opened:
+        _run_opened(run_id, "retry")
+    return invoice
 
 
 async def resolve(
