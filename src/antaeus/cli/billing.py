@@ -365,8 +365,10 @@ async def _open_runs(db: Database) -> list[tuple[int, int, int]]:
 
 
 async def _bill_direct(
-    settings: Settings, deadline: float, processes: int
+    settings: Settings, deadline: float, processes: int, *, summarize: bool = False
 ) -> tuple[Followed, GracefulStop, WorkerStats, NeedsPersonRows]:
+    """Resume the runs left open, then open a run and follow it; charges here (or in
+    `processes` workers). With `summarize`, also answers what the runs left for a person."""
     from antaeus.billing.runs_view import runs_json
     from antaeus.billing.service import open_run
     from antaeus.billing.worker import Worker, worker_settings
@@ -468,8 +470,10 @@ async def _bill_direct(
         if supervisor is not None and supervisor.failure:
             fail(supervisor.failure)
         followed = [await fetcher(state["id"])() for state in followed]
-        async with db.read() as conn:
-            waiting = await BillingRepository(conn).needs_person([s["id"] for s in followed])
+        waiting: NeedsPersonRows = []
+        if summarize:
+            async with db.read() as conn:
+                waiting = await BillingRepository(conn).needs_person([s["id"] for s in followed])
         stats = w.stats if w is not None else supervisor_totals(supervisor)
         return followed, stopping, stats, waiting
     finally:
@@ -602,11 +606,10 @@ def bill(
             # each of these invoices is in the summary (charge_rejected: as provider_rejected)
             drop_events(EVENT, "charge_rejected")
         count = processes or default_processes(settings.DATABASE_URL)
+        # (not quiet: each invoice that needs a person was a log line already)
         followed, stopping, stats, waiting = run(
-            _bill_direct(settings, time.monotonic() + limit, count)
+            _bill_direct(settings, time.monotonic() + limit, count, summarize=quiet)
         )
-        if not quiet:
-            waiting = []  # each was a log line already
     state = followed[-1]
     if stopping.signal is not None and state["status"] != "completed":
         counts = state["counts"]
