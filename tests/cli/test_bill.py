@@ -225,3 +225,18 @@ def test_bill_in_a_terminal_sums_up_what_needs_a_person_instead_of_a_line_each(c
     assert code == 0, verbose
     assert re.search(r"invoice_needs_person.*invoice_id=", verbose), verbose
     assert "invoices need a person:" not in verbose
+
+
+def test_bill_charging_here_has_no_time_limit_by_default(cli: Cli) -> None:
+    """Issue 20, item 14: `bill` gave up on a large run going well at its default 900 s."""
+    import typer
+
+    from antaeus.cli.billing import bill
+
+    default = typer.main.get_command_from_info(  # the option as the command declares it
+        typer.models.CommandInfo(callback=bill), pretty_exceptions_short=True, rich_markup_mode=None
+    )
+    [timeout] = [p for p in default.params if p.name == "timeout"]
+    assert timeout.default is None  # None: no limit here, 900 s with --url
+    shown = cli.ok("bill", "--help").stdout
+    assert "no limit when charging" in " ".join(shown.split())
