@@ -122,3 +122,22 @@ def test_an_empty_api_token_is_no_token(monkeypatch: pytest.MonkeyPatch) -> None
     for empty in ("", "   "):
         monkeypatch.setenv("ANTAEUS_API_TOKEN", empty)
         assert Settings().API_TOKEN is None
+
+
+def test_setting_names_come_from_the_model() -> None:
+    from antaeus.config import setting_names
+
+    names = setting_names()
+    assert {f"ANTAEUS_{field}" for field in Settings.model_fields} == names
+    assert "ANTAEUS_SCHEDULE" in names
+
+
+def test_an_unknown_variable_names_the_closest_setting() -> None:
+    from antaeus.config import unknown_variables
+
+    assert unknown_variables(["ANTAEUS_SCHEDUL", "HOME", "ANTAEUS_SCHEDULE"]) == [
+        "ANTAEUS_SCHEDUL is not a setting (did you mean ANTAEUS_SCHEDULE?)"
+    ]
+    assert unknown_variables(["ANTAEUS_URL"], allowed=["ANTAEUS_URL"]) == []
+    assert unknown_variables(["ANTAEUS_TEST_POSTGRES_URL", "ANTAEUS_FUZZ_X"]) == []
+    assert unknown_variables(["ANTAEUS_FAILPOINT", "ANTAEUS_SUPERVISOR_FD"]) == []

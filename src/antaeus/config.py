@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from functools import lru_cache
 from typing import Annotated, Literal
@@ -360,6 +362,58 @@ def settings_error_message(exc: ValidationError) -> str:
             message = f"ANTAEUS_{names[0].upper()}: {message}"
         problems.append(message.replace("\n", " "))
     return "; ".join(problems) or "invalid settings"
+
+
+#: `ANTAEUS_*` variables the project itself sets that are not settings: the fd a
+#: supervised worker talks to its parent on, and the crash tests' failpoint.
+INTERNAL_VARIABLES = frozenset({"ANTAEUS_SUPERVISOR_FD", "ANTAEUS_FAILPOINT"})
+#: prefixes left to the test suite (`ANTAEUS_TEST_POSTGRES_URL`, `ANTAEUS_FUZZ_MAX_EXAMPLES`)
+TEST_PREFIXES = ("ANTAEUS_TEST_", "ANTAEUS_FUZZ_")
+PREFIX = "ANTAEUS_"
+
+
+def setting_names() -> frozenset[str]:
+    """Every setting's variable (`ANTAEUS_SCHEDULE`, ...), from the model itself."""
+    prefix = str(Settings.model_config.get("env_prefix", PREFIX))
+    return frozenset(f"{prefix}{name}".upper() for name in Settings.model_fields)
+
+
+def unknown_variables(given: Iterable[str], allowed: Iterable[str] = ()) -> list[str]:
+    """One message per `ANTAEUS_*` name in `given` that nothing reads, with the closest
+    real name when one is close ("did you mean ANTAEUS_SCHEDULE?").
+
+    Known: the settings, `allowed` (the CLI options' variables), `INTERNAL_VARIABLES`,
+    and the test suite's `ANTAEUS_TEST_*` and `ANTAEUS_FUZZ_*`. Names are compared
+    upper-cased, as the settings are read (`case_sensitive=False`).
+    """
+    known = setting_names() | INTERNAL_VARIABLES | {a.upper() for a in allowed}
+    problems = []
+    for name in sorted({g.upper() for g in given}):
+        if not name.startswith(PREFIX) or name in known or name.startswith(TEST_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "see the settings in the README"
+        problems.append(f"{name} is not a setting ({hint})")
+    return problems
+
+
+def dotenv_names(path: str = ".env") -> list[str]:
+    """The variables a `.env` file (read by `Settings` too) names; none without the file."""
+    from dotenv import dotenv_values
+
+    try:
+        return list(dotenv_values(path))
+    except OSError:
+        return []
+
+
+def environment_problems(environ: Mapping[str, str], allowed: Iterable[str] = ()) -> list[str]:
+    """`unknown_variables` over the environment and the `.env` file `Settings` reads."""
+    env_file = Settings.model_config.get("env_file")
+    names = list(environ)
+    if isinstance(env_file, str):
+        names += dotenv_names(env_file)
+    return unknown_variables(names, allowed)
 
 
 @lru_cache(maxsize=1)

@@ -25,7 +25,7 @@ from antaeus.payments.provider import OutcomeUnknownError
 from antaeus.payments.simulated import Account, SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.invoices import InvoiceFilter
-from antaeus.storage.tables import events, invoice_actions
+from antaeus.storage.tables import events, invoice_actions, invoices
 from tests.api.test_billing_api import (
     charge,
     get_json,
@@ -124,6 +124,28 @@ async def test_bulk_retry_acts_on_every_matching_invoice_each_in_the_audit(
 
     again = await client.post(RETRY, json={"status": "FAILED", "lastFailure": "customer_not_found"})
     assert again.json() == {"matched": 0, "acted": 0, "skipped": 0}
+
+
+async def test_bulk_retry_opens_a_run_of_the_retried_invoices_with_the_trigger_retry(
+    client: httpx.AsyncClient,
+    database: Database,
+    clock: ManualClock,
+    simulator: SimulatedPaymentProvider,  # noqa: F811
+) -> None:
+    """As a single retry does: the person's action charges them, and the run says so."""
+    world = await _a_billed_world(client, database, clock, simulator)
+    other = await new_invoice(client, await new_customer(client))  # due, in no run
+    before = {r["id"] for r in await get_json(client, "/rest/v1/billing/runs")}
+    response = await client.post(RETRY, json={"lastFailure": "customer_not_found"})
+    assert response.json() == {"matched": 6, "acted": 6, "skipped": 0}
+    runs = [r for r in await get_json(client, "/rest/v1/billing/runs") if r["id"] not in before]
+    assert [(r["trigger"], r["counts"]["due"]) for r in runs] == [("retry", 6)]
+    async with database.read() as conn:
+        in_run = set(
+            await conn.scalars(select(invoices.c.id).where(invoices.c.run_id == runs[0]["id"]))
+        )
+    assert in_run == set(world["not_found"])
+    assert other not in in_run  # the person's run takes only what the person retried
 
 
 async def test_bulk_retry_skips_matching_invoices_that_do_not_allow_it(

@@ -186,3 +186,38 @@ async def test_the_note_reads_back_exactly(client: httpx.AsyncClient) -> None:
     assert response.status_code == 200, response.text
     [entry] = await get_json(client, f"/rest/v1/invoices/{iid}/actions")
     assert entry["note"] == note
+
+
+async def test_a_persons_retry_opens_a_run_of_that_invoice_with_the_trigger_retry(
+    client: httpx.AsyncClient,
+    database: Database,
+    clock: ManualClock,
+    simulator: SimulatedPaymentProvider,  # noqa: F811
+) -> None:
+    """Issue 20, item 17: a single-invoice retry opened a run that said `schedule`."""
+    failed = await failed_invoice(client, database, clock, simulator)
+    other = await new_invoice(client, await new_customer(client))  # due, in no run
+    before = {r["id"] for r in await get_json(client, "/rest/v1/billing/runs")}
+    response = await client.post(f"/rest/v1/invoices/{failed}/retry", json={"note": "fixed"})
+    assert response.status_code == 200, response.text
+    runs = [r for r in await get_json(client, "/rest/v1/billing/runs") if r["id"] not in before]
+    assert [(r["trigger"], r["status"], r["counts"]["due"]) for r in runs] == [
+        ("retry", "running", 1)
+    ]
+    invoice = await get_json(client, f"/rest/v1/invoices/{failed}")
+    assert invoice["status"] == "PENDING"
+    other_now = await get_json(client, f"/rest/v1/invoices/{other}")
+    assert other_now["status"] == "PENDING"  # not taken by the person's run
+    async with database.read() as conn:
+        from sqlalchemy import text
+
+        members = (
+            await conn.execute(
+                text("SELECT invoice_id FROM run_invoices WHERE run_id = :r"), {"r": runs[0]["id"]}
+            )
+        ).all()
+    assert [m[0] for m in members] == [failed]
+    # a second retry of the same invoice is refused (it is PENDING now) and opens nothing
+    again = await client.post(f"/rest/v1/invoices/{failed}/retry")
+    assert again.status_code == 409, again.text
+    assert len(await get_json(client, "/rest/v1/billing/runs")) == len(before) + 1

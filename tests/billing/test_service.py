@@ -7,6 +7,7 @@ it, so none can change the database without its log line and metric.
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -169,7 +170,10 @@ async def test_the_cli_bill_opens_its_run_through_the_service(
     )
     before = runs_counted("cli")
     with capture_logs() as logs:
-        state, _stopping, _stats = await _bill_direct(settings, 30, 1)
+        followed, _stopping, _stats, _waiting = await _bill_direct(
+            settings, time.monotonic() + 30, 1
+        )
+    [state] = followed  # no run was left open: one new run
     assert state["status"] == "completed"
     assert [(e["run_id"], e["trigger"]) for e in logs if e["event"] == "run_opened"] == [
         (state["id"], "cli")

@@ -154,3 +154,89 @@ def test_the_demo_shows_every_outcome_and_fixing_the_cause_is_what_pays(cli: Cli
     assert unfixed_reason == "customer_not_found"  # a plain retry changed nothing
     [(review_status,)] = cli.query(f"SELECT status FROM invoices WHERE id = {review}")
     assert review_status == "PAID"
+
+
+def _in_a_terminal(cli: Cli, *args: str, timeout: float = 120) -> tuple[int, str]:
+    """`antaeus ARGS` with a pseudo-terminal as stdin, stdout and stderr (as a person runs it);
+    answers its exit code and everything it wrote."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    env = {**cli.env, "TERM": "xterm-256color", "COLUMNS": "200", "LINES": "50"}
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "antaeus", *args],
+        cwd=cli.cwd,
+        env=env,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # EIO: every end of the terminal closed (the process exited)
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(leader)
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+    shown = b"".join(chunks).decode("utf-8", "replace")
+    return process.returncode, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)  # no colours
+
+
+def test_bill_in_a_terminal_sums_up_what_needs_a_person_instead_of_a_line_each(cli: Cli) -> None:
+    """Issue 20, item 17: 20,000 invoices scrolled 1,813 coloured `invoice_needs_person`
+    warnings through the bar. In a terminal: the bar (with its expected end), then one
+    summary by reason with the first ids and the request that lists them all."""
+    cli.env.update(ANTAEUS_SIMULATED_LATENCY_MS="150", ANTAEUS_WORKER_CONCURRENCY="20")
+    cli.ok("seed", "--seed", "1", "--customers", "300", "--invoices-per-customer", "1")
+    code, shown = _in_a_terminal(cli, "bill", "--processes", "1")
+    assert code == 0, shown
+    assert "invoice_id=" not in shown  # no per-invoice line
+    assert "ends ~" in shown, shown  # the bar's expected end
+    waiting = dict(
+        cli.query(
+            "SELECT last_failure, count(*) FROM invoices "
+            "WHERE status IN ('FAILED', 'REVIEW') GROUP BY last_failure"
+        )
+    )
+    assert waiting, "the seeded profiles leave some invoices for a person"
+    total = sum(waiting.values())
+    assert f"{total:,} invoices need a person:" in shown, shown
+    for reason, count in waiting.items():
+        assert re.search(rf"{reason}\s+{count:,}\s+invoices \d+", shown), (reason, shown)
+    assert "/rest/v1/invoices?status=FAILED" in shown
+
+    # asked for, the per-invoice lines are printed (and the summary is left to them)
+    cli.ok("seed", "--seed", "2", "--append", "--customers", "300", "--invoices-per-customer", "1")
+    cli.env["ANTAEUS_LOG_LEVEL"] = "info"
+    code, verbose = _in_a_terminal(cli, "bill", "--processes", "1")
+    assert code == 0, verbose
+    assert re.search(r"invoice_needs_person.*invoice_id=", verbose), verbose
+    assert "invoices need a person:" not in verbose
+
+
+def test_bill_charging_here_has_no_time_limit_by_default(cli: Cli) -> None:
+    """Issue 20, item 14: `bill` gave up on a large run going well at its default 900 s."""
+    import typer
+
+    from antaeus.cli.billing import bill
+
+    default = typer.main.get_command_from_info(  # the option as the command declares it
+        typer.models.CommandInfo(callback=bill), pretty_exceptions_short=True, rich_markup_mode=None
+    )
+    [timeout] = [p for p in default.params if p.name == "timeout"]
+    assert timeout.default is None  # None: no limit here, 900 s with --url
+    shown = cli.ok("bill", "--help").stdout
+    assert "no limit when charging" in " ".join(shown.split())

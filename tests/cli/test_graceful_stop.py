@@ -14,11 +14,13 @@ asyncpg's pool being cancelled while it closed).
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -152,6 +154,45 @@ def test_bill_interrupted_leaves_the_run_open_with_one_line(cli: Cli) -> None:
     assert (cli.cwd / "bill.stdout").read_text() == ""  # no summary table for a run cut short
     [(status,)] = cli.query("SELECT status FROM billing_runs")
     assert status == "running"
+    _assert_nothing_held(cli)
+
+
+def test_bill_after_ctrl_c_resumes_the_open_run_and_charges_each_invoice_once(cli: Cli) -> None:
+    """Issue 20, item 14: `bill` after a Ctrl-C printed a new run "completed, due 0" while
+    the interrupted run stayed `running`. It resumes the open run first (saying so, with
+    its id and what is left), then opens a new one."""
+    _slow_provider(cli)
+    cli.ok("seed", "--seed", "14", "--customers", "200", "--invoices-per-customer", "1")
+    with started(cli, "bill", "--processes", "1", name="bill") as (process, stderr):
+        _wait_for_paid(cli, 5)
+        lines = _signal_and_wait(process, stderr, signal.SIGINT)
+    assert process.returncode == 128 + signal.SIGINT, stderr.read_text()
+    assert "`antaeus bill` resumes it" in "".join(lines)
+    [(run_id, status)] = cli.query("SELECT id, status FROM billing_runs")
+    assert status == "running"
+    [(left,)] = cli.query(
+        f"SELECT count(*) FROM run_invoices WHERE run_id = {run_id} AND outcome IS NULL"
+    )
+    assert 0 < left < 200
+
+    cli.env["ANTAEUS_SIMULATED_LATENCY_MS"] = "50"
+    again = cli.ok("bill", "--processes", "1")
+    assert f"resuming run {run_id}: {left:,} of 200 invoices left" in again.stderr, again.stderr
+    assert f"billing run {run_id} (completed)" in again.stdout, again.stdout
+    runs = cli.query("SELECT id, status FROM billing_runs ORDER BY id")
+    assert [s for _, s in runs] == ["completed", "completed"], runs
+    assert f"run {runs[-1][0]} completed" in again.stdout
+    # every invoice of the interrupted run paid, each charged exactly once at the provider
+    members = {
+        i for (i,) in cli.query(f"SELECT invoice_id FROM run_invoices WHERE run_id = {run_id}")
+    }
+    assert len(members) == 200
+    paid = {i for (i,) in cli.query("SELECT id FROM invoices WHERE status = 'PAID'")}
+    assert members <= paid
+    charges = json.loads(cli.ok("provider", "ledger").stdout)["charges"]
+    per_invoice = Counter(c["invoiceId"] for c in charges)
+    assert {i: n for i, n in per_invoice.items() if n != 1} == {}
+    assert members <= set(per_invoice)
     _assert_nothing_held(cli)
 
 

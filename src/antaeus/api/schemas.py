@@ -500,7 +500,7 @@ class RunCounts(BaseModel):
 
 class RunRead(BaseModel):
     id: int
-    trigger: Literal["schedule", "api", "cli"]
+    trigger: Literal["schedule", "api", "cli", "retry"]
     status: Literal["running", "completed"]
     startedAt: datetime  # noqa: N815
     completedAt: datetime | None  # noqa: N815

@@ -31,7 +31,9 @@ from antaeus.storage.repositories.invoices import BulkAction, InvoiceFilter, Inv
 
 log = structlog.get_logger("antaeus.service")
 
-Trigger = Literal["schedule", "api", "cli"]
+#: who opened a run: the scheduler, `POST /rest/v1/billing`, `antaeus bill`, or a
+#: person's retry of one invoice (a run of that invoice alone)
+Trigger = Literal["schedule", "api", "cli", "retry"]
 
 
 # -- runs -------------------------------------------------------------------------
@@ -190,14 +192,28 @@ def _said(invoice_id: int, action: str, actor: str, result: ActionResult) -> Non
 async def retry(
     db: Database, clock: Clock, invoice_id: int, *, actor: str, note: str | None = None
 ) -> Invoice:
-    """A FAILED invoice becomes PENDING and due now; its next charge is a new attempt."""
-    return await _act(
-        db,
-        invoice_id,
-        "retried",
-        actor,
-        lambda repo: repo.retry(invoice_id, actor, note, clock.now()),
-    )
+    """A FAILED invoice becomes PENDING and due now; its next charge is a new attempt.
+
+    In the same transaction a run of that invoice alone opens, with the trigger
+    `retry`: the person's action is what charges it (in either schedule), and
+    the run says so (not `schedule`).
+    """
+    opened: list[int] = []
+    now = clock.now()
+
+    async def change(repo: ActionRepository[WriteConnection]) -> ActionResult:
+        result = await repo.retry(invoice_id, actor, note, now)
+        if result.ok:
+            run_id = await BillingRepository(repo.conn).open_run(
+                "retry", now, now, skip_if_empty=True, only_invoice=invoice_id
+            )
+            opened.extend([run_id] if run_id is not None else [])
+        return result
+
+    invoice = await _act(db, invoice_id, "retried", actor, change)
+    for run_id in opened:
+        _run_opened(run_id, "retry")
+    return invoice
 
 
 async def resolve(
@@ -267,12 +283,15 @@ async def bulk_action(
     an invoice meanwhile makes it a skip, never a double action. One transaction
     per `batch` invoices, read by ascending id after the last one done: memory
     stays bounded and no transaction holds the invoices for long. A repeat acts
-    on what is left.
+    on what is left. Each batch's retried invoices are charged by a run of their
+    own, opened in the same transaction with the trigger `retry`, as a single
+    retry's is (in either schedule).
     """
     if wanted.empty():
         raise ValueError("a bulk action needs at least one filter field")
     done = "retried" if action == "retry" else "voided"
     matched = acted = 0
+    opened: list[int] = []
     after = 0
     while True:
         results: list[tuple[int, ActionResult]] = []
@@ -280,7 +299,14 @@ async def bulk_action(
             ids = await InvoiceRepository(conn).matching_ids(wanted, after=after, limit=batch)
             repo = ActionRepository(conn)
             if ids and action == "retry":
-                results = await repo.retry_many(ids, actor, note, clock.now())
+                now = clock.now()
+                results = await repo.retry_many(ids, actor, note, now)
+                retried = [invoice_id for invoice_id, r in results if r.ok]
+                if retried:  # as a single retry: the person's action charges them, in a run
+                    run_id = await BillingRepository(conn).open_run(  # saying so
+                        "retry", now, now, skip_if_empty=True, only_invoices=retried
+                    )
+                    opened.extend([run_id] if run_id is not None else [])
             elif ids:
                 results = await repo.void_many(ids, actor, note, clock.now())
         for invoice_id, result in results:
@@ -291,6 +317,8 @@ async def bulk_action(
         if len(ids) < batch:
             break
         after = ids[-1]
+    for run_id in opened:
+        _run_opened(run_id, "retry")
     outcome = BulkResult(matched, acted, matched - acted)
     log.info(
         "invoices_bulk_action",

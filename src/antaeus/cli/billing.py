@@ -7,9 +7,11 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from antaeus.cli.common import (
     err,
@@ -41,16 +43,30 @@ OUTCOMES = ("paid", "failed", "review", "rescheduled", "void")
 
 async def _wait_for_schema(db: Database, stop: asyncio.Event) -> None:
     """Workers never migrate; they wait for `serve` or `antaeus db upgrade` to do it."""
+    from antaeus.cli.common import newer_schema
     from antaeus.storage import migrate
+    from antaeus.storage.problems import database_problem
 
     warned = False
     while not stop.is_set():
         try:
-            if await migrate.is_up_to_date(db):
+            current = await migrate.current_revision(db)
+            if current == migrate.head_revision():
                 return
+            if not migrate.is_known(current):
+                fail(newer_schema(current))
             reason = "the database schema is not current (run `antaeus db upgrade`)"
+        except typer.Exit:
+            raise
         except Exception as exc:  # unreachable database: say so, keep trying
-            reason = f"cannot reach the database: {scrub(str(exc), db.url)}"
+            problem = database_problem(exc, db.url)
+            if problem is not None and problem.lasting:  # waiting does not help
+                fail(escape(problem.message))
+            reason = (
+                problem.message
+                if problem is not None
+                else f"cannot reach the database: {scrub(str(exc), db.url)}"
+            )
         if not warned:
             err.print(f"[yellow]waiting:[/] {reason}", highlight=False)
             warned = True
@@ -240,7 +256,27 @@ def _summary(run_json: dict[str, Any]) -> Table:
 
 
 def _columns() -> tuple[ProgressColumn, ...]:
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.text import Text
+
+    class EndColumn(ProgressColumn):
+        """The run's expected end (local time) and what is left of it, from the recent pace."""
+
+        max_refresh = 1.0
+
+        def render(self, task: Task) -> Text:
+            left = task.time_remaining
+            if task.finished or left is None or task.completed < 1:
+                return Text("")
+            end = datetime.now().astimezone() + timedelta(seconds=left)
+            return Text(f"ends ~{end:%H:%M:%S} ({timedelta(seconds=round(left))} left)")
 
     return (
         TextColumn("run {task.fields[run]}"),
@@ -248,6 +284,7 @@ def _columns() -> tuple[ProgressColumn, ...]:
         MofNCompleteColumn(),
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
+        EndColumn(),
     )
 
 
@@ -257,19 +294,18 @@ RunProgress = tuple[str, int, str | None]
 
 async def _follow(
     fetch: Callable[[], Awaitable[dict[str, Any]]],
-    wait_seconds: float,
+    deadline: float,
     stop: asyncio.Event,
     tick: Callable[[], Awaitable[None]] | None = None,
     progress: Callable[[], Awaitable[RunProgress]] | None = None,
 ) -> dict[str, Any]:
-    """Show a progress bar until the run completes, `timeout` passes or `stop` is set;
-    answers the run's last state.
+    """Show a progress bar until the run completes, `deadline` (monotonic; inf: none)
+    passes or `stop` is set; answers the run's last state.
 
     `progress`, when given, is polled instead of `fetch` (which counts every
     membership of the run and sums what it collected: its cost grows with the
     run), and `fetch` is called once more at the end.
     """
-    deadline = time.monotonic() + wait_seconds
     state = await fetch()
     if progress is not None:
         await _follow_bar(state, progress, deadline, stop, tick)
@@ -319,9 +355,30 @@ async def _follow_bar(
                 await asyncio.sleep(0.25)
 
 
+#: what `bill` followed: each run's last state (resumed runs first, the new run last)
+Followed = list[dict[str, Any]]
+#: (status, reason, count, first invoice ids) of what the followed runs left for a person
+NeedsPersonRows = list[tuple[str, str, int, list[int]]]
+
+
+async def _open_runs(db: Database) -> list[tuple[int, int, int]]:
+    """(run id, invoices, invoices left) of every run still open, oldest first."""
+    from antaeus.storage.repositories.billing import BillingRepository
+
+    async with db.read() as conn:
+        repo = BillingRepository(conn)
+        found = []
+        for run_id in sorted(await repo.running_run_ids()):
+            due = (await repo.run_stats([run_id]))[run_id].counts["due"]
+            found.append((run_id, due, await repo.open_members(run_id)))
+        return found
+
+
 async def _bill_direct(
-    settings: Settings, wait_seconds: float, processes: int
-) -> tuple[dict[str, Any], GracefulStop, WorkerStats]:
+    settings: Settings, deadline: float, processes: int, *, summarize: bool = False
+) -> tuple[Followed, GracefulStop, WorkerStats, NeedsPersonRows]:
+    """Resume the runs left open, then open a run and follow it; charges here (or in
+    `processes` workers). With `summarize`, also answers what the runs left for a person."""
     from antaeus.billing.runs_view import runs_json
     from antaeus.billing.service import open_run
     from antaeus.billing.worker import Worker, worker_settings
@@ -342,24 +399,36 @@ async def _bill_direct(
     supervisor: Supervisor | None = None
     try:
         await prepare(db, allow_migrate=True)
-        opened = await open_run(db, clock, settings.policy(), "cli")
-        if opened is None:  # only a run that may be skipped is ever None
-            fail("no run was opened")
-        run_id: int = opened
+        # A run left open (a Ctrl-C, a crash) is finished first: its invoices
+        # belong to it, and a new run would only take what is due besides them.
+        resumed = await _open_runs(db)
+        for run_id, due, left in resumed:
+            err.print(
+                f"resuming run {run_id}: {left:,} of {due:,} invoices left "
+                "(it was left open; it completes before a new run opens)",
+                highlight=False,
+                soft_wrap=True,
+            )
 
-        async def fetch() -> dict[str, Any]:
-            async with db.read() as conn:
-                return (await runs_json(conn, [run_id]))[0]
+        def fetcher(run_id: int) -> Callable[[], Awaitable[dict[str, Any]]]:
+            async def fetch() -> dict[str, Any]:
+                async with db.read() as conn:
+                    return (await runs_json(conn, [run_id]))[0]
 
-        async def progress() -> RunProgress:
-            async with db.read() as conn:
-                repo = BillingRepository(conn)
-                run = await repo.get_run(run_id)
-                paused, _ = await repo.pause_state()
-                left = await repo.open_members(run_id)
-            return (run.status if run else "completed", left, paused)
+            return fetch
 
-        stop = asyncio.Event()  # set by a signal, the run's end or the timeout
+        def progresser(run_id: int) -> Callable[[], Awaitable[RunProgress]]:
+            async def progress() -> RunProgress:
+                async with db.read() as conn:
+                    repo = BillingRepository(conn)
+                    run = await repo.get_run(run_id)
+                    paused, _ = await repo.pause_state()
+                    left = await repo.open_members(run_id)
+                return (run.status if run else "completed", left, paused)
+
+            return progress
+
+        stop = asyncio.Event()  # set by a signal, the runs' end or the timeout
         if processes > 1:
             # The run is open (once, here); N worker processes charge it and
             # this process follows it (its provider only checked the settings).
@@ -385,8 +454,24 @@ async def _bill_direct(
                     fail(supervisor.failure)
             await asyncio.sleep(0.1)
 
+        followed: Followed = []
         try:
-            await _follow(fetch, wait_seconds, stopping.event, tick, progress)
+            for run_id, _, _ in resumed:
+                state = await _follow(
+                    fetcher(run_id), deadline, stopping.event, tick, progresser(run_id)
+                )
+                followed.append(state)
+                if state["status"] != "completed":  # stopped or out of time
+                    break
+            else:
+                opened = await open_run(db, clock, settings.policy(), "cli")
+                if opened is None:  # only a run that may be skipped is ever None
+                    fail("no run was opened")
+                followed.append(
+                    await _follow(
+                        fetcher(opened), deadline, stopping.event, tick, progresser(opened)
+                    )
+                )
         finally:
             stop.set()  # the workers record the calls in flight, then return
             await charging
@@ -394,7 +479,13 @@ async def _bill_direct(
                 await supervisor.aclose()
         if supervisor is not None and supervisor.failure:
             fail(supervisor.failure)
-        return await fetch(), stopping, w.stats if w is not None else supervisor_totals(supervisor)
+        followed = [await fetcher(state["id"])() for state in followed]
+        waiting: NeedsPersonRows = []
+        if summarize:
+            async with db.read() as conn:
+                waiting = await BillingRepository(conn).needs_person([s["id"] for s in followed])
+        stats = w.stats if w is not None else supervisor_totals(supervisor)
+        return followed, stopping, stats, waiting
     finally:
         stopping.uninstall()
         await provider.aclose()
@@ -408,7 +499,7 @@ def supervisor_totals(supervisor: Supervisor | None) -> WorkerStats:
 
 
 async def _bill_remote(
-    url: str, token: str, wait_seconds: float
+    url: str, token: str, deadline: float
 ) -> tuple[dict[str, Any], GracefulStop]:
     import httpx
 
@@ -432,7 +523,34 @@ async def _bill_remote(
             body: dict[str, Any] = exactjson.loads(r.content)  # amounts as exact decimals
             return body
 
-        return await _follow(fetch, wait_seconds, stopping.event), stopping
+        return await _follow(fetch, deadline, stopping.event), stopping
+
+
+def _needs_person_lines(waiting: NeedsPersonRows, settings: Settings) -> list[str]:
+    """The end-of-bill summary of what needs a person: counts by reason, the first ids,
+    and the request that lists them all."""
+    if not waiting:
+        return []
+    host = "127.0.0.1" if settings.HOST in ("0.0.0.0", "::") else settings.HOST  # noqa: S104
+    lines = [f"{sum(n for _, _, n, _ in waiting):,} invoices need a person:"]
+    for status, reason, count, ids in waiting:
+        shown = ", ".join(map(str, ids)) + (", ..." if count > len(ids) else "")
+        lines.append(f"  {status:<6} {reason or '-':<24} {count:>9,}   invoices {shown}")
+    for status in sorted({status for status, *_ in waiting}):
+        lines.append(
+            f"  list every {status} invoice: curl -H 'Authorization: Bearer <token>' "
+            f"'http://{host}:{settings.PORT}/rest/v1/invoices?status={status}' "
+            "(or the dashboard's invoice list)"
+        )
+    lines.append("  one log line each (invoice_needs_person): ANTAEUS_LOG_LEVEL=info antaeus bill")
+    return lines
+
+
+def _quiet_needs_person(settings: Settings) -> bool:
+    """In a terminal, `bill` keeps the per-invoice `invoice_needs_person` lines out of its
+    bar (20,000 invoices scrolled 1,813 of them) and sums them up at the end; they are
+    printed only when asked for with ANTAEUS_LOG_LEVEL=info (or debug)."""
+    return err.is_terminal and settings.LOG_LEVEL not in ("info", "debug")
 
 
 def bill(
@@ -447,8 +565,14 @@ def bill(
         typer.Option(envvar="ANTAEUS_API_TOKEN", help="API token for --url", show_default=False),
     ] = None,
     timeout: Annotated[
-        float, typer.Option(min=1, help="seconds to wait for the run to complete")
-    ] = 900,
+        float | None,
+        typer.Option(
+            min=1,
+            help="seconds to wait for the runs to complete (default: no limit when charging "
+            "here; 900 with --url)",
+            show_default=False,
+        ),
+    ] = None,
     processes: Annotated[
         int | None,
         typer.Option(
@@ -463,24 +587,40 @@ def bill(
     """Open a billing run now and follow it to completion, with a summary.
 
     Without --url it charges directly on the database, in this process or (with
-    --processes N above 1) in N worker processes it supervises. Exits 0
+    --processes N above 1) in N worker processes it supervises. A run left open
+    (by a Ctrl-C or a crash) is resumed and completed first, then the new run
+    opens; charging here has no time limit unless --timeout gives one. Exits 0
     when the run completed (whatever the declines), 1 when it is still open after
     --timeout (the run goes on) or on errors, 130 (143) when Ctrl-C (SIGTERM)
     stopped it first: the calls in flight are recorded and the run stays open.
     """
+    from antaeus.billing.attention import EVENT
     from antaeus.cli.supervise import default_processes
+    from antaeus.observability.logging import drop_events
 
     os.environ.setdefault("ANTAEUS_LOG_LEVEL", "warning")
     settings = load_settings()
     started = time.perf_counter()
+    waiting: NeedsPersonRows = []
     if url:
         if not token:
             fail("--url needs a token: --token or ANTAEUS_API_TOKEN")
-        state, stopping = run(_bill_remote(url, token, timeout))
+        limit = timeout if timeout is not None else 900.0
+        state, stopping = run(_bill_remote(url, token, time.monotonic() + limit))
+        followed = [state]
         stats = None
     else:
+        limit = timeout if timeout is not None else float("inf")
+        quiet = _quiet_needs_person(settings)
+        if quiet:
+            # each of these invoices is in the summary (charge_rejected: as provider_rejected)
+            drop_events(EVENT, "charge_rejected")
         count = processes or default_processes(settings.DATABASE_URL)
-        state, stopping, stats = run(_bill_direct(settings, timeout, count))
+        # (not quiet: each invoice that needs a person was a log line already)
+        followed, stopping, stats, waiting = run(
+            _bill_direct(settings, time.monotonic() + limit, count, summarize=quiet)
+        )
+    state = followed[-1]
     if stopping.signal is not None and state["status"] != "completed":
         counts = state["counts"]
         done = sum(counts.get(k, 0) for k in OUTCOMES)
@@ -489,13 +629,18 @@ def bill(
             line = f"stopped following {progress}; it goes on at {mask_url(url or '')}"
         else:
             line = stopped_line(
-                stats, f" ({progress}; `antaeus worker` or `antaeus serve` finishes it)"
+                stats,
+                f" ({progress}; `antaeus bill` resumes it, or `antaeus worker` or "
+                "`antaeus serve` finishes it)",
             )
         err.print(line, highlight=False, soft_wrap=True)
         raise typer.Exit(128 + stopping.signal)
-    out.print(_summary(state))
+    for each in followed:
+        out.print(_summary(each))
+    for line in _needs_person_lines(waiting, settings):
+        err.print(line, highlight=False, soft_wrap=True)
     elapsed = time.perf_counter() - started
     if state["status"] != "completed":
         why = f" (charging paused: {state['pausedReason']})" if state["pausedReason"] else ""
-        fail(f"run {state['id']} is still open after {timeout:g} s{why}; it goes on")
+        fail(f"run {state['id']} is still open after {limit:g} s{why}; it goes on")
     out.print(f"run {state['id']} completed in {elapsed:.1f} s", highlight=False)

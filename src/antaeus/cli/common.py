@@ -50,14 +50,33 @@ def raise_open_files_limit() -> int:
     return int(soft)
 
 
+#: the database the settings name (set by `load_settings`), for `run`'s one-line errors
+_database_url: str | None = None
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on uvloop when available (with the open-files limit lifted)."""
+    """Run a coroutine on uvloop when available (with the open-files limit lifted).
+
+    A database that cannot be used (not created, server down, role refused, a SQLite
+    path that cannot be opened) ends the command with one line saying what to do.
+    """
     raise_open_files_limit()
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+            return asyncio.run(coro)
+        return uvloop.run(coro)
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        if _database_url is not None:
+            from antaeus.storage.problems import database_problem
+
+            problem = database_problem(exc, _database_url)
+            if problem is not None:
+                fail(escape(problem.message))
+        raise
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -124,6 +143,35 @@ def configure_logging(level: str, fmt: str) -> None:
     configure(level, fmt)
 
 
+def option_variables(command: Any) -> set[str]:
+    """Every `envvar` of an option in the command tree under `command` (`ANTAEUS_URL`, ...).
+
+    `command` is typer's click command (typer carries its own copy of click, so
+    groups are told by their `commands`, not by a class)."""
+    names: set[str] = set()
+    for param in getattr(command, "params", ()):
+        envvar = getattr(param, "envvar", None)
+        if isinstance(envvar, str):
+            names.add(envvar)
+        elif envvar:
+            names.update(envvar)
+    for sub in (getattr(command, "commands", None) or {}).values():
+        names |= option_variables(sub)
+    return names
+
+
+def check_environment(root: Any) -> None:
+    """Refuse to start on an `ANTAEUS_*` variable (environment or `.env`) that nothing reads:
+    a misspelt `ANTAEUS_SCHEDUL=external` would otherwise leave the automatic schedule on."""
+    import os
+
+    from antaeus.config import environment_problems
+
+    problems = environment_problems(os.environ, option_variables(root))
+    if problems:
+        fail(f"unknown setting: {escape('; '.join(problems))}")
+
+
 def load_settings() -> Settings:
     from pydantic import ValidationError
 
@@ -136,19 +184,29 @@ def load_settings() -> Settings:
     except Exception as exc:  # an unreadable .env file, a list setting that is not JSON
         fail(f"invalid configuration: {escape(' '.join(str(exc).split()))}")
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    global _database_url
+    _database_url = settings.DATABASE_URL
     return settings
 
 
 async def prepare(db: Database, *, allow_migrate: bool) -> None:
     """Migrate a database that is behind, or refuse to go on when not allowed to."""
     from antaeus.storage import migrate
+    from antaeus.storage.problems import database_problem
 
     try:
         current = await migrate.current_revision(db)
-    except OSError as exc:
+    except Exception as exc:
+        problem = database_problem(exc, db.url)
+        if problem is not None:
+            fail(escape(problem.message))
+        if not isinstance(exc, OSError):
+            raise
         fail(f"cannot reach the database ({mask_url(db.url)}): {escape(scrub(str(exc), db.url))}")
     if current == migrate.head_revision():
         return
+    if not migrate.is_known(current):
+        fail(newer_schema(current))
     if not allow_migrate:
         fail(
             f"the database schema is at {current or 'nothing (empty database)'}, "
@@ -156,6 +214,16 @@ async def prepare(db: Database, *, allow_migrate: bool) -> None:
         )
     await migrate.upgrade(db)
     err.print(f"database migrated from {current or 'empty'} to {migrate.head_revision()}")
+
+
+def newer_schema(current: str | None) -> str:
+    from antaeus.storage import migrate
+
+    return (
+        f"the database schema is at {current}, which this Antaeus does not know (its newest "
+        f"is {migrate.head_revision()}): a newer Antaeus migrated it; run that version "
+        "(upgrade this installation), or name another database in ANTAEUS_DATABASE_URL"
+    )
 
 
 def freeze_heap() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import signal
+import sys
 import time
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
@@ -13,11 +14,13 @@ import typer
 
 from antaeus.cli import audit, billing, provider, reconcile
 from antaeus.cli.common import (
+    check_environment,
     err,
     fail,
     freeze_heap,
     listen_socket,
     load_settings,
+    newer_schema,
     out,
     prepare,
     run,
@@ -53,6 +56,13 @@ app.add_typer(token_app, name="token")
 app.add_typer(provider.app, name="provider")
 
 DEFAULT_TOKEN_NAME = "admin"
+
+
+@app.callback()
+def _before_every_command(ctx: typer.Context) -> None:
+    # Before any command does anything (help aside): an unknown ANTAEUS_* variable stops it.
+    if "--help" not in sys.argv[1:] and not ctx.resilient_parsing:
+        check_environment(ctx.find_root().command)
 
 
 async def _ensure_token(db: Database, settings: Settings, port: int, host: str) -> None:
@@ -220,6 +230,8 @@ def db_upgrade(
         db = Database.from_settings(settings)
         try:
             before = await migrate.current_revision(db)
+            if not migrate.is_known(before):
+                fail(newer_schema(before))
             await migrate.upgrade(db, revision)
             after = await migrate.current_revision(db)
         finally:

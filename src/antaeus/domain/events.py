@@ -358,7 +358,7 @@ class ActionTaken:
 class RunOpened:
     invoice_id: ClassVar[None] = None
     run_id: int
-    trigger: str  # schedule, api, cli
+    trigger: str  # schedule, api, cli, retry
     invoices: int  # due invoices it took
     type: ClassVar[EventType] = EventType.RUN_OPENED
 

@@ -6,6 +6,25 @@ import logging
 import sys
 
 import structlog
+from structlog.types import EventDict, WrappedLogger
+
+#: events this process does not print (`drop_events`); empty unless a command asks
+_DROPPED: set[str] = set()
+
+
+def drop_events(*names: str) -> None:
+    """Print no log line for these events from now on (in this process).
+
+    `antaeus bill` in a terminal drops its per-invoice `invoice_needs_person`
+    warnings and sums them up at the end instead (the metric still counts each).
+    """
+    _DROPPED.update(names)
+
+
+def _drop_asked(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    if _DROPPED and event_dict.get("event") in _DROPPED:
+        raise structlog.DropEvent
+    return event_dict
 
 
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
@@ -17,6 +36,7 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     )
     structlog.configure(
         processors=[
+            _drop_asked,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -131,15 +131,24 @@ class RunsRepository(BillingBase[Conn]):
         *,
         open_attempts_only: bool = False,
         skip_if_empty: bool = False,
+        only_invoice: int | None = None,
+        only_invoices: Sequence[int] | None = None,
     ) -> int | None:
         """Open a run with every due invoice not in an open run; None if skipped (empty).
 
         `cut`: an open attempt first sent before it is past its key's retention
         margin and never sent again (the scheduler moves it to REVIEW).
+        `only_invoice`: a run of that one invoice (a person's retry), if it is due
+        and in no open run; `only_invoices`: a run of those (a person's bulk retry,
+        one batch of it).
         """
         if self.is_pg:
             await self.conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": RUN_LOCK_ID})
         cond = _due_not_in_run(now, cut, open_attempts_only)
+        if only_invoice is not None:
+            cond = and_(cond, invoices.c.id == only_invoice)
+        if only_invoices is not None:
+            cond = and_(cond, invoices.c.id.in_(list(only_invoices)))
         if skip_if_empty:
             found = await self.conn.scalar(select(invoices.c.id).where(cond).limit(1))
             if found is None:
@@ -249,6 +258,37 @@ class RunsRepository(BillingBase[Conn]):
             query = query.where(billing_runs.c.status == status)
         rows = await self.conn.execute(query.order_by(billing_runs.c.id).limit(limit))
         return [RunRow(r.id, r.trigger, r.status, r.started_at, r.completed_at) for r in rows]
+
+    async def needs_person(
+        self, run_ids: Sequence[int], first: int = 5
+    ) -> list[tuple[str, str, int, list[int]]]:
+        """What the runs of `run_ids` left for a person: (status, reason, count, the first
+        `first` invoice ids) per status and last failure, of invoices still FAILED or REVIEW."""
+        if not run_ids:
+            return []
+        waiting = and_(
+            run_invoices.c.run_id.in_(list(run_ids)),
+            run_invoices.c.outcome.in_([RunOutcome.FAILED.value, RunOutcome.REVIEW.value]),
+            invoices.c.id == run_invoices.c.invoice_id,
+            invoices.c.status.in_([InvoiceStatus.FAILED.value, InvoiceStatus.REVIEW.value]),
+        )
+        reason = func.coalesce(invoices.c.last_failure, "")
+        groups = await self.conn.execute(
+            select(invoices.c.status, reason.label("reason"), func.count().label("n"))
+            .where(waiting)
+            .group_by(invoices.c.status, reason)
+            .order_by(invoices.c.status, func.count().desc(), reason)
+        )
+        out = []
+        for status, why, count in groups.all():
+            ids = await self.conn.scalars(
+                select(invoices.c.id)
+                .where(waiting, invoices.c.status == status, reason == why)
+                .order_by(invoices.c.id)
+                .limit(first)
+            )
+            out.append((str(status), str(why), int(count), [int(i) for i in ids]))
+        return out
 
     async def open_members(self, run_id: int) -> int:
         """How many of the run's invoices have no outcome yet (on ix_run_invoices_open:
