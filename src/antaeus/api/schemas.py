@@ -476,6 +476,19 @@ class AttemptRead(BaseModel):
     )
     runId: int | None  # noqa: N815
     sends: int
+    providerCustomerId: str | None = Field(  # noqa: N815
+        description="the customer at the provider this attempt was sent to (Stripe's "
+        "cus_…), as recorded at its first send; its repeats, reconciliation and the audit "
+        "use it, not the customer's current one"
+    )
+    providerPaymentMethodId: str | None = Field(  # noqa: N815
+        description="the payment method this attempt was sent with (Stripe's pm_…), as "
+        "recorded at its first send"
+    )
+    referencesRecorded: bool = Field(  # noqa: N815
+        description="false for an attempt written before attempts kept their references: "
+        "what it was sent with is not known (reconciliation cannot tell; a person checks)"
+    )
     answers: list[AnswerRead]
     reconciliations: list[ReconciliationRead]
 
@@ -528,6 +541,9 @@ def attempt_json(
         "declineCode": row.decline_code,
         "runId": row.run_id,
         "sends": row.sends,
+        "providerCustomerId": row.provider_customer_id,
+        "providerPaymentMethodId": row.provider_payment_method_id,
+        "referencesRecorded": bool(row.references_recorded),
         "answers": [
             {
                 "outcome": a.outcome,
