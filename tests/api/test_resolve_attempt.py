@@ -122,7 +122,7 @@ async def test_a_resolve_naming_an_attempt_of_an_invoice_not_in_review_is_409(
 
 
 @pytest.mark.parametrize(
-    "attempt", [0, -1, "1", "abc", 1.5, 1.0, True, None, [1], 2**31, 10**30]
+    "attempt", [0, -1, "1", "abc", 1.5, 1.0, True, [1], {}, 2**31, 10**30]
 )
 async def test_a_bad_attempt_is_422_naming_it_and_changes_nothing(
     client: httpx.AsyncClient, database: Database, clock: ManualClock, attempt: Any

@@ -404,10 +404,24 @@ class ActionBody(RequestBody):
     note: Note | None = None
 
 
+#: an attempt's number (charge_attempts.number, invoices.attempt_count: 32-bit)
+AttemptNumber = Annotated[
+    StrictInt,
+    Field(
+        ge=1,
+        le=2**31 - 1,
+        description="the attempt number the person decided about (GET .../attempts); "
+        "refused with 409 invalid_state, naming the current attempt, unless it is still "
+        "the invoice's open attempt in REVIEW",
+    ),
+]
+
+
 class ResolveBody(RequestBody):
     charged: StrictBool
     chargeId: ChargeId | None = None  # noqa: N815
     note: Note | None = None
+    attempt: AttemptNumber | None = None
 
     @model_validator(mode="after")
     def _charge_id_when_charged(self) -> ResolveBody:
