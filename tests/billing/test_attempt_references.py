@@ -17,11 +17,14 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import update
 
+from antaeus.billing.audit import CUSTOMER_DIFFERS, LedgerCharge, LedgerError, audit, parse_ledger
 from antaeus.billing.reconcile import Reconciler
 from antaeus.billing.service import open_run
 from antaeus.clock import ManualClock
+from antaeus.domain.money import Currency, Money
 from antaeus.payments.provider import (
     Charged,
     ChargeFound,
@@ -253,3 +256,63 @@ async def test_an_attempt_recorded_before_references_were_kept_cannot_be_told(
     ) == (None, None, False)
     [asked] = attempt["reconciliations"]
     assert (asked["result"], asked["outcome"]) == ("cannot_tell", "review")
+
+
+async def test_the_audit_compares_a_charges_customer_with_the_attempts_own(
+    client: httpx.AsyncClient, database: Database, clock: ManualClock
+) -> None:
+    """A ledger that names the provider customer charged: a charge on another customer
+    than the attempt was sent to fails the audit, even after a PATCH made the customer's
+    current reference that other one; an attempt without recorded references is not
+    judged (what it was sent with is not known)."""
+    a = await _customer(client, "cus_A", "pm_A")
+    b = await _customer(client, "cus_C", "pm_C")
+    await new_invoice(client, a)
+    second = await new_invoice(client, b)
+    provider = PerCustomerProvider(lose_answers=False)
+    await open_run(database, clock, POLICY, "api")
+    await worker(database, provider, clock).run_until_idle()
+    await _patch(client, a, "cus_B", "pm_B")  # the customer's reference changes afterwards
+    ledger = [
+        LedgerCharge(f"charges[{n}]", charge_id, key, None, amount, customer)
+        for n, (key, charge_id, amount, customer) in enumerate(
+            [
+                (*provider.charges["cus_A"][0], Money.of("89.50", Currency.EUR), "cus_A"),
+                (*provider.charges["cus_C"][0], Money.of("89.50", Currency.EUR), "cus_B"),
+            ]
+        )
+    ]
+    report = await audit(database, ledger)
+    assert report.counts[CUSTOMER_DIFFERS] == 1, report.as_json()
+    [finding] = report.findings[CUSTOMER_DIFFERS]
+    assert finding.invoice_id == second
+    assert "'cus_C'" in finding.detail and "'cus_B'" in finding.detail
+    assert report.disagreements == 1
+
+    async with database.write() as conn:  # as migration 0011 leaves an older attempt
+        await conn.execute(
+            update(charge_attempts)
+            .where(charge_attempts.c.invoice_id == second)
+            .values(provider_customer_id=None, references_recorded=None)
+        )
+    report = await audit(database, ledger)
+    assert report.disagreements == 0, report.as_json()
+
+
+def test_a_ledger_may_name_the_provider_customer_charged() -> None:
+    data = (
+        b'{"charges": [{"chargeId": "ch_1", "idempotencyKey": "i:1:1", "value": "1.00", '
+        b'"currency": "EUR", "providerCustomerId": "cus_A"}, {"chargeId": "ch_2", '
+        b'"idempotencyKey": "i:2:1", "value": "1.00", "currency": "EUR"}]}'
+    )
+    assert [c.provider_customer_id for c in parse_ledger(data)] == ["cus_A", None]
+    csv_data = (
+        b"chargeId,idempotencyKey,value,currency,providerCustomerId\n"
+        b"ch_1,i:1:1,1.00,EUR,cus_A\nch_2,i:2:1,1.00,EUR,\n"
+    )
+    assert [c.provider_customer_id for c in parse_ledger(csv_data)] == ["cus_A", None]
+    with pytest.raises(LedgerError, match=r"charges\[0\]\.providerCustomerId"):
+        parse_ledger(
+            b'{"charges": [{"chargeId": "ch_1", "idempotencyKey": "i:1:1", "value": "1", '
+            b'"currency": "EUR", "providerCustomerId": 7}]}'
+        )
