@@ -80,7 +80,8 @@ async def test_a_resolve_naming_an_older_attempt_is_409_with_the_current_one(
     answer = response.json()
     assert answer["error"] == "invalid_state"
     assert (answer["status"], answer["currentAttempt"]) == ("REVIEW", 2)
-    assert "attempt 1" in answer["message"] and "attempt 2" in answer["message"]
+    assert "attempt 1" in answer["message"]
+    assert "attempt 2" in answer["message"]
     await _unchanged(client, database, iid)
 
 
@@ -121,9 +122,7 @@ async def test_a_resolve_naming_an_attempt_of_an_invoice_not_in_review_is_409(
     )
 
 
-@pytest.mark.parametrize(
-    "attempt", [0, -1, "1", "abc", 1.5, 1.0, True, [1], {}, 2**31, 10**30]
-)
+@pytest.mark.parametrize("attempt", [0, -1, "1", "abc", 1.5, 1.0, True, [1], {}, 2**31, 10**30])
 async def test_a_bad_attempt_is_422_naming_it_and_changes_nothing(
     client: httpx.AsyncClient, database: Database, clock: ManualClock, attempt: Any
 ) -> None:
@@ -145,7 +144,7 @@ async def test_a_bad_attempt_is_422_naming_it_and_changes_nothing(
 
 @pytest.mark.parametrize("action", ["resolve-charged", "resolve-not-charged"])
 async def test_the_confirm_form_carries_the_attempt_and_a_stale_one_is_refused(
-    signed_in: httpx.AsyncClient,
+    signed_in: httpx.AsyncClient,  # noqa: F811
     client: httpx.AsyncClient,
     database: Database,
     clock: ManualClock,
@@ -157,7 +156,8 @@ async def test_the_confirm_form_carries_the_attempt_and_a_stale_one_is_refused(
     page = await signed_in.get(f"/invoices/{iid}/{action}")
     assert page.status_code == 200, page.text
     csrf, attempt = CSRF.search(page.text), ATTEMPT.search(page.text)
-    assert csrf is not None and attempt is not None, page.text
+    assert csrf is not None, page.text
+    assert attempt is not None, page.text
     assert attempt.group(1) == "1"
     assert "attempt 1" in page.text
     stale = {"csrf_token": csrf.group(1), "attempt": attempt.group(1), "note": "stale"}
@@ -178,7 +178,8 @@ async def test_the_confirm_form_carries_the_attempt_and_a_stale_one_is_refused(
     # the page opened now carries attempt 2, and settles it
     page = await signed_in.get(f"/invoices/{iid}/{action}")
     fresh = ATTEMPT.search(page.text)
-    assert fresh is not None and fresh.group(1) == "2"
+    assert fresh is not None
+    assert fresh.group(1) == "2"
     response = await signed_in.post(
         f"/invoices/{iid}/{action}", data={**stale, "attempt": "2", "note": "fresh"}
     )
@@ -189,7 +190,7 @@ async def test_the_confirm_form_carries_the_attempt_and_a_stale_one_is_refused(
 
 @pytest.mark.parametrize("attempt", ["0", "-1", "1.5", "x", "", "99999999999999999999"])
 async def test_the_dashboard_refuses_a_bad_attempt_with_a_400_page(
-    signed_in: httpx.AsyncClient,
+    signed_in: httpx.AsyncClient,  # noqa: F811
     client: httpx.AsyncClient,
     database: Database,
     clock: ManualClock,

@@ -136,7 +136,9 @@ async def test_reconciliation_after_a_patch_asks_about_the_customer_the_attempt_
     await open_run(database, clock, POLICY, "api")
     await worker(database, provider, clock).run_until_idle()
     assert "cus_B" not in provider.charges
-    assert [c.provider_customer_id for c in provider.calls if c.provider_customer_id == "cus_B"] == []
+    assert [
+        c.provider_customer_id for c in provider.calls if c.provider_customer_id == "cus_B"
+    ] == []
 
     # GET .../attempts shows what the attempt was sent with
     [attempt] = await get_json(client, f"/rest/v1/invoices/{invoice_id}/attempts")
@@ -286,7 +288,8 @@ async def test_the_audit_compares_a_charges_customer_with_the_attempts_own(
     assert report.counts[CUSTOMER_DIFFERS] == 1, report.as_json()
     [finding] = report.findings[CUSTOMER_DIFFERS]
     assert finding.invoice_id == second
-    assert "'cus_C'" in finding.detail and "'cus_B'" in finding.detail
+    assert "'cus_C'" in finding.detail
+    assert "'cus_B'" in finding.detail
     assert report.disagreements == 1
 
     async with database.write() as conn:  # as migration 0011 leaves an older attempt
