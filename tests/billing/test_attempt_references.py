@@ -12,13 +12,17 @@ and PostgreSQL, through the REST API where a person would act.
 from __future__ import annotations
 
 import itertools
+import os
+import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from antaeus.billing.audit import CUSTOMER_DIFFERS, LedgerCharge, LedgerError, audit, parse_ledger
 from antaeus.billing.reconcile import Reconciler
@@ -37,11 +41,16 @@ from antaeus.payments.provider import (
     OutcomeUnknownError,
     Refusal,
 )
+from antaeus.storage import migrate
+from antaeus.storage.batch import sqlite_datetime
 from antaeus.storage.database import Database
-from antaeus.storage.tables import charge_attempts
+from antaeus.storage.repositories.customers import CustomerRepository
+from antaeus.storage.repositories.invoices import InvoiceRepository
+from antaeus.storage.tables import charge_attempts, customers, invoices
 from tests.api.test_billing_api import get_json, new_invoice
 from tests.billing.helpers import attempts_of, invoice_row
 from tests.billing.test_reconcile import MINUTE, POLICY, SETTLE, to_review_by_sweep, worker
+from tests.conftest import PG_ENV, _asyncpg_dsn, _with_database
 
 
 @dataclass
@@ -319,3 +328,87 @@ def test_a_ledger_may_name_the_provider_customer_charged() -> None:
             b'{"charges": [{"chargeId": "ch_1", "idempotencyKey": "i:1:1", "value": "1", '
             b'"currency": "EUR", "providerCustomerId": 7}]}'
         )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def empty_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[str]:
+    """An empty database of its own (no migration run yet), dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'legacy.db'}"
+        return
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"{PG_ENV} is not set: PostgreSQL tests skipped")
+    name = f"antaeus_legacy_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = await asyncpg.connect(_asyncpg_dsn(base))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield _with_database(base, name)
+    finally:
+        admin = await asyncpg.connect(_asyncpg_dsn(base))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def test_migration_0011_leaves_older_attempts_unrecorded_and_they_cannot_be_told(
+    empty_url: str, clock: ManualClock
+) -> None:
+    """An attempt in REVIEW written by the schema before 0011 (no references column)
+    upgrades with none recorded; reconciliation then asks nobody and leaves it in REVIEW,
+    while a new attempt of the same database records its references."""
+    db = Database(empty_url)
+    try:
+        await migrate.upgrade(db, "0010")
+        async with db.write() as conn:
+            customer = await CustomerRepository(conn).create(Currency.EUR, "UTC", clock.now())
+            await conn.execute(
+                update(customers)
+                .where(customers.c.id == customer.id)
+                .values(provider_customer_id="cus_B", provider_payment_method_id="pm_B")
+            )
+            invoice = await InvoiceRepository(conn).create(
+                customer.id, Money.of("12.50", Currency.EUR), clock.now(), clock.now()
+            )
+            await conn.execute(
+                update(invoices)
+                .where(invoices.c.id == invoice.id)
+                .values(
+                    status="REVIEW",
+                    last_failure="unknown_outcome",
+                    attempt_count=1,
+                    attempt_sends=1,
+                    attempt_open_since=clock.now(),
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO charge_attempts (invoice_id, number, idempotency_key, "
+                    "started_at, sends) VALUES (:i, 1, :k, :t, 1)"
+                ),
+                {"i": invoice.id, "k": f"old:{invoice.id}:1", "t": sqlite_or_aware(db, clock)},
+            )
+        await migrate.upgrade(db)
+        [attempt] = await attempts_of(db, invoice.id)
+        assert (
+            attempt.provider_customer_id,
+            attempt.provider_payment_method_id,
+            attempt.references_recorded,
+        ) == (None, None, None)
+        provider = PerCustomerProvider()
+        clock.advance(SETTLE + MINUTE)
+        summary = await Reconciler(db, provider, clock, settle=SETTLE).reconcile_all()
+        assert [(r.result, r.outcome) for r in summary.items] == [("cannot_tell", "review")]
+        assert provider.lookups == []
+        assert (await invoice_row(db, invoice.id)).status == "REVIEW"
+    finally:
+        await db.dispose()
+
+
+def sqlite_or_aware(db: Database, clock: ManualClock) -> Any:
+    """A moment as a raw statement stores it: SQLite's text (naive UTC), else aware."""
+    return sqlite_datetime(clock.now()) if db.is_sqlite else clock.now()
