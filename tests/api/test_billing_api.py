@@ -59,6 +59,9 @@ ATTEMPT_KEYS = {
     "declineCode",
     "runId",
     "sends",
+    "providerCustomerId",
+    "providerPaymentMethodId",
+    "referencesRecorded",
     "answers",
     "reconciliations",
 }
@@ -464,6 +467,9 @@ async def test_charged_invoice_is_paid_and_its_attempt_names_the_providers_charg
     assert attempt["declineCode"] is None
     assert attempt["runId"] == run["id"]
     assert attempt["sends"] == 1
+    # sent with the customer's references (none): recorded as such
+    assert (attempt["providerCustomerId"], attempt["providerPaymentMethodId"]) == (None, None)
+    assert attempt["referencesRecorded"] is True
     assert attempt["answers"] == [
         {
             "outcome": "charged",

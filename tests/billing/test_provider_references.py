@@ -291,10 +291,15 @@ async def test_a_refused_repeat_of_an_open_attempt_goes_to_review_with_its_key(
     row = await invoice_row(database, invoice_id)
     assert (row.status, row.last_failure, row.attempt_sends) == ("PENDING", "unknown_outcome", 1)
     opened = row.attempt_open_since
-    await _set_references(database, customer, None, None)  # the card was removed meanwhile
+    # The customer's card removed meanwhile changes nothing for the repeat (it carries
+    # the references its attempt recorded); the provider now refusing the amount does.
+    await _set_references(database, customer, None, None)
+    provider.refuse = refuses_amounts_over(100)
     clock.advance(timedelta(minutes=1))
     await w.run_until_idle()
     assert len(provider.calls) == 1  # the repeat was never sent
+    [refused] = provider.refused
+    assert (refused.provider_customer_id, refused.provider_payment_method_id) == ("cus_1", "pm_1")
     row = await invoice_row(database, invoice_id)
     assert (row.status, row.last_failure) == ("REVIEW", "unknown_outcome")
     assert (row.attempt_count, row.attempt_sends, row.attempt_open_since) == (1, 1, opened)
@@ -313,8 +318,8 @@ async def test_a_refused_repeat_of_an_open_attempt_goes_to_review_with_its_key(
     assert isinstance(attempt_data, dict)
     assert attempt_data["idempotencyKey"] == provider.by_invoice[invoice_id][0]
     assert data["refusal"] == {
-        "reason": "payment_method_missing",
-        "detail": "customer lacks providerCustomerId and providerPaymentMethodId",
+        "reason": "amount_not_chargeable",
+        "detail": "above 100 minor units",
     }
 
 

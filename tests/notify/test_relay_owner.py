@@ -48,7 +48,9 @@ async def test_a_relay_on_a_long_host_name_claims_and_delivers(
             "webhook", receiver.url(), None, "whsec_dGVzdA==", clock.now()
         )
     await write_events(database, clock.now(), 5)
-    relay = Relay(database, clock, [WebhookDestinations(WebhookSender(timeout=5, allow_private=True))])
+    relay = Relay(
+        database, clock, [WebhookDestinations(WebhookSender(timeout=5, allow_private=True))]
+    )
     try:
         assert len(relay.id) <= COLUMN
         assert relay.id.startswith(long_host[:16])  # still says which machine

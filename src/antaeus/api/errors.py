@@ -242,7 +242,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ActionRefusedError)
     async def _refused(_request: Request, exc: ActionRefusedError) -> JSONResponse:
-        return error_response(InvalidStateError(str(exc), status=exc.status.value))
+        extra: dict[str, Any] = {"status": exc.status.value}
+        if exc.attempt is not None:  # the action named an attempt: say which is current
+            extra["currentAttempt"] = exc.attempt
+        return error_response(InvalidStateError(str(exc), **extra))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

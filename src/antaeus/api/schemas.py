@@ -475,10 +475,24 @@ class BulkResultRead(BaseModel):
     skipped: int = Field(description="of them, whose status did not allow the action")
 
 
+#: an attempt's number (charge_attempts.number, invoices.attempt_count: 32-bit)
+AttemptNumber = Annotated[
+    StrictInt,
+    Field(
+        ge=1,
+        le=2**31 - 1,
+        description="the attempt number the person decided about (GET .../attempts); "
+        "refused with 409 invalid_state, naming the current attempt, unless it is still "
+        "the invoice's open attempt in REVIEW",
+    ),
+]
+
+
 class ResolveBody(RequestBody):
     charged: StrictBool
     chargeId: ChargeId | None = None  # noqa: N815
     note: Note | None = None
+    attempt: AttemptNumber | None = None
 
     @model_validator(mode="after")
     def _charge_id_when_charged(self) -> ResolveBody:
@@ -547,6 +561,19 @@ class AttemptRead(BaseModel):
     )
     runId: int | None  # noqa: N815
     sends: int
+    providerCustomerId: str | None = Field(  # noqa: N815
+        description="the customer at the provider this attempt was sent to (Stripe's "
+        "cus_…), as recorded at its first send; its repeats, reconciliation and the audit "
+        "use it, not the customer's current one"
+    )
+    providerPaymentMethodId: str | None = Field(  # noqa: N815
+        description="the payment method this attempt was sent with (Stripe's pm_…), as "
+        "recorded at its first send"
+    )
+    referencesRecorded: bool = Field(  # noqa: N815
+        description="false for an attempt written before attempts kept their references: "
+        "what it was sent with is not known (reconciliation cannot tell; a person checks)"
+    )
     answers: list[AnswerRead]
     reconciliations: list[ReconciliationRead]
 
@@ -633,6 +660,9 @@ def attempt_json(
         "declineCode": row.decline_code,
         "runId": row.run_id,
         "sends": row.sends,
+        "providerCustomerId": row.provider_customer_id,
+        "providerPaymentMethodId": row.provider_payment_method_id,
+        "referencesRecorded": bool(row.references_recorded),
         "answers": [
             {
                 "outcome": a.outcome,

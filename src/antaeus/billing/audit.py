@@ -27,6 +27,8 @@ from antaeus.storage.repositories.installation import InstallationRepository
 PAGE: Final = 5_000
 
 CSV_COLUMNS: Final = ("chargeId", "idempotencyKey", "value", "currency")
+#: an optional column (and JSON field): the customer at the provider that was charged
+CUSTOMER_COLUMN: Final = "providerCustomerId"
 
 
 class LedgerError(ValueError):
@@ -40,6 +42,7 @@ class LedgerCharge:
     idempotency_key: str
     invoice_id: int | None  # as the ledger says (JSON); None in a CSV
     amount: Money
+    provider_customer_id: str | None = None  # the customer charged, when the ledger says
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,9 @@ FOREIGN_KEY: Final = Kind("foreign_key", "charge with a key not from this databa
 CHARGE_ID_DIFFERS: Final = Kind(
     "charge_id_differs", "charge id differs from the attempt's recorded one", True
 )
+CUSTOMER_DIFFERS: Final = Kind(
+    "customer_differs", "charged another provider customer than the attempt was sent to", True
+)
 NEEDS_RESOLVE: Final = Kind(
     "needs_resolve_charged", "needs resolve: charged (REVIEW invoice with a charge)", False
 )
@@ -69,6 +75,7 @@ KINDS: Final = (
     CURRENCY_DIFFERS,
     FOREIGN_KEY,
     CHARGE_ID_DIFFERS,
+    CUSTOMER_DIFFERS,
     NEEDS_RESOLVE,
 )
 
@@ -173,6 +180,7 @@ def _json_charges(text: str) -> list[LedgerCharge]:
         invoice_id = item.get("invoiceId")
         if invoice_id is not None and (type(invoice_id) is not int or invoice_id <= 0):
             raise LedgerError(f"{_at(where, 'invoiceId')}: expected a positive integer")
+        customer = item.get(CUSTOMER_COLUMN)
         charges.append(
             LedgerCharge(
                 where,
@@ -180,6 +188,7 @@ def _json_charges(text: str) -> list[LedgerCharge]:
                 _text(where, "idempotencyKey", item["idempotencyKey"]),
                 invoice_id,
                 _money(where, item["value"], item["currency"]),
+                None if customer is None else _text(where, CUSTOMER_COLUMN, customer),
             )
         )
     return charges
@@ -198,6 +207,8 @@ def _csv_charges(text: str) -> list[LedgerCharge]:
         if missing:
             raise LedgerError(f"line 1: the CSV header has no column {', '.join(missing)}")
         at = {name: header.index(name) for name in CSV_COLUMNS}
+        if CUSTOMER_COLUMN in header:
+            at[CUSTOMER_COLUMN] = header.index(CUSTOMER_COLUMN)
         charges = []
         for row in reader:
             if not row or row == [""]:
@@ -217,6 +228,7 @@ def _csv_charges(text: str) -> list[LedgerCharge]:
                     _text(where, "idempotencyKey", fields["idempotencyKey"]),
                     None,
                     _money(where, fields["value"], fields["currency"]),
+                    fields.get(CUSTOMER_COLUMN) or None,
                 )
             )
     except csv.Error as exc:
@@ -308,6 +320,23 @@ def _check_invoice(
                     invoice.id,
                     f"attempt {attempt.number} recorded {attempt.charge_id!r}, "
                     f"the ledger has {charge.charge_id!r}",
+                    (charge.charge_id,),
+                )
+            )
+        if (
+            attempt is not None
+            and charge.provider_customer_id is not None
+            and attempt.references_recorded  # else: what it was sent with is not known
+            and attempt.provider_customer_id != charge.provider_customer_id
+        ):
+            # the attempt's own references, never the customer's current ones
+            report.add(
+                Finding(
+                    CUSTOMER_DIFFERS,
+                    invoice.id,
+                    f"attempt {attempt.number} was sent to provider customer "
+                    f"{attempt.provider_customer_id!r}, the ledger charged "
+                    f"{charge.provider_customer_id!r}",
                     (charge.charge_id,),
                 )
             )

@@ -17,6 +17,11 @@ an earlier send of unknown outcome. For each such invoice the reconciler asks
                        `deferred` and asked again at the next pass
     CannotTell      -> stays in REVIEW for a person
 
+The provider is asked about the references (customer, payment method) the attempt
+was sent with, as the attempt recorded them, never the customer's current ones: a
+person may have changed them since, and the charge is where the attempt sent it.
+An attempt recorded before references were kept is "cannot tell" without asking.
+
 Every answer is recorded on the attempt (`reconciliations`, shown by
 `GET /rest/v1/invoices/{id}/attempts`). The provider is called outside any
 transaction; the change is then one conditional UPDATE (still REVIEW, still the
@@ -176,6 +181,15 @@ class Reconciler:
         return await self._reconcile(candidate)
 
     async def _ask(self, candidate: Candidate) -> LookupResult:
+        if not candidate.references_recorded:
+            # Written before attempts kept their references: the customer's current
+            # ones may not be those it was sent with, and a lookup about others could
+            # answer "nothing charged" for a charge that was made (then charged twice).
+            return CannotTell(
+                f"asked nothing: attempt {candidate.attempt} was recorded before attempts "
+                "kept the provider references they were sent with, so which provider "
+                "customer it charged is not known; a person checks with the provider"
+            )
         lookup = ChargeLookup(
             invoice_id=candidate.invoice_id,
             customer_id=candidate.customer_id,

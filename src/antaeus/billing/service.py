@@ -171,7 +171,7 @@ async def _act(
     if result.status is None:
         raise InvoiceNotFoundError(invoice_id)
     if not result.ok or invoice is None:
-        raise ActionRefusedError(invoice_id, result.status, result.reason)
+        raise ActionRefusedError(invoice_id, result.status, result.reason, attempt=result.attempt)
     _said(invoice_id, action, actor, result)
     return invoice
 
@@ -225,14 +225,21 @@ async def resolve(
     charge_id: str | None,
     actor: str,
     note: str | None = None,
+    attempt: int | None = None,
 ) -> Invoice:
-    """A REVIEW invoice becomes PAID (`charged`, with the provider's charge id) or PENDING."""
+    """A REVIEW invoice becomes PAID (`charged`, with the provider's charge id) or PENDING.
+
+    `attempt`: the attempt number the person decided about; refused (ActionRefusedError
+    with the current attempt) unless it is still the invoice's open attempt in REVIEW.
+    """
     return await _act(
         db,
         invoice_id,
         "resolved_charged" if charged else "resolved_not_charged",
         actor,
-        lambda repo: repo.resolve(invoice_id, charged, charge_id, actor, note, clock.now()),
+        lambda repo: repo.resolve(
+            invoice_id, charged, charge_id, actor, note, clock.now(), attempt=attempt
+        ),
     )
 
 

@@ -697,6 +697,13 @@ async def confirm_page(
 ) -> Response:
     title, what, _allowed = _action(action)
     invoice = await _invoice_or_404(ctx, invoice_id)
+    attempt = None
+    if action.startswith("resolve-") and invoice.attempt_count:
+        # the attempt the person decides about: the form sends its number back, so that
+        # a newer attempt reaching REVIEW meanwhile is never settled by this page
+        async with ctx.db.read() as conn:
+            attempts = await ActionRepository(conn).attempts(invoice.id)
+        attempt = next((a for a in attempts if a.number == invoice.attempt_count), None)
     return render(
         request,
         "confirm.html",
@@ -708,8 +715,28 @@ async def confirm_page(
             "title": title,
             "what": what,
             "max_note": MAX_NOTE,
+            "attempt": attempt,
         },
     )
+
+
+def _attempt_number(form: Any) -> int | None:
+    """The resolve form's `attempt` (the confirm page always sends it); None when absent."""
+    value = form.get("attempt")
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or not value.isascii()
+        or not value.isdigit()
+        or len(value) > 10
+        or not 1 <= int(value) <= 2**31 - 1
+    ):
+        shown = value[:40] if isinstance(value, str) else "not text"
+        raise DashboardError(
+            400, "Bad attempt", f"{shown!r} is not an attempt number. Nothing was changed."
+        )
+    return int(value)
 
 
 @router.post("/invoices/{invoice_id}/{action}")
@@ -730,8 +757,11 @@ async def do_action(
             charged = action == "resolve-charged"
             raw_charge = form.get("charge_id")
             charge_id = raw_charge.strip() if isinstance(raw_charge, str) and charged else None
+            attempt = _attempt_number(form)
             try:
-                body = ResolveBody(charged=charged, chargeId=charge_id or None, note=note)
+                body = ResolveBody(
+                    charged=charged, chargeId=charge_id or None, note=note, attempt=attempt
+                )
             except ValidationError as exc:
                 raise DashboardError(400, "Bad charge id", _first_error(exc)) from None
             await service.resolve(
@@ -742,6 +772,7 @@ async def do_action(
                 charge_id=body.chargeId,
                 actor=who,
                 note=body.note,
+                attempt=body.attempt,
             )
     except InvoiceNotFoundError:
         raise DashboardError(404, "No such invoice", f"Invoice {the_id} does not exist.") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     ForeignKey,
@@ -169,6 +170,13 @@ charge_attempts = Table(
     Column("sends", Integer, nullable=False, server_default="1"),
     # the provider's decline code of a `card_declined` outcome (migration 0009)
     Column("decline_code", String(255), nullable=True),
+    # The provider references the attempt was sent with (the customer's at its first
+    # send); its repeats, reconciliation and the audit use these, never the customer's
+    # current ones. `references_recorded` NULL: written before they were kept
+    # (migration 0011), so what was sent is not known.
+    Column("provider_customer_id", String(255), nullable=True),
+    Column("provider_payment_method_id", String(255), nullable=True),
+    Column("references_recorded", Boolean, nullable=True),
 )
 
 #: Every answer an attempt got, in order (the attempt row keeps only the last).

@@ -204,7 +204,10 @@ async def retry_invoice(
     summary="Resolve a REVIEW invoice after checking with the provider",
     description='`{"charged": true, "chargeId": "ch_..."}`: the provider did charge it; '
     'the invoice becomes PAID with that charge id. `{"charged": false}`: nothing moved; '
-    "the invoice becomes PENDING, due now, and its next charge is a new attempt.",
+    "the invoice becomes PENDING, due now, and its next charge is a new attempt. "
+    "`attempt` (optional): the attempt number you checked with the provider; if it is not "
+    "the invoice's open attempt in REVIEW any more, 409 `invalid_state` with "
+    "`currentAttempt`, and nothing is changed.",
     response_model=InvoiceRead,
     responses=ERROR_RESPONSES,
 )
@@ -222,6 +225,7 @@ async def resolve_invoice(
         charge_id=body.chargeId,
         actor=who,
         note=body.note,
+        attempt=body.attempt,
     )
     return JSONResponse(invoice_json(invoice))
 

@@ -52,6 +52,7 @@ class ActionResult:
     reason: str | None = None
     before: InvoiceStatus | None = None  # the status the action changed (when ok)
     invoice: Invoice | None = None  # the invoice after the action (when ok)
+    attempt: int | None = None  # refused naming an attempt: the invoice's current one
 
 
 class ActionRepository(Generic[Conn]):
@@ -200,8 +201,10 @@ class ActionRepository(Generic[Conn]):
     ) -> ActionResult:
         """REVIEW -> PAID (with the provider's charge id), or -> PENDING due now (new attempt).
 
-        With `attempt` (the reconciler), only while that attempt is still the
-        invoice's latest: an answer about an older attempt never settles a newer one.
+        With `attempt` (the reconciler, or a person who names the attempt they
+        decided about), only while that attempt is still the invoice's latest: an
+        answer about an older attempt never settles a newer one. Refused so, the
+        result carries the invoice's current attempt number.
         """
         event = InvoiceEvent.RESOLVE_CHARGED if charged else InvoiceEvent.RESOLVE_NOT_CHARGED
         after = transition(S.REVIEW, event)
@@ -225,7 +228,9 @@ class ActionRepository(Generic[Conn]):
         )
         row = result.first()
         if row is None:
-            return ActionResult(False, await self._status(invoice_id))
+            if attempt is None:
+                return ActionResult(False, await self._status(invoice_id))
+            return await self._refused_attempt(invoice_id, attempt)
         attempt_values: dict[str, Any] = {"finished_at": now}
         if charged:
             attempt_values.update(outcome="charged", charge_id=charge_id)
@@ -242,6 +247,27 @@ class ActionRepository(Generic[Conn]):
             invoice_id, action, actor, note, S.REVIEW, after, now, charge_id
         )
         return ActionResult(True, after, before=S.REVIEW, invoice=changed)
+
+    async def _refused_attempt(self, invoice_id: int, attempt: int) -> ActionResult:
+        """Why a resolve naming `attempt` changed nothing, with the current attempt."""
+        found = (
+            await self.conn.execute(
+                select(invoices.c.status, invoices.c.attempt_count).where(
+                    invoices.c.id == invoice_id
+                )
+            )
+        ).first()
+        if found is None:
+            return ActionResult(False, None)
+        status, current = InvoiceStatus(found.status), int(found.attempt_count)
+        reason = None
+        if status is S.REVIEW:
+            reason = (
+                f"attempt {attempt} is not the open attempt of invoice {invoice_id}: it is in "
+                f"REVIEW at attempt {current}; check attempt {current} with the provider, "
+                "then resolve it"
+            )
+        return ActionResult(False, status, reason, attempt=current)
 
     async def void(
         self: ActionRepository[WriteConnection],

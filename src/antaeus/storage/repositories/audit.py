@@ -34,6 +34,8 @@ class AuditRepository:
                 charge_attempts.c.idempotency_key,
                 charge_attempts.c.outcome,
                 charge_attempts.c.charge_id,
+                charge_attempts.c.provider_customer_id,
+                charge_attempts.c.references_recorded,
             )
             .where(charge_attempts.c.invoice_id >= first, charge_attempts.c.invoice_id <= last)
             .order_by(charge_attempts.c.invoice_id, charge_attempts.c.number)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -61,7 +62,10 @@ class Claimed:
     run_unknown_since: datetime | None
     lease_token: int  # the claim this lease belongs to
     sends: int  # sends of this attempt, this one included (1: its first send)
-    # the customer's references at the provider, as they are at the claim
+    # The references at the provider this send carries: for a new attempt the
+    # customer's as they are at the claim (written ahead with the attempt); for a
+    # repeat of an open attempt, those its first send recorded (an attempt written
+    # before they were kept: the customer's, as then, and nothing recorded).
     provider_customer_id: str | None = None
     provider_payment_method_id: str | None = None
 
@@ -108,7 +112,8 @@ class RefusedRow:
 
 
 def _attempt_upsert(insert_fn: Any) -> Batch:
-    """Write an attempt ahead; a repeat of an open attempt only counts one more send."""
+    """Write an attempt ahead with the references it is sent with; a repeat of an open
+    attempt only counts one more send (its references stay those of its first send)."""
     stmt = insert_fn(charge_attempts).values(
         invoice_id=bindparam("b_id"),
         number=bindparam("b_number"),
@@ -116,6 +121,11 @@ def _attempt_upsert(insert_fn: Any) -> Batch:
         run_id=bindparam("b_run"),
         started_at=bindparam("b_now"),
         sends=1,
+        provider_customer_id=bindparam("b_cus", type_=charge_attempts.c.provider_customer_id.type),
+        provider_payment_method_id=bindparam(
+            "b_pm", type_=charge_attempts.c.provider_payment_method_id.type
+        ),
+        references_recorded=true(),
     )
     return Batch(
         stmt.on_conflict_do_update(
@@ -226,10 +236,13 @@ _RECORD_RUN_INVOICES = Batch(
 # same. `Batch` remains SQLite's (its executemany is one call there).
 
 _PG_UPSERT_ATTEMPTS: Final = """\
-INSERT INTO charge_attempts (invoice_id, number, idempotency_key, run_id, started_at, sends) \
-SELECT v.invoice_id, v.number, v.idempotency_key, v.run_id, $5::timestamptz, 1
-FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::bigint[])
- AS v(invoice_id, number, idempotency_key, run_id)
+INSERT INTO charge_attempts (invoice_id, number, idempotency_key, run_id, started_at, sends,
+ provider_customer_id, provider_payment_method_id, references_recorded) \
+SELECT v.invoice_id, v.number, v.idempotency_key, v.run_id, $5::timestamptz, 1,
+ v.provider_customer_id, v.provider_payment_method_id, TRUE
+FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::bigint[], $6::text[], $7::text[])
+ AS v(invoice_id, number, idempotency_key, run_id, provider_customer_id,
+ provider_payment_method_id)
 ON CONFLICT (invoice_id, number)
 DO UPDATE SET sends = charge_attempts.sends + 1, run_id = excluded.run_id"""
 
@@ -300,6 +313,26 @@ def _customer_column(column: Any) -> Any:
 
 _CUSTOMER_REF = _customer_column(customers.c.provider_customer_id)
 _PAYMENT_METHOD_REF = _customer_column(customers.c.provider_payment_method_id)
+
+
+def _open_attempt_column(column: Any) -> Any:
+    """A column of the attempt a claim repeats (sends > 1 after the claim: it was open),
+    by primary key; NULL for a new attempt, without a lookup (CASE is lazy on both
+    engines, so the hot path of first sends pays nothing for it)."""
+    found = (
+        select(column)
+        .where(
+            charge_attempts.c.invoice_id == invoices.c.id,
+            charge_attempts.c.number == invoices.c.attempt_count,
+        )
+        .scalar_subquery()
+    )
+    return case((invoices.c.attempt_sends > 1, found), else_=None)
+
+
+_SENT_RECORDED = _open_attempt_column(charge_attempts.c.references_recorded)
+_SENT_CUSTOMER_REF = _open_attempt_column(charge_attempts.c.provider_customer_id)
+_SENT_PAYMENT_METHOD_REF = _open_attempt_column(charge_attempts.c.provider_payment_method_id)
 
 # A refusal (no call made) fails a new attempt and takes it back, as a release does:
 # attempt number back, no open attempt; an open attempt with an earlier send keeps
@@ -407,6 +440,10 @@ def _claim_statement(pg: bool, open_attempts_only: bool, exclude: Sequence[int])
             # the customer's provider references, in the same statement (the hot path)
             _CUSTOMER_REF.label("provider_customer_id"),
             _PAYMENT_METHOD_REF.label("provider_payment_method_id"),
+            # a repeat's: those its attempt recorded at its first send
+            _SENT_RECORDED.label("sent_recorded"),
+            _SENT_CUSTOMER_REF.label("sent_customer_id"),
+            _SENT_PAYMENT_METHOD_REF.label("sent_payment_method_id"),
         )
     )
 
@@ -495,8 +532,8 @@ class ChargesRepository(RunsRepository[Conn]):
                 moment(run_unknown_since),
                 token,
                 sends,
-                customer_ref,
-                payment_method_ref,
+                sent_customer_ref if sent_recorded else customer_ref,
+                sent_payment_method_ref if sent_recorded else payment_method_ref,
             )
             # (positional: a tuple unpacked costs a fraction of a Row's attributes)
             for (
@@ -514,6 +551,9 @@ class ChargesRepository(RunsRepository[Conn]):
                 sends,
                 customer_ref,
                 payment_method_ref,
+                sent_recorded,
+                sent_customer_ref,
+                sent_payment_method_ref,
             ) in result
         ]
         if not claimed:
@@ -528,6 +568,8 @@ class ChargesRepository(RunsRepository[Conn]):
                     [c.idempotency_key for c in claimed],
                     [c.run_id for c in claimed],
                     now,
+                    [c.provider_customer_id for c in claimed],
+                    [c.provider_payment_method_id for c in claimed],
                 ),
             )
             return claimed
@@ -539,6 +581,8 @@ class ChargesRepository(RunsRepository[Conn]):
                     "b_number": c.attempt,
                     "b_key": c.idempotency_key,
                     "b_run": c.run_id,
+                    "b_cus": c.provider_customer_id,
+                    "b_pm": c.provider_payment_method_id,
                 }
                 for c in claimed
             ],

@@ -11,7 +11,7 @@ from sqlalchemy import and_, insert, select, update
 from antaeus.domain.invoice import FailureReason, InvoiceStatus
 from antaeus.domain.money import Currency, Money
 from antaeus.storage.database import Conn, WriteConnection
-from antaeus.storage.tables import charge_attempts, customers, invoices, reconciliations
+from antaeus.storage.tables import charge_attempts, invoices, reconciliations
 
 #: REVIEW invoices whose open attempt may have charged and that a lookup of its key can
 #: settle: an unknown outcome (repeat deadline, or the key-retention sweep), or a 400 after
@@ -37,8 +37,11 @@ class Candidate:
     attempt_started_at: datetime  # the attempt was written ahead of its first send
     in_review_since: datetime  # the invoice's last change: when it went to REVIEW
     last_failure: str | None
-    provider_customer_id: str | None = None  # the customer's, at the provider (Stripe's cus_…)
+    # The references at the provider the attempt was sent with (Stripe's cus_…, pm_…),
+    # as it recorded them: never the customer's current ones, which may have changed.
+    provider_customer_id: str | None = None
     provider_payment_method_id: str | None = None
+    references_recorded: bool = True  # False: written before they were kept (unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,7 @@ class ReconciliationRow:
 
 
 def _candidates_query() -> Any:
-    i, a, c = invoices.c, charge_attempts.c, customers.c
+    i, a = invoices.c, charge_attempts.c
     return (
         select(
             i.id,
@@ -69,14 +72,15 @@ def _candidates_query() -> Any:
             i.last_failure,
             a.idempotency_key,
             a.started_at,
-            c.provider_customer_id,
-            c.provider_payment_method_id,
+            a.provider_customer_id,
+            a.provider_payment_method_id,
+            a.references_recorded,
         )
         .select_from(
             invoices.join(
                 charge_attempts,
                 and_(a.invoice_id == i.id, a.number == i.attempt_count),
-            ).join(customers, c.id == i.customer_id)
+            )
         )
         .where(
             i.status == InvoiceStatus.REVIEW.value,
@@ -97,6 +101,7 @@ def _candidate(r: Any) -> Candidate:
         last_failure=r.last_failure,
         provider_customer_id=r.provider_customer_id,
         provider_payment_method_id=r.provider_payment_method_id,
+        references_recorded=bool(r.references_recorded),
     )
 
 

@@ -14,7 +14,7 @@
   enabled again after being retired (a relay without ANTAEUS_AMQP_URL retires it).
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-07
 """
 
@@ -28,7 +28,7 @@ from alembic import op
 from antaeus.storage.types import UTCDateTime
 
 revision: str = "0012"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
