@@ -16,11 +16,13 @@ NAMED = [
     (errors.BodyTooLargeError, 400, "body_too_large"),
     (errors.InvalidIdempotencyKeyError, 400, "invalid_idempotency_key"),
     (errors.UnauthorizedError, 401, "unauthorized"),
+    (errors.InsufficientScopeError, 403, "insufficient_scope"),
     (errors.NotFoundError, 404, "not_found"),
     (errors.MethodNotAllowedError, 405, "method_not_allowed"),
     (errors.InvalidStateError, 409, "invalid_state"),
     (errors.IdempotencyConflictError, 409, "idempotency_conflict"),
     (errors.IdempotencyKeyReusedError, 422, "idempotency_key_reused"),
+    (errors.ValidationFailedError, 422, "validation_error"),
     (errors.CustomerNotFoundError, 422, "customer_not_found"),
     (errors.CurrencyMismatchError, 422, "currency_mismatch"),
 ]

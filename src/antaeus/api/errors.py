@@ -105,6 +105,13 @@ class IdempotencyKeyReusedError(_NamedError):
     status, code = 422, "idempotency_key_reused"
 
 
+class ValidationFailedError(_NamedError):
+    """A value the request's schema accepts but our rules refuse (e.g. a webhook URL
+    inside the network): answered like the schema's own refusals."""
+
+    status, code = 422, "validation_error"
+
+
 class CustomerNotFoundError(_NamedError):
     status, code = 422, "customer_not_found"
 

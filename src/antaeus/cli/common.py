@@ -6,6 +6,7 @@ import asyncio
 import errno
 import gc
 import socket
+import threading
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -61,6 +62,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     path that cannot be opened) ends the command with one line saying what to do.
     """
     raise_open_files_limit()
+    _quiet_aiosqlite_after_loop_closed()
     try:
         try:
             import uvloop
@@ -77,6 +79,30 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
             if problem is not None:
                 fail(escape(problem.message))
         raise
+
+
+def _quiet_aiosqlite_after_loop_closed() -> None:
+    """A connection that failed to open (a SQLite path that cannot be used) leaves
+    aiosqlite's thread behind; when the loop has closed, that thread's hand-back
+    fails with "Event loop is closed" and Python printed its traceback before our
+    one line about the database. Nothing is lost there: that thread only answers a
+    coroutine that is gone. Every other thread's error is printed as before."""
+    previous = threading.excepthook
+    if getattr(previous, "_antaeus_quiet", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if (
+            isinstance(args.exc_value, RuntimeError)
+            and "Event loop is closed" in str(args.exc_value)
+            and args.thread is not None
+            and "_connection_worker_thread" in args.thread.name
+        ):
+            return
+        previous(args)
+
+    hook._antaeus_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
