@@ -113,6 +113,22 @@ class CurrencyMismatchError(_NamedError):
     status, code = 422, "currency_mismatch"
 
 
+class PlanNotFoundError(_NamedError):
+    status, code = 422, "plan_not_found"
+
+
+class AlreadyExistsError(_NamedError):
+    """A unique value (a plan's `code`) is taken; `field` names it."""
+
+    status, code = 409, "already_exists"
+
+
+class NotAvailableError(_NamedError):
+    """A request the API understands but cannot carry out yet (`field` names the option)."""
+
+    status, code = 422, "not_available"
+
+
 def error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
