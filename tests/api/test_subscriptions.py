@@ -718,3 +718,24 @@ async def test_the_events_api_lists_subscription_events(
     listed = await client.get("/rest/v1/events", params={"type": "subscription.created"})
     assert listed.status_code == 200, listed.text
     assert [e["data"]["subscription"] for e in listed.json()] == [sub]
+
+
+async def test_a_new_time_zone_moves_the_next_due_moment(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    cid = await customer(client)
+    pid = await new_plan(client)
+    sub = await subscribe(client, customerId=cid, planId=pid, startDate="2026-12-01")
+    ended = await subscribe(client, customerId=cid, planId=pid)
+    await client.post(f"{SUBS}/{ended['id']}/cancel", json={"at": "now"})
+    response = await client.patch(
+        f"/rest/v1/customers/{cid}", json={"timezone": "Pacific/Kiritimati"}
+    )
+    assert response.status_code == 200, response.text
+    async with database.read() as conn:
+        rows = await conn.execute(select(subscriptions.c.id, subscriptions.c.next_due_at))
+        due = {r.id: r.next_due_at for r in rows}
+    # the dates stay; December 1st now begins at UTC+14
+    assert due == {sub["id"]: datetime(2026, 11, 30, 10, tzinfo=UTC), ended["id"]: None}
+    shown = (await client.get(f"{SUBS}/{sub['id']}")).json()
+    assert shown["startDate"] == "2026-12-01"

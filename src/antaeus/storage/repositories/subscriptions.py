@@ -17,9 +17,14 @@ from typing import Any, Final, Generic
 from sqlalchemy import ColumnElement, and_, func, insert, or_, select, true, update
 
 from antaeus.domain.periods import BillingAnchor
-from antaeus.domain.subscription import PendingChange, SubscriptionStatus, SubscriptionTerms
+from antaeus.domain.subscription import (
+    PendingChange,
+    SubscriptionStatus,
+    SubscriptionTerms,
+    next_due_at,
+)
 from antaeus.storage.database import Conn, WriteConnection
-from antaeus.storage.repositories.plans import Plan
+from antaeus.storage.repositories.plans import Plan, PlanRepository
 from antaeus.storage.tables import customers, subscriptions
 
 #: the columns an action may set (change, cancel, reactivate; generation later)
@@ -224,3 +229,22 @@ class SubscriptionRepository(Generic[Conn]):
             .where(subscriptions.c.id == subscription_id)
             .values(**values, updated_at=now)
         )
+
+    async def follow_zone(
+        self: SubscriptionRepository[WriteConnection], customer_id: int, now: datetime
+    ) -> int:
+        """After the customer's time zone changed: each subscription's next due moment is
+        the first instant of its next period's start date in the new zone (the dates stay).
+        Answers how many moved."""
+        query = _joined().where(
+            subscriptions.c.customer_id == customer_id, subscriptions.c.next_due_at.is_not(None)
+        )
+        rows = [_to_row(r) for r in await self.conn.execute(query)]
+        plans = await PlanRepository(self.conn).many(i for r in rows for i in r.plan_ids())
+        moved = 0
+        for sub in rows:
+            due = next_due_at(sub.terms(plans), sub.timezone)
+            if due != sub.next_due_at:
+                await self.set(sub.id, {"next_due_at": due}, now)
+                moved += 1
+        return moved
