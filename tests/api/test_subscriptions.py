@@ -455,7 +455,7 @@ async def test_changes_refused_by_the_new_plan(
     got = await client.post(url, json={"planId": yearly, "effective": "now"})
     assert (got.status_code, got.json()["error"], got.json()["field"]) == (
         422,
-        "not_available",
+        "validation_error",
         "effective",
     )
     assert "period_end" in got.json()["message"]
@@ -739,3 +739,29 @@ async def test_a_new_time_zone_moves_the_next_due_moment(
     assert due == {sub["id"]: datetime(2026, 11, 30, 10, tzinfo=UTC), ended["id"]: None}
     shown = (await client.get(f"{SUBS}/{sub['id']}")).json()
     assert shown["startDate"] == "2026-12-01"
+
+
+async def test_a_change_now_before_billing_starts_applies_at_once(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    cid = await customer(client)
+    pid = await new_plan(client, trialDays=14)
+    bigger = await new_plan(client, "bigger", amount={"value": "60.00", "currency": "EUR"})
+    yearly = await new_plan(client, "yearly", interval="year")
+    trial = await subscribe(client, customerId=cid, planId=pid)
+    url = f"{SUBS}/{trial['id']}/change"
+    await client.post(url, json={"quantity": 9})  # pending, replaced below
+    got = await client.post(url, json={"planId": bigger, "quantity": 3, "effective": "now"})
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert (body["planId"], body["quantity"], body["pendingChange"]) == (bigger, 3, None)
+    assert (body["status"], body["trialEndDate"]) == ("trialing", "2026-12-06")
+    other = await client.post(url, json={"planId": yearly, "effective": "now"})
+    assert (other.status_code, other.json()["field"]) == (422, "effective")
+    scheduled = await subscribe(client, customerId=cid, planId=pid, startDate="2027-03-01")
+    got = await client.post(
+        f"{SUBS}/{scheduled['id']}/change", json={"quantity": 2, "effective": "now"}
+    )
+    assert (got.status_code, got.json()["quantity"]) == (200, 2)
+    kinds = [k for k, _ in await stored_events(database)]
+    assert kinds.count("subscription.updated") == 3

@@ -54,6 +54,7 @@ from antaeus.domain.subscription import (
     SubscriptionStatus,
     SubscriptionTerms,
     cancel_now_credit,
+    change_now_lines,
     current_period,
     next_due_at,
     status_on,
@@ -356,8 +357,10 @@ def _due_after(terms: SubscriptionTerms, timezone: str) -> dict[str, Any]:
     "customer's currency, not archived. `effective: period_end` (the default) shows the "
     "change as `pendingChange`: the next period is billed with it (a new change replaces a "
     "pending one; a change back to the current plan and quantity takes it back). "
-    "`effective: now` moves money (proration, credit) and is not available yet: 422 "
-    "`not_available`, field `effective`.",
+    "`effective: now`: before billing starts (scheduled, trialing) the change applies at "
+    "once; after, it moves money (proration, credit) and is not available yet: 422 "
+    "`not_available`, field `effective`. A plan of another interval changes only at "
+    "`period_end` (422, field `effective`).",
     response_model=SubscriptionRead,
     responses=ERROR_RESPONSES,
 )
@@ -387,17 +390,19 @@ async def change_subscription(
                     raise _refused(exc, "planId") from None
         quantity = sub.quantity if body.quantity is None else body.quantity
         _check_quantity(plan, quantity)
+        now_lines = None
         if body.effective == "now":
-            if not plan.terms.same_interval(current.terms):
+            try:
+                now_lines = change_now_lines(terms, plan.terms, quantity, today)
+            except PeriodRuleError as exc:  # another interval: only at period_end
+                raise _refused(exc) from None
+            if now_lines:
                 raise NotAvailableError(
-                    "effective: a plan of another interval takes effect only at period_end",
+                    "effective: a change now (its proration invoice or credit) is not "
+                    "available yet: invoice generation and customer credit are not built; "
+                    "use period_end",
                     field="effective",
                 )
-            raise NotAvailableError(
-                "effective: a change now (its proration invoice or credit) is not available "
-                "yet: invoice generation and customer credit are not built; use period_end",
-                field="effective",
-            )
         change = terms.pending_change
         if change is not None and change.effective_date <= today:
             raise InvalidStateError(
@@ -410,6 +415,27 @@ async def change_subscription(
                 f"subscription {sub.id} ends on {sub.cancel_at} (a cancel is pending): "
                 "reactivate it first"
             )
+        if now_lines is not None:
+            # Before billing starts (scheduled, trialing) nothing was billed: the change
+            # applies at once, with nothing to prorate.
+            return {
+                "plan_id": plan.id,
+                "quantity": quantity,
+                "pending_plan_id": None,
+                "pending_quantity": None,
+                "pending_effective_date": None,
+                **_due_after(
+                    SubscriptionTerms(
+                        **{
+                            **_fields(terms),
+                            "plan": plan.terms,
+                            "quantity": quantity,
+                            "pending_change": None,
+                        }
+                    ),
+                    sub.timezone,
+                ),
+            }, EventType.SUBSCRIPTION_UPDATED
         if plan.id == current.id and quantity == sub.quantity:
             pending = None  # back to the current terms: nothing pending
         else:

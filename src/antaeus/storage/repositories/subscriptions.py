@@ -30,6 +30,8 @@ from antaeus.storage.tables import customers, subscriptions
 #: the columns an action may set (change, cancel, reactivate; generation later)
 CHANGEABLE: Final = frozenset(
     {
+        "plan_id",
+        "quantity",
         "cancel_at",
         "canceled_at",
         "pending_plan_id",
