@@ -10,8 +10,8 @@ refused with 422 `not_available`, naming `effective` or `prorate`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import date, datetime
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
@@ -260,6 +260,8 @@ async def create_subscription(
     body: SubscriptionCreate, ctx: Ctx, _who: Principal, idempotency_key: IdempotencyKey = None
 ) -> Response:
     async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
+        repo = SubscriptionRepository(conn)
+        await repo.hold_customer(body.customerId)
         customer = await CustomerRepository(conn).get(body.customerId)
         if customer is None:
             raise CustomerNotFoundError(
@@ -287,7 +289,6 @@ async def create_subscription(
             start_date=start,
             trial_end_date=trial_end,
         )
-        repo = SubscriptionRepository(conn)
         new_id = await repo.create(
             customer_id=customer.id,
             plan_id=plan.id,
@@ -307,13 +308,27 @@ async def create_subscription(
     )
 
 
+class Decision(Protocol):
+    """What an action sets on a locked subscription, and the event it writes."""
+
+    async def __call__(
+        self,
+        conn: WriteConnection,
+        sub: SubscriptionRow,
+        plans: dict[int, Plan],
+        terms: SubscriptionTerms,
+        today: date,
+        now: datetime,
+    ) -> tuple[dict[str, Any], EventType]: ...
+
+
 async def _act(
     ctx: AppContext,
     subscription_id: int,
     action: str,
     key: str | None,
     normalized: Any,
-    decide: Any,
+    decide: Decision,
 ) -> Response:
     """Run an action on one subscription, locked, at most once per Idempotency-Key.
 
@@ -376,7 +391,7 @@ async def change_subscription(
         sub: SubscriptionRow,
         plans: dict[int, Plan],
         terms: SubscriptionTerms,
-        today: Any,
+        today: date,
         now: datetime,
     ) -> tuple[dict[str, Any], EventType]:
         current = plans[sub.plan_id]
@@ -485,7 +500,7 @@ async def cancel_subscription(
         sub: SubscriptionRow,
         plans: dict[int, Plan],
         terms: SubscriptionTerms,
-        today: Any,
+        today: date,
         now: datetime,
     ) -> tuple[dict[str, Any], EventType]:
         status = status_on(terms, today)
@@ -550,7 +565,7 @@ async def reactivate_subscription(
         sub: SubscriptionRow,
         plans: dict[int, Plan],
         terms: SubscriptionTerms,
-        today: Any,
+        today: date,
         now: datetime,
     ) -> tuple[dict[str, Any], EventType]:
         if sub.cancel_at is None:
