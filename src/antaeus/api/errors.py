@@ -113,6 +113,12 @@ class CurrencyMismatchError(_NamedError):
     status, code = 422, "currency_mismatch"
 
 
+class FieldInvalidError(_NamedError):
+    """A field the request's shape allows but its meaning refuses (`field` names it)."""
+
+    status, code = 422, "validation_error"
+
+
 class PlanNotFoundError(_NamedError):
     status, code = 422, "plan_not_found"
 

@@ -21,6 +21,7 @@ from antaeus.api.errors import (
     ApiError,
     CurrencyMismatchError,
     CustomerNotFoundError,
+    FieldInvalidError,
     InvalidStateError,
     NotAvailableError,
     PlanNotFoundError,
@@ -116,16 +117,14 @@ def subscription_json(
 
 def _refused(exc: PeriodRuleError, field: str | None = None) -> ApiError:
     name = field or exc.field
-    return ApiError(422, "validation_error", f"{name}: {exc}", field=name)
+    return FieldInvalidError(f"{name}: {exc}", field=name)
 
 
 def _check_quantity(plan: Plan, quantity: int) -> None:
     """The amount of one period (plan amount x quantity) within the currency's maximum."""
     currency: Currency = plan.amount.currency
     if plan.amount.value * quantity > currency.max_amount:
-        raise ApiError(
-            422,
-            "validation_error",
+        raise FieldInvalidError(
             f"quantity: {quantity} x {plan.amount.value} {currency.code} passes the largest "
             f"amount of {currency.code} ({currency.max_amount})",
             field="quantity",
@@ -506,9 +505,7 @@ async def cancel_subscription(
         status = status_on(terms, today)
         if wanted.prorate:
             if wanted.at != "now":
-                raise ApiError(
-                    422,
-                    "validation_error",
+                raise FieldInvalidError(
                     "prorate: only a cancel at now is prorated",
                     field="prorate",
                 )
