@@ -675,6 +675,14 @@ async def test_list_filters_and_pages(
     assert await ids(status="canceled") == [e["id"]]
     assert await ids(status="active", customerId=other_customer) == [c["id"]]
     assert await ids(status="active", limit=1) == [a["id"]]
+    seen: list[int] = []
+    url: str | None = f"{SUBS}?limit=2"
+    while url:
+        got = await client.get(url)
+        seen += [s["id"] for s in got.json()]
+        link = got.headers.get("link")
+        url = link[1 : link.index(">")] if link else None
+    assert seen == [a["id"], b["id"], c["id"], d["id"], e["id"]]
     page = await client.get(SUBS, params={"status": "active", "limit": 1})
     link = page.headers["link"]
     nxt = await client.get(link[1 : link.index(">")])
