@@ -22,9 +22,12 @@ NAMED = [
     (errors.InvalidStateError, 409, "invalid_state"),
     (errors.IdempotencyConflictError, 409, "idempotency_conflict"),
     (errors.IdempotencyKeyReusedError, 422, "idempotency_key_reused"),
-    (errors.ValidationFailedError, 422, "validation_error"),
     (errors.CustomerNotFoundError, 422, "customer_not_found"),
     (errors.CurrencyMismatchError, 422, "currency_mismatch"),
+    (errors.FieldInvalidError, 422, "validation_error"),
+    (errors.PlanNotFoundError, 422, "plan_not_found"),
+    (errors.NotAvailableError, 422, "not_available"),
+    (errors.AlreadyExistsError, 409, "already_exists"),
 ]
 
 

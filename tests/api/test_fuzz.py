@@ -39,9 +39,12 @@ from antaeus.api.app import create_app
 from antaeus.clock import ManualClock
 from antaeus.config import Settings
 from antaeus.domain.money import ORIGINAL_CURRENCIES, Currency, Money
+from antaeus.domain.periods import BillingAnchor, Interval
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.invoices import InvoiceRepository
+from antaeus.storage.repositories.plans import PlanRepository
+from antaeus.storage.repositories.subscriptions import SubscriptionRepository
 
 #: Up to this many random requests per operation and mode, besides Schemathesis'
 #: deterministic boundary-value ("coverage") cases: keeps the file under a minute.
@@ -56,7 +59,14 @@ PAST_DUE = datetime(2026, 11, 1, tzinfo=UTC)
 NOT_YET_DUE = datetime(2026, 12, 1, tzinfo=UTC)
 CUSTOMERS: dict[int, Currency] = {k: c for k, c in enumerate(ORIGINAL_CURRENCIES, start=1)}
 INVOICE_IDS = list(range(1, 2 * len(CUSTOMERS) + 1))
-KNOWN_IDS = {"/rest/v1/customers": list(CUSTOMERS), "/rest/v1/invoices": INVOICE_IDS}
+#: one monthly plan per customer's currency, and each customer on its plan (same ids)
+PLAN_IDS = list(CUSTOMERS)
+KNOWN_IDS = {
+    "/rest/v1/customers": list(CUSTOMERS),
+    "/rest/v1/invoices": INVOICE_IDS,
+    "/rest/v1/plans": PLAN_IDS,
+    "/rest/v1/subscriptions": list(CUSTOMERS),
+}
 
 CHECKS = [
     schemathesis.checks.not_a_server_error,
@@ -98,6 +108,13 @@ def existing_ids(context: schemathesis.HookContext, path_parameters: dict[str, A
 def existing_customer(context: schemathesis.HookContext, body: Any) -> Any:
     """Also bill an existing customer in its own currency, so invoices get created."""
     assert context.operation is not None
+    if context.operation.path == "/rest/v1/subscriptions" and isinstance(body, dict):
+        if not (_is_id(body.get("customerId")) and _is_id(body.get("planId"))):
+            return st.just(body)
+        pairs = st.sampled_from(list(CUSTOMERS)).map(
+            lambda cid: {**body, "customerId": cid, "planId": cid}
+        )
+        return st.one_of(st.just(body), pairs)
     if context.operation.path != "/rest/v1/invoices" or not isinstance(body, dict):
         return st.just(body)
     amount = body.get("amount")
@@ -118,6 +135,29 @@ async def _seed(database: Database, now: datetime) -> None:
             assert customer.id == expected_id
             for value, due in (("10.00", PAST_DUE), ("1234567.89", NOT_YET_DUE)):
                 await invoices.create(customer.id, Money.of(value, currency), due, now)
+        for cid, currency in CUSTOMERS.items():
+            plan = await PlanRepository(conn).create(
+                code=f"plan-{currency.code}",
+                name=f"Monthly {currency.code}",
+                amount=Money.of("30.00", currency),
+                interval=Interval.MONTH,
+                interval_count=1,
+                trial_days=0,
+                now=now,
+            )
+            assert plan is not None
+            assert plan.id == cid
+            sid = await SubscriptionRepository(conn).create(
+                customer_id=cid,
+                plan_id=plan.id,
+                quantity=1,
+                billing_anchor=BillingAnchor.CALENDAR,
+                start_date=now.date(),
+                trial_end_date=None,
+                next_due_at=None,
+                now=now,
+            )
+            assert sid == cid
 
 
 @pytest.fixture

@@ -363,4 +363,7 @@ def test_every_type_the_events_work_publishes_is_named() -> None:
         "run.completed",
         "charging.paused",
         "charging.resumed",
+        "subscription.created",
+        "subscription.updated",
+        "subscription.canceled",
     }

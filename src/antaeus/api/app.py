@@ -15,7 +15,15 @@ import antaeus
 from antaeus.api.auth import ScopeGuard, TokenAuthority
 from antaeus.api.context import AppContext
 from antaeus.api.errors import ContentLengthLimit, install_error_handlers
-from antaeus.api.routes import billing, customers, events, health, invoices
+from antaeus.api.routes import (
+    billing,
+    customers,
+    events,
+    health,
+    invoices,
+    plans,
+    subscriptions,
+)
 from antaeus.billing.reconcile import Reconciler
 from antaeus.billing.runs import Scheduler
 from antaeus.billing.worker import Worker, worker_settings
@@ -154,6 +162,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(customers.router)
     app.include_router(invoices.router)
+    app.include_router(plans.router)
+    app.include_router(subscriptions.router)
     app.include_router(billing.router)
     app.include_router(events.router)
     install_dashboard(app)  # the pages at /, after the API's routes

@@ -105,19 +105,34 @@ class IdempotencyKeyReusedError(_NamedError):
     status, code = 422, "idempotency_key_reused"
 
 
-class ValidationFailedError(_NamedError):
-    """A value the request's schema accepts but our rules refuse (e.g. a webhook URL
-    inside the network): answered like the schema's own refusals."""
-
-    status, code = 422, "validation_error"
-
-
 class CustomerNotFoundError(_NamedError):
     status, code = 422, "customer_not_found"
 
 
 class CurrencyMismatchError(_NamedError):
     status, code = 422, "currency_mismatch"
+
+
+class FieldInvalidError(_NamedError):
+    """A field the request's shape allows but its meaning refuses (`field` names it)."""
+
+    status, code = 422, "validation_error"
+
+
+class PlanNotFoundError(_NamedError):
+    status, code = 422, "plan_not_found"
+
+
+class AlreadyExistsError(_NamedError):
+    """A unique value (a plan's `code`) is taken; `field` names it."""
+
+    status, code = 409, "already_exists"
+
+
+class NotAvailableError(_NamedError):
+    """A request the API understands but cannot carry out yet (`field` names the option)."""
+
+    status, code = 422, "not_available"
 
 
 def error_response(exc: ApiError) -> JSONResponse:

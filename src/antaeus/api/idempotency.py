@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from antaeus.api.context import AppContext
 from antaeus.api.errors import (
+    ApiError,
     IdempotencyConflictError,
     IdempotencyKeyReusedError,
     InvalidIdempotencyKeyError,
@@ -91,6 +92,14 @@ def _replayed(scope: str, stored: StoredResponse, response: Response) -> Respons
     return response
 
 
+async def _answer_stored(scope: str, stored: StoredResponse, replay: Replay | None) -> Response:
+    if replay is not None:
+        response = await replay(stored.status_code, stored.body)
+    else:
+        response = JSONResponse.from_text(stored.body, stored.status_code)
+    return _replayed(scope, stored, response)
+
+
 async def run_idempotent(
     ctx: AppContext,
     scope: str,
@@ -130,16 +139,25 @@ async def run_idempotent(
                     raise _KeyTakenError from None
             return JSONResponse(body, status_code=status, headers=headers)
         except _ReplayError as replaying:
-            stored = replaying.stored
-            if replay is not None:
-                response = await replay(stored.status_code, stored.body)
-            else:
-                response = JSONResponse.from_text(stored.body, stored.status_code)
-            return _replayed(scope, stored, response)
+            return await _answer_stored(scope, replaying.stored, replay)
         except _KeyTakenError:
             # Another request with this key committed first (PostgreSQL lets
             # both get this far): loop to answer what it stored.
             continue
+        except ApiError:
+            # Refused: perhaps because another request with this key committed its
+            # effect first (PostgreSQL: a unique value it took, such as a plan's
+            # code). Then its answer is this request's too; otherwise the refusal.
+            async with ctx.db.read() as conn:
+                stored = await IdempotencyRepository(conn).find(scope, key)
+            if stored is None:
+                raise
+            if stored.request_hash != digest:
+                raise IdempotencyKeyReusedError(
+                    "this Idempotency-Key was already used with a different request",
+                    field="Idempotency-Key",
+                ) from None
+            return await _answer_stored(scope, stored, replay)
     raise IdempotencyConflictError("concurrent requests with this Idempotency-Key")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, DecimalException
 from enum import Enum
 from typing import Annotated, Any, Final, Literal
@@ -41,6 +41,7 @@ from antaeus.domain.money import (
     check_amount,
     parse_amount,
 )
+from antaeus.domain.periods import PeriodRuleError, check_interval
 from antaeus.exactjson import rfc3339
 from antaeus.storage.repositories.actions import ActionRow
 from antaeus.storage.repositories.invoices import InvoiceFilter
@@ -83,6 +84,22 @@ CurrencyCode = Annotated[
 
 def _positive_amount(value: object, info: ValidationInfo) -> Decimal:
     """A positive amount with at most the decimals of the currency given beside it."""
+    amount = _amount_in(value, info)
+    if amount <= 0:
+        raise ValueError("amount must be greater than zero")
+    return amount
+
+
+def _price(value: object, info: ValidationInfo) -> Decimal:
+    """A plan's price: zero or more, with at most the currency's decimals."""
+    amount = _amount_in(value, info)
+    if amount < 0:
+        raise ValueError("amount must not be negative (0 is a free plan)")
+    return amount
+
+
+def _amount_in(value: object, info: ValidationInfo) -> Decimal:
+    """An amount with at most the decimals of the currency given beside it."""
     currency = info.data.get("currency")
     try:
         if isinstance(currency, Currency):
@@ -93,8 +110,6 @@ def _positive_amount(value: object, info: ValidationInfo) -> Decimal:
         raise ValueError(str(exc)) from None
     except DecimalException:
         raise ValueError("amount is not a usable decimal number") from None
-    if amount <= 0:
-        raise ValueError("amount must be greater than zero")
     return amount
 
 
@@ -690,3 +705,176 @@ def action_json(row: ActionRow) -> dict[str, Any]:
         "chargeId": row.charge_id,
         "createdAt": rfc3339(row.created_at),
     }
+
+
+# -- plans and subscriptions (issue 21) -----------------------------------------------
+
+PriceIn = Annotated[
+    Decimal,
+    BeforeValidator(_price),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": AMOUNT_PATTERN},
+                {"type": "number", "minimum": 0, "maximum": MAX_MINOR},
+            ],
+            "description": "the price of one unit for one period: a decimal string or a JSON "
+            "number, 0 or more, with at most the currency's own decimals (EUR 2, JPY 0, KWD 3)",
+            "examples": ["30.00"],
+        }
+    ),
+]
+
+
+class PriceMoneyIn(RequestBody):
+    currency: CurrencyCode  # first: the value is validated against its decimals
+    value: PriceIn
+
+
+_PLAN_CODE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _plan_code(value: str) -> str:
+    if not _PLAN_CODE.fullmatch(value):
+        raise ValueError(
+            f"must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-' "
+            f"(it has {len(value)} characters)"
+        )
+    return value
+
+
+#: a plan's code (plans.code: 64), unique
+PlanCode = Annotated[
+    SingleLine,
+    AfterValidator(_plan_code),
+    WithJsonSchema(
+        {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$", "examples": ["pro-monthly"]}
+    ),
+]
+#: a plan's name for people (plans.name: 200)
+PlanName = Annotated[SingleLine, Field(min_length=1, max_length=200, examples=["Pro"])]
+IntervalName = Literal["day", "week", "month", "year"]
+#: intervalCount, whose range depends on the interval (checked by the model)
+IntervalCount = Annotated[
+    StrictInt, Field(ge=1, le=365, description="1-365 days, 1-52 weeks, 1-24 months, 1-5 years")
+]
+TrialDays = Annotated[StrictInt, Field(ge=0, le=730, description="trial days, 0-730")]
+#: the largest quantity of a subscription
+MAX_QUANTITY: Final = 1_000_000
+Quantity = Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY, description="1-1,000,000")]
+AnchorName = Literal["calendar", "anniversary"]
+
+
+def _field_error(field: str, message: str) -> PydanticCustomError:
+    """A body-level check's error that names its own field (api/errors.py)."""
+    return PydanticCustomError("not_changeable", "{message}", {"field": field, "message": message})
+
+
+class PlanCreate(RequestBody):
+    code: PlanCode
+    name: PlanName
+    amount: PriceMoneyIn
+    interval: IntervalName
+    intervalCount: IntervalCount = 1  # noqa: N815
+    trialDays: TrialDays = 0  # noqa: N815
+
+    @model_validator(mode="after")
+    def _count_in_range(self) -> PlanCreate:
+        try:
+            check_interval(self.interval, self.intervalCount)
+        except PeriodRuleError as exc:
+            raise _field_error(exc.field, str(exc)) from None
+        return self
+
+
+_LOCAL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _local_date(value: object) -> object:
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _LOCAL_DATE.fullmatch(value):
+        raise ValueError("must be a date written YYYY-MM-DD, such as 2027-01-14")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value} is no date of the calendar") from None
+
+
+#: a calendar date in the customer's time zone
+LocalDate = Annotated[
+    date,
+    PlainValidator(_local_date),
+    PlainSerializer(lambda d: d.isoformat(), return_type=str),
+    WithJsonSchema({"type": "string", "format": "date", "examples": ["2027-01-14"]}),
+]
+
+
+class SubscriptionCreate(RequestBody):
+    customerId: Id  # noqa: N815
+    planId: Id  # noqa: N815
+    quantity: Quantity = 1
+    startDate: LocalDate | None = Field(  # noqa: N815
+        default=None,
+        description="a date in the customer's time zone (default: today there); at most 366 "
+        "days and 24 periods back, at most 5 years ahead",
+    )
+    billingAnchor: AnchorName | None = Field(  # noqa: N815
+        default=None,
+        description="default: calendar when the plan's interval has a calendar, else anniversary",
+    )
+    trialDays: TrialDays | None = Field(  # noqa: N815
+        default=None, description="default: the plan's"
+    )
+
+
+class SubscriptionChange(RequestBody):
+    planId: Id | None = None  # noqa: N815
+    quantity: Quantity | None = None
+    effective: Literal["now", "period_end"] = "period_end"
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> SubscriptionChange:
+        if self.planId is None and self.quantity is None:
+            raise _field_error("planId", "a change needs planId, quantity or both")
+        return self
+
+
+class SubscriptionCancel(RequestBody):
+    at: Literal["now", "period_end"] = "period_end"
+    prorate: StrictBool = False
+
+
+class PlanRead(BaseModel):
+    id: int
+    code: str
+    name: str
+    amount: MoneyRead
+    interval: IntervalName
+    intervalCount: int  # noqa: N815
+    trialDays: int  # noqa: N815
+    createdAt: datetime  # noqa: N815
+    archivedAt: datetime | None  # noqa: N815
+
+
+class PendingChangeRead(BaseModel):
+    planId: int  # noqa: N815
+    quantity: int
+    effectiveDate: date  # noqa: N815
+
+
+class SubscriptionRead(BaseModel):
+    id: int
+    customerId: int  # noqa: N815
+    planId: int  # noqa: N815
+    quantity: int
+    status: Literal["scheduled", "trialing", "active", "canceled"]
+    billingAnchor: AnchorName  # noqa: N815
+    startDate: date  # noqa: N815
+    trialEndDate: date | None  # noqa: N815
+    currentPeriodStart: date | None  # noqa: N815
+    currentPeriodEnd: date | None  # noqa: N815
+    cancelAt: date | None  # noqa: N815
+    canceledAt: datetime | None  # noqa: N815
+    pendingChange: PendingChangeRead | None  # noqa: N815
+    createdAt: datetime  # noqa: N815

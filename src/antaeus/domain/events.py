@@ -41,6 +41,9 @@ class EventType(StrEnum):
     RUN_COMPLETED = "run.completed"
     CHARGING_PAUSED = "charging.paused"
     CHARGING_RESUMED = "charging.resumed"
+    SUBSCRIPTION_CREATED = "subscription.created"
+    SUBSCRIPTION_UPDATED = "subscription.updated"
+    SUBSCRIPTION_CANCELED = "subscription.canceled"
 
 
 #: the types an answer of the provider can lead to (domain/policy.py chooses)
@@ -396,3 +399,32 @@ class ChargingResumed:
 
     def data(self) -> dict[str, Any]:
         return {}
+
+
+#: the subscription events (issue 21)
+SUBSCRIPTION_TYPES: Final = frozenset(
+    {
+        EventType.SUBSCRIPTION_CREATED,
+        EventType.SUBSCRIPTION_UPDATED,
+        EventType.SUBSCRIPTION_CANCELED,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionEvent:
+    """A subscription was created, changed (a change or cancel made or taken back) or
+    canceled. `subscription` is the subscription as `GET /rest/v1/subscriptions/{id}`
+    shows it at that moment (built by the API, which owns that shape)."""
+
+    type: EventType  # one of SUBSCRIPTION_TYPES
+    subscription: dict[str, Any]
+    invoice_id: ClassVar[None] = None
+    run_id: ClassVar[None] = None
+
+    def __post_init__(self) -> None:
+        if self.type not in SUBSCRIPTION_TYPES:
+            raise ValueError(f"{self.type} is not a subscription event")
+
+    def data(self) -> dict[str, Any]:
+        return {"subscription": self.subscription}

@@ -7,6 +7,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -389,4 +390,63 @@ dashboard_sessions = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Index("ix_dashboard_sessions_expires_at", "expires_at"),
+)
+
+#: Plans (issue 21): a price for one unit and one period, and its interval. A plan's
+#: price and interval never change; `archived_at` set: no new subscription to it.
+plans = Table(
+    "plans",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("code", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("interval", String(8), nullable=False),  # day | week | month | year
+    Column("interval_count", Integer, nullable=False),
+    Column("trial_days", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("archived_at", UTCDateTime, nullable=True),
+    CheckConstraint("amount_minor >= 0", name="amount_minor"),
+    CheckConstraint("interval IN ('day', 'week', 'month', 'year')", name="interval"),
+)
+
+#: Subscriptions (issue 21). Every date is a local date in the customer's time zone.
+#: `periods_from`: where the current plan's periods are counted from (NULL: the
+#: billing start); `next_period_start`: the first period not yet billed (NULL: none
+#: billed yet); `next_due_at`: when that period falls due (NULL: nothing left to
+#: bill), so that the generator finds the due ones with one indexed query. The
+#: generator (a later step) writes them back after billing, in its transaction.
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("customer_id", BigInteger, ForeignKey("customers.id"), nullable=False),
+    Column("plan_id", BigInteger, ForeignKey("plans.id"), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("billing_anchor", String(16), nullable=False),  # calendar | anniversary
+    Column("start_date", Date, nullable=False),
+    Column("trial_end_date", Date, nullable=True),
+    Column("cancel_at", Date, nullable=True),  # the date it ends (a cancel made)
+    Column("canceled_at", UTCDateTime, nullable=True),  # the instant the cancel was made
+    # a `period_end` change: plan and quantity for periods from the effective date on
+    Column("pending_plan_id", BigInteger, ForeignKey("plans.id"), nullable=True),
+    Column("pending_quantity", Integer, nullable=True),
+    Column("pending_effective_date", Date, nullable=True),
+    Column("periods_from", Date, nullable=True),
+    Column("next_period_start", Date, nullable=True),
+    Column("next_due_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("quantity >= 1", name="quantity"),
+    CheckConstraint("billing_anchor IN ('calendar', 'anniversary')", name="billing_anchor"),
+    Index("ix_subscriptions_customer_id_id", "customer_id", "id"),
+    Index("ix_subscriptions_plan_id_id", "plan_id", "id"),
+    # the generator's query: the subscriptions due by now
+    Index(
+        "ix_subscriptions_next_due_at",
+        "next_due_at",
+        sqlite_where=text("next_due_at IS NOT NULL"),
+        postgresql_where=text("next_due_at IS NOT NULL"),
+    ),
 )

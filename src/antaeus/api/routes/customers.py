@@ -22,6 +22,7 @@ from antaeus.api.schemas import (
 )
 from antaeus.storage.database import WriteConnection
 from antaeus.storage.repositories.customers import CustomerRepository
+from antaeus.storage.repositories.subscriptions import SubscriptionRepository
 
 log = structlog.get_logger("antaeus.api")
 
@@ -102,6 +103,8 @@ async def change_customer(
         changed = await CustomerRepository(conn).change(id, changes, ctx.clock.now())
         if changed is None:
             raise not_found("customer", id)
+        if "timezone" in changes:  # its subscriptions' next periods fall due in the new zone
+            await SubscriptionRepository(conn).follow_zone(id, ctx.clock.now())
         moved.append(changed.invoices_moved)
         return 200, customer_json(changed.customer), {}
 

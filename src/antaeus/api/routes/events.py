@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from antaeus.api.auth import AuthenticatedRoute, Principal
 from antaeus.api.context import Ctx
-from antaeus.api.errors import ValidationFailedError, not_found
+from antaeus.api.errors import FieldInvalidError, not_found
 from antaeus.api.jsonio import JSONResponse
 from antaeus.api.pagination import MAX_LIMIT, Page, PageParams, paginate
 from antaeus.api.schemas import ERROR_RESPONSES, MAX_ID, DigitsInt, RequestBody, SingleLine
@@ -195,7 +195,7 @@ async def create_webhook(ctx: Ctx, _who: Principal, body: WebhookCreate) -> JSON
     # a receiver inside the network is refused (the deliveries list would scan it);
     # names are resolved and checked again at every delivery
     if (problem := url_problem(body.url, ctx.settings.WEBHOOK_ALLOW_PRIVATE)) is not None:
-        raise ValidationFailedError(f"url: {problem}", field="url")
+        raise FieldInvalidError(f"url: {problem}", field="url")
     types = None if body.events is None or ALL in body.events else sorted(set(body.events))
     secret = new_secret()
     async with ctx.db.write() as conn:

@@ -1,0 +1,577 @@
+"""Subscriptions (issue 21): create, list, read, change (`period_end`), cancel, reactivate.
+
+Status and the current period are worked out from the customer's local date when
+read (the injected clock), by the pure rules of domain/subscription.py. What
+moves money (a change or cancel `now` with proration or credit) needs invoice
+generation and customer credit, which are not built yet: those requests are
+refused with 422 `not_available`, naming `effective` or `prorate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime
+from typing import Annotated, Any, Protocol
+
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from antaeus.api.auth import AuthenticatedRoute, Principal
+from antaeus.api.context import AppContext, Ctx
+from antaeus.api.errors import (
+    ApiError,
+    CurrencyMismatchError,
+    CustomerNotFoundError,
+    FieldInvalidError,
+    InvalidStateError,
+    NotAvailableError,
+    PlanNotFoundError,
+    not_found,
+)
+from antaeus.api.idempotency import IdempotencyKey, run_idempotent
+from antaeus.api.jsonio import JSONResponse
+from antaeus.api.pagination import Page, paginate
+from antaeus.api.schemas import (
+    ERROR_RESPONSES,
+    MAX_ID,
+    DigitsInt,
+    SubscriptionCancel,
+    SubscriptionChange,
+    SubscriptionCreate,
+    SubscriptionRead,
+)
+from antaeus.domain.events import EventType, SubscriptionEvent, row
+from antaeus.domain.money import Currency
+from antaeus.domain.periods import (
+    BillingAnchor,
+    PeriodRuleError,
+    check_anchor,
+    check_start_date,
+    check_trial_days,
+    local_date,
+    trial_end_date,
+)
+from antaeus.domain.subscription import (
+    PendingChange,
+    SubscriptionStatus,
+    SubscriptionTerms,
+    cancel_now_credit,
+    change_now_lines,
+    current_period,
+    next_due_at,
+    status_on,
+)
+from antaeus.exactjson import rfc3339
+from antaeus.storage.database import Conn, WriteConnection
+from antaeus.storage.repositories.billing import BillingRepository
+from antaeus.storage.repositories.customers import CustomerRepository
+from antaeus.storage.repositories.plans import Plan, PlanRepository
+from antaeus.storage.repositories.subscriptions import (
+    SubscriptionRepository,
+    SubscriptionRow,
+    may_have_status,
+)
+
+router = APIRouter(
+    prefix="/rest/v1/subscriptions", tags=["subscriptions"], route_class=AuthenticatedRoute
+)
+
+SubscriptionId = Annotated[DigitsInt, Path(ge=1, le=MAX_ID, description="subscription id")]
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def subscription_json(
+    sub: SubscriptionRow, plans: Mapping[int, Plan], now: datetime
+) -> dict[str, Any]:
+    """The subscription as the API shows it at the instant `now` (status and current
+    period on the customer's local date then)."""
+    terms = sub.terms(plans)
+    today = local_date(now, sub.timezone)
+    period = current_period(terms, today)
+    pending = terms.pending_change
+    return {
+        "id": sub.id,
+        "customerId": sub.customer_id,
+        "planId": sub.plan_id,
+        "quantity": sub.quantity,
+        "status": status_on(terms, today).value,
+        "billingAnchor": sub.billing_anchor.value,
+        "startDate": sub.start_date.isoformat(),
+        "trialEndDate": _iso(sub.trial_end_date),
+        "currentPeriodStart": _iso(period.start if period else None),
+        "currentPeriodEnd": _iso(period.end if period else None),
+        "cancelAt": _iso(sub.cancel_at),
+        "canceledAt": rfc3339(sub.canceled_at) if sub.canceled_at else None,
+        "pendingChange": None
+        if pending is None
+        else {
+            "planId": pending.plan.id,
+            "quantity": pending.quantity,
+            "effectiveDate": pending.effective_date.isoformat(),
+        },
+        "createdAt": rfc3339(sub.created_at),
+    }
+
+
+def _refused(exc: PeriodRuleError, field: str | None = None) -> ApiError:
+    name = field or exc.field
+    return FieldInvalidError(f"{name}: {exc}", field=name)
+
+
+def _check_quantity(plan: Plan, quantity: int) -> None:
+    """The amount of one period (plan amount x quantity) within the currency's maximum."""
+    currency: Currency = plan.amount.currency
+    if plan.amount.value * quantity > currency.max_amount:
+        raise FieldInvalidError(
+            f"quantity: {quantity} x {plan.amount.value} {currency.code} passes the largest "
+            f"amount of {currency.code} ({currency.max_amount})",
+            field="quantity",
+        )
+
+
+async def _plan_for(conn: WriteConnection, plan_id: int, currency: Currency) -> Plan:
+    """The plan a subscription or a change takes: it exists, is not archived (409), and is
+    in the customer's currency (422 `currency_mismatch`, field `planId`)."""
+    plan = await PlanRepository(conn).get(plan_id, lock=True)
+    if plan is None:
+        raise PlanNotFoundError(f"plan {plan_id} does not exist", field="planId")
+    if plan.archived_at is not None:
+        raise InvalidStateError(f"plan {plan_id} is archived: no new subscription or change to it")
+    if plan.amount.currency is not currency:
+        raise CurrencyMismatchError(
+            f"plan {plan_id} is priced in {plan.amount.currency.code}; the customer is "
+            f"billed in {currency.code}",
+            field="planId",
+        )
+    return plan
+
+
+async def _shown(conn: Conn, subscription_id: int, now: datetime) -> dict[str, Any]:
+    sub = await SubscriptionRepository(conn).get(subscription_id)
+    assert sub is not None
+    plans = await PlanRepository(conn).many(sub.plan_ids())
+    return subscription_json(sub, plans, now)
+
+
+async def _event(
+    conn: WriteConnection, kind: EventType, shown: dict[str, Any], now: datetime
+) -> None:
+    """The event, written to the outbox in the request's transaction."""
+    await BillingRepository(conn).add_events([row(SubscriptionEvent(kind, shown))], now)
+
+
+# -- reading ---------------------------------------------------------------------------
+
+#: rows read per step when `status` filters (a superset is read, the exact status decides)
+_STATUS_CHUNK = 500
+
+
+@router.get(
+    "",
+    summary="List subscriptions by ascending id",
+    description="Filters: `customerId`, `planId`, `status` (as worked out on each "
+    "customer's local date now).",
+    response_model=list[SubscriptionRead],
+    responses=ERROR_RESPONSES,
+)
+async def list_subscriptions(
+    request: Request,
+    ctx: Ctx,
+    _who: Principal,
+    page: Page,
+    customer_id: Annotated[
+        DigitsInt | None,
+        Query(alias="customerId", ge=1, le=MAX_ID, description="only this customer's"),
+    ] = None,
+    plan_id: Annotated[
+        DigitsInt | None, Query(alias="planId", ge=1, le=MAX_ID, description="only on this plan")
+    ] = None,
+    status: Annotated[SubscriptionStatus | None, Query(description="only this status")] = None,
+) -> JSONResponse:
+    now = ctx.clock.now()
+    plans: dict[int, Plan] = {}
+    async with ctx.db.read() as conn:
+        repo, plan_repo = SubscriptionRepository(conn), PlanRepository(conn)
+        if status is None:
+            rows = await repo.page(
+                after=page.after, limit=page.limit + 1, customer_id=customer_id, plan_id=plan_id
+            )
+        else:
+            rows = []
+            after, superset = page.after, may_have_status(status, now.date())
+            while len(rows) <= page.limit:
+                step = max(_STATUS_CHUNK, page.limit + 1)
+                chunk = await repo.page(
+                    after=after,
+                    limit=step,
+                    customer_id=customer_id,
+                    plan_id=plan_id,
+                    where=superset,
+                )
+                plans |= await plan_repo.many(i for r in chunk for i in r.plan_ids())
+                rows.extend(
+                    r
+                    for r in chunk
+                    if status_on(r.terms(plans), local_date(now, r.timezone)) is status
+                )
+                if len(chunk) < step:
+                    break
+                after = chunk[-1].id
+            rows = rows[: page.limit + 1]
+        items, headers = paginate(request, rows, page)
+        plans |= await plan_repo.many(i for r in items for i in r.plan_ids() if i not in plans)
+    return JSONResponse([subscription_json(r, plans, now) for r in items], headers=headers)
+
+
+@router.get(
+    "/{id}", summary="One subscription", response_model=SubscriptionRead, responses=ERROR_RESPONSES
+)
+async def get_subscription(id: SubscriptionId, ctx: Ctx, _who: Principal) -> JSONResponse:
+    async with ctx.db.read() as conn:
+        sub = await SubscriptionRepository(conn).get(id)
+        plans = await PlanRepository(conn).many(sub.plan_ids()) if sub else {}
+    if sub is None:
+        raise not_found("subscription", id)
+    return JSONResponse(subscription_json(sub, plans, ctx.clock.now()))
+
+
+# -- writing ---------------------------------------------------------------------------
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a subscription",
+    description="Only `customerId` and `planId` are required. `quantity` 1-1,000,000 "
+    "(default 1; the plan's amount times it within the currency's maximum); `startDate` a "
+    "date in the customer's time zone (default: today there; at most 366 days and 24 "
+    "periods back, at most 5 years ahead); `billingAnchor` (default: `calendar` when the "
+    "plan's interval has a calendar, else `anniversary`); `trialDays` (default: the "
+    "plan's). The plan must be in the customer's currency (422 `currency_mismatch`, field "
+    "`planId`) and not archived (409 `invalid_state`). Invoice generation is not built "
+    "yet: a subscription bills nothing yet.",
+    response_model=SubscriptionRead,
+    responses=ERROR_RESPONSES,
+)
+async def create_subscription(
+    body: SubscriptionCreate, ctx: Ctx, _who: Principal, idempotency_key: IdempotencyKey = None
+) -> Response:
+    async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
+        repo = SubscriptionRepository(conn)
+        await repo.hold_customer(body.customerId)
+        customer = await CustomerRepository(conn).get(body.customerId)
+        if customer is None:
+            raise CustomerNotFoundError(
+                f"customer {body.customerId} does not exist", field="customerId"
+            )
+        plan = await _plan_for(conn, body.planId, customer.currency)
+        _check_quantity(plan, body.quantity)
+        now = ctx.clock.now()
+        today = local_date(now, customer.timezone)
+        try:
+            anchor = check_anchor(body.billingAnchor, plan.interval, plan.interval_count)
+            trial_days = check_trial_days(
+                plan.trial_days if body.trialDays is None else body.trialDays
+            )
+            start = body.startDate or today
+            check_start_date(start, today, plan.interval, plan.interval_count, anchor, trial_days)
+        except PeriodRuleError as exc:
+            raise _refused(exc) from None
+        trial_end = trial_end_date(start, trial_days)
+        terms = SubscriptionTerms(
+            id=0,
+            plan=plan.terms,
+            quantity=body.quantity,
+            billing_anchor=anchor,
+            start_date=start,
+            trial_end_date=trial_end,
+        )
+        new_id = await repo.create(
+            customer_id=customer.id,
+            plan_id=plan.id,
+            quantity=body.quantity,
+            billing_anchor=anchor,
+            start_date=start,
+            trial_end_date=trial_end,
+            next_due_at=next_due_at(terms, customer.timezone),
+            now=now,
+        )
+        shown = await _shown(conn, new_id, now)
+        await _event(conn, EventType.SUBSCRIPTION_CREATED, shown, now)
+        return 201, shown, {"Location": f"/rest/v1/subscriptions/{new_id}"}
+
+    return await run_idempotent(
+        ctx, "POST /rest/v1/subscriptions", idempotency_key, body.model_dump(mode="json"), effect
+    )
+
+
+class Decision(Protocol):
+    """What an action sets on a locked subscription, and the event it writes."""
+
+    async def __call__(
+        self,
+        conn: WriteConnection,
+        sub: SubscriptionRow,
+        plans: dict[int, Plan],
+        terms: SubscriptionTerms,
+        today: date,
+        now: datetime,
+    ) -> tuple[dict[str, Any], EventType]: ...
+
+
+async def _act(
+    ctx: AppContext,
+    subscription_id: int,
+    action: str,
+    key: str | None,
+    normalized: Any,
+    decide: Decision,
+) -> Response:
+    """Run an action on one subscription, locked, at most once per Idempotency-Key.
+
+    `decide(conn, sub, plans, terms, today, now)` answers the columns to set and the
+    event type; a canceled subscription never changes again (409).
+    """
+
+    async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
+        repo = SubscriptionRepository(conn)
+        sub = await repo.get(subscription_id, lock=True)
+        if sub is None:
+            raise not_found("subscription", subscription_id)
+        now = ctx.clock.now()
+        today = local_date(now, sub.timezone)
+        plans = await PlanRepository(conn).many(sub.plan_ids())
+        terms = sub.terms(plans)
+        if status_on(terms, today) is SubscriptionStatus.CANCELED:
+            raise InvalidStateError(
+                f"subscription {subscription_id} is canceled: it never changes again",
+                status=SubscriptionStatus.CANCELED.value,
+            )
+        values, kind = await decide(conn, sub, plans, terms, today, now)
+        await repo.set(subscription_id, values, now)
+        shown = await _shown(conn, subscription_id, now)
+        await _event(conn, kind, shown, now)
+        return 200, shown, {}
+
+    return await run_idempotent(
+        ctx, f"POST /rest/v1/subscriptions/{subscription_id}/{action}", key, normalized, effect
+    )
+
+
+def _due_after(terms: SubscriptionTerms, timezone: str) -> dict[str, Any]:
+    return {"next_due_at": next_due_at(terms, timezone)}
+
+
+@router.post(
+    "/{id}/change",
+    summary="Change a subscription's plan or quantity",
+    description="`planId` and `quantity` each optional, one required; the new plan in the "
+    "customer's currency, not archived. `effective: period_end` (the default) shows the "
+    "change as `pendingChange`: the next period is billed with it (a new change replaces a "
+    "pending one; a change back to the current plan and quantity takes it back). "
+    "`effective: now`: before billing starts (scheduled, trialing) the change applies at "
+    "once; after, it moves money (proration, credit) and is not available yet: 422 "
+    "`not_available`, field `effective`. A plan of another interval changes only at "
+    "`period_end` (422, field `effective`).",
+    response_model=SubscriptionRead,
+    responses=ERROR_RESPONSES,
+)
+async def change_subscription(
+    id: SubscriptionId,
+    body: SubscriptionChange,
+    ctx: Ctx,
+    _who: Principal,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    async def decide(
+        conn: WriteConnection,
+        sub: SubscriptionRow,
+        plans: dict[int, Plan],
+        terms: SubscriptionTerms,
+        today: date,
+        now: datetime,
+    ) -> tuple[dict[str, Any], EventType]:
+        current = plans[sub.plan_id]
+        plan = current
+        if body.planId is not None and body.planId != current.id:
+            plan = await _plan_for(conn, body.planId, current.amount.currency)
+            if sub.billing_anchor is BillingAnchor.CALENDAR:
+                try:
+                    check_anchor(sub.billing_anchor, plan.interval, plan.interval_count)
+                except PeriodRuleError as exc:
+                    raise _refused(exc, "planId") from None
+        quantity = sub.quantity if body.quantity is None else body.quantity
+        _check_quantity(plan, quantity)
+        now_lines = None
+        if body.effective == "now":
+            try:
+                now_lines = change_now_lines(terms, plan.terms, quantity, today)
+            except PeriodRuleError as exc:  # another interval: only at period_end
+                raise _refused(exc) from None
+            if now_lines:
+                raise NotAvailableError(
+                    "effective: a change now (its proration invoice or credit) is not "
+                    "available yet: invoice generation and customer credit are not built; "
+                    "use period_end",
+                    field="effective",
+                )
+        change = terms.pending_change
+        if change is not None and change.effective_date <= today:
+            raise InvalidStateError(
+                f"subscription {sub.id}'s pending change took effect on "
+                f"{change.effective_date} and is not billed yet; it cannot be replaced "
+                "before its period is invoiced"
+            )
+        if sub.cancel_at is not None:
+            raise InvalidStateError(
+                f"subscription {sub.id} ends on {sub.cancel_at} (a cancel is pending): "
+                "reactivate it first"
+            )
+        if now_lines is not None:
+            # Before billing starts (scheduled, trialing) nothing was billed: the change
+            # applies at once, with nothing to prorate.
+            return {
+                "plan_id": plan.id,
+                "quantity": quantity,
+                "pending_plan_id": None,
+                "pending_quantity": None,
+                "pending_effective_date": None,
+                **_due_after(
+                    SubscriptionTerms(
+                        **{
+                            **_fields(terms),
+                            "plan": plan.terms,
+                            "quantity": quantity,
+                            "pending_change": None,
+                        }
+                    ),
+                    sub.timezone,
+                ),
+            }, EventType.SUBSCRIPTION_UPDATED
+        if plan.id == current.id and quantity == sub.quantity:
+            pending = None  # back to the current terms: nothing pending
+        else:
+            period = current_period(terms, today)
+            effective = terms.billing_start if period is None else period.end
+            pending = PendingChange(plan.terms, quantity, effective)
+        changed = SubscriptionTerms(
+            **{**_fields(terms), "pending_change": pending},
+        )
+        return {
+            "pending_plan_id": pending.plan.id if pending else None,
+            "pending_quantity": pending.quantity if pending else None,
+            "pending_effective_date": pending.effective_date if pending else None,
+            **_due_after(changed, sub.timezone),
+        }, EventType.SUBSCRIPTION_UPDATED
+
+    return await _act(ctx, id, "change", idempotency_key, body.model_dump(mode="json"), decide)
+
+
+def _fields(terms: SubscriptionTerms) -> dict[str, Any]:
+    return {name: getattr(terms, name) for name in SubscriptionTerms.__dataclass_fields__}
+
+
+@router.post(
+    "/{id}/cancel",
+    summary="Cancel a subscription",
+    description="`at: period_end` (the default) sets `cancelAt` to the current period's "
+    "end (a trialing subscription: its `trialEndDate`; a scheduled one is canceled at "
+    "once); `at: now` cancels today. Either clears a pending change. `prorate: true` "
+    "(credit for the unused days) needs customer credit, which is not built yet: 422 "
+    "`not_available`, field `prorate`, when there are unused billed days. A canceled "
+    "subscription never changes again (409).",
+    response_model=SubscriptionRead,
+    responses=ERROR_RESPONSES,
+)
+async def cancel_subscription(
+    id: SubscriptionId,
+    ctx: Ctx,
+    _who: Principal,
+    body: SubscriptionCancel | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    wanted = body or SubscriptionCancel()
+
+    async def decide(
+        conn: WriteConnection,
+        sub: SubscriptionRow,
+        plans: dict[int, Plan],
+        terms: SubscriptionTerms,
+        today: date,
+        now: datetime,
+    ) -> tuple[dict[str, Any], EventType]:
+        status = status_on(terms, today)
+        if wanted.prorate:
+            if wanted.at != "now":
+                raise FieldInvalidError(
+                    "prorate: only a cancel at now is prorated",
+                    field="prorate",
+                )
+            if cancel_now_credit(terms, today) is not None:
+                raise NotAvailableError(
+                    "prorate: crediting the unused days needs customer credit, which is not "
+                    "available yet; cancel with prorate false",
+                    field="prorate",
+                )
+        if wanted.at == "now" or status is SubscriptionStatus.SCHEDULED:
+            cancel_at = today
+        elif status is SubscriptionStatus.TRIALING:
+            cancel_at = terms.billing_start
+        else:
+            period = current_period(terms, today)
+            assert period is not None  # active
+            cancel_at = period.end
+        pending = terms.pending_change
+        if pending is not None and pending.effective_date > today:
+            pending = None  # a cancel clears a pending change (one not in effect yet)
+        changed = SubscriptionTerms(
+            **{**_fields(terms), "cancel_at": cancel_at, "pending_change": pending}
+        )
+        kind = (
+            EventType.SUBSCRIPTION_CANCELED
+            if status_on(changed, today) is SubscriptionStatus.CANCELED
+            else EventType.SUBSCRIPTION_UPDATED
+        )
+        return {
+            "cancel_at": cancel_at,
+            "canceled_at": now,
+            "pending_plan_id": pending.plan.id if pending else None,
+            "pending_quantity": pending.quantity if pending else None,
+            "pending_effective_date": pending.effective_date if pending else None,
+            **_due_after(changed, sub.timezone),
+        }, kind
+
+    return await _act(ctx, id, "cancel", idempotency_key, wanted.model_dump(mode="json"), decide)
+
+
+@router.post(
+    "/{id}/reactivate",
+    summary="Take back a pending cancel",
+    description="409 `invalid_state` when no cancel is pending; a canceled subscription "
+    "never changes again. A pending change cleared by the cancel does not come back.",
+    response_model=SubscriptionRead,
+    responses=ERROR_RESPONSES,
+)
+async def reactivate_subscription(
+    id: SubscriptionId, ctx: Ctx, _who: Principal, idempotency_key: IdempotencyKey = None
+) -> Response:
+    async def decide(
+        conn: WriteConnection,
+        sub: SubscriptionRow,
+        plans: dict[int, Plan],
+        terms: SubscriptionTerms,
+        today: date,
+        now: datetime,
+    ) -> tuple[dict[str, Any], EventType]:
+        if sub.cancel_at is None:
+            raise InvalidStateError(f"subscription {sub.id} has no pending cancel")
+        changed = SubscriptionTerms(**{**_fields(terms), "cancel_at": None})
+        return {
+            "cancel_at": None,
+            "canceled_at": None,
+            **_due_after(changed, sub.timezone),
+        }, EventType.SUBSCRIPTION_UPDATED
+
+    return await _act(ctx, id, "reactivate", idempotency_key, {}, decide)
