@@ -17,7 +17,7 @@ Pure: values in, text out; no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, ClassVar, Final, Protocol
@@ -44,6 +44,8 @@ class EventType(StrEnum):
     SUBSCRIPTION_CREATED = "subscription.created"
     SUBSCRIPTION_UPDATED = "subscription.updated"
     SUBSCRIPTION_CANCELED = "subscription.canceled"
+    SUBSCRIPTION_TRIAL_WILL_END = "subscription.trial_will_end"
+    INVOICE_CREATED = "invoice.created"
 
 
 #: the types an answer of the provider can lead to (domain/policy.py chooses)
@@ -407,6 +409,7 @@ SUBSCRIPTION_TYPES: Final = frozenset(
         EventType.SUBSCRIPTION_CREATED,
         EventType.SUBSCRIPTION_UPDATED,
         EventType.SUBSCRIPTION_CANCELED,
+        EventType.SUBSCRIPTION_TRIAL_WILL_END,
     }
 )
 
@@ -428,3 +431,46 @@ class SubscriptionEvent:
 
     def data(self) -> dict[str, Any]:
         return {"subscription": self.subscription}
+
+
+def line_data(
+    line_id: int,
+    kind: str,
+    description: str,
+    amount: Money,
+    subscription_id: int | None,
+    plan_id: int | None,
+    period_start: date | None,
+    period_end: date | None,
+    quantity: int | None,
+) -> dict[str, Any]:
+    """An invoice line as the API shows it (an element of an invoice's `lines`)."""
+    return {
+        "id": line_id,
+        "kind": kind,
+        "subscriptionId": subscription_id,
+        "planId": plan_id,
+        "description": description,
+        "periodStart": period_start.isoformat() if period_start is not None else None,
+        "periodEnd": period_end.isoformat() if period_end is not None else None,
+        "quantity": quantity,
+        "amount": {"value": amount.value, "currency": amount.currency.value},
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceCreated:
+    """An invoice was created, whatever made it (the API, generation, a change `now`):
+    the invoice as `GET /rest/v1/invoices/{id}` shows it, with its lines."""
+
+    invoice: Invoice
+    lines: tuple[dict[str, Any], ...]
+    type: ClassVar[EventType] = EventType.INVOICE_CREATED
+    run_id: ClassVar[None] = None
+
+    @property
+    def invoice_id(self) -> int:
+        return self.invoice.id
+
+    def data(self) -> dict[str, Any]:
+        return {"invoice": {**invoice_data(self.invoice), "lines": list(self.lines)}}

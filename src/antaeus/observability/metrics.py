@@ -58,6 +58,10 @@ CHARGING_PAUSED = Gauge(
     "1 while this worker has charging paused (provider refused us)",
     multiprocess_mode="livemax",
 )
+INVOICES_GENERATED = Counter(
+    "antaeus_invoices_generated_total",
+    "Invoices generated from subscriptions (one per customer and period start, or split)",
+)
 RUNS_OPENED = Counter("antaeus_runs_opened_total", "Billing runs opened, by trigger", ["trigger"])
 INVOICES_TO_REVIEW = Counter(
     "antaeus_invoices_review_total", "Invoices sent to REVIEW by the scheduler (key retention)"

@@ -50,6 +50,9 @@ customers = Table(
     # (Stripe's `cus_…`, `pm_…`); NULL: none. Passed with every charge (migration 0009).
     Column("provider_customer_id", String(255), nullable=True),
     Column("provider_payment_method_id", String(255), nullable=True),
+    # the customer's credit (issue 21), in minor units of its currency; every change
+    # of it is a row of credit_entries
+    Column("credit_minor", BigInteger, nullable=False, server_default="0"),
 )
 
 OPEN_ATTEMPT_WAITING = "status = 'PENDING' AND run_id IS NULL AND attempt_open_since IS NOT NULL"
@@ -438,6 +441,10 @@ subscriptions = Table(
     Column("next_due_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # the local dates at whose first instant `subscription.trial_will_end` and
+    # `subscription.canceled` are due (NULL once told, or nothing to tell)
+    Column("trial_notice_on", Date, nullable=True),
+    Column("cancel_notice_on", Date, nullable=True),
     CheckConstraint("quantity >= 1", name="quantity"),
     CheckConstraint("billing_anchor IN ('calendar', 'anniversary')", name="billing_anchor"),
     Index("ix_subscriptions_customer_id_id", "customer_id", "id"),
@@ -449,4 +456,98 @@ subscriptions = Table(
         sqlite_where=text("next_due_at IS NOT NULL"),
         postgresql_where=text("next_due_at IS NOT NULL"),
     ),
+    Index(
+        "ix_subscriptions_trial_notice_on",
+        "trial_notice_on",
+        sqlite_where=text("trial_notice_on IS NOT NULL"),
+        postgresql_where=text("trial_notice_on IS NOT NULL"),
+    ),
+    Index(
+        "ix_subscriptions_cancel_notice_on",
+        "cancel_notice_on",
+        sqlite_where=text("cancel_notice_on IS NOT NULL"),
+        postgresql_where=text("cancel_notice_on IS NOT NULL"),
+    ),
+)
+
+#: A change or cancel made `now` (issue 21): what its lines and credit entries name.
+subscription_changes = Table(
+    "subscription_changes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("subscription_id", BigInteger, ForeignKey("subscriptions.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # change | cancel
+    Column("from_plan_id", BigInteger, nullable=False),
+    Column("from_quantity", Integer, nullable=False),
+    Column("to_plan_id", BigInteger, nullable=True),
+    Column("to_quantity", Integer, nullable=True),
+    Column("effective_date", Date, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_subscription_changes_subscription_id_id", "subscription_id", "id"),
+)
+
+#: What an invoice is made of; the lines' amounts sum to the invoice's. A
+#: (subscription, period start) has one `subscription` line, ever (the unique
+#: index, not a read before a write, keeps a period from being billed twice).
+invoice_lines = Table(
+    "invoice_lines",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id"), nullable=False),
+    # subscription | proration | credit | balance | manual (an open set)
+    Column("kind", String(32), nullable=False),
+    Column("description", String(500), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("subscription_id", BigInteger, nullable=True),
+    Column("plan_id", BigInteger, nullable=True),
+    Column("change_id", BigInteger, nullable=True),
+    Column("period_start", Date, nullable=True),
+    Column("period_end", Date, nullable=True),
+    Column("quantity", Integer, nullable=True),
+    Index("ix_invoice_lines_invoice_id", "invoice_id"),
+    Index(
+        "uq_invoice_lines_subscription_period",
+        "subscription_id",
+        "period_start",
+        unique=True,
+        sqlite_where=text("kind = 'subscription'"),
+        postgresql_where=text("kind = 'subscription'"),
+    ),
+    Index(
+        "uq_invoice_lines_change_kind",
+        "change_id",
+        "kind",
+        unique=True,
+        sqlite_where=text("change_id IS NOT NULL"),
+        postgresql_where=text("change_id IS NOT NULL"),
+    ),
+    Index(
+        "ix_invoice_lines_subscription_id_invoice_id",
+        "subscription_id",
+        "invoice_id",
+        sqlite_where=text("subscription_id IS NOT NULL"),
+        postgresql_where=text("subscription_id IS NOT NULL"),
+    ),
+)
+
+#: Every change of a customer's credit (`customers.credit_minor`), with its sign.
+credit_entries = Table(
+    "credit_entries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("customer_id", BigInteger, ForeignKey("customers.id"), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("balance_minor", BigInteger, nullable=False),  # the balance after it
+    # change | cancel | invoice | adjustment (an open set)
+    Column("reason", String(32), nullable=False),
+    Column("subscription_id", BigInteger, nullable=True),
+    Column("invoice_id", BigInteger, nullable=True),
+    Column("change_id", BigInteger, nullable=True),
+    Column("note", Text, nullable=True),
+    Column("actor", String(100), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("balance_minor >= 0", name="balance_minor"),
+    Index("ix_credit_entries_customer_id_id", "customer_id", "id"),
 )

@@ -9,7 +9,6 @@ refused with 422 `not_available`, naming `effective` or `prorate`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Annotated, Any, Protocol
 
@@ -39,6 +38,7 @@ from antaeus.api.schemas import (
     SubscriptionCreate,
     SubscriptionRead,
 )
+from antaeus.billing.subscription_view import subscription_json
 from antaeus.domain.events import EventType, SubscriptionEvent, row
 from antaeus.domain.money import Currency
 from antaeus.domain.periods import (
@@ -59,8 +59,8 @@ from antaeus.domain.subscription import (
     current_period,
     next_due_at,
     status_on,
+    trial_will_end_date,
 )
-from antaeus.exactjson import rfc3339
 from antaeus.storage.database import Conn, WriteConnection
 from antaeus.storage.repositories.billing import BillingRepository
 from antaeus.storage.repositories.customers import CustomerRepository
@@ -76,43 +76,6 @@ router = APIRouter(
 )
 
 SubscriptionId = Annotated[DigitsInt, Path(ge=1, le=MAX_ID, description="subscription id")]
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def subscription_json(
-    sub: SubscriptionRow, plans: Mapping[int, Plan], now: datetime
-) -> dict[str, Any]:
-    """The subscription as the API shows it at the instant `now` (status and current
-    period on the customer's local date then)."""
-    terms = sub.terms(plans)
-    today = local_date(now, sub.timezone)
-    period = current_period(terms, today)
-    pending = terms.pending_change
-    return {
-        "id": sub.id,
-        "customerId": sub.customer_id,
-        "planId": sub.plan_id,
-        "quantity": sub.quantity,
-        "status": status_on(terms, today).value,
-        "billingAnchor": sub.billing_anchor.value,
-        "startDate": sub.start_date.isoformat(),
-        "trialEndDate": _iso(sub.trial_end_date),
-        "currentPeriodStart": _iso(period.start if period else None),
-        "currentPeriodEnd": _iso(period.end if period else None),
-        "cancelAt": _iso(sub.cancel_at),
-        "canceledAt": rfc3339(sub.canceled_at) if sub.canceled_at else None,
-        "pendingChange": None
-        if pending is None
-        else {
-            "planId": pending.plan.id,
-            "quantity": pending.quantity,
-            "effectiveDate": pending.effective_date.isoformat(),
-        },
-        "createdAt": rfc3339(sub.created_at),
-    }
 
 
 def _refused(exc: PeriodRuleError, field: str | None = None) -> ApiError:
@@ -297,6 +260,7 @@ async def create_subscription(
             trial_end_date=trial_end,
             next_due_at=next_due_at(terms, customer.timezone),
             now=now,
+            trial_notice_on=trial_will_end_date(terms),
         )
         shown = await _shown(conn, new_id, now)
         await _event(conn, EventType.SUBSCRIPTION_CREATED, shown, now)
@@ -337,6 +301,9 @@ async def _act(
 
     async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
         repo = SubscriptionRepository(conn)
+        customer_id = await repo.customer_of(subscription_id)
+        if customer_id is not None:  # the customer first, as generation takes them
+            await repo.hold_customer_for_update(customer_id)
         sub = await repo.get(subscription_id, lock=True)
         if sub is None:
             raise not_found("subscription", subscription_id)
@@ -537,6 +504,8 @@ async def cancel_subscription(
         return {
             "cancel_at": cancel_at,
             "canceled_at": now,
+            # `subscription.canceled` is told now, or at the first instant of cancel_at
+            "cancel_notice_on": None if kind is EventType.SUBSCRIPTION_CANCELED else cancel_at,
             "pending_plan_id": pending.plan.id if pending else None,
             "pending_quantity": pending.quantity if pending else None,
             "pending_effective_date": pending.effective_date if pending else None,
@@ -571,6 +540,7 @@ async def reactivate_subscription(
         return {
             "cancel_at": None,
             "canceled_at": None,
+            "cancel_notice_on": None,
             **_due_after(changed, sub.timezone),
         }, EventType.SUBSCRIPTION_UPDATED
 

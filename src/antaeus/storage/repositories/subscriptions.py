@@ -38,6 +38,8 @@ CHANGEABLE: Final = frozenset(
         "pending_quantity",
         "pending_effective_date",
         "next_due_at",
+        "trial_notice_on",
+        "cancel_notice_on",
     }
 )
 
@@ -124,6 +126,9 @@ def _to_row(row: Any) -> SubscriptionRow:
     )
 
 
+to_subscription_row = _to_row
+
+
 def _joined() -> Any:
     return select(*_COLUMNS).join_from(
         subscriptions, customers, customers.c.id == subscriptions.c.customer_id
@@ -155,6 +160,24 @@ def may_have_status(status: SubscriptionStatus, utc_today: date) -> ColumnElemen
 class SubscriptionRepository(Generic[Conn]):
     def __init__(self, conn: Conn) -> None:
         self.conn = conn
+
+    async def customer_of(self, subscription_id: int) -> int | None:
+        """The subscription's customer (a subscription never changes customer)."""
+        found = await self.conn.scalar(
+            select(subscriptions.c.customer_id).where(subscriptions.c.id == subscription_id)
+        )
+        return int(found) if found is not None else None
+
+    async def hold_customer_for_update(
+        self: SubscriptionRepository[WriteConnection], customer_id: int
+    ) -> None:
+        """Hold the customer's row exclusively (PostgreSQL) until the transaction ends:
+        what changes a subscription or the customer's credit takes the customer first,
+        then the subscription, in the order invoice generation takes them."""
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.execute(
+                select(customers.c.id).where(customers.c.id == customer_id).with_for_update()
+            )
 
     async def get(self, subscription_id: int, *, lock: bool = False) -> SubscriptionRow | None:
         """One subscription; `lock`: its row held until the transaction ends (PostgreSQL),
@@ -211,6 +234,7 @@ class SubscriptionRepository(Generic[Conn]):
         trial_end_date: date | None,
         next_due_at: datetime | None,
         now: datetime,
+        trial_notice_on: date | None = None,
     ) -> int:
         result = await self.conn.execute(
             insert(subscriptions)
@@ -222,6 +246,7 @@ class SubscriptionRepository(Generic[Conn]):
                 start_date=start_date,
                 trial_end_date=trial_end_date,
                 next_due_at=next_due_at,
+                trial_notice_on=trial_notice_on,
                 created_at=now,
                 updated_at=now,
             )

@@ -1,0 +1,372 @@
+"""Invoice generation (issue 21): every period due by now becomes its invoice, once.
+
+Called by every path that opens a run (the scheduler's tick, `POST
+/rest/v1/billing`, `antaeus bill`) before it opens the run, and by `antaeus
+generate`. The lines come from the one pure function the preview also uses
+(`domain.subscription.due_invoices`); this module only batches, caches and writes.
+
+Per batch (one transaction): the due subscriptions of up to `batch_size`
+customers (held; see storage/repositories/generation.py), each customer's due
+invoices oldest first (at most `DUE_DATES_PER_BATCH` due dates; the rest come in
+the next batch), written with one statement per table. A subscription alone on
+its customer, with no credit, is the common case: its invoices depend only on
+its terms (not its id), so one computation serves every subscription with the
+same terms in the same zone (a million subscriptions created the same way cost
+one computation per zone and plan).
+
+Exactly once rests on the database (the unique index of subscription lines):
+a batch that meets it (another generator was first) rolls back whole and is
+read again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final
+
+import structlog
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from antaeus.billing.subscription_notices import tell_due_notices
+from antaeus.clock import Clock
+from antaeus.domain.events import InvoiceCreated, line_data, row
+from antaeus.domain.invoice import Invoice, InvoiceStatus
+from antaeus.domain.money import Currency, Money
+from antaeus.domain.subscription import (
+    DraftInvoice,
+    LineKind,
+    SubscriptionTerms,
+    after_billing,
+    due_invoices,
+    next_due_at,
+)
+from antaeus.observability import metrics
+from antaeus.storage.database import Database, WriteConnection
+from antaeus.storage.repositories.generation import DueBatch, GenerationRepository
+from antaeus.storage.repositories.plans import Plan, PlanRepository
+from antaeus.storage.repositories.subscriptions import SubscriptionRow
+from antaeus.storage.tables import invoice_lines, invoices
+
+log = structlog.get_logger(__name__)
+
+#: due dates per customer per batch (catch-up after long downtime takes several batches)
+DUE_DATES_PER_BATCH: Final = 12
+#: customers per batch
+BATCH_SIZE: Final = 1_000
+#: a batch that meets another generator's work is read again at most this many times
+_TRIES: Final = 5
+#: who wrote a credit entry that generation made
+ACTOR: Final = "generation"
+
+
+@dataclass
+class GenerationSummary:
+    """What one generation made: invoices, periods billed, amounts per currency."""
+
+    invoices: int = 0
+    periods: int = 0
+    paid_at_once: int = 0  # invoices of total 0 (created PAID)
+    amounts: dict[str, Decimal] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def add(self, other: GenerationSummary) -> None:
+        self.invoices += other.invoices
+        self.periods += other.periods
+        self.paid_at_once += other.paid_at_once
+        for code, value in other.amounts.items():
+            self.amounts[code] = self.amounts.get(code, Decimal(0)) + value
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "invoices": self.invoices,
+            "periods": self.periods,
+            "paidAtOnce": self.paid_at_once,
+            "amounts": [
+                {"value": value, "currency": code} for code, value in sorted(self.amounts.items())
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """One customer's batch: invoices to write, and each subscription's terms after."""
+
+    invoices: tuple[DraftInvoice, ...]
+    after: dict[int, tuple[SubscriptionTerms, datetime | None]]  # id -> terms, next due
+    credit_left: int | None  # minor units (None: unchanged)
+    periods: int
+
+
+#: one lone subscription's invoices and terms after, by its terms without id and zone
+_Cache = dict[
+    tuple[SubscriptionTerms, str],
+    tuple[tuple[DraftInvoice, ...], SubscriptionTerms, datetime | None, int],
+]
+
+
+def _lone(terms: SubscriptionTerms, timezone: str, now: datetime, cache: _Cache) -> _Outcome:
+    key = (replace(terms, id=0), timezone)
+    found = cache.get(key)
+    if found is None:
+        generated = due_invoices([key[0]], now=now, timezone=timezone, limit=DUE_DATES_PER_BATCH)
+        after = key[0]
+        for billed in generated.billed:
+            after = after_billing(after, billed)
+        found = (generated.invoices, after, next_due_at(after, timezone), len(generated.billed))
+        cache[key] = found
+    drafts, after, due, periods = found
+    sid = terms.id
+    drafts = tuple(
+        replace(
+            d,
+            lines=tuple(
+                replace(line, subscription_id=sid) if line.subscription_id == 0 else line
+                for line in d.lines
+            ),
+        )
+        for d in drafts
+    )
+    return _Outcome(drafts, {sid: (replace(after, id=sid), due)}, None, periods)
+
+
+def _customer(
+    subs: list[SubscriptionTerms],
+    timezone: str,
+    currency: Currency,
+    credit_minor: int,
+    now: datetime,
+) -> _Outcome:
+    credit = Money.from_minor(credit_minor, currency) if credit_minor > 0 else None
+    generated = due_invoices(
+        subs, now=now, timezone=timezone, credit=credit, limit=DUE_DATES_PER_BATCH
+    )
+    after = {s.id: s for s in subs}
+    for billed in generated.billed:
+        after[billed.subscription_id] = after_billing(after[billed.subscription_id], billed)
+    left = None
+    if credit is not None and generated.credit_left is not None:
+        left = generated.credit_left.minor
+    return _Outcome(
+        generated.invoices,
+        {i: (t, next_due_at(t, timezone)) for i, t in after.items()},
+        left,
+        len(generated.billed),
+    )
+
+
+class _Plans:
+    """Plans by id, read once per generation (a plan's price and interval never change)."""
+
+    def __init__(self) -> None:
+        self.known: dict[int, Plan] = {}
+
+    async def cover(self, conn: WriteConnection, subs: list[SubscriptionRow]) -> None:
+        missing = {i for s in subs for i in s.plan_ids() if i not in self.known}
+        if missing:
+            self.known.update(await PlanRepository(conn).many(missing))
+
+
+async def _batch(
+    conn: WriteConnection,
+    now: datetime,
+    batch_size: int,
+    plans: _Plans,
+    cache: _Cache,
+) -> GenerationSummary | None:
+    repo = GenerationRepository(conn)
+    due: DueBatch | None = await repo.due(now, batch_size)
+    if due is None:
+        return None
+    summary = GenerationSummary()
+    if due.waited or not due.subscriptions:
+        return summary
+    await plans.cover(conn, due.subscriptions)
+    by_customer: dict[int, list[SubscriptionRow]] = defaultdict(list)
+    for sub in due.subscriptions:
+        by_customer[sub.customer_id].append(sub)
+
+    outcomes: list[tuple[int, _Outcome]] = []
+    for customer_id, rows in by_customer.items():
+        customer = due.customers[customer_id]
+        terms = [r.terms(plans.known) for r in rows]
+        if len(terms) == 1 and customer.credit_minor <= 0:
+            outcome = _lone(terms[0], customer.timezone, now, cache)
+        else:
+            outcome = _customer(
+                terms, customer.timezone, Currency(customer.currency), customer.credit_minor, now
+            )
+        for sid, (_, following) in outcome.after.items():
+            if following is not None and following <= now and not outcome.invoices:
+                raise RuntimeError(
+                    f"subscription {sid} is due ({following}) but generation billed nothing"
+                )
+        outcomes.append((customer_id, outcome))
+
+    n_invoices = sum(len(o.invoices) for _, o in outcomes)
+    n_lines = sum(len(d.lines) for _, o in outcomes for d in o.invoices)
+    invoice_ids = iter(await repo.reserve_ids(invoices, n_invoices))
+    line_ids = iter(await repo.reserve_ids(invoice_lines, n_lines))
+    invoice_rows: list[tuple[Any, ...]] = []
+    line_rows: list[tuple[Any, ...]] = []
+    credit_rows: list[tuple[Any, ...]] = []
+    event_rows = []
+    balances: dict[int, int] = {}
+    sub_rows: list[tuple[Any, ...]] = []
+    for customer_id, outcome in outcomes:
+        balance = due.customers[customer_id].credit_minor
+        for draft in outcome.invoices:
+            invoice_id = next(invoice_ids)
+            amount = draft.amount
+            status = InvoiceStatus.PAID if amount.minor == 0 else InvoiceStatus.PENDING
+            invoice_rows.append(
+                (
+                    invoice_id,
+                    customer_id,
+                    amount.currency.value,
+                    amount.minor,
+                    status.value,
+                    draft.due_at,
+                    draft.due_at,
+                    0,
+                    now,
+                    now,
+                )
+            )
+            shown = []
+            for line in draft.lines:
+                line_id = next(line_ids)
+                line_rows.append(
+                    (
+                        line_id,
+                        invoice_id,
+                        line.kind,
+                        line.description,
+                        line.amount.minor,
+                        line.subscription_id,
+                        line.plan_id,
+                        None,
+                        line.period_start,
+                        line.period_end,
+                        line.quantity,
+                    )
+                )
+                shown.append(
+                    line_data(
+                        line_id,
+                        line.kind,
+                        line.description,
+                        line.amount,
+                        line.subscription_id,
+                        line.plan_id,
+                        line.period_start,
+                        line.period_end,
+                        line.quantity,
+                    )
+                )
+                if line.kind == LineKind.BALANCE:
+                    balance += line.amount.minor
+                    credit_rows.append(
+                        (
+                            customer_id,
+                            amount.currency.value,
+                            line.amount.minor,
+                            balance,
+                            "invoice",
+                            None,
+                            invoice_id,
+                            None,
+                            None,
+                            ACTOR,
+                            now,
+                        )
+                    )
+            invoice = Invoice(invoice_id, customer_id, amount, status, draft.due_at)
+            event_rows.append(row(InvoiceCreated(invoice, tuple(shown))))
+            summary.invoices += 1
+            if status is InvoiceStatus.PAID:
+                summary.paid_at_once += 1
+            code = amount.currency.value
+            summary.amounts[code] = summary.amounts.get(code, Decimal(0)) + amount.value
+        if outcome.credit_left is not None:
+            if outcome.credit_left != balance:
+                raise RuntimeError(f"customer {customer_id}: credit entries do not add up")
+            balances[customer_id] = balance
+        summary.periods += outcome.periods
+        for sid, (after, following) in outcome.after.items():
+            pending = after.pending_change
+            sub_rows.append(
+                (
+                    after.plan.id,
+                    after.quantity,
+                    pending.plan.id if pending else None,
+                    pending.quantity if pending else None,
+                    pending.effective_date if pending else None,
+                    after.periods_from,
+                    after.next_period_start,
+                    following,
+                    now,
+                    sid,
+                )
+            )
+    await repo.insert_invoices(invoice_rows)
+    await repo.insert_lines(line_rows)
+    await repo.update_subscriptions(sub_rows)
+    await repo.insert_credit_entries(credit_rows)
+    await repo.set_credit(balances)
+    await repo.add_events(event_rows, now)
+    return summary
+
+
+async def generate_due(
+    db: Database,
+    clock: Clock,
+    *,
+    batch_size: int = BATCH_SIZE,
+    on_batch: Callable[[GenerationSummary], None] | None = None,
+) -> GenerationSummary:
+    """Generate every invoice due by now (the clock's, read once), oldest first per
+    subscription; answers what was made. Run again at once, it makes nothing."""
+    started = time.perf_counter()
+    now = clock.now()
+    total = GenerationSummary()
+    plans = _Plans()
+    cache: _Cache = {}
+    while True:
+        for attempt in range(1, _TRIES + 1):
+            try:
+                async with db.write() as conn:
+                    made = await _batch(conn, now, batch_size, plans, cache)
+                break
+            except (IntegrityError, OperationalError) as exc:
+                # another generator billed one of these periods first (the unique
+                # index), or PostgreSQL broke a lock wait: read the batch again
+                if attempt == _TRIES:
+                    raise
+                log.warning("generation_batch_retried", attempt=attempt, error=type(exc).__name__)
+        if made is None:
+            break
+        total.add(made)
+        if on_batch is not None:
+            on_batch(made)
+    await tell_notices(db, now)
+    total.seconds = time.perf_counter() - started
+    if total.invoices:
+        metrics.INVOICES_GENERATED.inc(total.invoices)
+        log.info(
+            "invoices_generated",
+            invoices=total.invoices,
+            periods=total.periods,
+            paid_at_once=total.paid_at_once,
+            seconds=round(total.seconds, 3),
+        )
+    return total
+
+
+async def tell_notices(db: Database, now: datetime) -> int:
+    """`subscription.trial_will_end` and `subscription.canceled` due by `now`, each once."""
+    return await tell_due_notices(db, now)

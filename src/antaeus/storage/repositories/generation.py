@@ -1,0 +1,272 @@
+"""Invoice generation's SQL (issue 21): due subscriptions in, invoices and lines out.
+
+Set-based, as the charge path's batches: a batch of due subscriptions is read
+in one statement, and its invoices, lines, subscription updates, credit entries
+and events are each written in one statement per table (PostgreSQL: `unnest`
+of one array per column; SQLite: one executemany of plain tuples). Ids are
+reserved before the insert (PostgreSQL: the sequence; SQLite: the largest id
+plus one, under the write lock every SQLite writer holds), so that lines and
+events can name their invoice without reading anything back.
+
+Exactly once: a (subscription, period start) has one `subscription` line, ever
+(`uq_invoice_lines_subscription_period`); a second writer of the same period
+fails on the index and its whole transaction rolls back. On PostgreSQL the
+generator takes each batch's customers `FOR UPDATE SKIP LOCKED` (then their due
+subscriptions `FOR UPDATE`), so that two generators never build the same
+customer's invoices at once: lock order customer, then subscription, as every
+request that changes a subscription.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Final
+
+from sqlalchemy import Table, and_, select
+from sqlalchemy import types as sqltypes
+
+from antaeus.storage.batch import execute_arrays, sqlite_datetime
+from antaeus.storage.database import WriteConnection
+from antaeus.storage.repositories.runs import BillingBase
+from antaeus.storage.repositories.subscriptions import SubscriptionRow, to_subscription_row
+from antaeus.storage.tables import (
+    credit_entries,
+    customers,
+    invoice_lines,
+    invoices,
+    subscriptions,
+)
+from antaeus.storage.types import UTCDateTime
+
+#: the columns of a batch's rows, in order (each insert's tuples follow them)
+INVOICE_COLUMNS: Final = (
+    "id",
+    "customer_id",
+    "currency",
+    "amount_minor",
+    "status",
+    "due_at",
+    "eligible_at",
+    "attempt_count",
+    "created_at",
+    "updated_at",
+)
+LINE_COLUMNS: Final = (
+    "id",
+    "invoice_id",
+    "kind",
+    "description",
+    "amount_minor",
+    "subscription_id",
+    "plan_id",
+    "change_id",
+    "period_start",
+    "period_end",
+    "quantity",
+)
+CREDIT_COLUMNS: Final = (
+    "customer_id",
+    "currency",
+    "amount_minor",
+    "balance_minor",
+    "reason",
+    "subscription_id",
+    "invoice_id",
+    "change_id",
+    "note",
+    "actor",
+    "created_at",
+)
+#: what generation writes back on a subscription (the id last)
+SUBSCRIPTION_COLUMNS: Final = (
+    "plan_id",
+    "quantity",
+    "pending_plan_id",
+    "pending_quantity",
+    "pending_effective_date",
+    "periods_from",
+    "next_period_start",
+    "next_due_at",
+    "updated_at",
+    "id",
+)
+
+
+def _pg_type(table: Table, column: str) -> str:
+    kind = table.c[column].type
+    if isinstance(kind, UTCDateTime):
+        return "timestamptz"
+    if isinstance(kind, sqltypes.Date):
+        return "date"
+    if isinstance(kind, sqltypes.Integer):  # BigInteger too
+        return "bigint"
+    return "text"
+
+
+def _sqlite_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return sqlite_datetime(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class DueCustomer:
+    """A customer of a batch, held until the batch's transaction ends."""
+
+    id: int
+    currency: str
+    timezone: str
+    credit_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class DueBatch:
+    customers: dict[int, DueCustomer]
+    subscriptions: list[SubscriptionRow]  # every due subscription of those customers
+    waited: bool = False  # every candidate was another generator's: waited for it
+
+
+class GenerationRepository(BillingBase[WriteConnection]):
+    """Generation's reads and writes, in the caller's transaction."""
+
+    async def _insert(
+        self, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+    ) -> None:
+        if not rows:
+            return
+        names = ", ".join(columns)
+        if self.is_pg:
+            arrays = ", ".join(f"${n}::{_pg_type(table, c)}[]" for n, c in enumerate(columns, 1))
+            sql = f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({arrays})"  # noqa: S608
+            await execute_arrays(self.conn, sql, [list(col) for col in zip(*rows, strict=True)])
+            return
+        marks = ", ".join("?" for _ in columns)
+        await self.conn.exec_driver_sql(
+            f"INSERT INTO {table.name} ({names}) VALUES ({marks})",  # noqa: S608
+            [tuple(_sqlite_value(v) for v in r) for r in rows],
+        )
+
+    async def reserve_ids(self, table: Table, n: int) -> list[int]:
+        """`n` new ids of `table`, ascending (see the module docstring)."""
+        if n <= 0:
+            return []
+        if self.is_pg:
+            result = await self.conn.exec_driver_sql(
+                f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id')) "  # noqa: S608
+                "FROM generate_series(1, $1)",
+                (n,),
+            )
+            return sorted(int(r[0]) for r in result)
+        top_sql = f"SELECT coalesce(max(id), 0) FROM {table.name}"  # noqa: S608
+        result = await self.conn.exec_driver_sql(top_sql)
+        top = int(result.scalar_one())
+        return list(range(top + 1, top + 1 + n))
+
+    async def due(self, now: datetime, limit: int) -> DueBatch | None:
+        """Up to about `limit` due subscriptions' customers, held, with every due
+        subscription of theirs; None when nothing is due."""
+        s = subscriptions.c
+        candidates = (
+            select(s.customer_id)
+            .where(s.next_due_at.is_not(None), s.next_due_at <= now)
+            .order_by(s.next_due_at)
+            .limit(limit)
+        )
+        wanted = sorted({int(r[0]) for r in await self.conn.execute(candidates)})
+        if not wanted:
+            return None
+        held = (
+            select(
+                customers.c.id, customers.c.currency, customers.c.timezone, customers.c.credit_minor
+            )
+            .where(customers.c.id.in_(wanted))
+            .order_by(customers.c.id)
+        )
+        waited = False
+        if self.is_pg:
+            rows = list(await self.conn.execute(held.with_for_update(skip_locked=True)))
+            if not rows:
+                # Another generator holds them all: wait for it (its batch ends soon),
+                # and let the caller begin again.
+                await self.conn.execute(
+                    select(customers.c.id).where(customers.c.id == wanted[0]).with_for_update()
+                )
+                return DueBatch({}, [], waited=True)
+        else:
+            rows = list(await self.conn.execute(held))
+        found = {
+            int(r.id): DueCustomer(int(r.id), r.currency, r.timezone, int(r.credit_minor))
+            for r in rows
+        }
+        query = (
+            select(*subscriptions.c, customers.c.timezone)
+            .join_from(subscriptions, customers, customers.c.id == subscriptions.c.customer_id)
+            .where(
+                and_(
+                    s.customer_id.in_(sorted(found)),
+                    s.next_due_at.is_not(None),
+                    s.next_due_at <= now,
+                )
+            )
+            .order_by(s.customer_id, s.id)
+        )
+        if self.is_pg:
+            query = query.with_for_update(of=subscriptions)
+        subs = [to_subscription_row(r) for r in await self.conn.execute(query)]
+        return DueBatch(found, subs, waited)
+
+    async def insert_invoices(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Rows of `INVOICE_COLUMNS`."""
+        await self._insert(invoices, INVOICE_COLUMNS, rows)
+
+    async def insert_lines(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Rows of `LINE_COLUMNS`."""
+        await self._insert(invoice_lines, LINE_COLUMNS, rows)
+
+    async def insert_credit_entries(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Rows of `CREDIT_COLUMNS`."""
+        await self._insert(credit_entries, CREDIT_COLUMNS, rows)
+
+    async def update_subscriptions(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Rows of `SUBSCRIPTION_COLUMNS` (the id last)."""
+        if not rows:
+            return
+        sets = SUBSCRIPTION_COLUMNS[:-1]
+        if self.is_pg:
+            arrays = ", ".join(
+                f"${n}::{_pg_type(subscriptions, c)}[]"
+                for n, c in enumerate(SUBSCRIPTION_COLUMNS, 1)
+            )
+            assignments = ", ".join(f"{c} = v.{c}" for c in sets)
+            sql = (
+                f"UPDATE subscriptions AS s SET {assignments} "  # noqa: S608
+                f"FROM unnest({arrays}) AS v({', '.join(SUBSCRIPTION_COLUMNS)}) WHERE s.id = v.id"
+            )
+            await execute_arrays(self.conn, sql, [list(col) for col in zip(*rows, strict=True)])
+            return
+        assignments = ", ".join(f"{c} = ?" for c in sets)
+        await self.conn.exec_driver_sql(
+            f"UPDATE subscriptions SET {assignments} WHERE id = ?",  # noqa: S608
+            [tuple(_sqlite_value(v) for v in r) for r in rows],
+        )
+
+    async def set_credit(self, balances: Mapping[int, int]) -> None:
+        """Each customer's credit balance (minor units) as given."""
+        rows = sorted(balances.items())
+        if not rows:
+            return
+        if self.is_pg:
+            await execute_arrays(
+                self.conn,
+                "UPDATE customers AS c SET credit_minor = v.credit FROM "
+                "unnest($1::bigint[], $2::bigint[]) AS v(id, credit) WHERE c.id = v.id",
+                [[r[0] for r in rows], [r[1] for r in rows]],
+            )
+            return
+        await self.conn.exec_driver_sql(
+            "UPDATE customers SET credit_minor = ? WHERE id = ?", [(c, i) for i, c in rows]
+        )
