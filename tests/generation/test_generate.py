@@ -35,14 +35,14 @@ async def _invoices(database: Database) -> list[dict[str, Any]]:
                 "due_at": r.due_at,
                 "lines": [
                     (
-                        l.kind,
-                        l.subscription_id,
-                        str(l.period_start),
-                        str(l.period_end),
-                        l.amount_minor,
+                        x.kind,
+                        x.subscription_id,
+                        str(x.period_start),
+                        str(x.period_end),
+                        x.amount_minor,
                     )
-                    for l in lines
-                    if l.invoice_id == r.id
+                    for x in lines
+                    if x.invoice_id == r.id
                 ],
             }
         )
@@ -125,7 +125,8 @@ async def test_consolidated_per_customer_and_free_plan_paid_at_once(
     assert mine[0]["amount"] == 9000
     assert [line[1] for line in mine[0]["lines"]] == [s1["id"], s2["id"]]
     theirs = [g for g in got if g["customer"] == other]
-    assert theirs[0]["status"] == "PAID" and theirs[0]["amount"] == 0
+    assert theirs[0]["status"] == "PAID"
+    assert theirs[0]["amount"] == 0
 
 
 async def test_credit_is_used_never_below_zero(
@@ -145,7 +146,8 @@ async def test_credit_is_used_never_below_zero(
     got = await _invoices(database)
     assert [g["amount"] for g in got] == [0, 1500]
     assert got[0]["status"] == "PAID"
-    assert got[0]["lines"][1][0] == "balance" and got[0]["lines"][1][4] == -3000
+    assert got[0]["lines"][1][0] == "balance"
+    assert got[0]["lines"][1][4] == -3000
     assert got[1]["lines"][1][4] == -1500
     async with database.read() as conn:
         left = await conn.scalar(select(customers.c.credit_minor).where(customers.c.id == cid))
