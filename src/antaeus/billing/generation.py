@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -207,23 +207,86 @@ async def _batch(
                 )
         outcomes.append((customer_id, outcome))
 
-    n_invoices = sum(len(o.invoices) for _, o in outcomes)
-    n_lines = sum(len(d.lines) for _, o in outcomes for d in o.invoices)
-    invoice_ids = iter(await repo.reserve_ids(invoices, n_invoices))
-    line_ids = iter(await repo.reserve_ids(invoice_lines, n_lines))
-    invoice_rows: list[tuple[Any, ...]] = []
-    line_rows: list[tuple[Any, ...]] = []
-    credit_rows: list[tuple[Any, ...]] = []
-    event_rows = []
-    balances: dict[int, int] = {}
+    writer = InvoiceWriter(repo, now)
+    await writer.reserve([d for _, o in outcomes for d in o.invoices])
     sub_rows: list[tuple[Any, ...]] = []
     for customer_id, outcome in outcomes:
-        balance = due.customers[customer_id].credit_minor
-        for draft in outcome.invoices:
-            invoice_id = next(invoice_ids)
+        balance = writer.add(customer_id, outcome.invoices, due.customers[customer_id].credit_minor)
+        if outcome.credit_left is not None:
+            if outcome.credit_left != balance:
+                raise RuntimeError(f"customer {customer_id}: credit entries do not add up")
+            writer.balances[customer_id] = balance
+        writer.summary.periods += outcome.periods
+        for sid, (after, following) in outcome.after.items():
+            pending = after.pending_change
+            sub_rows.append(
+                (
+                    after.plan.id,
+                    after.quantity,
+                    pending.plan.id if pending else None,
+                    pending.quantity if pending else None,
+                    pending.effective_date if pending else None,
+                    after.periods_from,
+                    after.next_period_start,
+                    following,
+                    now,
+                    sid,
+                )
+            )
+    await repo.update_subscriptions(sub_rows)
+    await writer.write()
+    return writer.summary
+
+
+class InvoiceWriter:
+    """Invoices, their lines, the credit they use and their `invoice.created` events,
+    written with one statement per table (what generation and a change `now` write).
+
+        writer = InvoiceWriter(GenerationRepository(conn), now)
+        await writer.reserve(drafts)                 # every draft that will be added
+        balance = writer.add(customer_id, drafts, credit_minor, change_id=...)
+        writer.balances[customer_id] = balance       # if the credit changed
+        await writer.write()
+
+    An invoice of total 0 is created PAID (no charge attempt); any other PENDING, due
+    at its `due_at`. A `balance` line writes a credit entry (reason `invoice`).
+    """
+
+    def __init__(self, repo: GenerationRepository, now: datetime, actor: str = ACTOR) -> None:
+        self.repo = repo
+        self.now = now
+        self.actor = actor
+        self.summary = GenerationSummary()
+        self.balances: dict[int, int] = {}
+        self.invoice_rows: list[tuple[Any, ...]] = []
+        self.line_rows: list[tuple[Any, ...]] = []
+        self.credit_rows: list[tuple[Any, ...]] = []
+        self.event_rows: list[tuple[str, int | None, int | None, str]] = []
+        self.invoice_ids: list[int] = []  # of the invoices added, in order
+        self._invoice_ids: Iterator[int] = iter(())
+        self._line_ids: Iterator[int] = iter(())
+
+    async def reserve(self, drafts: Sequence[DraftInvoice]) -> None:
+        self._invoice_ids = iter(await self.repo.reserve_ids(invoices, len(drafts)))
+        n_lines = sum(len(d.lines) for d in drafts)
+        self._line_ids = iter(await self.repo.reserve_ids(invoice_lines, n_lines))
+
+    def add(
+        self,
+        customer_id: int,
+        drafts: Sequence[DraftInvoice],
+        credit_minor: int,
+        *,
+        change_id: int | None = None,
+    ) -> int:
+        """Add one customer's invoices; answers the customer's credit after them."""
+        now, balance = self.now, credit_minor
+        for draft in drafts:
+            invoice_id = next(self._invoice_ids)
+            self.invoice_ids.append(invoice_id)
             amount = draft.amount
             status = InvoiceStatus.PAID if amount.minor == 0 else InvoiceStatus.PENDING
-            invoice_rows.append(
+            self.invoice_rows.append(
                 (
                     invoice_id,
                     customer_id,
@@ -239,8 +302,8 @@ async def _batch(
             )
             shown = []
             for line in draft.lines:
-                line_id = next(line_ids)
-                line_rows.append(
+                line_id = next(self._line_ids)
+                self.line_rows.append(
                     (
                         line_id,
                         invoice_id,
@@ -249,7 +312,7 @@ async def _batch(
                         line.amount.minor,
                         line.subscription_id,
                         line.plan_id,
-                        None,
+                        change_id if line.kind != LineKind.BALANCE else None,
                         line.period_start,
                         line.period_end,
                         line.quantity,
@@ -270,7 +333,7 @@ async def _batch(
                 )
                 if line.kind == LineKind.BALANCE:
                     balance += line.amount.minor
-                    credit_rows.append(
+                    self.credit_rows.append(
                         (
                             customer_id,
                             amount.currency.value,
@@ -279,47 +342,29 @@ async def _batch(
                             "invoice",
                             None,
                             invoice_id,
+                            change_id,
                             None,
-                            None,
-                            ACTOR,
+                            self.actor,
                             now,
                         )
                     )
             invoice = Invoice(invoice_id, customer_id, amount, status, draft.due_at)
-            event_rows.append(row(InvoiceCreated(invoice, tuple(shown))))
+            self.event_rows.append(row(InvoiceCreated(invoice, tuple(shown))))
+            summary = self.summary
             summary.invoices += 1
             if status is InvoiceStatus.PAID:
                 summary.paid_at_once += 1
             code = amount.currency.value
             summary.amounts[code] = summary.amounts.get(code, Decimal(0)) + amount.value
-        if outcome.credit_left is not None:
-            if outcome.credit_left != balance:
-                raise RuntimeError(f"customer {customer_id}: credit entries do not add up")
-            balances[customer_id] = balance
-        summary.periods += outcome.periods
-        for sid, (after, following) in outcome.after.items():
-            pending = after.pending_change
-            sub_rows.append(
-                (
-                    after.plan.id,
-                    after.quantity,
-                    pending.plan.id if pending else None,
-                    pending.quantity if pending else None,
-                    pending.effective_date if pending else None,
-                    after.periods_from,
-                    after.next_period_start,
-                    following,
-                    now,
-                    sid,
-                )
-            )
-    await repo.insert_invoices(invoice_rows)
-    await repo.insert_lines(line_rows)
-    await repo.update_subscriptions(sub_rows)
-    await repo.insert_credit_entries(credit_rows)
-    await repo.set_credit(balances)
-    await repo.add_events(event_rows, now)
-    return summary
+        return balance
+
+    async def write(self) -> None:
+        repo = self.repo
+        await repo.insert_invoices(self.invoice_rows)
+        await repo.insert_lines(self.line_rows)
+        await repo.insert_credit_entries(self.credit_rows)
+        await repo.set_credit(self.balances)
+        await repo.add_events(self.event_rows, self.now)
 
 
 async def generate_due(
