@@ -373,6 +373,22 @@ class CustomerRead(BaseModel):
     providerPaymentMethodId: str | None  # noqa: N815
 
 
+class InvoiceLineRead(BaseModel):
+    id: int
+    kind: str = Field(
+        description="`subscription` (a period), `proration` (days at a new plan), `credit` "
+        "(unused days given back, negative), `balance` (the customer's credit used, negative), "
+        "`manual` (an invoice made with POST /rest/v1/invoices); an open set"
+    )
+    subscriptionId: int | None  # noqa: N815
+    planId: int | None  # noqa: N815
+    description: str
+    periodStart: date | None  # noqa: N815
+    periodEnd: date | None  # noqa: N815
+    quantity: int | None
+    amount: MoneyRead
+
+
 class InvoiceRead(BaseModel):
     id: int
     customerId: int  # noqa: N815
@@ -382,6 +398,9 @@ class InvoiceRead(BaseModel):
     attemptCount: int  # noqa: N815
     lastFailure: FailureReason | None  # noqa: N815
     nextAttemptAt: datetime | None  # noqa: N815
+    lines: list[InvoiceLineRead] = Field(
+        description="What the invoice is made of; the amounts sum to the invoice's `amount`"
+    )
 
 
 class ErrorBody(BaseModel):
@@ -400,8 +419,10 @@ def customer_json(c: Customer) -> dict[str, Any]:
     }
 
 
-def invoice_json(i: Invoice) -> dict[str, Any]:
-    return invoice_data(i)  # one shape for the API and the events (domain/events.py)
+def invoice_json(i: Invoice, lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The invoice with its lines (`InvoiceRepository.lines_of`): one shape for the API
+    and the events (domain/events.py)."""
+    return {**invoice_data(i), "lines": lines}
 
 
 ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {

@@ -21,6 +21,7 @@ from antaeus.api.schemas import (
     StatusRead,
 )
 from antaeus.billing import service
+from antaeus.billing.generation import generate_due
 from antaeus.billing.runs_view import runs_json
 from antaeus.exactjson import rfc3339
 from antaeus.storage.database import WriteConnection
@@ -43,7 +44,8 @@ async def _current_run(ctx: AppContext, _status: int, stored_body: str) -> Respo
     "/billing",
     status_code=202,
     summary="Open a billing run now",
-    description="Takes every due invoice not already in an open run (possibly none: then the "
+    description="First generates every subscription invoice due by now (each period once), "
+    "then takes every due invoice not already in an open run (possibly none: then the "
     "run is already complete). Workers charge it. With an `Idempotency-Key`, a repeated "
     "trigger answers the same run in its current state.",
     response_model=RunRead,
@@ -56,6 +58,8 @@ async def bill(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     trigger = (body or BillingTrigger()).trigger
+    # every period due by now becomes its invoice first, so that the run charges it
+    await generate_due(ctx.db, ctx.clock)
 
     async with service.RunOpening() as opening:
 
