@@ -87,6 +87,12 @@ class NotFoundError(_NamedError):
     status, code = 404, "not_found"
 
 
+class NoUpcomingInvoiceError(_NamedError):
+    """The customer has no subscription period left to bill."""
+
+    status, code = 404, "no_upcoming_invoice"
+
+
 class MethodNotAllowedError(_NamedError):
     status, code = 405, "method_not_allowed"
 
