@@ -38,6 +38,7 @@ from antaeus.api.schemas import (
     SubscriptionCreate,
     SubscriptionRead,
 )
+from antaeus.billing.generation import generate_for_customer
 from antaeus.billing.subscription_view import subscription_json
 from antaeus.domain.events import EventType, SubscriptionEvent, row
 from antaeus.domain.money import Currency
@@ -223,7 +224,7 @@ async def create_subscription(
 ) -> Response:
     async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
         repo = SubscriptionRepository(conn)
-        await repo.hold_customer(body.customerId)
+        await repo.hold_customer_for_update(body.customerId)  # as generation takes it
         customer = await CustomerRepository(conn).get(body.customerId)
         if customer is None:
             raise CustomerNotFoundError(
@@ -264,6 +265,8 @@ async def create_subscription(
         )
         shown = await _shown(conn, new_id, now)
         await _event(conn, EventType.SUBSCRIPTION_CREATED, shown, now)
+        # what is due already (a start today, or past periods) is invoiced at once
+        await generate_for_customer(conn, now, customer.id)
         return 201, shown, {"Location": f"/rest/v1/subscriptions/{new_id}"}
 
     return await run_idempotent(
