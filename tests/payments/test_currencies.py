@@ -22,7 +22,7 @@ from antaeus.cli.provider import _accounts_from_db
 from antaeus.domain.money import Currency, Money
 from antaeus.payments.http import HttpPaymentProvider, HttpProviderSettings, encode_request
 from antaeus.payments.provider import Charged, ChargeRequest, Declined
-from antaeus.payments.simulated import Account, SimulatedPaymentProvider
+from antaeus.simulators.simulated import Account, SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.customers import CustomerRepository
 from tests.payments.simulator import running_simulator
