@@ -24,10 +24,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
-from starlette.types import ASGIApp, Message, Receive, Send
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the simulated provider imports this module: nothing more at run time
     import uvicorn
+    from starlette.types import ASGIApp, Message, Receive, Send
 
 JSON_CONTENT: Final = (b"content-type", b"application/json")
 #: Connections a server's socket queues before it accepts them.
