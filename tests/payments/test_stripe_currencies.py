@@ -10,7 +10,6 @@ adapter's table (UGX zero-decimal, as it was) shows as a refusal or a wrong valu
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import secrets
 import subprocess
@@ -27,6 +26,7 @@ from antaeus.payments import stripe_rules
 from antaeus.payments.provider import Charged, ChargeRequest, RequestRejectedError
 from antaeus.payments.stripe import StripePaymentProvider, StripeProviderSettings
 from tests.payments.fake_stripe_server import RunningFake, running_fake_stripe
+from tests.simulators.test_apart import imports_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -158,6 +158,7 @@ def test_the_fake_refuses_what_the_page_says_stripe_refuses(fake: RunningFake) -
 #: (`stripe_rules`) nor the adapter itself (`payments.stripe`).
 FAKES = [
     "src/antaeus/simulators/fake_stripe.py",
+    "src/antaeus/simulators/server.py",
     "tests/payments/fake_stripe_server.py",
 ]
 #: `antaeus provider serve --stripe` and `stripe-link`: stripe-link talks to Stripe (or the
@@ -165,27 +166,15 @@ FAKES = [
 FAKE_COMMANDS = ["src/antaeus/cli/stripe_fake.py"]
 
 
-def _imports(path: str) -> set[str]:
-    tree = ast.parse((ROOT / path).read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module)
-            imported.update(f"{node.module}.{a.name}" for a in node.names)
-        elif isinstance(node, ast.Import):
-            imported.update(a.name for a in node.names)
-    return imported
-
-
 @pytest.mark.parametrize("path", FAKES + FAKE_COMMANDS)
 def test_the_fake_never_imports_the_adapters_table(path: str) -> None:
-    imported = _imports(path)
+    imported = imports_of(ROOT / path)
     assert not {m for m in imported if "stripe_rules" in m}, imported
 
 
 @pytest.mark.parametrize("path", FAKES)
 def test_the_fake_never_imports_the_adapter(path: str) -> None:
-    imported = _imports(path)
+    imported = imports_of(ROOT / path)
     adapter = {"antaeus.payments.stripe", "antaeus.payments.stripe_rules"}
     assert not {m for m in imported if m in adapter or m.startswith("antaeus.payments.stripe.")}, (
         imported
@@ -194,7 +183,7 @@ def test_the_fake_never_imports_the_adapter(path: str) -> None:
 
 def test_serving_the_fake_loads_no_table_of_the_adapter() -> None:
     code = (
-        "import sys, antaeus.simulators.fake_stripe, "
+        "import sys, antaeus.simulators.fake_stripe, antaeus.simulators.server, "
         "tests.payments.fake_stripe_server; "
         "print(sorted(m for m in sys.modules if m.startswith('antaeus.payments.stripe'))); "
         "import antaeus.cli.stripe_fake; "

@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "antaeus"
 ADAPTERS = ("antaeus.payments.http", "antaeus.payments.stripe", "antaeus.payments.stripe_rules")
 
 
-def _imports(path: Path) -> set[str]:
+def imports_of(path: Path) -> set[str]:
     """Every module `path` imports, and each name imported from one as `module.name`."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -38,7 +38,7 @@ def _modules(package: str) -> list[Path]:
 
 @pytest.mark.parametrize("path", _modules("simulators"), ids=lambda p: p.name)
 def test_no_simulator_imports_a_real_adapter(path: Path) -> None:
-    imported = _imports(path)
+    imported = imports_of(path)
     bad = {m for m in imported if m in ADAPTERS or m.startswith(tuple(f"{a}." for a in ADAPTERS))}
     assert not bad, f"{path.name} imports {sorted(bad)}"
 
@@ -47,7 +47,7 @@ def test_payments_reaches_the_simulators_only_through_the_factory() -> None:
     reaching = {
         path.name
         for path in _modules("payments")
-        if any(m.startswith("antaeus.simulators") for m in _imports(path))
+        if any(m.startswith("antaeus.simulators") for m in imports_of(path))
     }
     assert reaching == {"factory.py"}
 
