@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from antaeus.clock import ManualClock
-from antaeus.payments.simulated import (
+from antaeus.simulators.simulated import (
     PROFILE_ANSWERS_LOST,
     PROFILE_FUNDED,
     PROFILE_LOW,
@@ -25,7 +25,7 @@ from antaeus.payments.simulated import (
     PROFILE_OTHER_CURRENCY,
     SimulatedPaymentProvider,
 )
-from antaeus.payments.simulator_server import create_simulator_app
+from antaeus.simulators.simulator_server import create_simulator_app
 from antaeus.storage.database import Database
 from tests.api.test_billing_api import charge, get_json, new_customer, new_invoice, trigger
 
