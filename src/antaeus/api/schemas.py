@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from antaeus.api.errors import error_codes
 from antaeus.domain.customer import Customer, zone
 from antaeus.domain.events import invoice_data
 from antaeus.domain.invoice import FailureReason, Invoice, InvoiceStatus
@@ -385,9 +386,11 @@ class InvoiceRead(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    error: str
-    message: str
-    field: str | None = None
+    error: str = Field(description="the error code, stable: what a program tests")
+    message: str = Field(description="what went wrong, for people")
+    field: str | None = Field(
+        default=None, description="the field, parameter or header at fault, when one is"
+    )
 
 
 def customer_json(c: Customer) -> dict[str, Any]:
@@ -404,13 +407,19 @@ def invoice_json(i: Invoice) -> dict[str, Any]:
     return invoice_data(i)  # one shape for the API and the events (domain/events.py)
 
 
+def _error_answer(status: int, what: str) -> dict[str, Any]:
+    """One error answer of the OpenAPI document, naming every code of its status."""
+    codes = ", ".join(f"`{code}`" for code, (st, _d) in error_codes().items() if st == status)
+    return {"model": ErrorBody, "description": f"{what}: {codes}"}
+
+
 ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
-    400: {"model": ErrorBody, "description": "malformed JSON or a body over the limit"},
-    401: {"model": ErrorBody, "description": "missing, malformed or unknown token"},
-    403: {"model": ErrorBody, "description": "insufficient_scope: a read token asked to write"},
-    404: {"model": ErrorBody, "description": "no such resource"},
-    409: {"model": ErrorBody, "description": "the invoice's status does not allow this"},
-    422: {"model": ErrorBody, "description": "a field failed validation"},
+    400: _error_answer(400, "malformed JSON, a body over the limit or a malformed header"),
+    401: _error_answer(401, "missing, malformed or unknown token"),
+    403: _error_answer(403, "a read token asked to write"),
+    404: _error_answer(404, "no such resource"),
+    409: _error_answer(409, "the resource's state does not allow this, or a conflict"),
+    422: _error_answer(422, "a field failed validation or names what does not exist"),
 }
 
 
