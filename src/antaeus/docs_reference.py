@@ -347,9 +347,9 @@ def cli_docs() -> list[CommandDoc]:
 
 def _usage(c: CommandDoc) -> str:
     if c.group:
-        return f"{c.path} COMMAND [OPTIONS]"
+        return f"{c.path} [OPTIONS] COMMAND [ARGS]..."
     args = [o.names for o in c.options if o.kind == "argument"]
-    return " ".join([c.path, *args, "[OPTIONS]"])
+    return " ".join([c.path, "[OPTIONS]", *args])
 
 
 def cli_page() -> str:
@@ -921,8 +921,9 @@ def _route_block(route: RouteDoc, schemas: Mapping[str, Any]) -> str:
         schema = body.get("content", {}).get("application/json", {}).get("schema", {})
         required = "required" if body.get("required") else "optional"
         block.append(f"Request body ({required}): {_schema_type(schema)}\n")
-        if "$ref" in schema:
-            named = schemas.get(_ref_name(schema["$ref"]), {})
+        refs = [o["$ref"] for o in (schema, *schema.get("anyOf", ())) if "$ref" in o]
+        if refs:
+            named = schemas.get(_ref_name(refs[0]), {})
             if named.get("properties"):
                 block.append(_fields_table(named) + "\n")
     answers: list[tuple[str, str, str]] = []

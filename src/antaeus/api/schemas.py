@@ -297,7 +297,10 @@ ProviderPaymentMethodId = Annotated[
 
 class CustomerCreate(RequestBody):
     currency: CurrencyCode
-    timezone: TimezoneName = "UTC"
+    timezone: TimezoneName = Field(
+        default="UTC",
+        description="an IANA zone: a new invoice's default due time is midnight there",
+    )
     providerCustomerId: ProviderCustomerId | None = None  # noqa: N815
     providerPaymentMethodId: ProviderPaymentMethodId | None = None  # noqa: N815
 
@@ -346,9 +349,13 @@ class CustomerPatch(RequestBody):
 
 
 class InvoiceCreate(RequestBody):
-    customerId: Id  # noqa: N815 (the wire format is camelCase)
-    amount: MoneyIn
-    dueAt: DueAt | None = None  # noqa: N815
+    customerId: Id = Field(description="the customer to charge")  # noqa: N815 (camelCase wire)
+    amount: MoneyIn = Field(description="in the customer's currency")
+    dueAt: DueAt | None = Field(  # noqa: N815
+        default=None,
+        description="when it may be charged; default: the next first of the month at midnight "
+        "in the customer's time zone",
+    )
 
 
 class MoneyRead(BaseModel):
@@ -431,7 +438,9 @@ ChargeId = Annotated[SingleLine, Field(min_length=1, max_length=255, examples=["
 
 
 class BillingTrigger(RequestBody):
-    trigger: Literal["api", "cli"] = "api"
+    trigger: Literal["api", "cli"] = Field(
+        default="api", description="who opened the run, as the run and `run.opened` say it"
+    )
 
 
 class ActionBody(RequestBody):
@@ -445,19 +454,29 @@ BULK_FILTER_FIELDS: Final = ("status", "lastFailure", "customerId")
 class InvoiceFilterIn(RequestBody):
     """Which invoices a bulk action takes: every field given must match (at least one)."""
 
-    status: InvoiceStatus | None = None
-    lastFailure: FailureReason | None = None  # noqa: N815
-    customerId: Id | None = None  # noqa: N815
+    status: InvoiceStatus | None = Field(default=None, description="only invoices of this status")
+    lastFailure: FailureReason | None = Field(  # noqa: N815
+        default=None, description="only invoices whose last failure is this"
+    )
+    customerId: Id | None = Field(  # noqa: N815
+        default=None, description="only this customer's invoices"
+    )
 
 
 class BulkActionBody(RequestBody):
     """`{"filter": {"status", "lastFailure", "customerId"}, "note"}`; the filter's fields
     may also stand at the top level, beside `note`."""
 
-    filter: InvoiceFilterIn | None = None
-    status: InvoiceStatus | None = None
-    lastFailure: FailureReason | None = None  # noqa: N815
-    customerId: Id | None = None  # noqa: N815
+    filter: InvoiceFilterIn | None = Field(
+        default=None, description="which invoices; or give its fields at the top level"
+    )
+    status: InvoiceStatus | None = Field(default=None, description="as `filter.status`")
+    lastFailure: FailureReason | None = Field(  # noqa: N815
+        default=None, description="as `filter.lastFailure`"
+    )
+    customerId: Id | None = Field(  # noqa: N815
+        default=None, description="as `filter.customerId`"
+    )
     note: Note | None = None
 
     @model_validator(mode="after")
@@ -513,8 +532,13 @@ AttemptNumber = Annotated[
 
 
 class ResolveBody(RequestBody):
-    charged: StrictBool
-    chargeId: ChargeId | None = None  # noqa: N815
+    charged: StrictBool = Field(
+        description="what the provider says: true, it charged (the invoice becomes PAID); "
+        "false, nothing was charged (PENDING, charged again under a new key)"
+    )
+    chargeId: ChargeId | None = Field(  # noqa: N815
+        default=None, description="the provider's charge id; required when `charged` is true"
+    )
     note: Note | None = None
     attempt: AttemptNumber | None = None
 
@@ -780,10 +804,10 @@ def _field_error(field: str, message: str) -> PydanticCustomError:
 
 
 class PlanCreate(RequestBody):
-    code: PlanCode
-    name: PlanName
-    amount: PriceMoneyIn
-    interval: IntervalName
+    code: PlanCode = Field(description="a unique code for programs (409 already_exists if taken)")
+    name: PlanName = Field(description="the plan's name, for people and invoice lines")
+    amount: PriceMoneyIn = Field(description="the price of one period, for a quantity of 1")
+    interval: IntervalName = Field(description="the unit of a billing period")
     intervalCount: IntervalCount = 1  # noqa: N815
     trialDays: TrialDays = 0  # noqa: N815
 
@@ -820,8 +844,10 @@ LocalDate = Annotated[
 
 
 class SubscriptionCreate(RequestBody):
-    customerId: Id  # noqa: N815
-    planId: Id  # noqa: N815
+    customerId: Id = Field(description="the customer who subscribes")  # noqa: N815
+    planId: Id = Field(  # noqa: N815
+        description="the plan: not archived, priced in the customer's currency"
+    )
     quantity: Quantity = 1
     startDate: LocalDate | None = Field(  # noqa: N815
         default=None,
@@ -838,9 +864,15 @@ class SubscriptionCreate(RequestBody):
 
 
 class SubscriptionChange(RequestBody):
-    planId: Id | None = None  # noqa: N815
+    planId: Id | None = Field(  # noqa: N815
+        default=None, description="the new plan (same currency); default: the same plan"
+    )
     quantity: Quantity | None = None
-    effective: Literal["now", "period_end"] = "period_end"
+    effective: Literal["now", "period_end"] = Field(
+        default="period_end",
+        description="`period_end`: a pending change, applied when the current period ends; "
+        "`now`: at once (before billing starts; after, 422 `not_available`)",
+    )
 
     @model_validator(mode="after")
     def _something_to_change(self) -> SubscriptionChange:
@@ -850,8 +882,16 @@ class SubscriptionChange(RequestBody):
 
 
 class SubscriptionCancel(RequestBody):
-    at: Literal["now", "period_end"] = "period_end"
-    prorate: StrictBool = False
+    at: Literal["now", "period_end"] = Field(
+        default="period_end",
+        description="`period_end`: at the end of the current period (a pending cancel, which "
+        "`reactivate` takes back); `now`: today",
+    )
+    prorate: StrictBool = Field(
+        default=False,
+        description="with `at: now`, credit the unused billed days (422 `not_available` while "
+        "customer credit is not built, when there are such days)",
+    )
 
 
 class PlanRead(BaseModel):
