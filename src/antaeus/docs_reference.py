@@ -76,7 +76,7 @@ def sentence(text: str) -> str:
     text = inline(text)
     if text and text[0].isalpha():
         text = text[0].upper() + text[1:]
-    if text and text[-1] not in ".!?)`":
+    if text and text[-1] not in ".!?:":
         text += "."
     return text
 
