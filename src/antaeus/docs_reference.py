@@ -1005,7 +1005,7 @@ def generate() -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m antaeus.docs_reference", description=__doc__.split("\n\n")[0]
+        prog="python -m antaeus.docs_reference", description=(__doc__ or "").split("\n\n")[0]
     )
     parser.add_argument(
         "--out", type=Path, default=REFERENCE_DIR, help="directory of the pages (docs/reference)"
