@@ -50,6 +50,8 @@ InvoiceId = Annotated[DigitsInt, Path(ge=1, le=MAX_ID, description="invoice id")
 @router.get(
     "",
     summary="List invoices by ascending id",
+    description="`status`, `customerId` and `lastFailure` filter (all given must "
+    "match); `limit` and `after` page, the next page in the `Link` header.",
     response_model=list[InvoiceRead],
     responses=ERROR_RESPONSES,
 )
@@ -99,7 +101,14 @@ async def _shown(ctx: AppContext, invoice: Invoice) -> JSONResponse:
     return JSONResponse(invoice_json(invoice, lines[invoice.id]))
 
 
-@router.get("/{id}", summary="One invoice", response_model=InvoiceRead, responses=ERROR_RESPONSES)
+@router.get(
+    "/{id}",
+    summary="One invoice",
+    description="The invoice's amount, status, due time, attempts so far, last failure "
+    "and next attempt time.",
+    response_model=InvoiceRead,
+    responses=ERROR_RESPONSES,
+)
 async def get_invoice(id: InvoiceId, ctx: Ctx, _who: Principal) -> JSONResponse:
     async with ctx.db.read() as conn:
         repo = InvoiceRepository(conn)
@@ -277,6 +286,10 @@ async def void_invoice(
 @router.get(
     "/{id}/attempts",
     summary="Every charge attempt of an invoice",
+    description="Oldest first: number, idempotency key, times, outcome, charge id, "
+    "`declineCode`, run, `sends`, the provider references it was sent with, "
+    "every answer the provider gave (`answers`), and what reconciliation "
+    "asked and heard (`reconciliations`).",
     response_model=list[AttemptRead],
     responses=ERROR_RESPONSES,
 )

@@ -190,7 +190,12 @@ async def list_subscriptions(
 
 
 @router.get(
-    "/{id}", summary="One subscription", response_model=SubscriptionRead, responses=ERROR_RESPONSES
+    "/{id}",
+    summary="One subscription",
+    description="Its status and current period as worked out on the customer's local "
+    "date now, and any pending change or cancel.",
+    response_model=SubscriptionRead,
+    responses=ERROR_RESPONSES,
 )
 async def get_subscription(id: SubscriptionId, ctx: Ctx, _who: Principal) -> JSONResponse:
     async with ctx.db.read() as conn:
