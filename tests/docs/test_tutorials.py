@@ -109,8 +109,9 @@ def _env(port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ANTAEUS_")}
     env.pop("VIRTUAL_ENV", None)
     # the reader's PATH has no antaeus until `. .venv/bin/activate`; keep only system tools
+    ours = Path(sys.executable).parent
     env["PATH"] = os.pathsep.join(
-        p for p in env.get("PATH", "").split(os.pathsep) if p and Path(p) != Path(sys.executable).parent
+        p for p in env.get("PATH", "").split(os.pathsep) if p and Path(p) != ours
     )
     env.update({"NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "120", "ANTAEUS_PORT": str(port)})
     return env
@@ -160,9 +161,11 @@ class Reader:
 
     def start_serve(self, block: Block, page: Path) -> None:
         assert self.serve is None, f"{page.name}:{block.line}: a second serve block"
+        # no pipefail: `seed && serve` ends with serve's Ctrl-C, which is the point
+        script = self._script(block.text).replace("set -euo pipefail\n", "set -eu\n")
         with self.serve_log.open("wb") as log:
             self.serve = subprocess.Popen(
-                ["bash", "-c", self._script(block.text).replace("set -euo pipefail\n", "set -eu\n")],
+                ["bash", "-c", script],
                 cwd=self.where,
                 env=self.env,
                 stdout=log,
