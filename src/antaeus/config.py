@@ -548,7 +548,7 @@ def unknown_variables(given: Iterable[str], allowed: Iterable[str] = ()) -> list
         if not name.startswith(PREFIX) or name in known or name.startswith(TEST_PREFIXES):
             continue
         close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}?" if close else "see the settings in the README"
+        hint = f"did you mean {close[0]}?" if close else "see docs/reference/configuration.md"
         problems.append(f"{name} is not a setting ({hint})")
     return problems
 

@@ -205,7 +205,7 @@ async def test_lost_answers_end_in_review_with_the_charge_in_the_ledger(
     [entry] = (await admin.get("/admin/ledger")).json()["charges"]
     assert entry["idempotencyKey"] == attempt["idempotencyKey"]  # it was charged, once
 
-    # the README's procedure: look the key up at the provider, resolve as charged
+    # the operations guide's procedure: look the key up at the provider, resolve as charged
     resolved = await client.post(
         f"/rest/v1/invoices/{iid}/resolve",
         json={"charged": True, "chargeId": entry["chargeId"], "note": "in the ledger"},
