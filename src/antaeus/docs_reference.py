@@ -626,6 +626,25 @@ def _example_events() -> dict[str, Any]:
         t.SUBSCRIPTION_CANCELED,
         _example_subscription(cancel_at=date(2026, 12, 1), canceled_at=_EXAMPLE_NOW),
     )
+    examples[t.SUBSCRIPTION_TRIAL_WILL_END] = ev.SubscriptionEvent(
+        t.SUBSCRIPTION_TRIAL_WILL_END, _example_subscription()
+    )
+    examples[t.INVOICE_CREATED] = ev.InvoiceCreated(
+        Invoice(43, 7, Money.of("30.00", "EUR"), InvoiceStatus.PENDING, _EXAMPLE_DUE),
+        (
+            ev.line_data(
+                91,
+                "subscription",
+                "Pro × 1, 2026-12-01 – 2027-01-01",
+                Money.of("30.00", "EUR"),
+                5,
+                3,
+                date(2026, 12, 1),
+                date(2027, 1, 1),
+                1,
+            ),
+        ),
+    )
     return {str(k): v for k, v in examples.items()}
 
 

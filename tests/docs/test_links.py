@@ -37,7 +37,7 @@ def _prose(text: str) -> str:
 
 def _slug(heading: str) -> str:
     text = re.sub(r"<[^>]+>", "", heading)
-    text = re.sub(r"[`*_]", "", text).strip().lower()
+    text = re.sub(r"[`*]", "", text).strip().lower()  # as Python-Markdown: `_` kept
     text = re.sub(r"[^\w\s-]", "", text)
     return re.sub(r"\s+", "-", text)
 

@@ -104,6 +104,10 @@ class NoUpcomingInvoiceError(_NamedError):
     """The customer has no subscription period left to bill."""
 
     status, code = 404, "no_upcoming_invoice"
+    description = (
+        "`GET /rest/v1/customers/{id}/upcoming-invoice`: no subscription of the customer "
+        "has a period left to bill"
+    )
 
 
 class MethodNotAllowedError(_NamedError):
