@@ -652,7 +652,7 @@ def _example_subscription(
     cancel_at: date | None = None, canceled_at: datetime | None = None
 ) -> dict[str, Any]:
     """A subscription as the API shows it, by the API's own function."""
-    from antaeus.api.routes.subscriptions import subscription_json
+    from antaeus.billing.subscription_view import subscription_json
     from antaeus.domain.money import Money
     from antaeus.domain.periods import BillingAnchor, Interval
     from antaeus.storage.repositories.plans import Plan
