@@ -45,6 +45,7 @@ async def test_create_answers_201_with_the_customer_and_location(
         "timezone": "Europe/Copenhagen",
         "providerCustomerId": None,
         "providerPaymentMethodId": None,
+        "creditBalance": {"value": 0, "currency": "DKK"},
     }
     assert isinstance(body["id"], int)
     assert body["id"] >= 1

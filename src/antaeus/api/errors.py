@@ -129,12 +129,6 @@ class AlreadyExistsError(_NamedError):
     status, code = 409, "already_exists"
 
 
-class NotAvailableError(_NamedError):
-    """A request the API understands but cannot carry out yet (`field` names the option)."""
-
-    status, code = 422, "not_available"
-
-
 def error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 

@@ -182,9 +182,21 @@ async def _batch(
     due: DueBatch | None = await repo.due(now, batch_size)
     if due is None:
         return None
-    summary = GenerationSummary()
     if due.waited or not due.subscriptions:
-        return summary
+        return GenerationSummary()
+    return await _bill(conn, repo, due, now, plans, cache)
+
+
+async def _bill(
+    conn: WriteConnection,
+    repo: GenerationRepository,
+    due: DueBatch,
+    now: datetime,
+    plans: _Plans,
+    cache: _Cache,
+) -> GenerationSummary:
+    """Write the invoices of a batch's held customers (up to `DUE_DATES_PER_BATCH` due
+    dates each) and move their subscriptions on."""
     await plans.cover(conn, due.subscriptions)
     by_customer: dict[int, list[SubscriptionRow]] = defaultdict(list)
     for sub in due.subscriptions:
@@ -410,6 +422,27 @@ async def generate_due(
             seconds=round(total.seconds, 3),
         )
     return total
+
+
+async def bill_customer_due(
+    conn: WriteConnection, customer_id: int, now: datetime
+) -> GenerationSummary:
+    """Generate every invoice of one customer due by `now`, in the caller's transaction,
+    exactly as `generate_due` would (the same lines, consolidation and credit use).
+
+    For a request that holds the customer (`hold_customer_for_update`) and is about to
+    change a subscription `now`: the periods already due are billed first by the terms
+    they were due under, so that a change or cancel `now` never depends on whether the
+    generator has run since the period began.
+    """
+    repo = GenerationRepository(conn)
+    total = GenerationSummary()
+    plans, cache = _Plans(), _Cache()
+    while True:
+        due = await repo.due_of(customer_id, now)
+        if not due.subscriptions:
+            return total
+        total.add(await _bill(conn, repo, due, now, plans, cache))
 
 
 async def tell_notices(db: Database, now: datetime) -> int:

@@ -219,6 +219,34 @@ class GenerationRepository(BillingBase[WriteConnection]):
         subs = [to_subscription_row(r) for r in await self.conn.execute(query)]
         return DueBatch(found, subs, waited)
 
+    async def due_of(self, customer_id: int, now: datetime) -> DueBatch:
+        """One customer's due subscriptions (their rows held on PostgreSQL), for a request
+        that already holds the customer (a change or cancel `now` bills what is due first)."""
+        row = (
+            await self.conn.execute(
+                select(
+                    customers.c.id,
+                    customers.c.currency,
+                    customers.c.timezone,
+                    customers.c.credit_minor,
+                ).where(customers.c.id == customer_id)
+            )
+        ).first()
+        if row is None:
+            return DueBatch({}, [])
+        s = subscriptions.c
+        query = (
+            select(*subscriptions.c, customers.c.timezone)
+            .join_from(subscriptions, customers, customers.c.id == subscriptions.c.customer_id)
+            .where(s.customer_id == customer_id, s.next_due_at.is_not(None), s.next_due_at <= now)
+            .order_by(s.id)
+        )
+        if self.is_pg:
+            query = query.with_for_update(of=subscriptions)
+        subs = [to_subscription_row(r) for r in await self.conn.execute(query)]
+        found = DueCustomer(int(row.id), row.currency, row.timezone, int(row.credit_minor))
+        return DueBatch({found.id: found}, subs)
+
     async def insert_invoices(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Rows of `INVOICE_COLUMNS`."""
         await self._insert(invoices, INVOICE_COLUMNS, rows)
