@@ -349,3 +349,29 @@ async def test_a_change_now_back_and_forth_within_a_period(
     (entry,) = await _entries(client, cid)
     assert entry["amount"] == _money("15.00")
     assert [c[1] for c in await _changes(database)] == ["change", "change"]
+
+
+async def test_a_replayed_change_now_moves_money_once(
+    client: httpx.AsyncClient, database: Database, clock: ManualClock
+) -> None:
+    cid, _, sid = await _february(client, database, clock)
+    url = f"{SUBS}/{sid}/change"
+    headers = {"Idempotency-Key": "up-1"}
+    body = {"quantity": 2, "effective": "now"}
+    one = await client.post(url, json=body, headers=headers)
+    clock.set(datetime(2027, 2, 20, 10, tzinfo=UTC))  # a stale replay, days later
+    two = await client.post(url, json=body, headers=headers)
+    assert (one.status_code, two.status_code) == (200, 200)
+    assert two.json() == one.json()
+    assert two.headers["idempotent-replayed"] == "true"
+    got = await _invoices(database)
+    assert [g["amount"] for g in got] == [3000, 1500]
+    assert len(await _changes(database)) == 1
+    cancel = {"at": "now", "prorate": True}
+    first = await client.post(f"{SUBS}/{sid}/cancel", json=cancel, headers={"Idempotency-Key": "c"})
+    again = await client.post(f"{SUBS}/{sid}/cancel", json=cancel, headers={"Idempotency-Key": "c"})
+    assert (first.status_code, again.status_code) == (200, 200)
+    # Feb 20 - Mar 1: 9 of 28 days of 2 x 30.00 = 19.285... -> 19.29, credited once
+    (entry,) = await _entries(client, cid)
+    assert (entry["reason"], entry["amount"]) == ("cancel", _money("19.29"))
+    assert await _balance_adds_up(database, cid) == 1929
