@@ -408,3 +408,25 @@ async def test_a_time_zone_changed_by_patch_applies_from_the_next_period_start(
         ("2027-02-01", "2027-03-01", 3000),
         ("2027-02-01", "2027-03-01", 3000),
     ]
+
+
+async def test_trial_will_end_is_told_at_creation_when_its_day_is_past(
+    client: httpx.AsyncClient, database: Database, clock: ManualClock
+) -> None:
+    """A 2-day trial: trialEndDate - 3 days is already past at creation, so it is told at
+    creation, not at the next generation, which (an external schedule running daily)
+    may come only after the trial ended, too late to tell it at all."""
+    plan = await new_plan(client)
+    clock.set(at(2027, 1, 25, 9))
+    short = await subscribe(client, customerId=await customer(client), planId=plan, trialDays=2)
+    assert short["trialEndDate"] == "2027-01-27"
+    told = await stored_events(database, "subscription.trial_will_end")
+    assert [e["subscription"]["id"] for e in told] == [short["id"]]
+    assert told[0]["subscription"]["status"] == "trialing"
+    # a trial that already ended at creation (a start in the past) is not told
+    await subscribe(
+        client, customerId=await customer(client), planId=plan, trialDays=5, startDate="2027-01-10"
+    )
+    for moment in (at(2027, 1, 25, 9), at(2027, 1, 27, 1), at(2027, 2, 27)):
+        await generate_at(database, clock, moment)
+    assert len(await stored_events(database, "subscription.trial_will_end")) == 1
