@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
 import random
 import signal
@@ -73,7 +74,8 @@ ZONES = (
 )
 #: a plan's price per currency (minor units) and its text
 PRICES = {"EUR": (3000, "30.00"), "JPY": (1000, "1000"), "KWD": (7250, "7.250")}
-TRIALS = (0, 0, 0, 0, 7, 20)
+TRIALS = (0, 0, 0, 0, 2, 7, 20)
+NOTICE_TYPES = ("subscription.canceled", "subscription.trial_will_end")
 
 
 @dataclass(frozen=True)
@@ -282,10 +284,17 @@ async def check_generation(
     report: ChaosReport,
     label: str,
     late_until: datetime | None = None,
+    moments: list[datetime] | None = None,
 ) -> dict[int, tuple[int, Money]]:
     """Every period due by `horizon` billed exactly once with its amount, nothing else
     (a period due after `horizon` but by `late_until` may be billed, once); answers each
-    invoice's customer and amount as the checker computes them."""
+    invoice's customer and amount as the checker computes them.
+
+    With `moments` (every moment generation ran at, the load's first): one
+    `subscription.canceled` for each subscription whose `cancelAt` has begun by
+    `horizon`, none for the others; at most one `subscription.trial_will_end` each, and
+    exactly one when some moment fell between the first instants of trialEndDate - 3
+    days and trialEndDate."""
     db = Database(url)
     try:
         async with db.read() as conn:
@@ -295,6 +304,12 @@ async def check_generation(
                 r.invoice_id
                 for r in await conn.execute(
                     select(events.c.invoice_id).where(events.c.type == "invoice.created")
+                )
+            )
+            notices = collections.Counter(
+                (r.type, json.loads(r.payload)["subscription"]["id"])
+                for r in await conn.execute(
+                    select(events.c.type, events.c.payload).where(events.c.type.in_(NOTICE_TYPES))
                 )
             )
     finally:
@@ -363,11 +378,44 @@ async def check_generation(
             problems.append(f"{label}: customer {cid} has {n} invoices for {start}")
     for invoice_id in set(created) - set(rows):
         problems.append(f"{label}: invoice.created for invoice {invoice_id}, which does not exist")
+    if moments is not None:
+        _check_notices(subs, horizon, moments, notices, label, problems)
     report.generation_phases.append(
         f"  checked at {horizon:%Y-%m-%d %H:%M} UTC: {len(rows)} invoices, "
         f"{lines_total} periods of {len(subs)} subscriptions"
     )
     return expected
+
+
+def _check_notices(
+    subs: list[Sub],
+    horizon: datetime,
+    moments: list[datetime],
+    notices: collections.Counter[tuple[str, int]],
+    label: str,
+    problems: list[str],
+) -> None:
+    for sub in subs:
+        canceled = notices[("subscription.canceled", sub.id)]
+        ended = sub.cancel_at is not None and sub.cancel_at <= local_date(horizon, sub.zone)
+        if canceled != int(ended):
+            problems.append(
+                f"{label}: subscription {sub.id} (cancelAt {sub.cancel_at}) has {canceled} "
+                f"subscription.canceled events, not {int(ended)}"
+            )
+        told = notices[("subscription.trial_will_end", sub.id)]
+        if not sub.trial_days:
+            if told:
+                problems.append(f"{label}: subscription {sub.id} has no trial, yet was told")
+            continue
+        trial_end = sub.start + timedelta(days=sub.trial_days)
+        notice_on = trial_end - timedelta(days=3)
+        due = any(notice_on <= local_date(m, sub.zone) < trial_end for m in moments)
+        if told > 1 or (due and told != 1):
+            problems.append(
+                f"{label}: subscription {sub.id} (trial to {trial_end}) has {told} "
+                "subscription.trial_will_end events" + (", one was due" if due else "")
+            )
 
 
 # -- the whole mode --------------------------------------------------------------------
@@ -443,7 +491,13 @@ async def run_generation(config: ChaosConfig, report: ChaosReport, workdir: Path
         # generation may run again when the run opens (every path that opens a run
         # generates first): periods due by then may be billed too, once
         amounts = await check_generation(
-            url, subs, real_now, report, "after the run", late_until=opened + timedelta(seconds=10)
+            url,
+            subs,
+            real_now,
+            report,
+            "after the run",
+            late_until=opened + timedelta(seconds=10),
+            moments=[t0, t0 + timedelta(days=33), real_now],
         )
         report.invoices = len(amounts)
         expected = {
