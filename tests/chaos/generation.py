@@ -11,8 +11,10 @@ the charge path under the harness's usual kills; then every period checked.
    days, then now (catch-up after about three months of downtime). At each, several
    `tests.chaos.generate_once` processes run `generate_due` against the same
    database at once, with small batches; some are SIGKILLed after a random number of
-   committed batches (mid-generation) and started again. After each moment the
-   database is checked (`check_generation`).
+   committed batches (mid-generation) and started again. At T0 + 33 days, a tenth of
+   the subscriptions are canceled at period end through the API meanwhile (requests
+   that lock the customer and the subscription, as the generators do). After each
+   moment the database is checked (`check_generation`).
 3. **Charge**: the provider simulator (with faults, as the charge chaos test),
    `POST /rest/v1/billing`, and the harness's kills until the run completes; then
    `harness.verify` (nobody charged twice, every invoice charged its amount, one
@@ -35,6 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -42,6 +46,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -75,6 +80,7 @@ ZONES = (
 #: a plan's price per currency (minor units) and its text
 PRICES = {"EUR": (3000, "30.00"), "JPY": (1000, "1000"), "KWD": (7250, "7.250")}
 TRIALS = (0, 0, 0, 0, 2, 7, 20)
+Post = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 NOTICE_TYPES = ("subscription.canceled", "subscription.trial_will_end")
 
 
@@ -118,12 +124,13 @@ def expected_periods(sub: Sub, horizon: datetime) -> list[tuple[date, date, int]
 # -- load ------------------------------------------------------------------------------
 
 
-async def load_subscriptions(url: str, config: ChaosConfig, t0: datetime, token: str) -> list[Sub]:
-    rng = random.Random(config.seed)
+@contextlib.asynccontextmanager
+async def api_at(url: str, now: datetime, token: str) -> AsyncIterator[Post]:
+    """The real API in this process, its clock standing at `now`: a POST that answers
+    the JSON of a 200 or 201 (anything else raises)."""
     db = Database(url)
     settings = Settings(DATABASE_URL=url, API_TOKEN=token)
-    app = create_app(settings, clock=ManualClock(t0), database=db)
-    subs: list[Sub] = []
+    app = create_app(settings, clock=ManualClock(now), database=db)
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
@@ -131,6 +138,7 @@ async def load_subscriptions(url: str, config: ChaosConfig, t0: datetime, token:
                 transport=transport,
                 base_url="http://antaeus.chaos",
                 headers={"Authorization": f"Bearer {token}"},
+                timeout=60,
             ) as client:
 
                 async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -140,55 +148,78 @@ async def load_subscriptions(url: str, config: ChaosConfig, t0: datetime, token:
                     got: dict[str, Any] = answer.json()
                     return got
 
-                plans = {}
-                for code, (_, text) in PRICES.items():
-                    plan = await post(
-                        "/rest/v1/plans",
-                        {
-                            "code": f"monthly-{code.lower()}",
-                            "name": f"Monthly {code}",
-                            "amount": {"value": text, "currency": code},
-                            "interval": "month",
-                        },
-                    )
-                    plans[code] = int(plan["id"])
-                for i in range(config.customers):
-                    zone, currency = ZONES[i % len(ZONES)], rng.choice(sorted(PRICES))
-                    customer = await post(
-                        "/rest/v1/customers", {"currency": currency, "timezone": zone}
-                    )
-                    for _ in range(1 + (rng.random() < 0.3)):
-                        start = local_date(t0, zone) + timedelta(days=rng.randint(-45, 20))
-                        body = {
-                            "customerId": customer["id"],
-                            "planId": plans[currency],
-                            "quantity": rng.randint(1, 3),
-                            "startDate": start.isoformat(),
-                            "trialDays": rng.choice(TRIALS),
-                            "billingAnchor": "calendar",
-                        }
-                        sub = await post("/rest/v1/subscriptions", body)
-                        if rng.random() < 0.1:
-                            sub = await post(
-                                f"/rest/v1/subscriptions/{sub['id']}/cancel", {"at": "period_end"}
-                            )
-                        subs.append(
-                            Sub(
-                                id=int(sub["id"]),
-                                customer_id=int(customer["id"]),
-                                zone=zone,
-                                currency=currency,
-                                price_minor=PRICES[currency][0],
-                                quantity=int(body["quantity"]),
-                                start=start,
-                                trial_days=int(body["trialDays"]),
-                                cancel_at=date.fromisoformat(sub["cancelAt"])
-                                if sub["cancelAt"]
-                                else None,
-                            )
-                        )
+                yield post
     finally:
         await db.dispose()
+
+
+def _cancel_at(shown: dict[str, Any]) -> date | None:
+    return date.fromisoformat(shown["cancelAt"]) if shown["cancelAt"] else None
+
+
+async def cancel_while_generating(
+    url: str, subs: list[Sub], now: datetime, token: str, rng: random.Random, share: float
+) -> int:
+    """Cancel at period end a `share` of the subscriptions not canceled yet, through the
+    API at `now`, while generators run (the customer's lock against theirs); `subs` is
+    updated with each `cancelAt`. Answers how many."""
+    candidates = [i for i, s in enumerate(subs) if s.cancel_at is None]
+    chosen = rng.sample(candidates, int(len(candidates) * share))
+    async with api_at(url, now, token) as post:
+        for i in chosen:
+            shown = await post(f"/rest/v1/subscriptions/{subs[i].id}/cancel", {})
+            subs[i] = dataclasses.replace(subs[i], cancel_at=_cancel_at(shown))
+            await asyncio.sleep(rng.uniform(0, 0.1))
+    return len(chosen)
+
+
+async def load_subscriptions(url: str, config: ChaosConfig, t0: datetime, token: str) -> list[Sub]:
+    rng = random.Random(config.seed)
+    subs: list[Sub] = []
+    async with api_at(url, t0, token) as post:
+        plans = {}
+        for code, (_, text) in PRICES.items():
+            plan = await post(
+                "/rest/v1/plans",
+                {
+                    "code": f"monthly-{code.lower()}",
+                    "name": f"Monthly {code}",
+                    "amount": {"value": text, "currency": code},
+                    "interval": "month",
+                },
+            )
+            plans[code] = int(plan["id"])
+        for i in range(config.customers):
+            zone, currency = ZONES[i % len(ZONES)], rng.choice(sorted(PRICES))
+            customer = await post("/rest/v1/customers", {"currency": currency, "timezone": zone})
+            for _ in range(1 + (rng.random() < 0.3)):
+                start = local_date(t0, zone) + timedelta(days=rng.randint(-45, 20))
+                body = {
+                    "customerId": customer["id"],
+                    "planId": plans[currency],
+                    "quantity": rng.randint(1, 3),
+                    "startDate": start.isoformat(),
+                    "trialDays": rng.choice(TRIALS),
+                    "billingAnchor": "calendar",
+                }
+                sub = await post("/rest/v1/subscriptions", body)
+                if rng.random() < 0.1:
+                    sub = await post(
+                        f"/rest/v1/subscriptions/{sub['id']}/cancel", {"at": "period_end"}
+                    )
+                subs.append(
+                    Sub(
+                        id=int(sub["id"]),
+                        customer_id=int(customer["id"]),
+                        zone=zone,
+                        currency=currency,
+                        price_minor=PRICES[currency][0],
+                        quantity=int(body["quantity"]),
+                        start=start,
+                        trial_days=int(body["trialDays"]),
+                        cancel_at=_cancel_at(sub),
+                    )
+                )
     return subs
 
 
@@ -445,8 +476,17 @@ async def run_generation(config: ChaosConfig, report: ChaosReport, workdir: Path
     report.invoices = 0
     for phase, moment in (("t0", t0), ("t1", t0 + timedelta(days=33)), ("now", real_now)):
         began = time.monotonic()
-        await generate_with_kills(config, report, url, moment, workdir, phase, rng)
+        generating = asyncio.create_task(
+            generate_with_kills(config, report, url, moment, workdir, phase, rng)
+        )
+        canceled = 0
+        if phase == "t1":  # requests that lock what the generators lock, meanwhile
+            await asyncio.sleep(1.0)
+            canceled = await cancel_while_generating(url, subs, moment, harness.TOKEN, rng, 0.1)
+        await generating
         report.generation_phases[-1] += f" ({time.monotonic() - began:.1f} s)"
+        if canceled:
+            report.generation_phases[-1] += f", {canceled} canceled through the API meanwhile"
         await check_generation(url, subs, moment, report, f"after {phase}")
         if report.problems:
             return
