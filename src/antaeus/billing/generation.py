@@ -431,11 +431,11 @@ async def generate_for_customer(
     """Every invoice of one customer due by `now`, in the caller's transaction, exactly as
     `generate_due` would (the same lines, consolidation and credit use).
 
-    For a request that holds the customer (`hold_customer_for_update`): a subscription
-    created with a past `startDate` (or starting today) invoices what is due at once;
-    a change or cancel `now` first bills the periods already due by the terms they were
-    due under, so that it never depends on whether the generator has run since the
-    period began.
+    For a request that holds the customer (`hold_customer_for_update`): a change or
+    cancel `now` first bills the periods already due by the terms they were due under,
+    so that it never depends on whether the generator has run since the period began.
+    (Creating a subscription generates nothing: its due periods are generated with the
+    customer's others, consolidated, by the next tick, trigger or `antaeus generate`.)
     """
     total = GenerationSummary()
     plans = _Plans()

@@ -289,8 +289,6 @@ async def create_subscription(
         await _event(conn, EventType.SUBSCRIPTION_CREATED, shown, now)
         if tell_now:
             await _event(conn, EventType.SUBSCRIPTION_TRIAL_WILL_END, shown, now)
-        # what is due already (a start today, or past periods) is invoiced at once
-        await generate_for_customer(conn, now, customer.id)
         return 201, shown, {"Location": f"/rest/v1/subscriptions/{new_id}"}
 
     return await run_idempotent(
