@@ -73,7 +73,7 @@ def wire(value: Any) -> Any:
     if isinstance(value, float):
         raise TypeError(f"{value!r} is a float: give amounts as Decimal (or str)")
     if isinstance(value, Mapping):
-        return {k: wire(v) for k, v in value.items() if v is not None}
+        return {k: wire(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [wire(v) for v in value]
     return value
