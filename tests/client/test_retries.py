@@ -201,9 +201,9 @@ def test_a_refused_connection_is_a_connection_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed when the block ends: nobody listens there
-    with Client(base_url=f"http://127.0.0.1:{port}", max_retries=1, retry_backoff=0.01) as api:
-        with pytest.raises(ApiConnectionError) as refused:
-            api.health()
+    api = Client(base_url=f"http://127.0.0.1:{port}", max_retries=1, retry_backoff=0.01)
+    with api, pytest.raises(ApiConnectionError) as refused:
+        api.health()
     assert not isinstance(refused.value, ApiTimeoutError)
     assert isinstance(refused.value.__cause__, httpx.ConnectError)
 
