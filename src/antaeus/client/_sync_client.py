@@ -1,10 +1,5 @@
 # Made by `python -m antaeus.client._unasync` from _async_client.py: do not edit.
-"""`Client`: the API with `async`/`await` and `for`.
-
-This file is the source: `_sync_client.py` is made from it by
-`python -m antaeus.client._unasync` (a test fails when it is out of date), so
-the two clients cannot drift apart. Edit this one.
-"""
+"""`Client`: the API with plain calls and `for` (`AsyncClient` made synchronous)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,10 @@ TARGET: Final = HERE / "_sync_client.py"
 
 _HEADER: Final = (
     "# Made by `python -m antaeus.client._unasync` from _async_client.py: do not edit.\n"
+    '"""`Client`: the API with plain calls and `for` (`AsyncClient` made synchronous)."""\n'
 )
+#: the source's own docstring, replaced by the header's
+_DOCSTRING: Final = re.compile(r'\A"""(?:.|\n)*?"""\n')
 
 _RULES: Final[tuple[tuple[str, str], ...]] = (
     (r"\bimport asyncio\b", "import time"),
@@ -33,13 +36,13 @@ _RULES: Final[tuple[tuple[str, str], ...]] = (
     (r"\b__aexit__\b", "__exit__"),
     (r"\baclose\b", "close"),
     (r"\bAsync([A-Z]\w*)", r"\1"),
-    (r"`async`/`await` and `async for`", "plain calls and `for`"),
     (r"asynchronously", "synchronously"),
 )
 
 
 def unasync(text: str) -> str:
     """The sync source, formatted as the project formats (ruff, a test dependency)."""
+    text = _DOCSTRING.sub("", text, count=1)
     for pattern, replacement in _RULES:
         text = re.sub(pattern, replacement, text)
     text = _ruff(["check", "--fix", "--select", "I", "--quiet"], _HEADER + text)  # imports
