@@ -185,8 +185,15 @@ def test_billing_actions_runs_attempts_and_events(api: Client, served: Served) -
     gone = api.invoices.void_matching(status="FAILED", customer_id=customer.id)
     assert gone.acted >= 2
 
-    events = list(api.events.list(invoice_id=invoices[1].id))
-    assert "invoice.voided" in [e.type for e in events]
+    # an event becomes visible to the events API a moment after its commit (PostgreSQL)
+    events = eventually(
+        lambda: (
+            [e for e in api.events.list(invoice_id=invoices[1].id)]
+            if any(e.type == "invoice.voided" for e in api.events.list(invoice_id=invoices[1].id))
+            else None
+        ),
+        "the invoice.voided event listed",
+    )
     voided_event = next(e for e in events if e.type == "invoice.voided")
     assert isinstance(voided_event, Event)
     assert voided_event.invoice is not None
