@@ -208,7 +208,10 @@ def test_issue_21_fields_are_read_when_the_server_sends_them() -> None:
     entry = CreditEntry.from_json(
         {
             "id": 1,
+            "customerId": 2,
             "amount": {"value": Decimal("-5.00"), "currency": "EUR"},
+            "balanceAfter": {"value": Decimal("10.00"), "currency": "EUR"},
+            "changeId": None,
             "reason": "adjustment",
             "note": "goodwill",
             "actor": "ops",
@@ -216,6 +219,8 @@ def test_issue_21_fields_are_read_when_the_server_sends_them() -> None:
         }
     )
     assert entry.amount.value == Decimal("-5.00")
+    assert entry.balance_after == Money(Decimal("10.00"), "EUR")
+    assert (entry.customer_id, entry.change_id) == (2, None)
     assert entry.raw["reason"] == "adjustment"
 
 

@@ -191,23 +191,31 @@ class CreditEntry:
     """One change of a customer's credit balance (the amount with its sign)."""
 
     id: int | None
+    customer_id: int | None
     amount: Money
+    #: the balance once this entry was applied
+    balance_after: Money | None
     reason: str | None
     note: str | None
+    #: what it came from: a subscription's change, a subscription, an invoice
+    change_id: int | None
     subscription_id: int | None
     invoice_id: int | None
     actor: str | None
     created_at: datetime | None
-    #: the entry as the server sent it (what it came from is named there)
+    #: the entry as the server sent it
     raw: JSON = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_json(cls, data: JSON) -> CreditEntry:
         return cls(
             id=_int_or_none(data.get("id")),
+            customer_id=_int_or_none(data.get("customerId")),
             amount=Money.from_json(data["amount"]),
+            balance_after=_money_or_none(data.get("balanceAfter")),
             reason=data.get("reason"),
             note=data.get("note"),
+            change_id=_int_or_none(data.get("changeId")),
             subscription_id=_int_or_none(data.get("subscriptionId")),
             invoice_id=_int_or_none(data.get("invoiceId")),
             actor=data.get("actor"),
