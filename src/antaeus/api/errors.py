@@ -201,6 +201,16 @@ def not_found(what: str, ident: object) -> ApiError:
     return NotFoundError(f"{what} {ident} does not exist")
 
 
+def refusal(exc: InvoiceNotFoundError | ActionRefusedError) -> ApiError:
+    """What a use case refused (billing/service.py), as the API's error."""
+    if isinstance(exc, InvoiceNotFoundError):
+        return not_found("invoice", exc.invoice_id)
+    extra: dict[str, Any] = {"status": exc.status.value}
+    if exc.attempt is not None:  # the action named an attempt: say which is current
+        extra["currentAttempt"] = exc.attempt
+    return InvalidStateError(str(exc), **extra)
+
+
 _LOC_PREFIXES = {"body", "path", "query", "header"}
 
 
@@ -318,14 +328,11 @@ def install_error_handlers(app: FastAPI) -> None:
     # What the use cases refuse (billing/service.py), as the API's errors.
     @app.exception_handler(InvoiceNotFoundError)
     async def _no_invoice(_request: Request, exc: InvoiceNotFoundError) -> JSONResponse:
-        return error_response(not_found("invoice", exc.invoice_id))
+        return error_response(refusal(exc))
 
     @app.exception_handler(ActionRefusedError)
     async def _refused(_request: Request, exc: ActionRefusedError) -> JSONResponse:
-        extra: dict[str, Any] = {"status": exc.status.value}
-        if exc.attempt is not None:  # the action named an attempt: say which is current
-            extra["currentAttempt"] = exc.attempt
-        return error_response(InvalidStateError(str(exc), **extra))
+        return error_response(refusal(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -92,11 +92,24 @@ def _replayed(scope: str, stored: StoredResponse, response: Response) -> Respons
     return response
 
 
+def _answer(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
+    """The effect's answer; a 204 (a DELETE's) has no body at all."""
+    if status == 204:
+        return Response(status_code=204, headers=headers)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _stored_answer(stored: StoredResponse) -> Response:
+    if stored.status_code == 204:
+        return Response(status_code=204)
+    return JSONResponse.from_text(stored.body, stored.status_code)
+
+
 async def _answer_stored(scope: str, stored: StoredResponse, replay: Replay | None) -> Response:
     if replay is not None:
         response = await replay(stored.status_code, stored.body)
     else:
-        response = JSONResponse.from_text(stored.body, stored.status_code)
+        response = _stored_answer(stored)
     return _replayed(scope, stored, response)
 
 
@@ -112,7 +125,7 @@ async def run_idempotent(
     if key is None:
         async with ctx.db.write() as conn:
             status, body, headers = await effect(conn)
-        return JSONResponse(body, status_code=status, headers=headers)
+        return _answer(body, status, headers)
     if not _KEY.fullmatch(key):
         raise InvalidIdempotencyKeyError(
             "Idempotency-Key must be 1 to 255 printable ASCII characters",
@@ -137,7 +150,7 @@ async def run_idempotent(
                     await repo.save(scope, key, digest, status, text, ctx.clock.now(), headers)
                 except IntegrityError:
                     raise _KeyTakenError from None
-            return JSONResponse(body, status_code=status, headers=headers)
+            return _answer(body, status, headers)
         except _ReplayError as replaying:
             return await _answer_stored(scope, replaying.stored, replay)
         except _KeyTakenError:
@@ -198,7 +211,7 @@ async def run_idempotent_in_steps(
                 "this Idempotency-Key was already used with a different request",
                 field="Idempotency-Key",
             )
-        return _replayed(scope, stored, JSONResponse.from_text(stored.body, stored.status_code))
+        return _replayed(scope, stored, _stored_answer(stored))
 
     earlier = await stored_answer()
     if earlier is not None:

@@ -145,35 +145,64 @@ async def retry_failed_pending(
 
     Answers the run as the API shows it, read in the same transaction.
     """
-    now = clock.now()
-    async with db.write() as conn:
-        await BillingRepository(conn).failed_pending_due_now(now)
-        run_id = await _open_in(conn, now, policy, trigger)
-        assert run_id is not None  # only a run that may be skipped is ever None
-        run = (await runs_json(conn, [run_id]))[0]
-    _run_opened(run_id, trigger)
+    async with RunOpening() as opening, db.write() as conn:
+        run = await retry_failed_pending_in(conn, opening, clock.now(), policy, trigger)
     return run
+
+
+async def retry_failed_pending_in(
+    conn: WriteConnection,
+    opening: RunOpening,
+    now: datetime,
+    policy: PolicySettings,
+    trigger: Trigger = "api",
+) -> dict[str, Any]:
+    """`retry_failed_pending` in the caller's transaction (an `Idempotency-Key`'s): the run
+    is said (logged, counted) when `opening`'s block ends without an error."""
+    await BillingRepository(conn).failed_pending_due_now(now)
+    run_id = await opening.open_in(conn, now, policy, trigger)
+    return (await runs_json(conn, [run_id]))[0]
 
 
 # -- a person's actions on one invoice -------------------------------------------------
 
 
-async def _act(
-    db: Database,
+@dataclass(frozen=True, slots=True)
+class Acted:
+    """A person's action done in a transaction: the invoice after it, and what to say
+    (log line, metric, the run it opened) once that transaction has committed."""
+
+    invoice: Invoice
+    say: Callable[[], None]
+
+
+async def _act_in(
+    conn: WriteConnection,
     invoice_id: int,
     action: str,
     actor: str,
     change: Callable[[ActionRepository[WriteConnection]], Awaitable[ActionResult]],
-) -> Invoice:
-    async with db.write() as conn:
-        result = await change(ActionRepository(conn))
+    then: Callable[[], None] = lambda: None,
+) -> Acted:
+    result = await change(ActionRepository(conn))
     invoice = result.invoice
     if result.status is None:
         raise InvoiceNotFoundError(invoice_id)
     if not result.ok or invoice is None:
         raise ActionRefusedError(invoice_id, result.status, result.reason, attempt=result.attempt)
-    _said(invoice_id, action, actor, result)
-    return invoice
+
+    def say() -> None:
+        _said(invoice_id, action, actor, result)
+        then()
+
+    return Acted(invoice, say)
+
+
+async def _act(db: Database, doing: Callable[[WriteConnection], Awaitable[Acted]]) -> Invoice:
+    async with db.write() as conn:
+        acted = await doing(conn)
+    acted.say()
+    return acted.invoice
 
 
 def _said(invoice_id: int, action: str, actor: str, result: ActionResult) -> None:
@@ -189,17 +218,11 @@ def _said(invoice_id: int, action: str, actor: str, result: ActionResult) -> Non
     )
 
 
-async def retry(
-    db: Database, clock: Clock, invoice_id: int, *, actor: str, note: str | None = None
-) -> Invoice:
-    """A FAILED invoice becomes PENDING and due now; its next charge is a new attempt.
-
-    In the same transaction a run of that invoice alone opens, with the trigger
-    `retry`: the person's action is what charges it (in either schedule), and
-    the run says so (not `schedule`).
-    """
+async def retry_in(
+    conn: WriteConnection, now: datetime, invoice_id: int, *, actor: str, note: str | None = None
+) -> Acted:
+    """`retry` in the caller's transaction; `Acted.say()` once it has committed."""
     opened: list[int] = []
-    now = clock.now()
 
     async def change(repo: ActionRepository[WriteConnection]) -> ActionResult:
         result = await repo.retry(invoice_id, actor, note, now)
@@ -210,10 +233,47 @@ async def retry(
             opened.extend([run_id] if run_id is not None else [])
         return result
 
-    invoice = await _act(db, invoice_id, "retried", actor, change)
-    for run_id in opened:
-        _run_opened(run_id, "retry")
-    return invoice
+    def runs_opened() -> None:
+        for run_id in opened:
+            _run_opened(run_id, "retry")
+
+    return await _act_in(conn, invoice_id, "retried", actor, change, runs_opened)
+
+
+async def retry(
+    db: Database, clock: Clock, invoice_id: int, *, actor: str, note: str | None = None
+) -> Invoice:
+    """A FAILED invoice becomes PENDING and due now; its next charge is a new attempt.
+
+    In the same transaction a run of that invoice alone opens, with the trigger
+    `retry`: the person's action is what charges it (in either schedule), and
+    the run says so (not `schedule`).
+    """
+    now = clock.now()
+    return await _act(db, lambda conn: retry_in(conn, now, invoice_id, actor=actor, note=note))
+
+
+async def resolve_in(
+    conn: WriteConnection,
+    now: datetime,
+    invoice_id: int,
+    *,
+    charged: bool,
+    charge_id: str | None,
+    actor: str,
+    note: str | None = None,
+    attempt: int | None = None,
+) -> Acted:
+    """`resolve` in the caller's transaction; `Acted.say()` once it has committed."""
+    return await _act_in(
+        conn,
+        invoice_id,
+        "resolved_charged" if charged else "resolved_not_charged",
+        actor,
+        lambda repo: repo.resolve(
+            invoice_id, charged, charge_id, actor, note, now, attempt=attempt
+        ),
+    )
 
 
 async def resolve(
@@ -234,12 +294,29 @@ async def resolve(
     """
     return await _act(
         db,
-        invoice_id,
-        "resolved_charged" if charged else "resolved_not_charged",
-        actor,
-        lambda repo: repo.resolve(
-            invoice_id, charged, charge_id, actor, note, clock.now(), attempt=attempt
+        lambda conn: resolve_in(
+            conn,
+            clock.now(),
+            invoice_id,
+            charged=charged,
+            charge_id=charge_id,
+            actor=actor,
+            note=note,
+            attempt=attempt,
         ),
+    )
+
+
+async def void_in(
+    conn: WriteConnection, now: datetime, invoice_id: int, *, actor: str, note: str | None = None
+) -> Acted:
+    """`void` in the caller's transaction; `Acted.say()` once it has committed."""
+    return await _act_in(
+        conn,
+        invoice_id,
+        "voided",
+        actor,
+        lambda repo: repo.void(invoice_id, actor, note, now),
     )
 
 
@@ -248,11 +325,7 @@ async def void(
 ) -> Invoice:
     """A FAILED invoice, or a PENDING one with no open attempt, becomes VOID."""
     return await _act(
-        db,
-        invoice_id,
-        "voided",
-        actor,
-        lambda repo: repo.void(invoice_id, actor, note, clock.now()),
+        db, lambda conn: void_in(conn, clock.now(), invoice_id, actor=actor, note=note)
     )
 
 

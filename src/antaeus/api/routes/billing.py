@@ -85,13 +85,27 @@ async def bill(
     status_code=202,
     summary="Retry now every PENDING invoice that failed before",
     description="Every PENDING invoice with a past failure (waiting for a dunning retry or the "
-    "repeat of an unknown outcome) becomes due now, and a run opens.",
+    "repeat of an unknown outcome) becomes due now, and a run opens. With an "
+    "`Idempotency-Key`, a repeat answers the same run in its current state.",
     response_model=RunRead,
     responses=ERROR_RESPONSES,
 )
-async def retry_all(ctx: Ctx, _who: Principal) -> JSONResponse:
-    run = await service.retry_failed_pending(ctx.db, ctx.clock, ctx.policy)
-    return JSONResponse(run, status_code=202)
+async def retry_all(ctx: Ctx, _who: Principal, idempotency_key: IdempotencyKey = None) -> Response:
+    async with service.RunOpening() as opening:
+
+        async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
+            run = await service.retry_failed_pending_in(conn, opening, ctx.clock.now(), ctx.policy)
+            return 202, run, {"Location": f"/rest/v1/billing/runs/{run['id']}"}
+
+        async def replay(status: int, stored: str) -> Response:
+            return await _current_run(ctx, status, stored)
+
+        response = await run_idempotent(
+            ctx, "POST /rest/v1/billing/retry", idempotency_key, {}, effect, replay
+        )
+        if response.headers.get("Idempotent-Replayed") == "true":
+            opening.discard()  # any run opened here was rolled back with its key
+        return response
 
 
 @router.get(

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from antaeus.api.auth import AuthenticatedRoute, Principal
 from antaeus.api.context import Ctx
 from antaeus.api.errors import FieldInvalidError, not_found
+from antaeus.api.idempotency import IdempotencyKey, run_idempotent
 from antaeus.api.jsonio import JSONResponse
 from antaeus.api.pagination import MAX_LIMIT, Page, PageParams, paginate
 from antaeus.api.schemas import ERROR_RESPONSES, MAX_ID, DigitsInt, RequestBody, SingleLine
@@ -19,6 +20,7 @@ from antaeus.exactjson import rfc3339
 from antaeus.notify.addresses import url_problem
 from antaeus.notify.envelope import PREFIX, StoredEvent, event_id, parse_event_id
 from antaeus.notify.webhooks import new_secret
+from antaeus.storage.database import WriteConnection
 from antaeus.storage.repositories.outbox import Destination, DestinationRepository, EventRepository
 
 router = APIRouter(prefix="/rest/v1", tags=["events"], route_class=AuthenticatedRoute)
@@ -205,18 +207,31 @@ async def get_event(
     response_model=WebhookCreated,
     responses=ERROR_RESPONSES,
 )
-async def create_webhook(ctx: Ctx, _who: Principal, body: WebhookCreate) -> JSONResponse:
+async def create_webhook(
+    ctx: Ctx, _who: Principal, body: WebhookCreate, idempotency_key: IdempotencyKey = None
+) -> Response:
     # a receiver inside the network is refused (the deliveries list would scan it);
     # names are resolved and checked again at every delivery
     if (problem := url_problem(body.url, ctx.settings.WEBHOOK_ALLOW_PRIVATE)) is not None:
         raise FieldInvalidError(f"url: {problem}", field="url")
     types = None if body.events is None or ALL in body.events else sorted(set(body.events))
-    secret = new_secret()
-    async with ctx.db.write() as conn:
+
+    async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
+        secret = new_secret()
         created = await DestinationRepository(conn).create(
             "webhook", body.url, types, secret, ctx.clock.now()
         )
-    return JSONResponse({**webhook_json(created), "secret": secret}, status_code=201)
+        # a repeat answers this answer, secret included (as Stripe does): a client whose
+        # answer was lost learns the secret of the one endpoint made
+        return (
+            201,
+            {**webhook_json(created), "secret": secret},
+            {"Location": f"/rest/v1/webhooks/{created.id}"},
+        )
+
+    return await run_idempotent(
+        ctx, "POST /rest/v1/webhooks", idempotency_key, body.model_dump(mode="json"), effect
+    )
 
 
 @router.get(
@@ -260,12 +275,15 @@ async def get_webhook(id: WebhookId, ctx: Ctx, _who: Principal) -> JSONResponse:
     description="Nothing more is delivered to it; answers 204 with no body.",
     responses=ERROR_RESPONSES,
 )
-async def delete_webhook(id: WebhookId, ctx: Ctx, _who: Principal) -> Response:
-    async with ctx.db.write() as conn:
-        gone = await DestinationRepository(conn).delete(id, "webhook")
-    if not gone:
-        raise not_found("webhook", id)
-    return Response(status_code=204)
+async def delete_webhook(
+    id: WebhookId, ctx: Ctx, _who: Principal, idempotency_key: IdempotencyKey = None
+) -> Response:
+    async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
+        if not await DestinationRepository(conn).delete(id, "webhook"):
+            raise not_found("webhook", id)
+        return 204, None, {}
+
+    return await run_idempotent(ctx, f"DELETE /rest/v1/webhooks/{id}", idempotency_key, {}, effect)
 
 
 @router.post(
@@ -277,12 +295,18 @@ async def delete_webhook(id: WebhookId, ctx: Ctx, _who: Principal) -> Response:
     response_model=WebhookRead,
     responses=ERROR_RESPONSES,
 )
-async def enable_webhook(id: WebhookId, ctx: Ctx, _who: Principal) -> JSONResponse:
-    async with ctx.db.write() as conn:
+async def enable_webhook(
+    id: WebhookId, ctx: Ctx, _who: Principal, idempotency_key: IdempotencyKey = None
+) -> Response:
+    async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
         found = await DestinationRepository(conn).enable(id, "webhook", ctx.clock.now())
-    if found is None:
-        raise not_found("webhook", id)
-    return JSONResponse(webhook_json(found))
+        if found is None:
+            raise not_found("webhook", id)
+        return 200, webhook_json(found), {}
+
+    return await run_idempotent(
+        ctx, f"POST /rest/v1/webhooks/{id}/enable", idempotency_key, {}, effect
+    )
 
 
 @router.get(

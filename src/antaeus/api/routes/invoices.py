@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -10,6 +11,7 @@ from antaeus.api.errors import (
     CurrencyMismatchError,
     CustomerNotFoundError,
     not_found,
+    refusal,
 )
 from antaeus.api.idempotency import IdempotencyKey, run_idempotent, run_idempotent_in_steps
 from antaeus.api.jsonio import JSONResponse
@@ -32,8 +34,9 @@ from antaeus.api.schemas import (
 )
 from antaeus.billing import service
 from antaeus.domain.calendar import next_first_of_month
+from antaeus.domain.errors import ActionRefusedError, InvoiceNotFoundError
 from antaeus.domain.events import InvoiceCreated, row
-from antaeus.domain.invoice import FailureReason, Invoice, InvoiceStatus
+from antaeus.domain.invoice import FailureReason, InvoiceStatus
 from antaeus.domain.money import Money
 from antaeus.storage.database import WriteConnection
 from antaeus.storage.repositories.actions import ActionRepository
@@ -92,13 +95,6 @@ async def list_invoices(
         items, headers = paginate(request, rows, page)
         lines = await repo.lines_of(i.id for i in items)
     return JSONResponse([invoice_json(i, lines[i.id]) for i in items], headers=headers)
-
-
-async def _shown(ctx: AppContext, invoice: Invoice) -> JSONResponse:
-    """The invoice with its lines, read after the action that answered it."""
-    async with ctx.db.read() as conn:
-        lines = await InvoiceRepository(conn).lines_of([invoice.id])
-    return JSONResponse(invoice_json(invoice, lines[invoice.id]))
 
 
 @router.get(
@@ -216,10 +212,46 @@ async def void_invoices(
     return await _bulk("void", body, ctx, who, idempotency_key)
 
 
+async def _act(
+    ctx: AppContext,
+    invoice_id: int,
+    action: str,
+    key: str | None,
+    normalized: Any,
+    doing: Callable[[WriteConnection], Awaitable[service.Acted]],
+) -> Response:
+    """A person's action on one invoice, at most once per `Idempotency-Key`: a repeat
+    answers the first answer (the invoice as the action left it) and acts no more."""
+    said: list[Callable[[], None]] = []
+
+    async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
+        try:
+            acted = await doing(conn)
+        except (InvoiceNotFoundError, ActionRefusedError) as exc:
+            # as the API's error: a refusal because the same key's first request acted
+            # first is then answered by that request's answer (api/idempotency.py)
+            raise refusal(exc) from None
+        said.append(acted.say)
+        lines = await InvoiceRepository(conn).lines_of([acted.invoice.id])
+        return 200, invoice_json(acted.invoice, lines[acted.invoice.id]), {}
+
+    response = await run_idempotent(
+        ctx, f"POST /rest/v1/invoices/{invoice_id}/{action}", key, normalized, effect
+    )
+    if said and response.headers.get("Idempotent-Replayed") != "true":
+        said[-1]()  # committed: its log line and metric
+    return response
+
+
+def _noted(body: ActionBody | None) -> dict[str, Any]:
+    return {"note": body.note if body else None}
+
+
 @router.post(
     "/{id}/retry",
     summary="Retry a FAILED invoice (after the cause was fixed)",
-    description="The invoice becomes PENDING and due now; the next charge is a new attempt.",
+    description="The invoice becomes PENDING and due now; the next charge is a new attempt. "
+    "With an `Idempotency-Key`, a repeat answers the first answer and retries nothing.",
     response_model=InvoiceRead,
     responses=ERROR_RESPONSES,
 )
@@ -228,10 +260,17 @@ async def retry_invoice(
     ctx: Ctx,
     who: Principal,
     body: ActionBody | None = None,
-) -> JSONResponse:
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     note = body.note if body else None
-    invoice = await service.retry(ctx.db, ctx.clock, id, actor=who, note=note)
-    return await _shown(ctx, invoice)
+    return await _act(
+        ctx,
+        id,
+        "retry",
+        idempotency_key,
+        _noted(body),
+        lambda conn: service.retry_in(conn, ctx.clock.now(), id, actor=who, note=note),
+    )
 
 
 @router.post(
@@ -242,7 +281,8 @@ async def retry_invoice(
     "the invoice becomes PENDING, due now, and its next charge is a new attempt. "
     "`attempt` (optional): the attempt number you checked with the provider; if it is not "
     "the invoice's open attempt in REVIEW any more, 409 `invalid_state` with "
-    "`currentAttempt`, and nothing is changed.",
+    "`currentAttempt`, and nothing is changed. With an `Idempotency-Key`, a repeat answers "
+    "the first answer.",
     response_model=InvoiceRead,
     responses=ERROR_RESPONSES,
 )
@@ -251,24 +291,32 @@ async def resolve_invoice(
     body: ResolveBody,
     ctx: Ctx,
     who: Principal,
-) -> JSONResponse:
-    invoice = await service.resolve(
-        ctx.db,
-        ctx.clock,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    return await _act(
+        ctx,
         id,
-        charged=body.charged,
-        charge_id=body.chargeId,
-        actor=who,
-        note=body.note,
-        attempt=body.attempt,
+        "resolve",
+        idempotency_key,
+        body.model_dump(mode="json"),
+        lambda conn: service.resolve_in(
+            conn,
+            ctx.clock.now(),
+            id,
+            charged=body.charged,
+            charge_id=body.chargeId,
+            actor=who,
+            note=body.note,
+            attempt=body.attempt,
+        ),
     )
-    return await _shown(ctx, invoice)
 
 
 @router.post(
     "/{id}/void",
     summary="Void an invoice: it is never charged again",
-    description="Allowed from FAILED, and from PENDING when no attempt of unknown outcome is open.",
+    description="Allowed from FAILED, and from PENDING when no attempt of unknown outcome is "
+    "open. With an `Idempotency-Key`, a repeat answers the first answer.",
     response_model=InvoiceRead,
     responses=ERROR_RESPONSES,
 )
@@ -277,10 +325,17 @@ async def void_invoice(
     ctx: Ctx,
     who: Principal,
     body: ActionBody | None = None,
-) -> JSONResponse:
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     note = body.note if body else None
-    invoice = await service.void(ctx.db, ctx.clock, id, actor=who, note=note)
-    return await _shown(ctx, invoice)
+    return await _act(
+        ctx,
+        id,
+        "void",
+        idempotency_key,
+        _noted(body),
+        lambda conn: service.void_in(conn, ctx.clock.now(), id, actor=who, note=note),
+    )
 
 
 @router.get(
