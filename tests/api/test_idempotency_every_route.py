@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from antaeus.clock import ManualClock
-from antaeus.payments.simulated import SimulatedPaymentProvider
+from antaeus.simulators.simulated import SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from antaeus.storage.tables import idempotency_keys, metadata
 from tests.api.test_billing_api import (
