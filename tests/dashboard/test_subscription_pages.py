@@ -94,7 +94,8 @@ async def test_every_page_renders_escaped(
             "PENDING",
             "Change…",
             "Cancel…",
-            LONG,
+            '<option value="" selected>keep ',
+            f'<option value="{w["long"]}">{LONG}',
         ],
         f"/customers/{cid}": [f"/subscriptions/{sid}", f"/invoices/{invoice}", "0.00 EUR"],
         f"/invoices/{invoice}": [
