@@ -39,7 +39,7 @@ from antaeus.billing.worker import Worker, WorkerSettings
 from antaeus.clock import SystemClock
 from antaeus.domain.policy import PolicySettings
 from antaeus.observability.logging import configure_logging
-from antaeus.payments.simulated import SimulatedPaymentProvider
+from antaeus.simulators.simulated import SimulatedPaymentProvider
 from antaeus.storage.database import SQLITE_BUSY_TIMEOUT_MS, Database
 
 ROOT = Path(__file__).resolve().parent.parent

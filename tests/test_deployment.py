@@ -1,7 +1,7 @@
 """The container deployment: `Dockerfile` and `compose.yaml` at the repository's root.
 
 No container engine runs in CI, so the files are read as data: compose.yaml must
-hold the native topology (README, Deployment), every Antaeus setting it sets must
+hold the native topology (docs/guides/containers.md), every Antaeus setting it sets must
 be a real one, and the Dockerfile must run `antaeus serve` as a non-root user with
 a health check on `/rest/health`. The health checks' commands themselves run
 against real servers, and `docker-compose config -q` checks the file when the

@@ -1,4 +1,4 @@
-"""The README names the simulator's own key as `antaeus provider serve` reads it."""
+"""The README and the docs name the simulator's own key as `antaeus provider serve` reads it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 
 from antaeus.cli.provider import API_KEY_ENV
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+# the README's deployment sections moved to the site (issue 22): compose and the native topology
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 KEY_NAME = re.compile(r"ANTAEUS_[A-Z_]*API_KEY")
 
 
@@ -19,11 +21,12 @@ def test_every_line_on_the_simulators_key_names_it_rightly() -> None:
     """A line saying which key the simulator takes names ANTAEUS_PROVIDER_API_KEY."""
     about_it = [
         line
-        for line in README.read_text(encoding="utf-8").splitlines()
+        for page in PAGES
+        for line in page.read_text(encoding="utf-8").splitlines()
         if "simulator" in line.lower()
         and KEY_NAME.search(line)
         and not line.lstrip().startswith("export ANTAEUS_STRIPE")
     ]
-    assert about_it, "the README no longer says which key the simulator takes"
+    assert about_it, "the docs no longer say which key the simulator takes"
     wrong = [line for line in about_it if API_KEY_ENV not in line]
     assert wrong == [], wrong

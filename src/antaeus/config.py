@@ -65,106 +65,241 @@ class Settings(BaseSettings):
 
     DATABASE_URL: str = Field(
         default="sqlite:///antaeus.db",
-        description="sqlite:///path.db (default: antaeus.db here) or postgresql://user@host/db",
+        description="`sqlite:///path.db` (a file here by default), or "
+        "`postgresql://user:password@host:5432/db` as you would write it for psql",
     )
     API_TOKEN: SecretStr | None = Field(
-        default=None, description="one more valid API token, named 'env'"
+        default=None,
+        description="one more valid API token (named `env`, scope `write`); changing it ends "
+        "the dashboard sessions opened with the old value. Unset or empty: `serve` creates "
+        "and prints a first token when the database has none",
     )
-    HOST: str = Field(default="127.0.0.1", description="address `serve` listens on")
-    PORT: int = Field(default=7000, ge=1, le=65535, description="port `serve` listens on")
-    MAX_BODY_BYTES: int = Field(default=1024 * 1024, ge=1024, description="request body limit")
-    LOG_LEVEL: Literal["debug", "info", "warning", "error"] = "info"
-    LOG_FORMAT: Literal["console", "json"] = "console"
-    DB_POOL_SIZE: int = Field(default=10, ge=1, le=200)
+    HOST: str = Field(
+        default="127.0.0.1", description="address `serve` listens on (`serve --host`)"
+    )
+    PORT: int = Field(
+        default=7000, ge=1, le=65535, description="port `serve` listens on (`serve --port`)"
+    )
+    MAX_BODY_BYTES: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="largest request body the API reads, in bytes; a larger one is 400 "
+        "`body_too_large`",
+    )
+    LOG_LEVEL: Literal["debug", "info", "warning", "error"] = Field(
+        default="info",
+        description="lowest level of the log lines written (`debug` adds the HTTP access log)",
+    )
+    LOG_FORMAT: Literal["console", "json"] = Field(
+        default="console",
+        description="`console`: lines for people; `json`: one JSON object per line",
+    )
+    DB_POOL_SIZE: int = Field(
+        default=10, ge=1, le=200, description="database connections kept open per process"
+    )
     SQLITE_SYNCHRONOUS: Literal["NORMAL", "FULL"] = Field(
-        default="FULL", description="FULL survives power loss; NORMAL survives process crashes"
+        default="FULL",
+        description="SQLite's `synchronous`: `FULL` survives power loss; `NORMAL` survives "
+        "process crashes and is faster",
     )
     METRICS_PUBLIC: bool = Field(
         default=False,
-        description="serve /metrics on the API port without a token (else it needs one)",
+        description="`true` serves `/metrics` on the API port without a token; otherwise it "
+        "needs `Authorization: Bearer <token>` like `/rest/v1` (401 without one)",
     )
     TOKEN_CACHE_SECONDS: float = Field(
-        default=5.0, ge=0, description="how soon a token revoked elsewhere stops working"
+        default=5.0,
+        ge=0,
+        description="seconds a token read from the database is trusted: how soon a token "
+        "created or revoked by another process starts or stops working (its dashboard "
+        "sessions too)",
     )
 
     # -- payment provider ----------------------------------------------------
     PAYMENT_PROVIDER: Literal["simulated", "http", "stripe"] | None = Field(
-        default=None, description="simulated, unless PAYMENT_PROVIDER_URL is set; or stripe"
+        default=None,
+        description="which provider charges: `simulated` (in process), `http` (a provider "
+        "speaking the HTTP protocol at `ANTAEUS_PAYMENT_PROVIDER_URL`) or `stripe`. Unset: "
+        "`http` when `ANTAEUS_PAYMENT_PROVIDER_URL` is set, else `simulated`",
     )
     PAYMENT_PROVIDER_URL: str | None = Field(
-        default=None, description="base URL of a provider speaking the HTTP protocol"
+        default=None,
+        description="base URL of a provider speaking the HTTP protocol; setting it selects "
+        "the HTTP adapter",
     )
-    PAYMENT_PROVIDER_API_KEY: SecretStr | None = None
-    PAYMENT_PROVIDER_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0, le=300, description="s")
+    PAYMENT_PROVIDER_API_KEY: SecretStr | None = Field(
+        default=None,
+        description="sent to the HTTP provider as `Authorization: Bearer <key>`; not together "
+        "with credentials in `ANTAEUS_PAYMENT_PROVIDER_URL`",
+    )
+    PAYMENT_PROVIDER_CONNECT_TIMEOUT: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="seconds to connect to the provider; no connection means nothing was "
+        "sent (the invoice is given back)",
+    )
     PAYMENT_PROVIDER_READ_TIMEOUT: float = Field(
-        default=30.0, gt=0, le=600, description="seconds of silence while reading an answer"
+        default=30.0,
+        gt=0,
+        le=600,
+        description="seconds of silence while reading an answer; then the outcome is unknown "
+        "and repeated with the same key",
     )
     PAYMENT_PROVIDER_TIMEOUT: float = Field(
-        default=60.0, gt=0, le=3_600, description="seconds a whole call may take (a trickle too)"
+        default=60.0,
+        gt=0,
+        le=3_600,
+        description="seconds a whole call may take (a provider trickling bytes is cut off "
+        "here); then the outcome is unknown and repeated with the same key",
     )
     PAYMENT_PROVIDER_MAX_CONNECTIONS: int | None = Field(
         default=None,
         ge=1,
         le=10_000,
-        description="connections to the provider per process; default: the worker's concurrency",
+        description="kept-alive connections to the provider per process; unset: the worker's "
+        "concurrency. Fewer makes calls queue for a connection, which counts against "
+        "`ANTAEUS_PAYMENT_PROVIDER_TIMEOUT`",
     )
-    PAYMENT_PROVIDER_HTTP_CLIENT: Literal["aiohttp", "httpx"] = "aiohttp"
+    PAYMENT_PROVIDER_HTTP_CLIENT: Literal["aiohttp", "httpx"] = Field(
+        default="aiohttp",
+        description="the HTTP adapter's client library (aiohttp costs a fraction of the CPU "
+        "per call)",
+    )
     STRIPE_API_KEY: SecretStr | None = Field(
         default=None,
-        description="PAYMENT_PROVIDER=stripe: a secret (sk_...) or restricted (rk_...) key",
+        description="`ANTAEUS_PAYMENT_PROVIDER=stripe`: a secret (`sk_...`) or restricted "
+        "(`rk_...`) key, masked wherever shown",
     )
     STRIPE_API_BASE: str = Field(
         default="https://api.stripe.com",
-        description="Stripe's API; tests and the README's demo point it at the fake Stripe",
+        description="Stripe's API; tests and the demo point it at the fake Stripe "
+        "(`antaeus provider serve --stripe`)",
     )
     STRIPE_HTTP_CLIENT: Literal["aiohttp", "httpx"] = Field(
         default="aiohttp",
         description="the stripe library's transport (benchmarks/stripe_provider.py measures both)",
     )
     BREAKER_WINDOW: int = Field(
-        default=100, ge=10, le=100_000, description="recent calls the unknown-outcome rate counts"
+        default=100,
+        ge=10,
+        le=100_000,
+        description="a worker's recent calls the unknown-outcome rate is counted over",
     )
     BREAKER_THRESHOLD: float = Field(
-        default=0.6, gt=0, le=1, description="share of unknown outcomes that stops new claims"
+        default=0.6,
+        gt=0,
+        le=1,
+        description="share of unknown outcomes in the window (of at least half a window of "
+        "calls) that stops a worker claiming new invoices",
     )
     BREAKER_PROBE_SECONDS: float = Field(
-        default=5.0, gt=0, description="how often a stopped worker tries one new invoice"
+        default=5.0,
+        gt=0,
+        description="seconds between the single new invoices a worker stopped by the breaker tries",
     )
     SIMULATED_FAILURE_RATE: float = Field(
         default=0.3,
         ge=0,
         le=1,
-        description="share of the simulator's customers not simply funded (seeded profiles), "
-        "and the rate of its transient faults",
+        description="about the share of simulated charges that do not succeed at first: the "
+        "share of the simulator's customers not simply funded (seeded profiles: too little "
+        "money, no account, another currency, lost answers), plus network errors (0.2 x this "
+        "per send) and lost answers (0.1 x this); 0 makes every charge succeed",
     )
-    SIMULATED_STATE: str = Field(default="antaeus-simulator.db", description="file or :memory:")
-    SIMULATED_SEED: int = 0
-    SIMULATED_LATENCY_MS: float = Field(default=0, ge=0, le=60_000)
-    SIMULATED_JITTER_MS: float = Field(default=0, ge=0, le=60_000)
+    SIMULATED_STATE: str = Field(
+        default="antaeus-simulator.db",
+        description="the simulated provider's own store of accounts, keys and charges (a "
+        "SQLite file, or `:memory:` for none); `antaeus provider account`, `fund` and "
+        "`ledger` read and change it",
+    )
+    SIMULATED_SEED: int = Field(
+        default=0,
+        description="seed of the simulated provider: which customer has which profile, and "
+        "every fault",
+    )
+    SIMULATED_LATENCY_MS: float = Field(
+        default=0, ge=0, le=60_000, description="milliseconds each simulated charge takes"
+    )
+    SIMULATED_JITTER_MS: float = Field(
+        default=0,
+        ge=0,
+        le=60_000,
+        description="milliseconds by which the simulated latency varies, up or down",
+    )
 
     # -- billing policy ---------------------------------------------------------
-    SCHEDULE: Literal["automatic", "external"] = "automatic"
-    DUNNING_SCHEDULE: Annotated[tuple[timedelta, ...], NoDecode] = (
-        timedelta(days=1),
-        timedelta(days=3),
-        timedelta(days=7),
+    SCHEDULE: Literal["automatic", "external"] = Field(
+        default="automatic",
+        description="`automatic`: a run opens as soon as invoices are due; `external`: only "
+        "`POST /rest/v1/billing` or `antaeus bill` open runs for new charges",
     )
-    UNKNOWN_REPEAT_WINDOW: int = Field(default=300, ge=1, description="seconds")
-    PROVIDER_KEY_RETENTION: int = Field(default=86_400, ge=60, description="seconds")
+    DUNNING_SCHEDULE: Annotated[tuple[timedelta, ...], NoDecode] = Field(
+        default=(timedelta(days=1), timedelta(days=3), timedelta(days=7)),
+        description="waits between the tries of a declined charge, comma-separated (units s, "
+        "m, h, d; seconds when none); after the last, the invoice is `FAILED`",
+    )
+    UNKNOWN_REPEAT_WINDOW: int = Field(
+        default=300,
+        ge=1,
+        description="seconds a run keeps repeating an unknown outcome with its key before "
+        "rescheduling it",
+    )
+    PROVIDER_KEY_RETENTION: int = Field(
+        default=86_400,
+        ge=60,
+        description="seconds the provider remembers an idempotency key (its documentation "
+        "says; the protocol's minimum and Stripe's retention are 24 h)",
+    )
     KEY_RETENTION_MARGIN: int = Field(
         default=3_600,
         gt=0,
-        description="seconds; at least PAYMENT_PROVIDER_TIMEOUT + RETRY_AFTER_MAX_SECONDS "
-        "+ LEASE_SECONDS",
+        description="seconds before its key's retention ends that an open attempt goes to "
+        "`REVIEW`; shorter than `ANTAEUS_PROVIDER_KEY_RETENTION` and at least "
+        "`ANTAEUS_PAYMENT_PROVIDER_TIMEOUT + ANTAEUS_RETRY_AFTER_MAX_SECONDS + "
+        "ANTAEUS_LEASE_SECONDS`",
     )
-    UNKNOWN_RESCHEDULE_SECONDS: int = Field(default=900, ge=1)
-    BACKOFF_BASE_SECONDS: float = Field(default=0.5, gt=0)
-    BACKOFF_MAX_SECONDS: float = Field(default=30, gt=0)
-    LEASE_SECONDS: int = Field(default=60, ge=5, le=3_600)
-    BATCH_SIZE: int = Field(default=1000, ge=1, le=10_000)
-    WORKER_CONCURRENCY: int = Field(default=500, ge=1, le=10_000)
-    WORKER_POLL_INTERVAL: float = Field(default=0.5, gt=0, le=60)
-    SCHEDULER_INTERVAL: float = Field(default=1.0, gt=0, le=3_600)
+    UNKNOWN_RESCHEDULE_SECONDS: int = Field(
+        default=900,
+        ge=1,
+        description="seconds after which a rescheduled unknown outcome is repeated (with its key)",
+    )
+    BACKOFF_BASE_SECONDS: float = Field(
+        default=0.5,
+        gt=0,
+        description="first wait of the exponential backoff (with jitter) between repeats of "
+        "an unknown outcome",
+    )
+    BACKOFF_MAX_SECONDS: float = Field(
+        default=30,
+        gt=0,
+        description="longest wait of the backoff between repeats of an unknown outcome",
+    )
+    LEASE_SECONDS: int = Field(
+        default=60,
+        ge=5,
+        le=3_600,
+        description="a claimed invoice's lease, renewed while its call is in flight; a "
+        "crashed worker's invoices are claimable again when it ends",
+    )
+    BATCH_SIZE: int = Field(
+        default=1000, ge=1, le=10_000, description="invoices a worker claims per transaction"
+    )
+    WORKER_CONCURRENCY: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="provider calls in flight per worker process (`worker --concurrency`)",
+    )
+    WORKER_POLL_INTERVAL: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="seconds an idle worker waits before looking for due invoices again",
+    )
+    SCHEDULER_INTERVAL: float = Field(
+        default=1.0, gt=0, le=3_600, description="seconds between the scheduler's passes"
+    )
     RECONCILE_INTERVAL: float = Field(
         default=300,
         ge=0,
@@ -177,8 +312,19 @@ class Settings(BaseSettings):
         ge=3_600,
         description="seconds an API Idempotency-Key and its answer are remembered",
     )
-    RETRY_AFTER_MAX_SECONDS: float = Field(default=60, ge=0, le=3_600)
-    PAUSE_PROBE_SECONDS: float = Field(default=30, gt=0)
+    RETRY_AFTER_MAX_SECONDS: float = Field(
+        default=60,
+        ge=0,
+        le=3_600,
+        description="longest a worker waits on a 429 or 409 `Retry-After` before giving the "
+        "invoice back to its run; a provider's longer `Retry-After` is read as this",
+    )
+    PAUSE_PROBE_SECONDS: float = Field(
+        default=30,
+        gt=0,
+        description="seconds between probe charges while charging is paused (the provider "
+        "refused the credential)",
+    )
 
     # -- telling other systems (notify/) ---------------------------------------
     EVENT_RETENTION: int = Field(
@@ -190,8 +336,18 @@ class Settings(BaseSettings):
         default=None,
         description="RabbitMQ to publish every event to (exchange antaeus.events); unset: none",
     )
-    RELAY_CONCURRENCY: int = Field(default=64, ge=1, le=1_000)
-    RELAY_POLL_INTERVAL: float = Field(default=0.5, gt=0, le=60)
+    RELAY_CONCURRENCY: int = Field(
+        default=64,
+        ge=1,
+        le=1_000,
+        description="event deliveries in flight per process (at most 8 to one webhook endpoint)",
+    )
+    RELAY_POLL_INTERVAL: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="seconds a relay waits when nothing is to be delivered",
+    )
     WEBHOOK_ALLOW_PRIVATE: bool = Field(
         default=False,
         description="let webhooks point at local and private addresses (localhost, RFC 1918, "
@@ -392,7 +548,7 @@ def unknown_variables(given: Iterable[str], allowed: Iterable[str] = ()) -> list
         if not name.startswith(PREFIX) or name in known or name.startswith(TEST_PREFIXES):
             continue
         close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}?" if close else "see the settings in the README"
+        hint = f"did you mean {close[0]}?" if close else "see docs/reference/configuration.md"
         problems.append(f"{name} is not a setting ({hint})")
     return problems
 

@@ -9,7 +9,7 @@ invoices, 100 of them pending.
 
 What charging them does is the payment provider's: the embedded simulator
 gives its customers seeded profiles by customer id (see
-`antaeus.payments.simulated`), so the sample shows every outcome, `REVIEW`
+`antaeus.simulators.simulated`), so the sample shows every outcome, `REVIEW`
 included, and the same ones whatever the seed here.
 """
 

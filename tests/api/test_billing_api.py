@@ -28,7 +28,7 @@ from antaeus.payments.provider import (
     OutcomeUnknownError,
     UnauthorizedError,
 )
-from antaeus.payments.simulated import Account, SimulatedPaymentProvider
+from antaeus.simulators.simulated import Account, SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.installation import InstallationRepository
 from antaeus.storage.tables import invoice_actions

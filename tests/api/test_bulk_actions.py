@@ -22,7 +22,7 @@ from antaeus.domain.invoice import InvoiceStatus
 from antaeus.domain.money import Currency
 from antaeus.domain.policy import PolicySettings
 from antaeus.payments.provider import OutcomeUnknownError
-from antaeus.payments.simulated import Account, SimulatedPaymentProvider
+from antaeus.simulators.simulated import Account, SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.invoices import InvoiceFilter
 from antaeus.storage.tables import events, invoice_actions, invoices

@@ -26,7 +26,10 @@ PAID_INVOICE_2 = (
 )
 PAID_INVOICE_2_FULL = (
     '{"id":2,"customerId":1,"amount":{"value":498.23,"currency":"EUR"},"status":"PAID",'
-    '"dueAt":"2026-10-01T00:00:00Z","attemptCount":0,"lastFailure":null,"nextAttemptAt":null}'
+    '"dueAt":"2026-10-01T00:00:00Z","attemptCount":0,"lastFailure":null,"nextAttemptAt":null,'
+    '"lines":[{"id":2,"kind":"manual","subscriptionId":null,"planId":null,'
+    '"description":"Manual invoice","periodStart":null,"periodEnd":null,"quantity":null,'
+    '"amount":{"value":498.23,"currency":"EUR"}}]}'
 )
 PENDING_INVOICE_1 = (
     '{"id":1,"customerId":1,"amount":{"value":171.62,"currency":"EUR"},"status":"PENDING",'
@@ -175,6 +178,6 @@ async def test_every_amount_has_exactly_two_decimals_on_the_wire(
 ) -> None:
     response = await client.get("/rest/v1/invoices", params={"limit": 1000})
     values = re.findall(r'"value":([^,}]+)', response.text)
-    assert len(values) == 1000
+    assert len(values) == 2000  # each invoice's amount and its one line's
     assert all(re.fullmatch(r"[1-9][0-9]*\.[0-9]{2}", v) for v in values), values[:5]
     assert any(v.endswith("0") for v in values)  # trailing zeros are present and kept

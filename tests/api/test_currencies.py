@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from antaeus.clock import ManualClock
 from antaeus.domain.money import Currency
-from antaeus.payments.simulated import SimulatedPaymentProvider
+from antaeus.simulators.simulated import SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from antaeus.storage.tables import customers, invoices
 from tests.api.test_billing_api import (

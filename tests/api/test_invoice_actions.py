@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from antaeus.clock import ManualClock
-from antaeus.payments.simulated import SimulatedPaymentProvider
 from antaeus.security import generate_token, hash_token
+from antaeus.simulators.simulated import SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.tokens import TokenRepository
 from tests.api.test_billing_api import (

@@ -87,6 +87,19 @@ async def test_create_answers_201_with_the_full_invoice(client: httpx.AsyncClien
         "attemptCount": 0,
         "lastFailure": None,
         "nextAttemptAt": None,
+        "lines": [
+            {
+                "id": body["lines"][0]["id"],
+                "kind": "manual",
+                "subscriptionId": None,
+                "planId": None,
+                "description": "Manual invoice",
+                "periodStart": None,
+                "periodEnd": None,
+                "quantity": None,
+                "amount": {"value": 89.52, "currency": "DKK"},
+            }
+        ],
     }
     assert list(body) == [
         "id",
@@ -97,6 +110,7 @@ async def test_create_answers_201_with_the_full_invoice(client: httpx.AsyncClien
         "attemptCount",
         "lastFailure",
         "nextAttemptAt",
+        "lines",
     ]
     assert '"amount":{"value":89.52,"currency":"DKK"}' in response.text
     assert response.headers["location"] == f"/rest/v1/invoices/{body['id']}"

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from antaeus.clock import ManualClock
-from antaeus.payments.simulated import (
+from antaeus.simulators.simulated import (
     PROFILE_ANSWERS_LOST,
     PROFILE_FUNDED,
     PROFILE_LOW,
@@ -25,7 +25,7 @@ from antaeus.payments.simulated import (
     PROFILE_OTHER_CURRENCY,
     SimulatedPaymentProvider,
 )
-from antaeus.payments.simulator_server import create_simulator_app
+from antaeus.simulators.simulator_server import create_simulator_app
 from antaeus.storage.database import Database
 from tests.api.test_billing_api import charge, get_json, new_customer, new_invoice, trigger
 
@@ -205,7 +205,7 @@ async def test_lost_answers_end_in_review_with_the_charge_in_the_ledger(
     [entry] = (await admin.get("/admin/ledger")).json()["charges"]
     assert entry["idempotencyKey"] == attempt["idempotencyKey"]  # it was charged, once
 
-    # the README's procedure: look the key up at the provider, resolve as charged
+    # the operations guide's procedure: look the key up at the provider, resolve as charged
     resolved = await client.post(
         f"/rest/v1/invoices/{iid}/resolve",
         json={"charged": True, "chargeId": entry["chargeId"], "note": "in the ledger"},

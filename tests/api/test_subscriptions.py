@@ -37,10 +37,18 @@ async def subscribe(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
     return got
 
 
-async def stored_events(database: Database) -> list[tuple[str, dict[str, Any]]]:
+async def stored_events(
+    database: Database, *, invoices: bool = False
+) -> list[tuple[str, dict[str, Any]]]:
+    """The events written, oldest first; without `invoices`, only the subscription events
+    (a subscription due at once also writes its first invoice's `invoice.created`)."""
     async with database.read() as conn:
         rows = await conn.execute(select(events.c.type, events.c.payload).order_by(events.c.id))
-        return [(r.type, json.loads(r.payload)) for r in rows]
+        return [
+            (r.type, json.loads(r.payload))
+            for r in rows
+            if invoices or not r.type.startswith("invoice.")
+        ]
 
 
 @pytest.fixture
@@ -79,7 +87,10 @@ async def test_create_with_defaults(
     assert await stored_events(database) == [("subscription.created", {"subscription": body})]
     async with database.read() as conn:
         due = (await conn.execute(select(subscriptions.c.next_due_at))).scalar_one()
-    assert due == datetime(2026, 11, 22, tzinfo=UTC)  # the first period, due at its start
+    # the first period (due at its start, now) was invoiced at once; the next is due Dec 1st
+    assert due == datetime(2026, 12, 1, tzinfo=UTC)
+    invoiced = [k for k, _ in await stored_events(database, invoices=True)]
+    assert invoiced == ["subscription.created", "invoice.created"]
 
 
 async def test_trial_days_default_to_the_plans(client: httpx.AsyncClient) -> None:
@@ -493,7 +504,7 @@ async def test_cancel_at_period_end_then_reactivate(
     assert kinds == ["subscription.created"] + ["subscription.updated"] * 3
     async with database.read() as conn:
         due = (await conn.execute(select(subscriptions.c.next_due_at))).scalar_one()
-    assert due == datetime(2026, 11, 22, tzinfo=UTC)
+    assert due == datetime(2026, 12, 1, tzinfo=UTC)  # November's period was invoiced at once
 
 
 async def test_cancel_now_is_final(

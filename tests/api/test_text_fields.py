@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from antaeus.api import schemas
 from antaeus.clock import ManualClock
-from antaeus.payments.simulated import SimulatedPaymentProvider
+from antaeus.simulators.simulated import SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from antaeus.storage.tables import invoice_actions
 from tests.api.test_billing_api import (

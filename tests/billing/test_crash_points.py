@@ -17,7 +17,7 @@ from sqlalchemy import select
 from antaeus.billing.service import open_run
 from antaeus.clock import SystemClock
 from antaeus.domain.policy import PolicySettings
-from antaeus.payments.simulated import SimulatorStore
+from antaeus.simulators.simulated import SimulatorStore
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.billing import BillingRepository
 from antaeus.storage.tables import charge_attempts, invoices

@@ -20,7 +20,7 @@ from antaeus.billing.service import open_run
 from antaeus.billing.worker import Worker, WorkerSettings
 from antaeus.clock import ManualClock, SystemClock
 from antaeus.domain.policy import PolicySettings
-from antaeus.payments.simulated import SimulatedPaymentProvider, SimulatorStore
+from antaeus.simulators.simulated import SimulatedPaymentProvider, SimulatorStore
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.billing import BillingRepository
 from antaeus.storage.tables import invoices, run_invoices

@@ -37,7 +37,7 @@ from antaeus.payments.provider import (
     NothingCharged,
     OutcomeUnknownError,
 )
-from antaeus.payments.simulated import (
+from antaeus.simulators.simulated import (
     PROFILE_ANSWERS_LOST,
     PROFILE_FUNDED,
     SimulatedPaymentProvider,

@@ -28,7 +28,7 @@ from antaeus.payments.provider import (
     Charged,
     OutcomeUnknownError,
 )
-from antaeus.payments.simulated import SimulatedPaymentProvider
+from antaeus.simulators.simulated import SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.billing import BillingRepository
 from antaeus.storage.tables import billing_runs, run_invoices

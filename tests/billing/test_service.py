@@ -23,7 +23,7 @@ from antaeus.config import Settings
 from antaeus.domain.errors import ActionRefusedError, InvoiceNotFoundError
 from antaeus.domain.invoice import InvoiceStatus
 from antaeus.domain.policy import PolicySettings
-from antaeus.payments.simulated import SimulatedPaymentProvider
+from antaeus.simulators.simulated import SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from antaeus.storage.tables import events
 from tests.api.test_billing_api import (

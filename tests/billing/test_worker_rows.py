@@ -15,7 +15,7 @@ from antaeus.clock import SystemClock
 from antaeus.domain.events import ChargeAnswered, payload
 from antaeus.domain.money import Currency, Money
 from antaeus.domain.policy import ChargeOutcome, InvoiceProgress, PolicySettings, decide
-from antaeus.payments.simulated import SimulatedPaymentProvider
+from antaeus.simulators.simulated import SimulatedPaymentProvider
 from antaeus.storage.repositories.billing import Claimed, OutcomeRow
 
 NOW = datetime(2026, 12, 1, 9, tzinfo=UTC)

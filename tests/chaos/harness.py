@@ -34,7 +34,7 @@ injected and the outcomes of the invoices they hit. `--hostile-faults
 key-in-use,401` turns on only some of them (names in `HOSTILE_FAULTS`), to try
 one client fix at a time.
 
-`--provider stripe` runs the same against the fake Stripe (`antaeus.payments.fake_stripe`,
+`--provider stripe` runs the same against the fake Stripe (`antaeus.simulators.fake_stripe`,
 served in this process) through the Stripe adapter: the customers are linked by
 `antaeus provider stripe-link` (its mixed cycle of Stripe's test cards: charged,
 insufficient funds, card_declined, authentication_required, a Stripe customer that does
@@ -77,7 +77,7 @@ from sqlalchemy import select
 
 from antaeus.cli.stripe_fake import LINK_CYCLE
 from antaeus.domain.money import ORIGINAL_CURRENCIES, Currency, Money
-from antaeus.payments.fake_stripe import FakeStripe
+from antaeus.simulators.fake_stripe import FakeStripe
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.invoices import InvoiceRepository

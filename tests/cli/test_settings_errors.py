@@ -108,14 +108,14 @@ def test_a_misspelt_setting_in_the_env_file_is_refused_too(tmp_path: Path) -> No
     assert not (tmp_path / "antaeus.db").exists()
 
 
-def test_several_unknown_names_are_all_named_and_a_far_one_points_to_the_readme(
+def test_several_unknown_names_are_all_named_and_a_far_one_points_to_the_reference(
     tmp_path: Path,
 ) -> None:
     env = _clean_env(ANTAEUS_WORKER_CONCURENCY="5", ANTAEUS_QQQQQQQQQQQQQQQQ="1")
     done = Cli(tmp_path, env, f"sqlite:///{tmp_path / 'antaeus.db'}").run("worker", timeout=60)
     assert done.returncode == 1, done
     line = done.stderr.strip()
-    assert "ANTAEUS_QQQQQQQQQQQQQQQQ is not a setting (see the settings in the README)" in line
+    assert "ANTAEUS_QQQQQQQQQQQQQQQQ is not a setting (see docs/reference/configuration.md)" in line
     assert (
         "ANTAEUS_WORKER_CONCURENCY is not a setting (did you mean ANTAEUS_WORKER_CONCURRENCY?)"
         in line

@@ -1,8 +1,8 @@
-"""The README's "Charging through Stripe", end to end with real processes.
+"""The Stripe guide's (docs/guides/stripe.md) demo, end to end with real processes.
 
 The fake Stripe (`antaeus provider serve --stripe`), `antaeus seed`, `antaeus serve`,
-`antaeus provider stripe-link` and `antaeus bill`, as the README runs them, on SQLite and
-PostgreSQL: every outcome of the README's table shows. Then reconciliation through Stripe:
+`antaeus provider stripe-link` and `antaeus bill`, as the guide runs them, on SQLite and
+PostgreSQL: every outcome of the guide's table shows. Then reconciliation through Stripe:
 answers lost at the fake end in REVIEW, and `antaeus reconcile` pays them with the
 PaymentIntent's id, none charged twice.
 """
@@ -78,7 +78,7 @@ def statuses(cli: Cli, ids: list[int]) -> collections.Counter[tuple[str, str | N
 
 
 def stripe_cli(cli: Cli, base: str, **extra: str) -> Cli:
-    """The README's exports: the Stripe adapter pointed at the fake."""
+    """The guide's exports: the Stripe adapter pointed at the fake."""
     env = {
         **cli.env,
         "ANTAEUS_PAYMENT_PROVIDER": "stripe",
@@ -205,7 +205,7 @@ def test_the_readme_bills_the_sample_data_through_the_fake_stripe(cli: Cli) -> N
 
 
 def test_faults_at_the_fake_stripe_charge_every_card_once(cli: Cli) -> None:
-    """The README's fault rows: 5xx, lost answers and 429 are repeated with the same key."""
+    """The guide's fault rows: 5xx, lost answers and 429 are repeated with the same key."""
     state = cli.cwd / "stripe.json"
     with fake_stripe(cli.cwd, "--state", str(state), name="clean") as base:
         stripe = stripe_cli(cli, base, ANTAEUS_SCHEDULE="external")

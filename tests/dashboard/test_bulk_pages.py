@@ -9,7 +9,7 @@ import re
 import httpx
 
 from antaeus.clock import ManualClock
-from antaeus.payments.simulated import SimulatedPaymentProvider
+from antaeus.simulators.simulated import SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from tests.api.test_billing_api import new_customer, new_invoice, simulator  # noqa: F401
 from tests.api.test_bulk_actions import _a_billed_world, _actions, _statuses

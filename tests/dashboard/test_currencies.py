@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from antaeus.clock import ManualClock
-from antaeus.payments.simulated import SimulatedPaymentProvider
+from antaeus.simulators.simulated import SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from tests.api.test_billing_api import (
     charge,

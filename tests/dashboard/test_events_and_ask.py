@@ -17,7 +17,7 @@ from antaeus.billing.service import open_run
 from antaeus.clock import ManualClock
 from antaeus.config import Settings
 from antaeus.dashboard.events_view import describe
-from antaeus.payments.simulated import SimulatedPaymentProvider
+from antaeus.simulators.simulated import SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from tests.api.test_billing_api import failed_invoice, paid_invoice, review_invoice
 from tests.billing.helpers import invoice_row, make_invoices

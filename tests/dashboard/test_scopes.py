@@ -27,8 +27,8 @@ from antaeus.api.app import create_app
 from antaeus.clock import ManualClock
 from antaeus.config import Settings
 from antaeus.dashboard.sessions import hash_id
-from antaeus.payments.simulated import SimulatedPaymentProvider
 from antaeus.security import generate_token, hash_token
+from antaeus.simulators.simulated import SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.tokens import TokenRepository
 from antaeus.storage.tables import dashboard_sessions, event_destinations

@@ -55,9 +55,9 @@ async def test_calendar_month_from_january_14th_prorated_then_whole(
     cid = await customer(client)
     plan = await new_plan(client)  # 30.00 EUR a month
     clock.set(datetime(2027, 1, 14, 9, tzinfo=UTC))
-    sub = await subscribe(client, customerId=cid, planId=plan)
+    sub = await subscribe(client, customerId=cid, planId=plan)  # due now: invoiced at once
     made = await generate_due(database, clock)
-    assert (made.invoices, made.periods) == (1, 1)
+    assert (made.invoices, made.periods) == (0, 0)
     got = await _invoices(database)
     # 18 of 31 days of 30.00: 17.419... -> 17.42
     assert got == [
@@ -97,7 +97,7 @@ async def test_catch_up_bills_each_missed_period_oldest_first(
     await subscribe(client, customerId=cid, planId=plan, billingAnchor="anniversary")
     clock.set(datetime(2027, 6, 20, tzinfo=UTC))  # downtime: five more periods due
     made = await generate_due(database, clock, batch_size=1)
-    assert made.invoices == 6
+    assert made.invoices == 5  # the first was invoiced when the subscription was made
     got = await _invoices(database)
     starts = [g["lines"][0][2] for g in got]
     assert starts == [f"2027-{m:02d}-10" for m in range(1, 7)]
@@ -110,13 +110,16 @@ async def test_consolidated_per_customer_and_free_plan_paid_at_once(
     client: httpx.AsyncClient, database: Database, clock: ManualClock
 ) -> None:
     cid = await customer(client)
-    clock.set(datetime(2027, 3, 1, 8, tzinfo=UTC))
+    clock.set(datetime(2027, 2, 26, 8, tzinfo=UTC))  # made ahead, due on March 1st
     paid = await new_plan(client, code="a")
     free = await new_plan(client, code="free", amount={"value": "0.00", "currency": "EUR"})
-    s1 = await subscribe(client, customerId=cid, planId=paid, quantity=2)
-    s2 = await subscribe(client, customerId=cid, planId=paid)
+    march = "2027-03-01"
+    s1 = await subscribe(client, customerId=cid, planId=paid, quantity=2, startDate=march)
+    s2 = await subscribe(client, customerId=cid, planId=paid, startDate=march)
     other = await customer(client)
-    await subscribe(client, customerId=other, planId=free)
+    await subscribe(client, customerId=other, planId=free, startDate=march)
+    assert (await generate_due(database, clock)).invoices == 0
+    clock.set(datetime(2027, 3, 1, 8, tzinfo=UTC))
     made = await generate_due(database, clock)
     assert made.invoices == 2
     got = await _invoices(database)

@@ -23,7 +23,7 @@ from antaeus.clock import ManualClock
 from antaeus.domain.policy import PolicySettings
 from antaeus.notify.relay import Relay, WebhookDestinations
 from antaeus.notify.webhooks import WebhookSender
-from antaeus.payments.simulated import SimulatedPaymentProvider
+from antaeus.simulators.simulated import SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.outbox import DestinationRepository
 from tests.conftest import NOW

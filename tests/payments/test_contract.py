@@ -3,7 +3,7 @@
 Each case runs three times: against the in-process `SimulatedPaymentProvider`,
 against the HTTP adapter talking to a real `antaeus provider serve` process,
 and against the Stripe adapter (the official `stripe` library) talking to the
-fake Stripe (`antaeus.payments.fake_stripe`; an account is a Stripe customer
+fake Stripe (`antaeus.simulators.fake_stripe`; an account is a Stripe customer
 with a saved test card and the fake's `fake_balance`).
 Whatever passes here is what the worker may rely on: every outcome, replays
 with the same key, a key reused with another body, concurrent requests on one
@@ -43,8 +43,8 @@ from antaeus.payments.provider import (
     RequestRejectedError,
     UnauthorizedError,
 )
-from antaeus.payments.simulated import Account, SimulatedPaymentProvider
 from antaeus.payments.stripe import StripePaymentProvider, StripeProviderSettings
+from antaeus.simulators.simulated import Account, SimulatedPaymentProvider
 from tests.payments.fake_stripe_server import RunningFake, running_fake_stripe
 from tests.payments.simulator import running_simulator
 

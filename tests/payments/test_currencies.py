@@ -22,11 +22,11 @@ from antaeus.cli.provider import _accounts_from_db
 from antaeus.domain.money import Currency, Money
 from antaeus.payments.http import HttpPaymentProvider, HttpProviderSettings, encode_request
 from antaeus.payments.provider import Charged, ChargeRequest, Declined
-from antaeus.payments.simulated import Account, SimulatedPaymentProvider
+from antaeus.simulators.simulated import Account, SimulatedPaymentProvider
 from antaeus.storage.database import Database
 from antaeus.storage.repositories.customers import CustomerRepository
 from tests.payments.simulator import running_simulator
-from tests.payments.test_simulator_server import body, charge, client_for, key, ledger_of
+from tests.simulators.test_simulator_server import body, charge, client_for, key, ledger_of
 
 ACCOUNTS = [
     {"customerId": 1, "currency": "JPY", "balance": "5000"},

@@ -7,7 +7,7 @@ import pytest
 from antaeus.config import Settings
 from antaeus.payments.factory import build_provider
 from antaeus.payments.http import HttpPaymentProvider
-from antaeus.payments.simulated import SimulatedPaymentProvider
+from antaeus.simulators.simulated import SimulatedPaymentProvider
 
 URL = "http://provider.test"
 

@@ -1,7 +1,7 @@
 """The Stripe adapter against the fake Stripe, with the official library as the client.
 
-Every row of the README's table, idempotency (replay, other parameters, a key
-in use), faults, `find_charge`, and what the API key shows.
+Every row of the Stripe guide's table (docs/guides/stripe.md), idempotency (replay, other
+parameters, a key in use), faults, `find_charge`, and what the API key shows.
 """
 
 from __future__ import annotations

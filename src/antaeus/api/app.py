@@ -23,6 +23,7 @@ from antaeus.api.routes import (
     invoices,
     plans,
     subscriptions,
+    upcoming,
 )
 from antaeus.billing.reconcile import Reconciler
 from antaeus.billing.runs import Scheduler
@@ -161,6 +162,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(customers.router)
+    app.include_router(upcoming.router)
     app.include_router(invoices.router)
     app.include_router(plans.router)
     app.include_router(subscriptions.router)

@@ -49,6 +49,8 @@ class _NamedError(ApiError):
 
     status: int = 500
     code: str = "internal_error"
+    #: when the API answers this code, for people (the HTTP API reference lists every code)
+    description: str = ""
 
     def __init__(
         self,
@@ -63,76 +65,141 @@ class _NamedError(ApiError):
 
 class BadRequestError(_NamedError):
     status, code = 400, "bad_request"
+    description = (
+        "the request is malformed in a way no field names (a bad header such as Content-Length)"
+    )
 
 
 class BodyTooLargeError(_NamedError):
     status, code = 400, "body_too_large"
+    description = "the request body is larger than `ANTAEUS_MAX_BODY_BYTES`"
 
 
 class InvalidIdempotencyKeyError(_NamedError):
     status, code = 400, "invalid_idempotency_key"
+    description = "the `Idempotency-Key` header is not 1 to 255 printable ASCII characters"
 
 
 class UnauthorizedError(_NamedError):
     status, code = 401, "unauthorized"
+    description = (
+        "no `Authorization: Bearer <token>` header, or a token that is malformed, unknown "
+        "or revoked"
+    )
 
 
 class InsufficientScopeError(_NamedError):
     """A read token asked for a write (any method but GET, HEAD, OPTIONS)."""
 
     status, code = 403, "insufficient_scope"
+    description = "a token of scope `read` asked for a write (any method but GET, HEAD, OPTIONS)"
 
 
 class NotFoundError(_NamedError):
     status, code = 404, "not_found"
+    description = "no such resource (the id in the path), or no such route"
+
+
+class NoUpcomingInvoiceError(_NamedError):
+    """The customer has no subscription period left to bill."""
+
+    status, code = 404, "no_upcoming_invoice"
+    description = (
+        "`GET /rest/v1/customers/{id}/upcoming-invoice`: no subscription of the customer "
+        "has a period left to bill"
+    )
 
 
 class MethodNotAllowedError(_NamedError):
     status, code = 405, "method_not_allowed"
+    description = "the route exists but not with this method"
 
 
 class InvalidStateError(_NamedError):
     """The invoice's status does not allow the action (the body says which it is)."""
 
     status, code = 409, "invalid_state"
+    description = (
+        "the resource's state does not allow the action: an invoice's status (`status` in "
+        "the body, and `currentAttempt` when the action named another attempt), an archived "
+        "plan, a subscription's status"
+    )
 
 
 class IdempotencyConflictError(_NamedError):
     status, code = 409, "idempotency_conflict"
+    description = (
+        "a request with the same `Idempotency-Key` is still being processed; repeat it later"
+    )
 
 
 class IdempotencyKeyReusedError(_NamedError):
     status, code = 422, "idempotency_key_reused"
+    description = "the `Idempotency-Key` was used before with another method, path or body"
 
 
 class CustomerNotFoundError(_NamedError):
     status, code = 422, "customer_not_found"
+    description = "the customer the body names does not exist"
 
 
 class CurrencyMismatchError(_NamedError):
     status, code = 422, "currency_mismatch"
+    description = "the amount's (or plan's) currency is not the customer's"
 
 
 class FieldInvalidError(_NamedError):
     """A field the request's shape allows but its meaning refuses (`field` names it)."""
 
     status, code = 422, "validation_error"
+    description = "a field the request's shape allows but its meaning refuses (`field` names it)"
 
 
 class PlanNotFoundError(_NamedError):
     status, code = 422, "plan_not_found"
+    description = "the plan the body names does not exist"
 
 
 class AlreadyExistsError(_NamedError):
     """A unique value (a plan's `code`) is taken; `field` names it."""
 
     status, code = 409, "already_exists"
+    description = "a unique value (a plan's `code`) is taken; `field` names it"
 
 
 class NotAvailableError(_NamedError):
     """A request the API understands but cannot carry out yet (`field` names the option)."""
 
     status, code = 422, "not_available"
+    description = (
+        "a request the API understands but cannot carry out yet (`field` names the option)"
+    )
+
+
+#: codes answered by the handlers below rather than raised as a `_NamedError`
+_HANDLER_CODES: Final[dict[str, tuple[int, str]]] = {
+    "invalid_json": (400, "the request body is not valid JSON"),
+    "validation_error": (
+        422,
+        "a field failed validation (`field` names the first; `errors` lists every one when "
+        "there are several)",
+    ),
+    "unknown_currency": (422, "a currency that is not an active ISO 4217 code with minor units"),
+    "http_error": (400, "another refusal of the HTTP layer (the status says which)"),
+    "internal_error": (500, "an unexpected error; it was logged with the request"),
+}
+
+
+def error_codes() -> dict[str, tuple[int, str]]:
+    """Every error code the API answers: code -> (status, description), sorted by code."""
+    codes = dict(_HANDLER_CODES)
+    pending: list[type[_NamedError]] = list(_NamedError.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.code not in _HANDLER_CODES:
+            codes[cls.code] = (cls.status, cls.description)
+    return dict(sorted(codes.items()))
 
 
 def error_response(exc: ApiError) -> JSONResponse:

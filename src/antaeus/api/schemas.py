@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from antaeus.api.errors import error_codes
 from antaeus.domain.customer import Customer, zone
 from antaeus.domain.events import invoice_data
 from antaeus.domain.invoice import FailureReason, Invoice, InvoiceStatus
@@ -296,7 +297,10 @@ ProviderPaymentMethodId = Annotated[
 
 class CustomerCreate(RequestBody):
     currency: CurrencyCode
-    timezone: TimezoneName = "UTC"
+    timezone: TimezoneName = Field(
+        default="UTC",
+        description="an IANA zone: a new invoice's default due time is midnight there",
+    )
     providerCustomerId: ProviderCustomerId | None = None  # noqa: N815
     providerPaymentMethodId: ProviderPaymentMethodId | None = None  # noqa: N815
 
@@ -345,9 +349,13 @@ class CustomerPatch(RequestBody):
 
 
 class InvoiceCreate(RequestBody):
-    customerId: Id  # noqa: N815 (the wire format is camelCase)
-    amount: MoneyIn
-    dueAt: DueAt | None = None  # noqa: N815
+    customerId: Id = Field(description="the customer to charge")  # noqa: N815 (camelCase wire)
+    amount: MoneyIn = Field(description="in the customer's currency")
+    dueAt: DueAt | None = Field(  # noqa: N815
+        default=None,
+        description="when it may be charged; default: the next first of the month at midnight "
+        "in the customer's time zone",
+    )
 
 
 class MoneyRead(BaseModel):
@@ -373,6 +381,22 @@ class CustomerRead(BaseModel):
     providerPaymentMethodId: str | None  # noqa: N815
 
 
+class InvoiceLineRead(BaseModel):
+    id: int
+    kind: str = Field(
+        description="`subscription` (a period), `proration` (days at a new plan), `credit` "
+        "(unused days given back, negative), `balance` (the customer's credit used, negative), "
+        "`manual` (an invoice made with POST /rest/v1/invoices); an open set"
+    )
+    subscriptionId: int | None  # noqa: N815
+    planId: int | None  # noqa: N815
+    description: str
+    periodStart: date | None  # noqa: N815
+    periodEnd: date | None  # noqa: N815
+    quantity: int | None
+    amount: MoneyRead
+
+
 class InvoiceRead(BaseModel):
     id: int
     customerId: int  # noqa: N815
@@ -382,12 +406,17 @@ class InvoiceRead(BaseModel):
     attemptCount: int  # noqa: N815
     lastFailure: FailureReason | None  # noqa: N815
     nextAttemptAt: datetime | None  # noqa: N815
+    lines: list[InvoiceLineRead] = Field(
+        description="What the invoice is made of; the amounts sum to the invoice's `amount`"
+    )
 
 
 class ErrorBody(BaseModel):
-    error: str
-    message: str
-    field: str | None = None
+    error: str = Field(description="the error code, stable: what a program tests")
+    message: str = Field(description="what went wrong, for people")
+    field: str | None = Field(
+        default=None, description="the field, parameter or header at fault, when one is"
+    )
 
 
 def customer_json(c: Customer) -> dict[str, Any]:
@@ -400,17 +429,25 @@ def customer_json(c: Customer) -> dict[str, Any]:
     }
 
 
-def invoice_json(i: Invoice) -> dict[str, Any]:
-    return invoice_data(i)  # one shape for the API and the events (domain/events.py)
+def invoice_json(i: Invoice, lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The invoice with its lines (`InvoiceRepository.lines_of`): one shape for the API
+    and the events (domain/events.py)."""
+    return {**invoice_data(i), "lines": lines}
+
+
+def _error_answer(status: int, what: str) -> dict[str, Any]:
+    """One error answer of the OpenAPI document, naming every code of its status."""
+    codes = ", ".join(f"`{code}`" for code, (st, _d) in error_codes().items() if st == status)
+    return {"model": ErrorBody, "description": f"{what}: {codes}"}
 
 
 ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
-    400: {"model": ErrorBody, "description": "malformed JSON or a body over the limit"},
-    401: {"model": ErrorBody, "description": "missing, malformed or unknown token"},
-    403: {"model": ErrorBody, "description": "insufficient_scope: a read token asked to write"},
-    404: {"model": ErrorBody, "description": "no such resource"},
-    409: {"model": ErrorBody, "description": "the invoice's status does not allow this"},
-    422: {"model": ErrorBody, "description": "a field failed validation"},
+    400: _error_answer(400, "malformed JSON, a body over the limit or a malformed header"),
+    401: _error_answer(401, "missing, malformed or unknown token"),
+    403: _error_answer(403, "a read token asked to write"),
+    404: _error_answer(404, "no such resource"),
+    409: _error_answer(409, "the resource's state does not allow this, or a conflict"),
+    422: _error_answer(422, "a field failed validation or names what does not exist"),
 }
 
 
@@ -422,7 +459,9 @@ ChargeId = Annotated[SingleLine, Field(min_length=1, max_length=255, examples=["
 
 
 class BillingTrigger(RequestBody):
-    trigger: Literal["api", "cli"] = "api"
+    trigger: Literal["api", "cli"] = Field(
+        default="api", description="who opened the run, as the run and `run.opened` say it"
+    )
 
 
 class ActionBody(RequestBody):
@@ -436,19 +475,29 @@ BULK_FILTER_FIELDS: Final = ("status", "lastFailure", "customerId")
 class InvoiceFilterIn(RequestBody):
     """Which invoices a bulk action takes: every field given must match (at least one)."""
 
-    status: InvoiceStatus | None = None
-    lastFailure: FailureReason | None = None  # noqa: N815
-    customerId: Id | None = None  # noqa: N815
+    status: InvoiceStatus | None = Field(default=None, description="only invoices of this status")
+    lastFailure: FailureReason | None = Field(  # noqa: N815
+        default=None, description="only invoices whose last failure is this"
+    )
+    customerId: Id | None = Field(  # noqa: N815
+        default=None, description="only this customer's invoices"
+    )
 
 
 class BulkActionBody(RequestBody):
     """`{"filter": {"status", "lastFailure", "customerId"}, "note"}`; the filter's fields
     may also stand at the top level, beside `note`."""
 
-    filter: InvoiceFilterIn | None = None
-    status: InvoiceStatus | None = None
-    lastFailure: FailureReason | None = None  # noqa: N815
-    customerId: Id | None = None  # noqa: N815
+    filter: InvoiceFilterIn | None = Field(
+        default=None, description="which invoices; or give its fields at the top level"
+    )
+    status: InvoiceStatus | None = Field(default=None, description="as `filter.status`")
+    lastFailure: FailureReason | None = Field(  # noqa: N815
+        default=None, description="as `filter.lastFailure`"
+    )
+    customerId: Id | None = Field(  # noqa: N815
+        default=None, description="as `filter.customerId`"
+    )
     note: Note | None = None
 
     @model_validator(mode="after")
@@ -504,8 +553,13 @@ AttemptNumber = Annotated[
 
 
 class ResolveBody(RequestBody):
-    charged: StrictBool
-    chargeId: ChargeId | None = None  # noqa: N815
+    charged: StrictBool = Field(
+        description="what the provider says: true, it charged (the invoice becomes PAID); "
+        "false, nothing was charged (PENDING, charged again under a new key)"
+    )
+    chargeId: ChargeId | None = Field(  # noqa: N815
+        default=None, description="the provider's charge id; required when `charged` is true"
+    )
     note: Note | None = None
     attempt: AttemptNumber | None = None
 
@@ -771,10 +825,10 @@ def _field_error(field: str, message: str) -> PydanticCustomError:
 
 
 class PlanCreate(RequestBody):
-    code: PlanCode
-    name: PlanName
-    amount: PriceMoneyIn
-    interval: IntervalName
+    code: PlanCode = Field(description="a unique code for programs (409 already_exists if taken)")
+    name: PlanName = Field(description="the plan's name, for people and invoice lines")
+    amount: PriceMoneyIn = Field(description="the price of one period, for a quantity of 1")
+    interval: IntervalName = Field(description="the unit of a billing period")
     intervalCount: IntervalCount = 1  # noqa: N815
     trialDays: TrialDays = 0  # noqa: N815
 
@@ -811,8 +865,10 @@ LocalDate = Annotated[
 
 
 class SubscriptionCreate(RequestBody):
-    customerId: Id  # noqa: N815
-    planId: Id  # noqa: N815
+    customerId: Id = Field(description="the customer who subscribes")  # noqa: N815
+    planId: Id = Field(  # noqa: N815
+        description="the plan: not archived, priced in the customer's currency"
+    )
     quantity: Quantity = 1
     startDate: LocalDate | None = Field(  # noqa: N815
         default=None,
@@ -829,9 +885,15 @@ class SubscriptionCreate(RequestBody):
 
 
 class SubscriptionChange(RequestBody):
-    planId: Id | None = None  # noqa: N815
+    planId: Id | None = Field(  # noqa: N815
+        default=None, description="the new plan (same currency); default: the same plan"
+    )
     quantity: Quantity | None = None
-    effective: Literal["now", "period_end"] = "period_end"
+    effective: Literal["now", "period_end"] = Field(
+        default="period_end",
+        description="`period_end`: a pending change, applied when the current period ends; "
+        "`now`: at once (before billing starts; after, 422 `not_available`)",
+    )
 
     @model_validator(mode="after")
     def _something_to_change(self) -> SubscriptionChange:
@@ -841,8 +903,16 @@ class SubscriptionChange(RequestBody):
 
 
 class SubscriptionCancel(RequestBody):
-    at: Literal["now", "period_end"] = "period_end"
-    prorate: StrictBool = False
+    at: Literal["now", "period_end"] = Field(
+        default="period_end",
+        description="`period_end`: at the end of the current period (a pending cancel, which "
+        "`reactivate` takes back); `now`: today",
+    )
+    prorate: StrictBool = Field(
+        default=False,
+        description="with `at: now`, credit the unused billed days (422 `not_available` while "
+        "customer credit is not built, when there are such days)",
+    )
 
 
 class PlanRead(BaseModel):

@@ -177,9 +177,10 @@ async def _batch(
     batch_size: int,
     plans: _Plans,
     cache: _Cache,
+    customer_id: int | None = None,
 ) -> GenerationSummary | None:
     repo = GenerationRepository(conn)
-    due: DueBatch | None = await repo.due(now, batch_size)
+    due: DueBatch | None = await repo.due(now, batch_size, customer_id)
     if due is None:
         return None
     summary = GenerationSummary()
@@ -409,6 +410,23 @@ async def generate_due(
             paid_at_once=total.paid_at_once,
             seconds=round(total.seconds, 3),
         )
+    return total
+
+
+async def generate_for_customer(
+    conn: WriteConnection, now: datetime, customer_id: int
+) -> GenerationSummary:
+    """Every invoice of one customer due by `now`, in the caller's transaction (a
+    subscription created with a past `startDate` invoices its past periods at once)."""
+    total = GenerationSummary()
+    plans = _Plans()
+    cache: _Cache = {}
+    while (made := await _batch(conn, now, 1, plans, cache, customer_id)) is not None:
+        if not made.invoices:
+            break
+        total.add(made)
+    if total.invoices:
+        metrics.INVOICES_GENERATED.inc(total.invoices)
     return total
 
 

@@ -18,6 +18,7 @@ from typing import Literal
 import structlog
 
 from antaeus.billing.attention import NeedsPerson, announce
+from antaeus.billing.generation import generate_due
 from antaeus.billing.reconcile import Reconciler, Summary
 from antaeus.billing.service import open_run
 from antaeus.clock import Clock
@@ -117,6 +118,13 @@ class Scheduler:
             )
             for invoice_id, _, attempt in moved
         )
+        if self.mode == "automatic":
+            # every period due by now becomes its invoice before the run opens, so that
+            # the run charges it (an external schedule generates with its trigger)
+            try:
+                await generate_due(self.db, self.clock)
+            except Exception:  # never in the way of charging what is already due
+                log.exception("generation_failed")
         return await open_run(
             self.db,
             self.clock,

@@ -379,6 +379,7 @@ async def _bill_direct(
 ) -> tuple[Followed, GracefulStop, WorkerStats, NeedsPersonRows]:
     """Resume the runs left open, then open a run and follow it; charges here (or in
     `processes` workers). With `summarize`, also answers what the runs left for a person."""
+    from antaeus.billing.generation import generate_due
     from antaeus.billing.runs_view import runs_json
     from antaeus.billing.service import open_run
     from antaeus.billing.worker import Worker, worker_settings
@@ -464,6 +465,13 @@ async def _bill_direct(
                 if state["status"] != "completed":  # stopped or out of time
                     break
             else:
+                # every subscription period due by now becomes its invoice first
+                generated = await generate_due(db, clock)
+                if generated.invoices:
+                    err.print(
+                        f"generated {generated.invoices:,} invoices from subscriptions",
+                        highlight=False,
+                    )
                 opened = await open_run(db, clock, settings.policy(), "cli")
                 if opened is None:  # only a run that may be skipped is ever None
                     fail("no run was opened")

@@ -17,8 +17,10 @@ from antaeus.cli.common import err, fail, load_settings, out, run
 from antaeus.security import mask_url, scrub
 
 if TYPE_CHECKING:
-    from antaeus.payments.simulated import Account, SimulatorStore
-    from antaeus.payments.simulator_server import HostileFaults
+    from starlette.types import ASGIApp
+
+    from antaeus.simulators.simulated import Account, SimulatorStore
+    from antaeus.simulators.simulator_server import HostileFaults
 
 # The simulator is imported when a command runs (see antaeus.cli.common).
 
@@ -44,7 +46,7 @@ def _duration(name: str, value: float, *, at_least: float = 0.0, above: bool = F
 
 
 def _accounts_from_file(path: Path) -> list[Account]:
-    from antaeus.payments.simulator_server import InvalidInput, loads, parse_accounts
+    from antaeus.simulators.simulator_server import InvalidInput, loads, parse_accounts
 
     shown = escape(str(path))
     try:
@@ -64,7 +66,7 @@ async def _accounts_from_db(url: str, balance: Decimal) -> list[Account]:
     from sqlalchemy import select
 
     from antaeus.domain.money import Currency
-    from antaeus.payments.simulated import Account
+    from antaeus.simulators.simulated import Account
     from antaeus.storage.database import Database
     from antaeus.storage.tables import customers
 
@@ -103,6 +105,26 @@ async def _accounts_from_db(url: str, balance: Decimal) -> list[Account]:
             )
         minor[code] = int(balance.scaleb(currency.minor_units))
     return [Account(row.id, Currency(row.currency), minor[row.currency]) for row in rows]
+
+
+async def serve_announced(
+    app: ASGIApp, host: str, port: int, what: str, details: list[str]
+) -> None:
+    """Listen on host:port (or fail in one line), say what is served there, serve it."""
+    from antaeus.simulators.server import base_url, listen, serve
+
+    try:
+        sock = listen(host, port)
+    except OSError as exc:
+        fail(f"cannot listen on {escape(host)}:{port}: {escape(exc.strerror or str(exc))}")
+    err.print(
+        f"antaeus provider: serving {what} on {base_url(host, port)} "
+        f"({'; '.join(details)}; pid {os.getpid()})",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    await serve(app, sock)
 
 
 def _faults(
@@ -234,7 +256,7 @@ def serve_command(
         typer.Option(
             "--stripe",
             help="serve a fake Stripe API instead (POST /v1/payment_intents, customers, "
-            "Stripe's test cards; see `antaeus.payments.fake_stripe`); takes --port, --host, "
+            "Stripe's test cards; see `antaeus.simulators.fake_stripe`); takes --port, --host, "
             "--api-key (default: any sk_test_ key), --key-retention, --latency-ms, "
             "--network-error-rate (5xx before anything), --ambiguous-rate (executed, then the "
             "answer lost), --rate-limit-rate, --read-only-key, --state (a JSON file), --seed",
@@ -263,13 +285,8 @@ def serve_command(
     "hostile").
     """
     from antaeus.domain.money import MoneyError, parse_amount
-    from antaeus.payments.simulated import SimulatedPaymentProvider
-    from antaeus.payments.simulator_server import (
-        HostileFaults,
-        create_simulator_app,
-        listen,
-        serve,
-    )
+    from antaeus.simulators.simulated import SimulatedPaymentProvider
+    from antaeus.simulators.simulator_server import HostileFaults, create_simulator_app
 
     if not 1 <= port <= 65535:
         fail(f"--port must be between 1 and 65535, not {port}")
@@ -375,11 +392,6 @@ def serve_command(
             if from_db or loaded:
                 # the file's accounts win over the database's for the same customer
                 provider.store.set_accounts({a.customer_id: a for a in from_db + loaded}.values())
-            try:
-                sock = listen(host, port)
-            except OSError as exc:
-                fail(f"cannot listen on {escape(host)}:{port}: {escape(exc.strerror or str(exc))}")
-            shown = f"[{host}]" if ":" in host else host
             faults = _faults(
                 latency_ms, jitter_ms, network_error_rate, ambiguous_rate, rate_limit, hostile
             )
@@ -394,21 +406,23 @@ def serve_command(
                 if not provider.store.has_accounts()
                 else "accounts of the state file; every other charge is made"
             )
-            err.print(
-                f"antaeus provider: serving the payment-provider protocol on "
-                f"http://{shown}:{port} (faults: "
-                f"{faults}"
-                f"; key retention {key_retention:g} s; {how_many}; "
-                f"{'API key required' if api_key else 'no API key'}; state {state}; seed {seed}; "
-                f"pid {os.getpid()})",
-                markup=False,
-                highlight=False,
-                soft_wrap=True,
-            )
             app_ = create_simulator_app(
                 provider, api_key=api_key, rate_limit=rate_limit, seed=seed, hostile=hostile
             )
-            await serve(app_, sock)
+            await serve_announced(
+                app_,
+                host,
+                port,
+                "the payment-provider protocol",
+                [
+                    f"faults: {faults}",
+                    f"key retention {key_retention:g} s",
+                    how_many,
+                    "API key required" if api_key else "no API key",
+                    f"state {state}",
+                    f"seed {seed}",
+                ],
+            )
         finally:
             await provider.aclose()
 
@@ -431,7 +445,7 @@ CustomerOption = Annotated[
 
 
 def _open_store(state: str | None, *, create: bool) -> SimulatorStore:
-    from antaeus.payments.simulated import SimulatorStore
+    from antaeus.simulators.simulated import SimulatorStore
 
     path = state if state is not None else load_settings().SIMULATED_STATE
     if path == ":memory:" or not path:
@@ -450,7 +464,7 @@ def _open_store(state: str | None, *, create: bool) -> SimulatorStore:
 
 
 def _print_account(account: Account | None, customer: int) -> None:
-    from antaeus.payments.simulator_server import account_json
+    from antaeus.simulators.simulator_server import account_json
 
     if account is None:
         out.print(f"customer {customer}: no account", markup=False, highlight=False)
@@ -480,7 +494,7 @@ def account_command(
     on the next attempt (`POST /rest/v1/invoices/{id}/retry` of a FAILED invoice).
     Same as `POST /admin/accounts/{customerId}` of `antaeus provider serve`.
     """
-    from antaeus.payments.simulator_server import InvalidInput, parse_account
+    from antaeus.simulators.simulator_server import InvalidInput, parse_account
 
     changing = currency is not None or balance is not None
     store = _open_store(state, create=changing)
@@ -517,7 +531,7 @@ def fund_command(
     is FAILED). Prints the account. Same as
     `POST /admin/accounts/{customerId}/fund` of `antaeus provider serve`.
     """
-    from antaeus.payments.simulator_server import InvalidInput, parse_funding
+    from antaeus.simulators.simulator_server import InvalidInput, parse_funding
 
     store = _open_store(state, create=False)
     try:
@@ -550,7 +564,7 @@ def ledger_command(
     invoice in REVIEW is looked up (its attempt's idempotencyKey) before it is
     resolved.
     """
-    from antaeus.payments.simulator_server import ledger_json
+    from antaeus.simulators.simulator_server import ledger_json
 
     store = _open_store(state, create=False)
     try:

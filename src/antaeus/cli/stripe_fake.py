@@ -14,7 +14,6 @@ line of counts.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import secrets
 from collections.abc import Awaitable, Callable
@@ -27,11 +26,10 @@ import httpx
 from rich.markup import escape
 
 from antaeus.cli.common import err, fail, out, run
-from antaeus.payments.fake_stripe import FakeStripe, serve
 from antaeus.payments.http import retry_after
-from antaeus.payments.simulator_server import listen
 from antaeus.payments.stripe_account import DEFAULT_API_BASE, mask_key, stripe_key_problem
 from antaeus.security import mask_url, scrub
+from antaeus.simulators.fake_stripe import FakeStripe
 
 T = TypeVar("T")
 
@@ -110,11 +108,8 @@ def serve_stripe(
         fail(f"--state {escape(state)}: {escape(str(exc))}")
 
     async def main() -> None:
-        try:
-            sock = listen(host, port)
-        except OSError as exc:
-            fail(f"cannot listen on {escape(host)}:{port}: {escape(exc.strerror or str(exc))}")
-        shown = f"[{host}]" if ":" in host else host
+        from antaeus.cli.provider import serve_announced
+
         faults = ", ".join(
             f"{name} {value:g}"
             for name, value in (
@@ -125,17 +120,20 @@ def serve_stripe(
             )
             if value
         )
-        err.print(
-            f"antaeus provider: serving a fake Stripe API on http://{shown}:{port} "
-            f"(faults: {faults or 'none'}; key retention {key_retention:g} s; "
-            f"{'API key ' + mask_key(api_key) if api_key else 'any test-mode key (sk_test_…)'}; "
-            f"{len(app.state.customers)} customers; state {state}; seed {seed}; "
-            f"pid {os.getpid()})",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
+        await serve_announced(
+            app,
+            host,
+            port,
+            "a fake Stripe API",
+            [
+                f"faults: {faults or 'none'}",
+                f"key retention {key_retention:g} s",
+                f"API key {mask_key(api_key)}" if api_key else "any test-mode key (sk_test_…)",
+                f"{len(app.state.customers)} customers",
+                f"state {state}",
+                f"seed {seed}",
+            ],
         )
-        await serve(app, sock)
 
     run(main())
 

@@ -45,6 +45,11 @@ OUTCOMES: Final[dict[str, str]] = {
     "run.completed": "completed",
     "charging.paused": "paused",
     "charging.resumed": "resumed",
+    "invoice.created": "created",
+    "subscription.created": "created",
+    "subscription.updated": "updated",
+    "subscription.canceled": "void",
+    "subscription.trial_will_end": "trialing",
 }
 
 
@@ -120,7 +125,39 @@ def _sentence(kind: str, data: dict[str, Any]) -> str:
         return f"Charging paused: {data.get('reason')} ({data.get('detail')})"
     if kind == "charging.resumed":
         return "Charging resumed"
+    if kind == "invoice.created":
+        lines = [line for line in data_lines(invoice) if isinstance(line, dict)]
+        kinds = sorted({str(line.get("kind")) for line in lines})
+        made = "by hand" if kinds == ["manual"] else "from " + ", ".join(kinds) + " lines"
+        return f"Invoice created {made}, due {_when_text(invoice.get('dueAt'))}"
+    if kind.startswith("subscription."):
+        return _subscription_sentence(kind, _dict(data.get("subscription")))
     return kind
+
+
+def data_lines(invoice: dict[str, Any]) -> list[Any]:
+    lines = invoice.get("lines")
+    return lines if isinstance(lines, list) else []
+
+
+def _subscription_sentence(kind: str, sub: dict[str, Any]) -> str:
+    plan = f"plan {sub.get('planId')} × {sub.get('quantity')}"
+    if kind == "subscription.created":
+        trial = f", trial until {sub['trialEndDate']}" if sub.get("trialEndDate") else ""
+        return f"Subscription created: {plan}, from {sub.get('startDate')}{trial}"
+    if kind == "subscription.canceled":
+        return f"Subscription canceled (ends {sub.get('cancelAt')})"
+    if kind == "subscription.trial_will_end":
+        return f"Trial ends on {sub.get('trialEndDate')}: billing starts then"
+    pending = _dict(sub.get("pendingChange"))
+    if sub.get("cancelAt"):
+        return f"Subscription changed: cancel pending, ends {sub['cancelAt']}"
+    if pending:
+        return (
+            f"Subscription changed: plan {pending.get('planId')} × {pending.get('quantity')} "
+            f"from {pending.get('effectiveDate')}"
+        )
+    return f"Subscription changed: now {plan}"
 
 
 def describe(envelope: dict[str, Any]) -> dict[str, Any]:
@@ -134,6 +171,10 @@ def describe(envelope: dict[str, Any]) -> dict[str, Any]:
         links.append((f"invoice {invoice['id']}", f"/invoices/{invoice['id']}"))
     if isinstance(run_id, int):
         links.append((f"run {run_id}", f"/runs/{run_id}"))
+    subscription = _dict(data.get("subscription"))
+    if isinstance(subscription.get("id"), int):
+        sid = subscription["id"]
+        links.append((f"subscription {sid}", f"/subscriptions/{sid}"))
     if isinstance(invoice.get("customerId"), int):
         cid = invoice["customerId"]
         links.append((f"customer {cid}", f"/invoices?customer={cid}"))

@@ -9,7 +9,8 @@ invoice event's data holds `invoice` (as `GET /rest/v1/invoices/{id}` shows it
 at that moment: `invoice_data`), `attempt` (number, idempotency key, outcome,
 charge id, reason) and `runId` where they apply. The relay and the events API
 wrap each stored row as `{"id", "type", "createdAt", "data"}`
-(notify/envelope.py); docs/events.md is the catalogue.
+(notify/envelope.py); `DESCRIPTIONS` says what each type means, and the
+catalogue (docs/reference/events.md) is generated from both.
 
 Pure: values in, text out; no I/O.
 """
@@ -47,6 +48,68 @@ class EventType(StrEnum):
     SUBSCRIPTION_TRIAL_WILL_END = "subscription.trial_will_end"
     INVOICE_CREATED = "invoice.created"
 
+
+#: What each event type says, for people (the events reference, docs/reference/events.md, is
+#: generated from it). Keyed by the type's name, so that a type may be described here in the
+#: same change that adds it to `EventType`; every member of `EventType` must have an entry.
+DESCRIPTIONS: Final[dict[str, str]] = {
+    "invoice.created": "An invoice was created, whatever made it (`POST /rest/v1/invoices`, "
+    "or a subscription's period). `data.invoice` is the invoice as `GET "
+    "/rest/v1/invoices/{id}` showed it then.",
+    "invoice.paid": "The provider charged the invoice. `data`: `invoice` (`PAID`), `attempt` "
+    "(outcome `charged`, with the provider's `chargeId`), `runId`.",
+    "invoice.payment_declined": "The provider declined the charge for insufficient funds and "
+    "dunning will try again at `invoice.nextAttemptAt`. `data`: `invoice` (`PENDING`), "
+    "`attempt`, `runId`.",
+    "invoice.failed": "The invoice was definitely not charged and needs a person "
+    "(`invoice.lastFailure`: `customer_not_found`, `currency_mismatch`, `insufficient_funds` "
+    "after the last dunning try, `card_declined` with `attempt.declineCode`, "
+    "`authentication_required`, `provider_rejected`; or refused before any call: "
+    "`payment_method_missing`, `amount_not_chargeable`, then `attempt` is null and `refusal` "
+    "is `{reason, detail}`). `data`: `invoice` (`FAILED`), `attempt`, `runId`.",
+    "invoice.review": "Money may have moved and nobody knows: the invoice waits in `REVIEW` "
+    "for reconciliation or a person (`unknown_outcome`, `idempotency_key_reused`, or "
+    "`provider_rejected` after an unknown outcome); written by the worker or by the "
+    "scheduler's key-retention sweep. `data`: `invoice` (`REVIEW`), `attempt` (the open one, "
+    "with its key), `runId`.",
+    "invoice.payment_unknown": "The provider's answer said nothing (a timeout, a 5xx, a "
+    "dropped connection); the attempt is repeated with the same key. `data`: `invoice`, "
+    "`attempt` (outcome `unknown_outcome`), `runId`.",
+    "invoice.rescheduled": "An unknown outcome was repeated for longer than "
+    "`ANTAEUS_UNKNOWN_REPEAT_WINDOW`: the invoice leaves its run and is repeated with the "
+    "same key at `invoice.nextAttemptAt`. `data`: `invoice` (`PENDING`), `attempt`, `runId`.",
+    "invoice.retried": "A person retried a `FAILED` invoice (`POST "
+    "/rest/v1/invoices/{id}/retry`, or the bulk retry). `data`: `invoice` (`PENDING`), "
+    "`action` (`action`, `actor`, `note`, `chargeId`, `fromStatus`, `toStatus`).",
+    "invoice.resolved": "A person, or reconciliation with the provider (`action.actor` "
+    "`reconciler`), resolved a `REVIEW` invoice: `action.action` is `resolved_charged` (with "
+    "`chargeId`) or `resolved_not_charged`. `data`: `invoice`, `action`.",
+    "invoice.voided": "A person voided the invoice: it is never charged again. `data`: "
+    "`invoice` (`VOID`), `action`.",
+    "run.opened": "A billing run opened (`trigger`: `schedule`, `api`, `cli`, or `retry`: a "
+    "person's retry of one invoice, a run of that invoice alone). `data`: `runId`, "
+    "`trigger`, `invoices` (how many due invoices it took).",
+    "run.completed": "Every invoice of the run has an outcome. `data`: `runId` (`GET "
+    "/rest/v1/billing/runs/{id}` has its counts and amounts).",
+    "charging.paused": "Charging paused everywhere because the provider refused Antaeus "
+    "(`reason`: `provider_unauthorized` or `provider_unavailable`). `data`: `reason`, "
+    "`detail`.",
+    "charging.resumed": "Charging runs again after a pause. `data` is empty.",
+    "subscription.created": "`POST /rest/v1/subscriptions` created a subscription. "
+    "`data.subscription` is the subscription as `GET /rest/v1/subscriptions/{id}` showed it "
+    "then.",
+    "subscription.updated": "A change or cancel of a subscription was made, applied or taken "
+    "back (`pendingChange` or `cancelAt` set or cleared, `reactivate`); not written at every "
+    "new period, which `invoice.created` tells. `data`: `subscription`.",
+    "subscription.canceled": "A cancel took effect: at once (`at: now`, or the cancel of a "
+    "`scheduled` subscription), or at `cancelAt` for a cancel at the period's end (which "
+    "writes `subscription.updated` when it is made). `data`: `subscription` (status "
+    "`canceled`).",
+    "subscription.trial_will_end": "A subscription's trial ends in 3 days: written once, at "
+    "the first instant of `trialEndDate` minus 3 days in the customer's time zone (or at "
+    "creation when that is past); after downtime only if the trial has not ended. `data`: "
+    "`subscription`.",
+}
 
 #: the types an answer of the provider can lead to (domain/policy.py chooses)
 ANSWER_TYPES: Final = frozenset(

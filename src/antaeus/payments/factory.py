@@ -21,7 +21,7 @@ def build_provider(settings: Settings, concurrency: int | None = None) -> Paymen
     # Only the chosen adapter is imported: aiohttp, httpx and the Stripe library cost
     # a fifth of a second of start-up that `antaeus bill` on the simulator never needs.
     if settings.provider_kind == "simulated":
-        from antaeus.payments.simulated import SimulatedPaymentProvider
+        from antaeus.simulators.simulated import SimulatedPaymentProvider
 
         return SimulatedPaymentProvider(
             settings.SIMULATED_STATE,

@@ -21,6 +21,7 @@ from antaeus.api.schemas import (
     StatusRead,
 )
 from antaeus.billing import service
+from antaeus.billing.generation import generate_due
 from antaeus.billing.runs_view import runs_json
 from antaeus.exactjson import rfc3339
 from antaeus.storage.database import WriteConnection
@@ -43,7 +44,8 @@ async def _current_run(ctx: AppContext, _status: int, stored_body: str) -> Respo
     "/billing",
     status_code=202,
     summary="Open a billing run now",
-    description="Takes every due invoice not already in an open run (possibly none: then the "
+    description="First generates every subscription invoice due by now (each period once), "
+    "then takes every due invoice not already in an open run (possibly none: then the "
     "run is already complete). Workers charge it. With an `Idempotency-Key`, a repeated "
     "trigger answers the same run in its current state.",
     response_model=RunRead,
@@ -56,6 +58,8 @@ async def bill(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     trigger = (body or BillingTrigger()).trigger
+    # every period due by now becomes its invoice first, so that the run charges it
+    await generate_due(ctx.db, ctx.clock)
 
     async with service.RunOpening() as opening:
 
@@ -93,6 +97,9 @@ async def retry_all(ctx: Ctx, _who: Principal) -> JSONResponse:
 @router.get(
     "/billing/runs",
     summary="List billing runs by ascending id",
+    description="Each run with its trigger, status, counts per outcome and the amounts "
+    "collected per currency. `status` (`running` or `completed`) filters; "
+    "`limit` and `after` page, the next page in the `Link` header.",
     response_model=list[RunRead],
     responses=ERROR_RESPONSES,
 )
@@ -101,7 +108,9 @@ async def list_runs(
     ctx: Ctx,
     _who: Principal,
     page: Page,
-    status: Annotated[Literal["running", "completed"] | None, Query()] = None,
+    status: Annotated[
+        Literal["running", "completed"] | None, Query(description="only runs of this status")
+    ] = None,
 ) -> JSONResponse:
     async with ctx.db.read() as conn:
         rows = await BillingRepository(conn).list_runs(
@@ -115,6 +124,8 @@ async def list_runs(
 @router.get(
     "/billing/runs/{id}",
     summary="One billing run",
+    description="The run's trigger, status, opening and completion times, counts per "
+    "outcome and the amounts collected per currency.",
     response_model=RunRead,
     responses=ERROR_RESPONSES,
 )
@@ -129,6 +140,11 @@ async def get_run(id: RunId, ctx: Ctx, _who: Principal) -> JSONResponse:
 @router.get(
     "/status",
     summary="Whether charging runs or is paused (and why), open runs, the due backlog",
+    description="`charging`: running or paused, with the reason; the open runs and the "
+    "invoices due and not yet charged; `token`: the caller's own token "
+    "(`name`, `scope`); `relay`: this process's outbox relay (`running` or "
+    "`failing`, null when it runs none); `outbox`: per event destination "
+    "its status and oldest undelivered event.",
     response_model=StatusRead,
     responses=ERROR_RESPONSES,
 )

@@ -34,6 +34,7 @@ CustomerId = Annotated[DigitsInt, Path(ge=1, le=MAX_ID, description="customer id
 @router.get(
     "",
     summary="List customers by ascending id",
+    description="`limit` and `after` page; the next page is in the `Link` header.",
     response_model=list[CustomerRead],
     responses=ERROR_RESPONSES,
 )
@@ -44,7 +45,13 @@ async def list_customers(request: Request, ctx: Ctx, _who: Principal, page: Page
     return JSONResponse([customer_json(c) for c in items], headers=headers)
 
 
-@router.get("/{id}", summary="One customer", response_model=CustomerRead, responses=ERROR_RESPONSES)
+@router.get(
+    "/{id}",
+    summary="One customer",
+    description="The customer's currency, time zone and provider references.",
+    response_model=CustomerRead,
+    responses=ERROR_RESPONSES,
+)
 async def get_customer(id: CustomerId, ctx: Ctx, _who: Principal) -> JSONResponse:
     async with ctx.db.read() as conn:
         customer = await CustomerRepository(conn).get(id)
@@ -57,6 +64,11 @@ async def get_customer(id: CustomerId, ctx: Ctx, _who: Principal) -> JSONRespons
     "",
     status_code=201,
     summary="Create a customer",
+    description="`currency` (ISO 4217) and `timezone` (IANA) are required; "
+    "`providerCustomerId` and `providerPaymentMethodId` are the customer's "
+    "references at the payment provider (optional, needed by Stripe). With "
+    "an `Idempotency-Key`, a repeat answers the first answer and creates "
+    "nothing.",
     response_model=CustomerRead,
     responses=ERROR_RESPONSES,
 )

@@ -131,6 +131,10 @@ def _after_event(value: str) -> str:
     "/events",
     summary="List events in the order they became visible (poll with `after` = the last id "
     "seen: nothing is missed)",
+    description="Ascending; `type` and `invoiceId` filter; `limit` and `after` page, "
+    "the next page in the `Link` header. On PostgreSQL only events whose "
+    "transaction ended before every transaction still open are listed, so "
+    "following `after` from the last id seen misses nothing.",
     response_model=list[EventRead],
     responses=ERROR_RESPONSES,
 )
@@ -164,7 +168,12 @@ async def list_events(
 
 
 @router.get(
-    "/events/{id}", summary="One event", response_model=EventRead, responses=ERROR_RESPONSES
+    "/events/{id}",
+    summary="One event",
+    description="The event as webhooks and RabbitMQ carry it: `id` (`evt_...`), `type`, "
+    "`createdAt`, `data`. 404 until the list would show it.",
+    response_model=EventRead,
+    responses=ERROR_RESPONSES,
 )
 async def get_event(
     ctx: Ctx,
@@ -188,6 +197,11 @@ async def get_event(
     "/webhooks",
     status_code=201,
     summary="Add a webhook endpoint (its signing secret is shown only in this answer)",
+    description="Every event written from now on (of the types in `events`, or all) is "
+    "`POST`ed to `url`, signed per Standard Webhooks with the secret "
+    "(`whsec_...`) answered here. A URL inside the network (localhost, "
+    "private, link-local, ...) is refused unless "
+    "`ANTAEUS_WEBHOOK_ALLOW_PRIVATE=true`.",
     response_model=WebhookCreated,
     responses=ERROR_RESPONSES,
 )
@@ -208,6 +222,9 @@ async def create_webhook(ctx: Ctx, _who: Principal, body: WebhookCreate) -> JSON
 @router.get(
     "/webhooks",
     summary="List webhook endpoints by ascending id",
+    description="Each endpoint's URL, event types and status (`enabled`, or `disabled` "
+    "after three days of failed tries); never its secret. `limit` and "
+    "`after` page.",
     response_model=list[WebhookRead],
     responses=ERROR_RESPONSES,
 )
@@ -223,6 +240,8 @@ async def list_webhooks(request: Request, ctx: Ctx, _who: Principal, page: Page)
 @router.get(
     "/webhooks/{id}",
     summary="One webhook endpoint",
+    description="The endpoint's URL, event types, status and when it started failing; "
+    "never its secret.",
     response_model=WebhookRead,
     responses=ERROR_RESPONSES,
 )
@@ -238,6 +257,7 @@ async def get_webhook(id: WebhookId, ctx: Ctx, _who: Principal) -> JSONResponse:
     "/webhooks/{id}",
     status_code=204,
     summary="Remove a webhook endpoint (its waiting deliveries go with it)",
+    description="Nothing more is delivered to it; answers 204 with no body.",
     responses=ERROR_RESPONSES,
 )
 async def delete_webhook(id: WebhookId, ctx: Ctx, _who: Principal) -> Response:
@@ -251,6 +271,9 @@ async def delete_webhook(id: WebhookId, ctx: Ctx, _who: Principal) -> Response:
 @router.post(
     "/webhooks/{id}/enable",
     summary="Enable an endpoint again (its waiting deliveries are tried at once)",
+    description="For an endpoint `disabled` after three days of failed tries, once its "
+    "receiver works again; its waiting deliveries are kept and tried at "
+    "once.",
     response_model=WebhookRead,
     responses=ERROR_RESPONSES,
 )
@@ -265,6 +288,8 @@ async def enable_webhook(id: WebhookId, ctx: Ctx, _who: Principal) -> JSONRespon
 @router.get(
     "/webhooks/{id}/deliveries",
     summary="Every try to deliver to this endpoint, newest first (`after`: older than this try)",
+    description="Each try's event, time, duration and result: `delivered`, the answer's "
+    "`httpStatus`, or the `error` (such as `private_address`). `limit` and `after` page.",
     response_model=list[DeliveryTryRead],
     responses=ERROR_RESPONSES,
 )

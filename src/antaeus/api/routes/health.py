@@ -9,7 +9,14 @@ from antaeus.observability import metrics
 router = APIRouter(tags=["health"])
 
 
-@router.get("/rest/health", summary='Liveness: answers "ok"', response_model=str)
+@router.get(
+    "/rest/health",
+    summary='Liveness: answers "ok"',
+    description="Needs no token. Answers while the process serves; it does not check "
+    "the database or the provider (`GET /rest/v1/status` says how charging "
+    "goes).",
+    response_model=str,
+)
 async def health() -> str:
     return "ok"
 

@@ -32,10 +32,12 @@ from antaeus.api.schemas import (
 )
 from antaeus.billing import service
 from antaeus.domain.calendar import next_first_of_month
-from antaeus.domain.invoice import FailureReason, InvoiceStatus
+from antaeus.domain.events import InvoiceCreated, row
+from antaeus.domain.invoice import FailureReason, Invoice, InvoiceStatus
 from antaeus.domain.money import Money
 from antaeus.storage.database import WriteConnection
 from antaeus.storage.repositories.actions import ActionRepository
+from antaeus.storage.repositories.billing import BillingRepository
 from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.invoices import BulkAction, InvoiceRepository
 from antaeus.storage.repositories.reconciliations import ReconciliationRepository
@@ -48,6 +50,8 @@ InvoiceId = Annotated[DigitsInt, Path(ge=1, le=MAX_ID, description="invoice id")
 @router.get(
     "",
     summary="List invoices by ascending id",
+    description="`status`, `customerId` and `lastFailure` filter (all given must "
+    "match); `limit` and `after` page, the next page in the `Link` header.",
     response_model=list[InvoiceRead],
     responses=ERROR_RESPONSES,
 )
@@ -65,26 +69,54 @@ async def list_invoices(
         FailureReason | None,
         Query(alias="lastFailure", description="only those whose last failure is this"),
     ] = None,
+    subscription_id: Annotated[
+        DigitsInt | None,
+        Query(
+            alias="subscriptionId",
+            ge=1,
+            le=MAX_ID,
+            description="only those with a line of this subscription",
+        ),
+    ] = None,
 ) -> JSONResponse:
     async with ctx.db.read() as conn:
-        rows = await InvoiceRepository(conn).page(
+        repo = InvoiceRepository(conn)
+        rows = await repo.page(
             after=page.after,
             limit=page.limit + 1,
             status=status,
             customer_id=customer_id,
             last_failure=last_failure,
+            subscription_id=subscription_id,
         )
-    items, headers = paginate(request, rows, page)
-    return JSONResponse([invoice_json(i) for i in items], headers=headers)
+        items, headers = paginate(request, rows, page)
+        lines = await repo.lines_of(i.id for i in items)
+    return JSONResponse([invoice_json(i, lines[i.id]) for i in items], headers=headers)
 
 
-@router.get("/{id}", summary="One invoice", response_model=InvoiceRead, responses=ERROR_RESPONSES)
+async def _shown(ctx: AppContext, invoice: Invoice) -> JSONResponse:
+    """The invoice with its lines, read after the action that answered it."""
+    async with ctx.db.read() as conn:
+        lines = await InvoiceRepository(conn).lines_of([invoice.id])
+    return JSONResponse(invoice_json(invoice, lines[invoice.id]))
+
+
+@router.get(
+    "/{id}",
+    summary="One invoice",
+    description="The invoice's amount, status, due time, attempts so far, last failure "
+    "and next attempt time.",
+    response_model=InvoiceRead,
+    responses=ERROR_RESPONSES,
+)
 async def get_invoice(id: InvoiceId, ctx: Ctx, _who: Principal) -> JSONResponse:
     async with ctx.db.read() as conn:
-        invoice = await InvoiceRepository(conn).get(id)
-    if invoice is None:
-        raise not_found("invoice", id)
-    return JSONResponse(invoice_json(invoice))
+        repo = InvoiceRepository(conn)
+        invoice = await repo.get(id)
+        if invoice is None:
+            raise not_found("invoice", id)
+        lines = await repo.lines_of([id])
+    return JSONResponse(invoice_json(invoice, lines[id]))
 
 
 @router.post(
@@ -115,8 +147,11 @@ async def create_invoice(
         now = ctx.clock.now()
         due_at = body.dueAt or next_first_of_month(now, customer.timezone)
         amount = Money(body.amount.value, body.amount.currency)
-        invoice = await InvoiceRepository(conn).create(customer.id, amount, due_at, now)
-        return 201, invoice_json(invoice), {"Location": f"/rest/v1/invoices/{invoice.id}"}
+        repo = InvoiceRepository(conn)
+        invoice = await repo.create(customer.id, amount, due_at, now)
+        lines = (await repo.lines_of([invoice.id]))[invoice.id]
+        await BillingRepository(conn).add_events([row(InvoiceCreated(invoice, tuple(lines)))], now)
+        return 201, invoice_json(invoice, lines), {"Location": f"/rest/v1/invoices/{invoice.id}"}
 
     return await run_idempotent(
         ctx, "POST /rest/v1/invoices", idempotency_key, body.model_dump(mode="json"), effect
@@ -196,7 +231,7 @@ async def retry_invoice(
 ) -> JSONResponse:
     note = body.note if body else None
     invoice = await service.retry(ctx.db, ctx.clock, id, actor=who, note=note)
-    return JSONResponse(invoice_json(invoice))
+    return await _shown(ctx, invoice)
 
 
 @router.post(
@@ -227,7 +262,7 @@ async def resolve_invoice(
         note=body.note,
         attempt=body.attempt,
     )
-    return JSONResponse(invoice_json(invoice))
+    return await _shown(ctx, invoice)
 
 
 @router.post(
@@ -245,12 +280,16 @@ async def void_invoice(
 ) -> JSONResponse:
     note = body.note if body else None
     invoice = await service.void(ctx.db, ctx.clock, id, actor=who, note=note)
-    return JSONResponse(invoice_json(invoice))
+    return await _shown(ctx, invoice)
 
 
 @router.get(
     "/{id}/attempts",
     summary="Every charge attempt of an invoice",
+    description="Oldest first: number, idempotency key, times, outcome, charge id, "
+    "`declineCode`, run, `sends`, the provider references it was sent with, "
+    "every answer the provider gave (`answers`), and what reconciliation "
+    "asked and heard (`reconciliations`).",
     response_model=list[AttemptRead],
     responses=ERROR_RESPONSES,
 )

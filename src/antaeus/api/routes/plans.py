@@ -64,7 +64,13 @@ async def list_plans(
     return JSONResponse([plan_json(p) for p in items], headers=headers)
 
 
-@router.get("/{id}", summary="One plan", response_model=PlanRead, responses=ERROR_RESPONSES)
+@router.get(
+    "/{id}",
+    summary="One plan",
+    description="The plan's code, name, price, interval, trial and whether it is archived.",
+    response_model=PlanRead,
+    responses=ERROR_RESPONSES,
+)
 async def get_plan(id: PlanId, ctx: Ctx, _who: Principal) -> JSONResponse:
     async with ctx.db.read() as conn:
         plan = await PlanRepository(conn).get(id)

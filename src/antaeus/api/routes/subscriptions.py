@@ -38,6 +38,7 @@ from antaeus.api.schemas import (
     SubscriptionCreate,
     SubscriptionRead,
 )
+from antaeus.billing.generation import generate_for_customer
 from antaeus.billing.subscription_view import subscription_json, subscriptions_page
 from antaeus.domain.events import EventType, SubscriptionEvent, row
 from antaeus.domain.money import Currency
@@ -165,7 +166,12 @@ async def list_subscriptions(
 
 
 @router.get(
-    "/{id}", summary="One subscription", response_model=SubscriptionRead, responses=ERROR_RESPONSES
+    "/{id}",
+    summary="One subscription",
+    description="Its status and current period as worked out on the customer's local "
+    "date now, and any pending change or cancel.",
+    response_model=SubscriptionRead,
+    responses=ERROR_RESPONSES,
 )
 async def get_subscription(id: SubscriptionId, ctx: Ctx, _who: Principal) -> JSONResponse:
     async with ctx.db.read() as conn:
@@ -199,7 +205,7 @@ async def create_subscription(
 ) -> Response:
     async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
         repo = SubscriptionRepository(conn)
-        await repo.hold_customer(body.customerId)
+        await repo.hold_customer_for_update(body.customerId)  # as generation takes it
         customer = await CustomerRepository(conn).get(body.customerId)
         if customer is None:
             raise CustomerNotFoundError(
@@ -240,6 +246,8 @@ async def create_subscription(
         )
         shown = await _shown(conn, new_id, now)
         await _event(conn, EventType.SUBSCRIPTION_CREATED, shown, now)
+        # what is due already (a start today, or past periods) is invoiced at once
+        await generate_for_customer(conn, now, customer.id)
         return 201, shown, {"Location": f"/rest/v1/subscriptions/{new_id}"}
 
     return await run_idempotent(

@@ -166,9 +166,11 @@ class GenerationRepository(BillingBase[WriteConnection]):
         top = int(result.scalar_one())
         return list(range(top + 1, top + 1 + n))
 
-    async def due(self, now: datetime, limit: int) -> DueBatch | None:
-        """Up to about `limit` due subscriptions' customers, held, with every due
-        subscription of theirs; None when nothing is due."""
+    async def due(
+        self, now: datetime, limit: int, customer_id: int | None = None
+    ) -> DueBatch | None:
+        """Up to about `limit` due subscriptions' customers (or only `customer_id`), held,
+        with every due subscription of theirs; None when nothing is due."""
         s = subscriptions.c
         candidates = (
             select(s.customer_id)
@@ -176,6 +178,8 @@ class GenerationRepository(BillingBase[WriteConnection]):
             .order_by(s.next_due_at)
             .limit(limit)
         )
+        if customer_id is not None:
+            candidates = candidates.where(s.customer_id == customer_id)
         wanted = sorted({int(r[0]) for r in await self.conn.execute(candidates)})
         if not wanted:
             return None

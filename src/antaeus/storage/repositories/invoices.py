@@ -5,13 +5,31 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Literal
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, func, insert, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+)
 
+from antaeus.domain.events import line_data
 from antaeus.domain.invoice import FailureReason, Invoice, InvoiceStatus
 from antaeus.domain.money import Currency, Money
 from antaeus.storage.database import Conn, WriteConnection
-from antaeus.storage.tables import invoices
+from antaeus.storage.tables import invoice_lines, invoices
 from antaeus.storage.types import UTCDateTime
+
+#: the one line of an invoice made with `POST /rest/v1/invoices` (or seeded, or from
+#: before invoice lines: migration 0016)
+MANUAL = "manual"
+MANUAL_DESCRIPTION = "Manual invoice"
 
 
 def to_invoice(row: Any) -> Invoice:
@@ -35,6 +53,7 @@ class InvoiceFilter:
     last_failure: FailureReason | None = None
     customer_id: int | None = None
     up_to_id: int | None = None  # none with a greater id (those created after a confirmation)
+    subscription_id: int | None = None  # only invoices with a line of this subscription
 
     def empty(self) -> bool:
         return self.status is None and self.last_failure is None and self.customer_id is None
@@ -49,6 +68,14 @@ class InvoiceFilter:
             terms.append(invoices.c.customer_id == self.customer_id)
         if self.up_to_id is not None:
             terms.append(invoices.c.id <= self.up_to_id)
+        if self.subscription_id is not None:
+            terms.append(
+                invoices.c.id.in_(
+                    select(invoice_lines.c.invoice_id).where(
+                        invoice_lines.c.subscription_id == self.subscription_id
+                    )
+                )
+            )
         return and_(true(), *terms)
 
 
@@ -93,8 +120,9 @@ class InvoiceRepository(Generic[Conn]):
         status: InvoiceStatus | None = None,
         customer_id: int | None = None,
         last_failure: FailureReason | None = None,
+        subscription_id: int | None = None,
     ) -> list[Invoice]:
-        wanted = InvoiceFilter(status, last_failure, customer_id)
+        wanted = InvoiceFilter(status, last_failure, customer_id, subscription_id=subscription_id)
         query = select(invoices).where(invoices.c.id > after, wanted.where())
         query = query.order_by(invoices.c.id).limit(limit)
         return [to_invoice(r) for r in await self.conn.execute(query)]
@@ -144,12 +172,49 @@ class InvoiceRepository(Generic[Conn]):
             )
             .returning(invoices)
         )
-        return to_invoice(result.one())
+        invoice = to_invoice(result.one())
+        await self.conn.execute(
+            insert(invoice_lines).values(
+                invoice_id=invoice.id,
+                kind=MANUAL,
+                description=MANUAL_DESCRIPTION,
+                amount_minor=amount.minor,
+            )
+        )
+        return invoice
+
+    async def lines_of(self, invoice_ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
+        """Each invoice's lines as the API shows them, in order (an invoice with none: [])."""
+        wanted = sorted(set(invoice_ids))
+        found: dict[int, list[dict[str, Any]]] = {i: [] for i in wanted}
+        for chunk in (wanted[k : k + 1000] for k in range(0, len(wanted), 1000)):
+            query = (
+                select(invoice_lines, invoices.c.currency)
+                .join_from(invoice_lines, invoices, invoices.c.id == invoice_lines.c.invoice_id)
+                .where(invoice_lines.c.invoice_id.in_(chunk))
+                .order_by(invoice_lines.c.invoice_id, invoice_lines.c.id)
+            )
+            for r in await self.conn.execute(query):
+                found[r.invoice_id].append(
+                    line_data(
+                        r.id,
+                        r.kind,
+                        r.description,
+                        Money.from_minor(r.amount_minor, Currency(r.currency)),
+                        r.subscription_id,
+                        r.plan_id,
+                        r.period_start,
+                        r.period_end,
+                        r.quantity,
+                    )
+                )
+        return found
 
     async def insert_many(
         self: InvoiceRepository[WriteConnection], rows: Iterable[dict[str, Any]]
     ) -> None:
-        """Bulk insert of ready-made rows (seeding, imports), at the driver's full speed.
+        """Bulk insert of ready-made rows (seeding, imports), at the driver's full speed,
+        each with its one `manual` line (no `invoice.created` event: a bulk import).
 
         PostgreSQL gets a COPY; SQLite one executemany of plain tuples. Both skip
         SQLAlchemy's per-value processing, which would cost more than the insert.
@@ -157,6 +222,13 @@ class InvoiceRepository(Generic[Conn]):
         batch = list(rows)
         if not batch:
             return
+        before = await self.max_id()
+        await self._insert_many(batch)
+        await self.add_manual_lines(before)
+
+    async def _insert_many(
+        self: InvoiceRepository[WriteConnection], batch: list[dict[str, Any]]
+    ) -> None:
         columns = list(batch[0])
         if self.conn.dialect.name == "postgresql":
             raw = await self.conn.get_raw_connection()
@@ -187,3 +259,26 @@ class InvoiceRepository(Generic[Conn]):
         await self.conn.exec_driver_sql(
             str(compiled), [tuple(plain(r[c]) for c in order) for r in batch]
         )
+
+    async def add_manual_lines(self: InvoiceRepository[WriteConnection], after_id: int) -> None:
+        """The one `manual` line of each invoice above `after_id` that has no line yet
+        (after `insert_many`: an invoice's lines always sum to its amount)."""
+        await self.conn.execute(
+            insert(invoice_lines).from_select(
+                ["invoice_id", "kind", "description", "amount_minor"],
+                select(
+                    invoices.c.id,
+                    literal(MANUAL),
+                    literal(MANUAL_DESCRIPTION),
+                    invoices.c.amount_minor,
+                )
+                .where(
+                    invoices.c.id > after_id,
+                    ~exists().where(invoice_lines.c.invoice_id == invoices.c.id),
+                )
+                .order_by(invoices.c.id),
+            )
+        )
+
+    async def max_id(self) -> int:
+        return int(await self.conn.scalar(select(func.coalesce(func.max(invoices.c.id), 0))) or 0)

@@ -161,6 +161,18 @@ class SubscriptionRepository(Generic[Conn]):
     def __init__(self, conn: Conn) -> None:
         self.conn = conn
 
+    async def billing_of(self, customer_id: int) -> list[SubscriptionRow]:
+        """The customer's subscriptions with a period left to bill (what generation and
+        the preview read), by id."""
+        query = (
+            _joined()
+            .where(
+                subscriptions.c.customer_id == customer_id, subscriptions.c.next_due_at.is_not(None)
+            )
+            .order_by(subscriptions.c.id)
+        )
+        return [_to_row(r) for r in await self.conn.execute(query)]
+
     async def customer_of(self, subscription_id: int) -> int | None:
         """The subscription's customer (a subscription never changes customer)."""
         found = await self.conn.scalar(

@@ -151,7 +151,7 @@ def upgrade() -> None:
     op.execute("UPDATE subscriptions SET cancel_notice_on = cancel_at WHERE cancel_at IS NOT NULL")
     op.execute(
         "INSERT INTO invoice_lines (invoice_id, kind, description, amount_minor) "
-        "SELECT id, 'manual', 'Invoice', amount_minor FROM invoices ORDER BY id"
+        "SELECT id, 'manual', 'Manual invoice', amount_minor FROM invoices ORDER BY id"
     )
 
 

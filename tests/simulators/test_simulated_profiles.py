@@ -28,7 +28,7 @@ from antaeus.payments.provider import (
     OutcomeUnknownError,
     RequestRejectedError,
 )
-from antaeus.payments.simulated import Account, SimulatedPaymentProvider
+from antaeus.simulators.simulated import Account, SimulatedPaymentProvider
 
 CURRENCIES = list(ORIGINAL_CURRENCIES)
 
@@ -38,7 +38,7 @@ SCRIPT = """
 import asyncio, json, sys
 from antaeus.domain.money import ORIGINAL_CURRENCIES, Currency, Money
 from antaeus.payments.provider import ChargeRequest
-from antaeus.payments.simulated import SimulatedPaymentProvider
+from antaeus.simulators.simulated import SimulatedPaymentProvider
 
 async def main(state, seed, n, tag):
     provider = SimulatedPaymentProvider(

@@ -85,9 +85,7 @@ import hmac
 import json
 import logging
 import math
-import random
 import re
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -101,7 +99,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from antaeus.domain.money import (
     CURRENCIES,
@@ -120,7 +118,8 @@ from antaeus.payments.provider import (
     KeyReusedError,
     RequestRejectedError,
 )
-from antaeus.payments.simulated import (
+from antaeus.simulators.server import Faults, check_rate, drop_answer, read_body, respond
+from antaeus.simulators.simulated import (
     CHARGED,
     DECLINED_KEY,
     KEY_IN_USE,
@@ -160,10 +159,6 @@ class InvalidInput(ValueError):  # noqa: N818 (read as "an invalid input", like 
         super().__init__(message)
         self.field = field
         self.message = message
-
-
-class DroppedConnection(Exception):  # noqa: N818 (not an error: a simulated fault)
-    """Raised after the status line of a lost answer, so the server drops the connection."""
 
 
 def _refuse_constant(name: str) -> Any:
@@ -431,9 +426,7 @@ class HostileFaults:
             "bad_charge_id_rate",
             "reject_after_unknown_rate",
         ):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:  # NaN fails this too
-                raise ValueError(f"{name} must be between 0 and 1, not {value}")
+            check_rate(name, getattr(self, name))
         every, length = self.unauthorized_every, self.unauthorized_for
         if not (math.isfinite(every) and every >= 0):
             raise ValueError(f"unauthorized_every must be 0 or more seconds, not {every}")
@@ -473,7 +466,6 @@ def _json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-_JSON: Final = (b"content-type", b"application/json")
 _REPLAYED: Final = (b"idempotent-replayed", b"true")
 _UNAUTHORIZED: Final = b'{"error":"unauthorized"}'
 _RATE_LIMITED: Final = b'{"error":"rate_limited"}'
@@ -589,10 +581,10 @@ class SimulatorApp:
         self.api_key = api_key.encode() if api_key is not None else None
         self.bucket = TokenBucket(rate_limit) if rate_limit else None
         self.stats = SimulatorStats()
-        self._rng = random.Random(seed)
+        self._rng = Faults(seed)
         self.hostile = hostile or HostileFaults()
         # its own generator, so turning hostile faults on does not change the others' choices
-        self._hostile_rng = random.Random(f"hostile:{seed}")
+        self._hostile_rng = Faults(f"hostile:{seed}")
         self._clock = clock
         self._started = clock()
         self._last_burst = -1
@@ -623,7 +615,7 @@ class SimulatorApp:
             elif scope["method"] == "GET":
                 await self._lookup(scope, send)
             else:
-                await _respond(send, 405, _METHOD, [(b"allow", b"GET, POST")])
+                await respond(send, 405, _METHOD, [(b"allow", b"GET, POST")])
             return
         await self._routes(scope, receive, send)
 
@@ -670,7 +662,7 @@ class SimulatorApp:
             if keys > 1:
                 raise InvalidInput("Idempotency-Key", "send one Idempotency-Key header, not more")
             idempotency_key = check_key(key)
-            body = await _read_body(receive, length, MAX_CHARGE_BODY)
+            body = await read_body(receive, MAX_CHARGE_BODY, _body_problem, length)
             if body is None:
                 return  # the client went away
             request = parse_charge(idempotency_key, body)
@@ -763,16 +755,13 @@ class SimulatorApp:
         key = request.idempotency_key
         if key in self._lost:
             self._lost.discard(key)  # a chance for the first request after the lost answer
-            if (
-                hostile.reject_after_unknown_rate
-                and rng.random() < hostile.reject_after_unknown_rate
-            ):
+            if rng.hits(hostile.reject_after_unknown_rate):
                 stats.invalid_requests += 1
                 stats.rejected_after_unknown += 1
                 self.faults["rejectedAfterUnknown"].append(_fault(request))
                 await self._send(send, 400, _REJECTED_AFTER_UNKNOWN)
                 return True
-        if hostile.bad_retry_after_rate and rng.random() < hostile.bad_retry_after_rate:
+        if rng.hits(hostile.bad_retry_after_rate):
             retry = [(b"retry-after", rng.choice(HOSTILE_RETRY_AFTER))]
             if rng.random() < 0.5:
                 stats.rate_limited += 1
@@ -783,7 +772,7 @@ class SimulatorApp:
                 stats.bad_retry_after["409"] += 1
                 await self._send(send, 409, _KEY_IN_USE, retry)
             return True
-        if hostile.key_in_use_rate and rng.random() < hostile.key_in_use_rate:
+        if rng.hits(hostile.key_in_use_rate):
             stats.key_in_use += 1
             stats.hostile_key_in_use += 1
             await self._send(send, 409, _KEY_IN_USE, [(b"retry-after", b"1")])
@@ -828,7 +817,7 @@ class SimulatorApp:
         else:
             if isinstance(result, Charged):
                 rate = self.hostile.bad_charge_id_rate
-                if rate and not result.replayed and self._hostile_rng.random() < rate:
+                if rate and not result.replayed and self._hostile_rng.hits(rate):
                     how = self._hostile_rng.choice(HOSTILE_CHARGE_IDS)
                     stats.bad_charge_ids[how] += 1
                     self.faults["badChargeId"].append({**_fault(request), "kind": how})
@@ -860,7 +849,7 @@ class SimulatorApp:
         headers: Iterable[tuple[bytes, bytes]] = (),
     ) -> None:
         self.stats.by_status[str(status)] += 1
-        await _respond(send, status, body, headers)
+        await respond(send, status, body, headers)
 
     # --- the other routes ------------------------------------------------------------
 
@@ -882,19 +871,9 @@ class SimulatorApp:
             return refused
         # the main API's shapes: 400 for a body that is not JSON, 422 naming a bad field
         try:
-            body = await _read_body(
-                request.receive, _header(request, "content-length"), MAX_ADMIN_BODY
-            )
-        except InvalidInput as exc:
-            return _error(400, "body_too_large", exc.message, "body")
-        if body is None:
-            return Response(status_code=400)  # the client went away
-        try:
-            doc = loads(body)
-        except ValueError as exc:
-            return _error(400, "invalid_json", f"the body is not valid JSON: {exc}", "body")
-        try:
-            accounts = parse_accounts(doc)
+            accounts = parse_accounts(await self._json_body(request))
+        except _BadBody as exc:
+            return exc.response
         except InvalidInput as exc:
             return _JSONResponse(_invalid_doc("validation_error", exc), 422)
         await asyncio.to_thread(self.provider.store.set_accounts, accounts)
@@ -903,9 +882,8 @@ class SimulatorApp:
     async def _json_body(self, request: Request) -> Any:
         """The request's JSON (InvalidInput with `field` "body" and a 400's code as message)."""
         try:
-            body = await _read_body(
-                request.receive, _header(request, "content-length"), MAX_ADMIN_BODY
-            )
+            length = _header(request, "content-length")
+            body = await read_body(request.receive, MAX_ADMIN_BODY, _body_problem, length)
         except InvalidInput as exc:
             raise _BadBody(_error(400, "body_too_large", exc.message, "body")) from None
         if body is None:
@@ -1068,93 +1046,10 @@ def _invalid(code: str, exc: InvalidInput) -> bytes:
     return _json(_invalid_doc(code, exc))
 
 
+def _body_problem(message: str) -> InvalidInput:
+    return InvalidInput("body", message)
+
+
 def _header(request: Request, name: str) -> bytes | None:
     value = request.headers.get(name)
     return value.encode("latin-1") if value is not None else None
-
-
-async def _read_body(receive: Receive, length: bytes | None, limit: int) -> bytes | None:
-    """The request body (None if the client left), or InvalidInput past `limit` bytes."""
-    if length is not None:
-        if not length.isdigit():
-            raise InvalidInput("body", "the Content-Length header is malformed")
-        if int(length) > limit:
-            raise InvalidInput("body", f"the body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise InvalidInput("body", f"the body is larger than {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _respond(
-    send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [_JSON, (b"content-length", b"%d" % len(body)), *headers],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def drop_answer(send: Send, promised: int = 64) -> None:
-    """The status line and headers of an answer whose body never comes: a lost answer."""
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [_JSON, (b"content-length", b"%d" % promised)],
-        }
-    )
-    raise DroppedConnection
-
-
-class _QuietDrops(logging.Filter):
-    """Keeps uvicorn from logging each simulated dropped connection as an error."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], DroppedConnection))
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port (OSError when it cannot be had)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-        sock.set_inheritable(True)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-async def serve(app: SimulatorApp, sock: socket.socket) -> None:
-    """Serve `app` on `sock` with uvicorn (httptools, no access log) until SIGTERM/SIGINT."""
-    import uvicorn
-
-    config = uvicorn.Config(
-        app,
-        http="httptools",
-        loop="uvloop",
-        lifespan="off",
-        access_log=False,
-        log_level="warning",
-        server_header=False,
-        backlog=2048,
-    )
-    logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
-    await uvicorn.Server(config).serve(sockets=[sock])

@@ -81,26 +81,30 @@ import hashlib
 import hmac
 import json
 import os
-import random
 import secrets
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 from urllib.parse import parse_qsl
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from antaeus.payments.simulator_server import drop_answer
-from antaeus.payments.simulator_server import serve as _serve
+from antaeus.simulators.server import (
+    Faults,
+    check_rate,
+    drop_answer,
+    lifespan,
+    read_body,
+    respond,
+)
 
 MAX_BODY: Final = 64 * 1024
 MAX_KEY_LENGTH: Final = 255
-_JSON: Final = (b"content-type", b"application/json")
+STRIPE_VERSION: Final = b"2025-01-01.fake"
 
 #: Stripe's test payment methods: what confirming a PaymentIntent with each answers.
 #: (error code, decline code); None: succeeds; "requires_action": answers that status.
@@ -361,23 +365,16 @@ class FakeStripe:
         state: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        for name, rate in (
-            ("server_error_rate", server_error_rate),
-            ("lost_answer_rate", lost_answer_rate),
-            ("rate_limit_rate", rate_limit_rate),
-        ):
-            if not 0.0 <= rate <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, not {rate}")
         if not latency_ms >= 0 or not key_retention > 0:
             raise ValueError("latency_ms must be 0 or more and key_retention more than 0")
         self.api_key = api_key
         self.read_only_key = read_only_key
         self.key_retention = key_retention
         self.latency = latency_ms / 1000.0
-        self.server_error_rate = server_error_rate
-        self.lost_answer_rate = lost_answer_rate
-        self.rate_limit_rate = rate_limit_rate
-        self._rng = random.Random(seed)
+        self.server_error_rate = check_rate("server_error_rate", server_error_rate)
+        self.lost_answer_rate = check_rate("lost_answer_rate", lost_answer_rate)
+        self.rate_limit_rate = check_rate("rate_limit_rate", rate_limit_rate)
+        self._rng = Faults(seed)
         self._clock = clock
         self._state_path = Path(state) if state and state != ":memory:" else None
         self.state = self._load()
@@ -469,7 +466,7 @@ class FakeStripe:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -490,7 +487,7 @@ class FakeStripe:
         try:
             writing = method == "POST"
             self._authorize(headers.get("authorization"), writing)
-            body = await _read_body(receive) if writing else b""
+            body = await read_body(receive, MAX_BODY, _invalid) if writing else b""
             if body is None:
                 return  # the client went away
             if self.latency and not writing:
@@ -550,7 +547,7 @@ class FakeStripe:
             )
 
     def _fault_before(self) -> Callable[[Send], Any] | None:
-        if self.server_error_rate and self._rng.random() < self.server_error_rate:
+        if self._rng.hits(self.server_error_rate):
             self.stats.server_errors += 1
             status = self._rng.choice((500, 503))
 
@@ -562,7 +559,7 @@ class FakeStripe:
                 )
 
             return server_error
-        if self.rate_limit_rate and self._rng.random() < self.rate_limit_rate:
+        if self._rng.hits(self.rate_limit_rate):
             self.stats.rate_limited += 1
 
             async def rate_limited(send: Send) -> None:
@@ -707,14 +704,14 @@ class FakeStripe:
             self._save()
         finally:
             self._in_flight.discard(key)
-        if self.lost_answer_rate and self._rng.random() < self.lost_answer_rate:
+        if self._rng.hits(self.lost_answer_rate):
             self.stats.lost_answers += 1
             if self._rng.random() < 0.5:
                 await self._error(
                     send, 500, {"type": "api_error", "message": "simulated: answer lost"}
                 )
                 return
-            await _drop(send)
+            await drop_answer(send, promised=2048)
         await _respond(send, status, answer, echo)
 
     # -- the objects --------------------------------------------------------------------
@@ -911,55 +908,9 @@ def _canonical(params: Mapping[str, Any]) -> bytes:
     return json.dumps(params, sort_keys=True, separators=(",", ":")).encode()
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise _invalid(f"The request body is larger than {MAX_BODY} bytes.")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
 async def _respond(
     send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
 ) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                _JSON,
-                (b"content-length", b"%d" % len(body)),
-                (b"request-id", _new_id("req").encode()),
-                (b"stripe-version", b"2025-01-01.fake"),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _drop(send: Send) -> None:
-    await drop_answer(send, promised=2048)  # a lost answer, as the simulator drops one
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
-async def serve(app: FakeStripe, sock: socket.socket) -> None:
-    """Serve the fake on `sock` with uvicorn until SIGTERM/SIGINT (as the simulator is)."""
-    await _serve(cast(Any, app), sock)
+    """An answer with the headers Stripe adds to each (a request id, the API version)."""
+    stripe = [(b"request-id", _new_id("req").encode()), (b"stripe-version", STRIPE_VERSION)]
+    await respond(send, status, body, [*stripe, *headers])

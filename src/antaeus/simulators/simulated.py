@@ -85,6 +85,7 @@ from antaeus.payments.provider import (
     RequestRejectedError,
     refuses_nothing,
 )
+from antaeus.simulators.server import check_rate
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS keys (
@@ -594,8 +595,8 @@ class SimulatedPaymentProvider:
             ("network_error_rate", network_error_rate),
             ("ambiguous_rate", ambiguous_rate),
         ):
-            if rate is not None and not 0.0 <= rate <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1")
+            if rate is not None:
+                check_rate(name, rate)
         self.store = SimulatorStore(state)
         self.failure_rate = failure_rate
         self.network_error_rate = (

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from antaeus.payments.simulator_server import (
+from antaeus.simulators.simulator_server import (
     HOSTILE_CHARGE_IDS,
     HOSTILE_RETRY_AFTER,
     spoil_charge_id,
