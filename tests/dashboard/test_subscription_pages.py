@@ -487,3 +487,20 @@ async def test_mrr_counts_a_change_in_effect_not_yet_billed(
         plan_id = await conn.scalar(select(subscriptions.c.plan_id))
     assert plan_id == month
     assert '<ul class="amounts" id="mrr"><li>90.00 EUR</li></ul>' in (await signed_in.get("/")).text
+
+
+async def test_a_change_now_during_a_trial_applies_at_once(
+    signed_in: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    cid = await customer(client)
+    plan = await new_plan(client, "trial", trialDays=14)
+    sub = await subscribe(client, customerId=cid, planId=plan)
+    assert sub["status"] == "trialing"
+    page = await signed_in.get(f"/subscriptions/{sub['id']}/change?quantity=3&effective=now")
+    assert page.status_code == 200, page.text
+    assert "From today it is billed for Pro (trial, 30.00 EUR every month) × 3" in page.text
+    assert "Its status stays trialing." in page.text
+    done = await signed_in.post(f"/subscriptions/{sub['id']}/change", data=form_of(page.text))
+    assert done.status_code == 303, done.text
+    shown = await get_json(client, f"/rest/v1/subscriptions/{sub['id']}")
+    assert (shown["quantity"], shown["pendingChange"]) == (3, None)
