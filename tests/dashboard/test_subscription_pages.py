@@ -9,7 +9,7 @@ NOW (tests/conftest.py) is 2026-11-22T12:00:00Z, a Sunday.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -20,10 +20,18 @@ from sqlalchemy import func, select, update
 from antaeus.billing.generation import generate_due
 from antaeus.clock import ManualClock
 from antaeus.storage.database import Database
-from antaeus.storage.tables import credit_entries, customers, events, invoices, subscriptions
+from antaeus.storage.tables import (
+    credit_entries,
+    customers,
+    events,
+    invoice_lines,
+    invoices,
+    subscriptions,
+)
 from tests.api.test_billing_api import get_json
 from tests.api.test_plans import new_plan
 from tests.api.test_subscriptions import customer, subscribe
+from tests.conftest import NOW
 from tests.dashboard.test_pages import CSRF, csrf_of, sign_in
 from tests.dashboard.test_scopes import _browser, _create_token
 
@@ -504,3 +512,50 @@ async def test_a_change_now_during_a_trial_applies_at_once(
     assert done.status_code == 303, done.text
     shown = await get_json(client, f"/rest/v1/subscriptions/{sub['id']}")
     assert (shown["quantity"], shown["pendingChange"]) == (3, None)
+
+
+async def test_the_subscription_page_shows_its_change_lines_and_credit(
+    signed_in: httpx.AsyncClient, client: httpx.AsyncClient, database: Database, clock: ManualClock
+) -> None:
+    """What a change `now` writes (a `credit` and a `proration` line on an invoice, or a
+    credit entry naming the subscription) shows on its page."""
+    w = await world(client, database)
+    [invoice, *_] = await generated(database, clock)
+    sid, cid = w["sub"], w["customer"]
+    async with database.write() as conn:
+        await conn.execute(
+            invoice_lines.insert(),
+            [
+                {
+                    "invoice_id": invoice,
+                    "kind": kind,
+                    "description": f"{kind} <em>line</em>",
+                    "amount_minor": amount,
+                    "subscription_id": sid,
+                    "period_start": date(2026, 11, 22),
+                    "period_end": date(2026, 12, 1),
+                    "quantity": 2,
+                }
+                for kind, amount in (("credit", -1800), ("proration", 2700))
+            ],
+        )
+        await conn.execute(
+            credit_entries.insert().values(
+                customer_id=cid,
+                currency="EUR",
+                amount_minor=500,
+                balance_minor=500,
+                reason="cancel",
+                subscription_id=sid,
+                actor="tester",
+                created_at=NOW,
+            )
+        )
+    page = await signed_in.get(f"/subscriptions/{sid}")
+    assert page.status_code == 200
+    assert "Changes billed or credited" in page.text
+    assert "credit &lt;em&gt;line&lt;/em&gt;" in page.text
+    assert "-18.00 EUR" in page.text
+    assert "27.00 EUR" in page.text
+    assert "+5.00 EUR" in page.text
+    assert "2026-11-22 – 2026-12-01" in page.text

@@ -544,9 +544,10 @@ async def subscription_page(
             )
         plan_repo = PlanRepository(conn)
         plans = await plan_repo.many(sub.plan_ids())
-        periods = await SubscriptionPagesRepository(conn).periods(
-            the_id, before=older_than, limit=PAGE_SIZE + 1
-        )
+        pages = SubscriptionPagesRepository(conn)
+        periods = await pages.periods(the_id, before=older_than, limit=PAGE_SIZE + 1)
+        changes = await pages.change_lines(the_id, limit=PAGE_SIZE)
+        entries = await pages.subscription_credit_entries(sub.customer_id, the_id, limit=PAGE_SIZE)
         offered = [
             p
             for p in await plan_repo.page(after=0, limit=MAX_PLANS_OFFERED, archived=False)
@@ -568,6 +569,8 @@ async def subscription_page(
             if more and periods and periods[-1].period_start
             else None,
             "offered": [(p.id, plan_words(p, p.id)) for p in offered],
+            "changes": [_line_view(x) for x in changes],
+            "entries": [_entry_view(e) for e in entries],
             "canceled": shown["status"] == SubscriptionStatus.CANCELED.value,
         },
     )

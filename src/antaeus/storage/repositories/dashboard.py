@@ -331,6 +331,36 @@ class SubscriptionPagesRepository(Generic[Conn]):
         query = query.order_by(invoice_lines.c.period_start.desc()).limit(limit)
         return [_line(r) for r in await self.conn.execute(query)]
 
+    async def change_lines(self, subscription_id: int, *, limit: int) -> list[LineRow]:
+        """The subscription's lines of other kinds than `subscription` (a change's
+        `proration` and `credit`), with their invoices, newest first."""
+        query = (
+            select(*_LINE_COLUMNS)
+            .select_from(invoice_lines.join(invoices, invoices.c.id == invoice_lines.c.invoice_id))
+            .where(
+                invoice_lines.c.subscription_id == subscription_id,
+                invoice_lines.c.kind != "subscription",
+            )
+            .order_by(invoice_lines.c.id.desc())
+            .limit(limit)
+        )
+        return [_line(r) for r in await self.conn.execute(query)]
+
+    async def subscription_credit_entries(
+        self, customer_id: int, subscription_id: int, *, limit: int
+    ) -> list[CreditEntryRow]:
+        """The customer's credit entries that name this subscription, newest first."""
+        query = (
+            select(credit_entries)
+            .where(
+                credit_entries.c.customer_id == customer_id,
+                credit_entries.c.subscription_id == subscription_id,
+            )
+            .order_by(credit_entries.c.id.desc())
+            .limit(limit)
+        )
+        return [_entry(r) for r in await self.conn.execute(query)]
+
     async def lines_of_invoices(self, invoice_ids: Sequence[int]) -> list[LineRow]:
         """The lines of these invoices, by invoice then line id."""
         if not invoice_ids:
