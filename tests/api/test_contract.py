@@ -104,7 +104,8 @@ async def test_customer_byte_for_byte(client: httpx.AsyncClient) -> None:
     assert response.text.startswith(CUSTOMER_1)
     assert response.text == (
         '{"id":1,"currency":"EUR","timezone":"UTC",'
-        '"providerCustomerId":null,"providerPaymentMethodId":null}'
+        '"providerCustomerId":null,"providerPaymentMethodId":null,'
+        '"creditBalance":{"value":0.00,"currency":"EUR"}}'
     )
     third = await client.get("/rest/v1/customers/3")
     assert third.text.startswith(CUSTOMER_3)

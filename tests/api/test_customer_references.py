@@ -105,6 +105,7 @@ async def test_patch_sets_clears_and_leaves_what_it_does_not_name(
         "timezone": "Europe/Copenhagen",
         "providerCustomerId": "cus_1",
         "providerPaymentMethodId": None,
+        "creditBalance": {"value": 0, "currency": "EUR"},
     }
     response = await _patch(client, cid, {"providerPaymentMethodId": "pm_1"})
     assert response.json()["providerCustomerId"] == "cus_1"  # not named: unchanged

@@ -45,6 +45,7 @@ async def test_create_answers_201_with_the_customer_and_location(
         "timezone": "Europe/Copenhagen",
         "providerCustomerId": None,
         "providerPaymentMethodId": None,
+        "creditBalance": {"value": 0, "currency": "DKK"},
     }
     assert isinstance(body["id"], int)
     assert body["id"] >= 1
@@ -54,6 +55,7 @@ async def test_create_answers_201_with_the_customer_and_location(
         "timezone",
         "providerCustomerId",
         "providerPaymentMethodId",
+        "creditBalance",
     ]
     assert response.headers["location"] == f"/rest/v1/customers/{body['id']}"
     fetched = await client.get(response.headers["location"])

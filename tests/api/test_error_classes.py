@@ -26,7 +26,6 @@ NAMED = [
     (errors.CurrencyMismatchError, 422, "currency_mismatch"),
     (errors.FieldInvalidError, 422, "validation_error"),
     (errors.PlanNotFoundError, 422, "plan_not_found"),
-    (errors.NotAvailableError, 422, "not_available"),
     (errors.AlreadyExistsError, 409, "already_exists"),
 ]
 

@@ -21,6 +21,7 @@ async def test_create_and_read_customer(client: httpx.AsyncClient) -> None:
         "timezone": "Europe/Copenhagen",
         "providerCustomerId": None,
         "providerPaymentMethodId": None,
+        "creditBalance": {"value": 0, "currency": "DKK"},
     }
     fetched = await client.get(f"/rest/v1/customers/{body['id']}")
     assert fetched.json() == body

@@ -559,3 +559,50 @@ async def test_the_subscription_page_shows_its_change_lines_and_credit(
     assert "27.00 EUR" in page.text
     assert "+5.00 EUR" in page.text
     assert "2026-11-22 – 2026-12-01" in page.text
+
+
+async def test_a_change_now_previews_its_invoice_and_makes_exactly_it(
+    signed_in: httpx.AsyncClient, client: httpx.AsyncClient, database: Database, clock: ManualClock
+) -> None:
+    """30.00 EUR a month x 2 since November 1st; on November 22nd, x 3 now: the unused
+    9 of 30 days are credited at x 2 (-18.00) and charged at x 3 (27.00), one invoice of
+    9.00 EUR; the page names it before, and confirming makes that invoice, once."""
+    w = await world(client, database)
+    await generated(database, clock)
+    sid = w["sub"]
+    before = await count(database, invoices)
+    page = await signed_in.get(f"/subscriptions/{sid}/change?quantity=3&effective=now")
+    assert page.status_code == 200, page.text
+    assert "An invoice of 9.00 EUR" in page.text
+    assert "-18.00 EUR" in page.text
+    assert "27.00 EUR" in page.text
+    assert "2026-11-22 – 2026-12-01" in page.text
+    assert await count(database, invoices) == before  # the preview wrote nothing
+    done = await signed_in.post(f"/subscriptions/{sid}/change", data=form_of(page.text))
+    assert done.status_code == 303, done.text
+    assert await count(database, invoices) == before + 1
+    async with database.read() as conn:
+        newest = (await conn.execute(select(invoices).order_by(invoices.c.id.desc()))).first()
+    assert newest is not None
+    assert (newest.amount_minor, newest.status) == (900, "PENDING")
+    shown = await signed_in.get(f"/subscriptions/{sid}")
+    assert "Changes billed or credited" in shown.text
+    assert f'href="/invoices/{newest.id}"' in shown.text
+
+
+async def test_a_cancel_now_with_proration_credits_the_customer(
+    signed_in: httpx.AsyncClient, client: httpx.AsyncClient, database: Database, clock: ManualClock
+) -> None:
+    w = await world(client, database)
+    await generated(database, clock)
+    sid, cid = w["sub"], w["customer"]
+    page = await signed_in.get(f"/subscriptions/{sid}/cancel?at=now&prorate=true")
+    assert page.status_code == 200, page.text
+    assert "+18.00 EUR" in page.text  # 9 of 30 days of 60.00
+    done = await signed_in.post(f"/subscriptions/{sid}/cancel", data=form_of(page.text))
+    assert done.status_code == 303, done.text
+    customer_page = await signed_in.get(f"/customers/{cid}")
+    assert '<p class="big" id="credit-balance">18.00 EUR</p>' in customer_page.text
+    assert "tester" in customer_page.text  # the session's token is the entry's actor
+    async with database.read() as conn:
+        assert await conn.scalar(select(func.count()).select_from(credit_entries)) == 1

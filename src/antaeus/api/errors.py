@@ -167,15 +167,6 @@ class AlreadyExistsError(_NamedError):
     description = "a unique value (a plan's `code`) is taken; `field` names it"
 
 
-class NotAvailableError(_NamedError):
-    """A request the API understands but cannot carry out yet (`field` names the option)."""
-
-    status, code = 422, "not_available"
-    description = (
-        "a request the API understands but cannot carry out yet (`field` names the option)"
-    )
-
-
 #: codes answered by the handlers below rather than raised as a `_NamedError`
 _HANDLER_CODES: Final[dict[str, tuple[int, str]]] = {
     "invalid_json": (400, "the request body is not valid JSON"),

@@ -45,6 +45,7 @@ from antaeus.domain.money import (
 from antaeus.domain.periods import PeriodRuleError, check_interval
 from antaeus.exactjson import rfc3339
 from antaeus.storage.repositories.actions import ActionRow
+from antaeus.storage.repositories.credit import CreditEntry
 from antaeus.storage.repositories.invoices import InvoiceFilter
 
 MAX_ID: Final = 2**63 - 1
@@ -379,6 +380,7 @@ class CustomerRead(BaseModel):
     timezone: str
     providerCustomerId: str | None  # noqa: N815
     providerPaymentMethodId: str | None  # noqa: N815
+    creditBalance: MoneyRead  # noqa: N815
 
 
 class InvoiceLineRead(BaseModel):
@@ -426,6 +428,7 @@ def customer_json(c: Customer) -> dict[str, Any]:
         "timezone": c.timezone,
         "providerCustomerId": c.provider_customer_id,
         "providerPaymentMethodId": c.provider_payment_method_id,
+        "creditBalance": {"value": c.credit.value, "currency": c.currency.value},
     }
 
 
@@ -892,7 +895,7 @@ class SubscriptionChange(RequestBody):
     effective: Literal["now", "period_end"] = Field(
         default="period_end",
         description="`period_end`: a pending change, applied when the current period ends; "
-        "`now`: at once (before billing starts; after, 422 `not_available`)",
+        "`now`: at once (after billing started, the unused days credited or invoiced)",
     )
 
     @model_validator(mode="after")
@@ -910,8 +913,8 @@ class SubscriptionCancel(RequestBody):
     )
     prorate: StrictBool = Field(
         default=False,
-        description="with `at: now`, credit the unused billed days (422 `not_available` while "
-        "customer credit is not built, when there are such days)",
+        description="with `at: now`, the unused billed days (today through the period's end) "
+        "go to the customer's credit",
     )
 
 
@@ -948,3 +951,80 @@ class SubscriptionRead(BaseModel):
     canceledAt: datetime | None  # noqa: N815
     pendingChange: PendingChangeRead | None  # noqa: N815
     createdAt: datetime  # noqa: N815
+
+
+# -- customer credit (issue 21) ---------------------------------------------------------
+
+
+def _adjustment(value: object, info: ValidationInfo) -> Decimal:
+    """A signed amount, not zero, with at most the decimals of the currency beside it."""
+    amount = _amount_in(value, info)
+    if amount == 0:
+        raise ValueError("amount must not be zero (positive adds credit, negative takes it)")
+    return amount
+
+
+AdjustmentIn = Annotated[
+    Decimal,
+    BeforeValidator(_adjustment),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^-?[0-9]{1,15}(\.[0-9]{1,4})?$"},
+                {"type": "number", "minimum": -MAX_MINOR, "maximum": MAX_MINOR},
+            ],
+            "description": "positive adds to the customer's credit, negative takes from it "
+            "(never below zero); a decimal string or a JSON number with at most the "
+            "currency's own decimals (EUR 2, JPY 0, KWD 3), not zero",
+            "examples": ["-5.00"],
+        }
+    ),
+]
+
+
+class AdjustmentMoneyIn(RequestBody):
+    currency: CurrencyCode  # first: the value is validated against its decimals
+    value: AdjustmentIn
+
+
+#: a credit entry's note (1-500 characters, one line)
+CreditNote = Annotated[
+    SingleLine,
+    Field(min_length=1, max_length=500, examples=["goodwill for the outage of 2027-01-12"]),
+]
+
+
+class CreditAdjustmentCreate(RequestBody):
+    amount: AdjustmentMoneyIn
+    note: CreditNote
+
+
+class CreditEntryRead(BaseModel):
+    id: int
+    customerId: int  # noqa: N815
+    amount: MoneyRead
+    balanceAfter: MoneyRead  # noqa: N815
+    reason: str = Field(description="change, cancel, invoice or adjustment (an open set)")
+    changeId: int | None  # noqa: N815
+    subscriptionId: int | None  # noqa: N815
+    invoiceId: int | None  # noqa: N815
+    note: str | None
+    actor: str
+    createdAt: datetime  # noqa: N815
+
+
+def credit_entry_json(e: CreditEntry) -> dict[str, Any]:
+    code = e.currency.value
+    return {
+        "id": e.id,
+        "customerId": e.customer_id,
+        "amount": {"value": e.amount.value, "currency": code},
+        "balanceAfter": {"value": e.balance.value, "currency": code},
+        "reason": e.reason,
+        "changeId": e.change_id,
+        "subscriptionId": e.subscription_id,
+        "invoiceId": e.invoice_id,
+        "note": e.note,
+        "actor": e.actor,
+        "createdAt": rfc3339(e.created_at),
+    }

@@ -183,9 +183,21 @@ async def _batch(
     due: DueBatch | None = await repo.due(now, batch_size, customer_id)
     if due is None:
         return None
-    summary = GenerationSummary()
     if due.waited or not due.subscriptions:
-        return summary
+        return GenerationSummary()
+    return await _bill(conn, repo, due, now, plans, cache)
+
+
+async def _bill(
+    conn: WriteConnection,
+    repo: GenerationRepository,
+    due: DueBatch,
+    now: datetime,
+    plans: _Plans,
+    cache: _Cache,
+) -> GenerationSummary:
+    """Write the invoices of a batch's held customers (up to `DUE_DATES_PER_BATCH` due
+    dates each) and move their subscriptions on."""
     await plans.cover(conn, due.subscriptions)
     by_customer: dict[int, list[SubscriptionRow]] = defaultdict(list)
     for sub in due.subscriptions:
@@ -416,8 +428,15 @@ async def generate_due(
 async def generate_for_customer(
     conn: WriteConnection, now: datetime, customer_id: int
 ) -> GenerationSummary:
-    """Every invoice of one customer due by `now`, in the caller's transaction (a
-    subscription created with a past `startDate` invoices its past periods at once)."""
+    """Every invoice of one customer due by `now`, in the caller's transaction, exactly as
+    `generate_due` would (the same lines, consolidation and credit use).
+
+    For a request that holds the customer (`hold_customer_for_update`): a subscription
+    created with a past `startDate` (or starting today) invoices what is due at once;
+    a change or cancel `now` first bills the periods already due by the terms they were
+    due under, so that it never depends on whether the generator has run since the
+    period began.
+    """
     total = GenerationSummary()
     plans = _Plans()
     cache: _Cache = {}

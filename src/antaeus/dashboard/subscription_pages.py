@@ -208,9 +208,10 @@ class _Wanted:
     decide: Decision
     fields: dict[str, str]
     words: str
+    bill_first: bool = False  # as the API's route: a change or cancel `now` bills due periods
 
 
-def _wanted(action: str, values: Mapping[str, Any]) -> _Wanted:
+def _wanted(action: str, values: Mapping[str, Any], who: str) -> _Wanted:
     """The action's request from a query or a form, checked as the API checks its body."""
     if action not in ACTIONS:
         raise DashboardError(
@@ -229,7 +230,13 @@ def _wanted(action: str, values: Mapping[str, Any]) -> _Wanted:
             if change.quantity is not None:
                 fields["quantity"] = str(change.quantity)
             when = "now" if change.effective == "now" else "at the end of the current period"
-            return _Wanted(action, change_decision(change), fields, f"Change, effective {when}")
+            return _Wanted(
+                action,
+                change_decision(change, who),
+                fields,
+                f"Change, effective {when}",
+                bill_first=change.effective == "now",
+            )
         if action == "cancel":
             prorate = _text(values, "prorate")
             if prorate not in ("", "true", "false"):
@@ -243,7 +250,13 @@ def _wanted(action: str, values: Mapping[str, Any]) -> _Wanted:
             fields = {"at": str(cancel.at), "prorate": "true" if cancel.prorate else "false"}
             when = "now (today)" if cancel.at == "now" else "at the end of the current period"
             credit = ", the unused days credited" if cancel.prorate else ""
-            return _Wanted(action, cancel_decision(cancel), fields, f"Cancel {when}{credit}")
+            return _Wanted(
+                action,
+                cancel_decision(cancel, who),
+                fields,
+                f"Cancel {when}{credit}",
+                bill_first=cancel.at == "now",
+            )
     except ValidationError as exc:
         raise DashboardError(400, "Refused", f"{_first_error(exc)}. Nothing was changed.") from None
     return _Wanted(action, reactivate_decision(), {}, "Reactivate: take back the pending cancel")
@@ -363,7 +376,7 @@ async def _run(
     """Run the action in one transaction: a preview (`promised` None) rolls back and
     answers what it did; the real one (`promised`: the version and outcome digest the
     person confirmed) commits only if both are still what was confirmed."""
-    effect = action_effect(ctx, subscription_id, wanted.decide)
+    effect = action_effect(ctx, subscription_id, wanted.decide, bill_first=wanted.bill_first)
     back = f"/subscriptions/{subscription_id}"
     try:
         async with ctx.db.write() as conn:
@@ -581,7 +594,7 @@ async def subscription_confirm_page(
     request: Request, subscription_id: str, action: str, ctx: Ctx, session: SessionDep
 ) -> Response:
     the_id = parse_id(subscription_id, "subscription")
-    wanted = _wanted(action, request.query_params)
+    wanted = _wanted(action, request.query_params, session.token_name)
     context: dict[str, Any] = {
         "session": session,
         "sub_id": the_id,
@@ -604,7 +617,7 @@ async def subscription_action(
 ) -> Response:
     form = await sessions.checked_form(request, session)
     the_id = parse_id(subscription_id, "subscription")
-    wanted = _wanted(action, form)
+    wanted = _wanted(action, form, session.token_name)
     version, digest = _text(form, "version"), _text(form, "outcome")
     if not version or not digest:
         raise DashboardError(

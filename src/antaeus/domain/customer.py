@@ -8,7 +8,7 @@ from functools import lru_cache
 from importlib.resources import files
 from zoneinfo import ZoneInfo, available_timezones
 
-from antaeus.domain.money import Currency
+from antaeus.domain.money import Currency, Money
 
 DEFAULT_TIMEZONE = "UTC"
 
@@ -48,3 +48,9 @@ class Customer:
     created_at: datetime | None = None
     provider_customer_id: str | None = None  # the customer at the provider (`cus_…`)
     provider_payment_method_id: str | None = None  # the payment method to charge (`pm_…`)
+    credit_minor: int = 0  # the customer's credit (issue 21), minor units, >= 0
+
+    @property
+    def credit(self) -> Money:
+        """The customer's credit balance, in its currency (`creditBalance`)."""
+        return Money.from_minor(self.credit_minor, self.currency)

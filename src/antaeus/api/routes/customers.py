@@ -7,20 +7,25 @@ from fastapi import APIRouter, Path, Request, Response
 
 from antaeus.api.auth import AuthenticatedRoute, Principal
 from antaeus.api.context import Ctx
-from antaeus.api.errors import not_found
+from antaeus.api.errors import CurrencyMismatchError, FieldInvalidError, not_found
 from antaeus.api.idempotency import IdempotencyKey, run_idempotent
 from antaeus.api.jsonio import JSONResponse
 from antaeus.api.pagination import Page, paginate
 from antaeus.api.schemas import (
     ERROR_RESPONSES,
     MAX_ID,
+    CreditAdjustmentCreate,
+    CreditEntryRead,
     CustomerCreate,
     CustomerPatch,
     CustomerRead,
     DigitsInt,
+    credit_entry_json,
     customer_json,
 )
+from antaeus.domain.money import MAX_MINOR, Money
 from antaeus.storage.database import WriteConnection
+from antaeus.storage.repositories.credit import CreditReason, CreditRepository
 from antaeus.storage.repositories.customers import CustomerRepository
 from antaeus.storage.repositories.subscriptions import SubscriptionRepository
 
@@ -130,3 +135,93 @@ async def change_customer(
     if moved and moved[-1]:  # once committed (not on a replay)
         log.info("customer_invoices_follow_timezone", customer_id=id, invoices_moved=moved[-1])
     return response
+
+
+# -- credit (issue 21) -----------------------------------------------------------------
+
+
+@router.get(
+    "/{id}/credit-entries",
+    summary="The customer's credit entries by ascending id",
+    description="Every change of the customer's credit balance (`creditBalance`), with its "
+    "sign and the balance after it: `change` (a change `now` whose net was not positive), "
+    "`cancel` (a cancel `now` with `prorate`), `invoice` (a generated invoice used it), "
+    "`adjustment` (a person's, with a note). The sum of the amounts is the balance.",
+    response_model=list[CreditEntryRead],
+    responses=ERROR_RESPONSES,
+)
+async def list_credit_entries(
+    id: CustomerId, request: Request, ctx: Ctx, _who: Principal, page: Page
+) -> JSONResponse:
+    async with ctx.db.read() as conn:
+        if await CustomerRepository(conn).get(id) is None:
+            raise not_found("customer", id)
+        rows = await CreditRepository(conn).page(id, after=page.after, limit=page.limit + 1)
+    items, headers = paginate(request, rows, page)
+    return JSONResponse([credit_entry_json(e) for e in items], headers=headers)
+
+
+@router.post(
+    "/{id}/credit-entries",
+    status_code=201,
+    summary="Adjust the customer's credit",
+    description="A person's adjustment (reason `adjustment`, the token's name as actor): "
+    "`amount` positive adds credit, negative takes it, in the customer's currency (422 "
+    "`currency_mismatch`, field `amount.currency`) with its decimals; the balance never "
+    "falls below zero (422, field `amount`, nothing written). `note`: 1-500 characters, "
+    "one line. Answers 201 with the entry.",
+    response_model=CreditEntryRead,
+    responses=ERROR_RESPONSES,
+)
+async def adjust_credit(
+    id: CustomerId,
+    body: CreditAdjustmentCreate,
+    ctx: Ctx,
+    who: Principal,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
+        await SubscriptionRepository(conn).hold_customer_for_update(id)
+        customer = await CustomerRepository(conn).get(id)
+        if customer is None:
+            raise not_found("customer", id)
+        currency = customer.currency
+        if body.amount.currency is not currency:
+            raise CurrencyMismatchError(
+                f"customer {id}'s credit is in {currency.value}, not {body.amount.currency.value}",
+                field="amount.currency",
+            )
+        amount = Money(body.amount.value, currency)
+        balance = customer.credit_minor + amount.minor
+        if balance < 0:
+            raise FieldInvalidError(
+                f"amount: the credit would fall below zero ({customer.credit} less "
+                f"{-amount} is {Money.from_minor(balance, currency)})",
+                field="amount",
+                creditBalance={"value": customer.credit.value, "currency": currency.value},
+            )
+        if balance > MAX_MINOR:
+            raise FieldInvalidError(
+                f"amount: the credit would pass the largest amount of {currency.value} "
+                f"({currency.max_amount})",
+                field="amount",
+            )
+        entry = await CreditRepository(conn).add(
+            customer_id=id,
+            currency=currency,
+            amount_minor=amount.minor,
+            balance_before=customer.credit_minor,
+            reason=CreditReason.ADJUSTMENT,
+            actor=who,
+            now=ctx.clock.now(),
+            note=body.note,
+        )
+        return 201, credit_entry_json(entry), {}
+
+    return await run_idempotent(
+        ctx,
+        f"POST /rest/v1/customers/{id}/credit-entries",
+        idempotency_key,
+        body.model_dump(mode="json"),
+        effect,
+    )

@@ -1,10 +1,13 @@
 """Subscriptions (issue 21): create, list, read, change (`period_end`), cancel, reactivate.
 
 Status and the current period are worked out from the customer's local date when
-read (the injected clock), by the pure rules of domain/subscription.py. What
-moves money (a change or cancel `now` with proration or credit) needs invoice
-generation and customer credit, which are not built yet: those requests are
-refused with 422 `not_available`, naming `effective` or `prorate`.
+read (the injected clock), by the pure rules of domain/subscription.py. A change
+or cancel `now` first invoices the customer's periods already due (as the
+generator would have), then moves money in the same transaction: a change's
+`credit` and `proration` lines on an invoice due now (`InvoiceWriter`), or its
+non-positive net, and a prorated cancel's unused days, to the customer's credit
+(storage/repositories/credit.py). Lock order: the customer, then the
+subscription, as generation takes them.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Protocol
 
+import structlog
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from antaeus.api.auth import AuthenticatedRoute, Principal
@@ -22,7 +26,6 @@ from antaeus.api.errors import (
     CustomerNotFoundError,
     FieldInvalidError,
     InvalidStateError,
-    NotAvailableError,
     PlanNotFoundError,
     not_found,
 )
@@ -38,10 +41,10 @@ from antaeus.api.schemas import (
     SubscriptionCreate,
     SubscriptionRead,
 )
-from antaeus.billing.generation import generate_for_customer
+from antaeus.billing.generation import InvoiceWriter, generate_for_customer
 from antaeus.billing.subscription_view import subscription_json, subscriptions_page
 from antaeus.domain.events import EventType, SubscriptionEvent, row
-from antaeus.domain.money import Currency
+from antaeus.domain.money import Currency, Money
 from antaeus.domain.periods import (
     BillingAnchor,
     PeriodRuleError,
@@ -57,6 +60,7 @@ from antaeus.domain.subscription import (
     SubscriptionTerms,
     cancel_now_credit,
     change_now_lines,
+    change_now_outcome,
     current_period,
     next_due_at,
     status_on,
@@ -64,12 +68,16 @@ from antaeus.domain.subscription import (
 )
 from antaeus.storage.database import Conn, WriteConnection
 from antaeus.storage.repositories.billing import BillingRepository
+from antaeus.storage.repositories.credit import ChangeKind, CreditReason, CreditRepository
 from antaeus.storage.repositories.customers import CustomerRepository
+from antaeus.storage.repositories.generation import GenerationRepository
 from antaeus.storage.repositories.plans import Plan, PlanRepository
 from antaeus.storage.repositories.subscriptions import (
     SubscriptionRepository,
     SubscriptionRow,
 )
+
+log = structlog.get_logger("antaeus.api")
 
 router = APIRouter(
     prefix="/rest/v1/subscriptions", tags=["subscriptions"], route_class=AuthenticatedRoute
@@ -269,24 +277,30 @@ class Decision(Protocol):
     ) -> tuple[dict[str, Any], EventType]: ...
 
 
-def action_effect(ctx: AppContext, subscription_id: int, decide: Decision) -> Effect:
+def action_effect(
+    ctx: AppContext, subscription_id: int, decide: Decision, *, bill_first: bool = False
+) -> Effect:
     """An action on one subscription, locked, as one transaction's work: what the API's
     `_act` runs at most once per Idempotency-Key, and what the dashboard's confirmation
     runs (and its preview, rolled back), so that both act by the same code.
 
     `decide(conn, sub, plans, terms, today, now)` answers the columns to set and the
-    event type; a canceled subscription never changes again (409).
+    event type; a canceled subscription never changes again (409). `bill_first`: the
+    customer's periods due by now are invoiced first (`generate_for_customer`), as the
+    generator would have, so that what a change or cancel `now` credits was billed.
     """
 
     async def effect(conn: WriteConnection) -> tuple[int, Any, dict[str, str]]:
         repo = SubscriptionRepository(conn)
+        now = ctx.clock.now()
         customer_id = await repo.customer_of(subscription_id)
         if customer_id is not None:  # the customer first, as generation takes them
             await repo.hold_customer_for_update(customer_id)
+            if bill_first:
+                await generate_for_customer(conn, now, customer_id)
         sub = await repo.get(subscription_id, lock=True)
         if sub is None:
             raise not_found("subscription", subscription_id)
-        now = ctx.clock.now()
         today = local_date(now, sub.timezone)
         plans = await PlanRepository(conn).many(sub.plan_ids())
         terms = sub.terms(plans)
@@ -311,11 +325,122 @@ async def _act(
     key: str | None,
     normalized: Any,
     decide: Decision,
+    *,
+    bill_first: bool = False,
 ) -> Response:
     """Run an action on one subscription at most once per Idempotency-Key."""
-    effect = action_effect(ctx, subscription_id, decide)
+    effect = action_effect(ctx, subscription_id, decide, bill_first=bill_first)
     return await run_idempotent(
         ctx, f"POST /rest/v1/subscriptions/{subscription_id}/{action}", key, normalized, effect
+    )
+
+
+async def _change_now(
+    conn: WriteConnection,
+    sub: SubscriptionRow,
+    terms: SubscriptionTerms,
+    plan: Plan,
+    quantity: int,
+    today: date,
+    now: datetime,
+    actor: str,
+) -> None:
+    """The money of a change `now` once billing has started: the change's row, then an
+    invoice of its `credit` and `proration` lines due now (net positive; the customer's
+    credit used first) or the net added to the customer's credit (one entry)."""
+    credit_repo = CreditRepository(conn)
+    currency = plan.amount.currency
+    credit_minor = await credit_repo.balance(sub.customer_id)
+    assert credit_minor is not None  # the subscription's customer, held
+    outcome = change_now_outcome(
+        terms,
+        plan.terms,
+        quantity,
+        now=now,
+        timezone=sub.timezone,
+        credit=Money.from_minor(credit_minor, currency),
+    )
+    _, old_plan, old_quantity = terms.terms_on(today)
+    change_id = await credit_repo.record_change(
+        subscription_id=sub.id,
+        kind=ChangeKind.CHANGE,
+        from_plan_id=old_plan.id,
+        from_quantity=old_quantity,
+        to_plan_id=plan.id,
+        to_quantity=quantity,
+        effective_date=today,
+        actor=actor,
+        now=now,
+    )
+    if outcome.invoice is not None:
+        writer = InvoiceWriter(GenerationRepository(conn), now, actor=actor)
+        await writer.reserve([outcome.invoice])
+        balance = writer.add(sub.customer_id, [outcome.invoice], credit_minor, change_id=change_id)
+        if balance != credit_minor:
+            writer.balances[sub.customer_id] = balance
+        await writer.write()
+        log.info(
+            "subscription_change_invoiced",
+            subscription_id=sub.id,
+            change_id=change_id,
+            invoice_id=writer.invoice_ids[0],
+            amount=str(outcome.invoice.amount),
+        )
+    elif outcome.credit_added.is_positive:
+        await credit_repo.add(
+            customer_id=sub.customer_id,
+            currency=currency,
+            amount_minor=outcome.credit_added.minor,
+            balance_before=credit_minor,
+            reason=CreditReason.CHANGE,
+            actor=actor,
+            now=now,
+            subscription_id=sub.id,
+            change_id=change_id,
+        )
+
+
+async def _cancel_now(
+    conn: WriteConnection,
+    sub: SubscriptionRow,
+    terms: SubscriptionTerms,
+    today: date,
+    now: datetime,
+    actor: str,
+    *,
+    prorate: bool,
+) -> None:
+    """A cancel `now` of an active subscription: the change's row (kind `cancel`), and
+    with `prorate` the unused days, today through the period's end, to the customer's
+    credit (reason `cancel`)."""
+    credit_repo = CreditRepository(conn)
+    _, plan, quantity = terms.terms_on(today)
+    change_id = await credit_repo.record_change(
+        subscription_id=sub.id,
+        kind=ChangeKind.CANCEL,
+        from_plan_id=plan.id,
+        from_quantity=quantity,
+        to_plan_id=None,
+        to_quantity=None,
+        effective_date=today,
+        actor=actor,
+        now=now,
+    )
+    line = cancel_now_credit(terms, today) if prorate else None
+    if line is None or not (-line.amount).is_positive:
+        return
+    credit_minor = await credit_repo.balance(sub.customer_id)
+    assert credit_minor is not None  # the subscription's customer, held
+    await credit_repo.add(
+        customer_id=sub.customer_id,
+        currency=line.amount.currency,
+        amount_minor=(-line.amount).minor,
+        balance_before=credit_minor,
+        reason=CreditReason.CANCEL,
+        actor=actor,
+        now=now,
+        subscription_id=sub.id,
+        change_id=change_id,
     )
 
 
@@ -330,10 +455,13 @@ def _due_after(terms: SubscriptionTerms, timezone: str) -> dict[str, Any]:
     "customer's currency, not archived. `effective: period_end` (the default) shows the "
     "change as `pendingChange`: the next period is billed with it (a new change replaces a "
     "pending one; a change back to the current plan and quantity takes it back). "
-    "`effective: now`: before billing starts (scheduled, trialing) the change applies at "
-    "once; after, it moves money (proration, credit) and is not available yet: 422 "
-    "`not_available`, field `effective`. A plan of another interval changes only at "
-    "`period_end` (422, field `effective`).",
+    "`effective: now` applies at once (the pending change cleared): before billing starts "
+    "(scheduled, trialing) nothing is prorated; after, today through the period's end is: "
+    "a `credit` line at the old price and quantity (negative) and a `proration` line at "
+    "the new ones. A positive net is an invoice of both lines due now (the customer's "
+    "credit used first: a `balance` line), which the next run charges; a net of zero or "
+    "less goes to the customer's credit as one entry (reason `change`). A plan of another "
+    "interval changes only at `period_end` (422, field `effective`).",
     response_model=SubscriptionRead,
     responses=ERROR_RESPONSES,
 )
@@ -341,16 +469,23 @@ async def change_subscription(
     id: SubscriptionId,
     body: SubscriptionChange,
     ctx: Ctx,
-    _who: Principal,
+    who: Principal,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     return await _act(
-        ctx, id, "change", idempotency_key, body.model_dump(mode="json"), change_decision(body)
+        ctx,
+        id,
+        "change",
+        idempotency_key,
+        body.model_dump(mode="json"),
+        change_decision(body, who),
+        bill_first=body.effective == "now",
     )
 
 
-def change_decision(body: SubscriptionChange) -> Decision:
-    """What a change sets (the API's route and the dashboard's confirmation)."""
+def change_decision(body: SubscriptionChange, who: str) -> Decision:
+    """What a change sets (the API's route and the dashboard's confirmation); `who`: the
+    actor its money is recorded under."""
 
     async def decide(
         conn: WriteConnection,
@@ -377,13 +512,6 @@ def change_decision(body: SubscriptionChange) -> Decision:
                 now_lines = change_now_lines(terms, plan.terms, quantity, today)
             except PeriodRuleError as exc:  # another interval: only at period_end
                 raise _refused(exc) from None
-            if now_lines:
-                raise NotAvailableError(
-                    "effective: a change now (its proration invoice or credit) is not "
-                    "available yet: invoice generation and customer credit are not built; "
-                    "use period_end",
-                    field="effective",
-                )
         change = terms.pending_change
         if change is not None and change.effective_date <= today:
             raise InvalidStateError(
@@ -397,8 +525,10 @@ def change_decision(body: SubscriptionChange) -> Decision:
                 "reactivate it first"
             )
         if now_lines is not None:
-            # Before billing starts (scheduled, trialing) nothing was billed: the change
-            # applies at once, with nothing to prorate.
+            # At once. Before billing starts (scheduled, trialing) nothing was billed and
+            # nothing is prorated; after, the rest of the period is (`_change_now`).
+            if now_lines and (plan.id, quantity) != (current.id, sub.quantity):
+                await _change_now(conn, sub, terms, plan, quantity, today, now, who)
             return {
                 "plan_id": plan.id,
                 "quantity": quantity,
@@ -445,28 +575,35 @@ def _fields(terms: SubscriptionTerms) -> dict[str, Any]:
     summary="Cancel a subscription",
     description="`at: period_end` (the default) sets `cancelAt` to the current period's "
     "end (a trialing subscription: its `trialEndDate`; a scheduled one is canceled at "
-    "once); `at: now` cancels today. Either clears a pending change. `prorate: true` "
-    "(credit for the unused days) needs customer credit, which is not built yet: 422 "
-    "`not_available`, field `prorate`, when there are unused billed days. A canceled "
-    "subscription never changes again (409).",
+    "once); `at: now` cancels today. Either clears a pending change. `prorate: true` (only "
+    "with `at: now`) gives the unused days of the current period, today through its end at "
+    "the current price, to the customer's credit (one entry, reason `cancel`); nothing "
+    "before billing starts. A canceled subscription never changes again (409).",
     response_model=SubscriptionRead,
     responses=ERROR_RESPONSES,
 )
 async def cancel_subscription(
     id: SubscriptionId,
     ctx: Ctx,
-    _who: Principal,
+    who: Principal,
     body: SubscriptionCancel | None = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     wanted = body or SubscriptionCancel()
     return await _act(
-        ctx, id, "cancel", idempotency_key, wanted.model_dump(mode="json"), cancel_decision(wanted)
+        ctx,
+        id,
+        "cancel",
+        idempotency_key,
+        wanted.model_dump(mode="json"),
+        cancel_decision(wanted, who),
+        bill_first=wanted.at == "now",
     )
 
 
-def cancel_decision(wanted: SubscriptionCancel) -> Decision:
-    """What a cancel sets (the API's route and the dashboard's confirmation)."""
+def cancel_decision(wanted: SubscriptionCancel, who: str) -> Decision:
+    """What a cancel sets (the API's route and the dashboard's confirmation); `who`: the
+    actor its money is recorded under."""
 
     async def decide(
         conn: WriteConnection,
@@ -477,18 +614,11 @@ def cancel_decision(wanted: SubscriptionCancel) -> Decision:
         now: datetime,
     ) -> tuple[dict[str, Any], EventType]:
         status = status_on(terms, today)
-        if wanted.prorate:
-            if wanted.at != "now":
-                raise FieldInvalidError(
-                    "prorate: only a cancel at now is prorated",
-                    field="prorate",
-                )
-            if cancel_now_credit(terms, today) is not None:
-                raise NotAvailableError(
-                    "prorate: crediting the unused days needs customer credit, which is not "
-                    "available yet; cancel with prorate false",
-                    field="prorate",
-                )
+        if wanted.prorate and wanted.at != "now":
+            raise FieldInvalidError(
+                "prorate: only a cancel at now is prorated",
+                field="prorate",
+            )
         if wanted.at == "now" or status is SubscriptionStatus.SCHEDULED:
             cancel_at = today
         elif status is SubscriptionStatus.TRIALING:
@@ -497,6 +627,8 @@ def cancel_decision(wanted: SubscriptionCancel) -> Decision:
             period = current_period(terms, today)
             assert period is not None  # active
             cancel_at = period.end
+        if wanted.at == "now" and status is SubscriptionStatus.ACTIVE:
+            await _cancel_now(conn, sub, terms, today, now, who, prorate=wanted.prorate)
         pending = terms.pending_change
         if pending is not None and pending.effective_date > today:
             pending = None  # a cancel clears a pending change (one not in effect yet)

@@ -26,6 +26,7 @@ def _to_customer(row: Any) -> Customer:
         created_at=row.created_at,
         provider_customer_id=row.provider_customer_id,
         provider_payment_method_id=row.provider_payment_method_id,
+        credit_minor=int(row.credit_minor),
     )
 
 
