@@ -51,6 +51,7 @@ from antaeus.domain.periods import (
     check_anchor,
     check_start_date,
     check_trial_days,
+    first_instant,
     local_date,
     trial_end_date,
 )
@@ -241,6 +242,14 @@ async def create_subscription(
             start_date=start,
             trial_end_date=trial_end,
         )
+        # `subscription.trial_will_end` is due at the first instant of trialEndDate - 3
+        # days; if that is past already, it is told now (once), unless the trial ended
+        notice_on = trial_will_end_date(terms)
+        tell_now = False
+        if notice_on is not None and first_instant(notice_on, customer.timezone) <= now:
+            assert trial_end is not None
+            tell_now = first_instant(trial_end, customer.timezone) > now
+            notice_on = None
         new_id = await repo.create(
             customer_id=customer.id,
             plan_id=plan.id,
@@ -250,10 +259,12 @@ async def create_subscription(
             trial_end_date=trial_end,
             next_due_at=next_due_at(terms, customer.timezone),
             now=now,
-            trial_notice_on=trial_will_end_date(terms),
+            trial_notice_on=notice_on,
         )
         shown = await _shown(conn, new_id, now)
         await _event(conn, EventType.SUBSCRIPTION_CREATED, shown, now)
+        if tell_now:
+            await _event(conn, EventType.SUBSCRIPTION_TRIAL_WILL_END, shown, now)
         # what is due already (a start today, or past periods) is invoiced at once
         await generate_for_customer(conn, now, customer.id)
         return 201, shown, {"Location": f"/rest/v1/subscriptions/{new_id}"}
