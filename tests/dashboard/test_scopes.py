@@ -298,12 +298,24 @@ async def _data(
     async with database.write() as conn:
         await conn.execute(update(event_destinations).values(status="disabled", disabled_at=NOW))
     from antaeus.dashboard.routes import ACTIONS
+    from antaeus.dashboard.subscription_pages import ACTIONS as SUBSCRIPTION_ACTIONS
+    from tests.api.test_plans import new_plan
+    from tests.api.test_subscriptions import customer, subscribe
+
+    cid = await customer(client)
+    sub = await subscribe(client, customerId=cid, planId=await new_plan(client))
+    ending = await client.post(f"/rest/v1/subscriptions/{sub['id']}/cancel")
+    assert ending.status_code == 200, ending.text  # a pending cancel: reactivate is offered
+    # its first period, invoiced when it was created
+    billed = [str(i["id"]) for i in await get_json(client, f"/rest/v1/invoices?customerId={cid}")]
 
     return {
-        "invoice_id": [str(failed), str(review), str(pending)],
-        "action": list(ACTIONS),
+        "invoice_id": [str(failed), str(review), str(pending), *billed],
+        "action": [*ACTIONS, *SUBSCRIPTION_ACTIONS],
         "run_id": [str(run_id)],
         "webhook_id": [str(hook.json()["id"])],
+        "subscription_id": [str(sub["id"])],
+        "customer_id": [str(cid)],
     }
 
 
@@ -328,6 +340,7 @@ async def test_a_read_session_sees_every_page_and_no_action(
     assert any(a.endswith("/retry") for a in actions), actions
     assert any(a.endswith("/resolve-charged") for a in actions), actions
     assert any(a.startswith("/webhooks/") for a in actions), actions
+    assert any(a.endswith("/reactivate") for a in actions), actions  # a subscription's
 
     async with _browser(app) as reader:
         assert (await sign_in(reader, reader_token)).status_code == 303
@@ -351,7 +364,7 @@ async def test_a_read_session_may_post_nothing_but_sign_out(
     simulator: SimulatedPaymentProvider,  # noqa: F811
 ) -> None:
     values = await _data(client, database, clock, simulator)
-    failed, review, pending = values["invoice_id"]
+    failed, review, pending = values["invoice_id"][:3]
     reader_token = await _create_token(database, "reader", scope="read")
     async with _browser(app) as reader:
         assert (await sign_in(reader, reader_token)).status_code == 303

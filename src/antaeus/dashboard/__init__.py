@@ -15,10 +15,12 @@ from fastapi.staticfiles import StaticFiles
 from antaeus.dashboard import sessions
 from antaeus.dashboard.rendering import DashboardError, error_page
 from antaeus.dashboard.routes import router
+from antaeus.dashboard.subscription_pages import router as subscription_router
 
 
 def install(app: FastAPI) -> None:
     app.include_router(router)
+    app.include_router(subscription_router)
     app.mount(
         "/static",
         StaticFiles(packages=[("antaeus.dashboard", "static")]),

@@ -32,6 +32,7 @@ from antaeus.api.schemas import (
 from antaeus.billing import service
 from antaeus.billing.reconcile import NotReconcilableError, Reconciler
 from antaeus.billing.runs_view import runs_json
+from antaeus.billing.subscription_view import recurring_revenue
 from antaeus.dashboard import sessions
 from antaeus.dashboard.events_view import describe as describe_event
 from antaeus.dashboard.rendering import DashboardError, render
@@ -44,7 +45,10 @@ from antaeus.payments.provider import PaymentProvider
 from antaeus.storage.repositories.actions import ActionRepository
 from antaeus.storage.repositories.billing import BillingRepository
 from antaeus.storage.repositories.customers import CustomerRepository
-from antaeus.storage.repositories.dashboard import DashboardRepository
+from antaeus.storage.repositories.dashboard import (
+    DashboardRepository,
+    SubscriptionPagesRepository,
+)
 from antaeus.storage.repositories.invoices import BulkAction, InvoiceFilter, InvoiceRepository
 from antaeus.storage.repositories.outbox import DestinationRepository, EventRepository
 from antaeus.storage.repositories.reconciliations import RECONCILABLE, ReconciliationRepository
@@ -311,6 +315,7 @@ async def overview(request: Request, ctx: Ctx, session: SessionDep) -> Response:
         waiting_counts = await repo.waiting_counts()
         waiting = await repo.waiting(20)
         outbox = await outbox_json(conn)
+        mrr, active, trialing = await recurring_revenue(conn, ctx.clock.now())
     return render(
         request,
         "overview.html",
@@ -324,6 +329,9 @@ async def overview(request: Request, ctx: Ctx, session: SessionDep) -> Response:
             "collected": [money(m) for m in collected],
             "waiting_counts": waiting_counts,
             "waiting": waiting,
+            "mrr": [money(mrr[c]) for c in sorted(mrr)],
+            "active": active,
+            "trialing": trialing,
         },
     )
 
@@ -563,6 +571,9 @@ async def invoice_page(
             after=0, limit=500, invoice_id=invoice.id, settled=False
         )
         customer = await CustomerRepository(conn).get(invoice.customer_id)
+        pages = SubscriptionPagesRepository(conn)
+        lines = await pages.lines_of_invoices([invoice.id])
+        subscriptions = await pages.subscriptions_of_invoice(invoice.id)
     return render(
         request,
         "invoice.html",
@@ -577,6 +588,18 @@ async def invoice_page(
             "events": [describe_event(e.envelope()) for e in events],
             "actions": _actions_for(invoice),
             "can_ask": _askable(invoice),
+            "lines": [
+                {
+                    "kind": x.kind,
+                    "description": x.description,
+                    "amount": money(x.amount),
+                    "subscription_id": x.subscription_id,
+                    "period": f"{x.period_start} – {x.period_end}" if x.period_start else "",
+                    "quantity": x.quantity,
+                }
+                for x in lines
+            ],
+            "subscriptions": subscriptions,
         },
     )
 

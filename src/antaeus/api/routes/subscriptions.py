@@ -29,7 +29,7 @@ from antaeus.api.errors import (
     PlanNotFoundError,
     not_found,
 )
-from antaeus.api.idempotency import IdempotencyKey, run_idempotent
+from antaeus.api.idempotency import Effect, IdempotencyKey, run_idempotent
 from antaeus.api.jsonio import JSONResponse
 from antaeus.api.pagination import Page, paginate
 from antaeus.api.schemas import (
@@ -42,7 +42,7 @@ from antaeus.api.schemas import (
     SubscriptionRead,
 )
 from antaeus.billing.generation import InvoiceWriter, generate_for_customer
-from antaeus.billing.subscription_view import subscription_json
+from antaeus.billing.subscription_view import subscription_json, subscriptions_page
 from antaeus.domain.events import EventType, SubscriptionEvent, row
 from antaeus.domain.money import Currency, Money
 from antaeus.domain.periods import (
@@ -76,7 +76,6 @@ from antaeus.storage.repositories.plans import Plan, PlanRepository
 from antaeus.storage.repositories.subscriptions import (
     SubscriptionRepository,
     SubscriptionRow,
-    may_have_status,
 )
 
 log = structlog.get_logger("antaeus.api")
@@ -137,9 +136,6 @@ async def _event(
 
 # -- reading ---------------------------------------------------------------------------
 
-#: rows read per step when `status` filters (a superset is read, the exact status decides)
-_STATUS_CHUNK = 500
-
 
 @router.get(
     "",
@@ -164,37 +160,17 @@ async def list_subscriptions(
     status: Annotated[SubscriptionStatus | None, Query(description="only this status")] = None,
 ) -> JSONResponse:
     now = ctx.clock.now()
-    plans: dict[int, Plan] = {}
     async with ctx.db.read() as conn:
-        repo, plan_repo = SubscriptionRepository(conn), PlanRepository(conn)
-        if status is None:
-            rows = await repo.page(
-                after=page.after, limit=page.limit + 1, customer_id=customer_id, plan_id=plan_id
-            )
-        else:
-            rows = []
-            after, superset = page.after, may_have_status(status, now.date())
-            while len(rows) <= page.limit:
-                step = max(_STATUS_CHUNK, page.limit + 1)
-                chunk = await repo.page(
-                    after=after,
-                    limit=step,
-                    customer_id=customer_id,
-                    plan_id=plan_id,
-                    where=superset,
-                )
-                plans |= await plan_repo.many(i for r in chunk for i in r.plan_ids())
-                rows.extend(
-                    r
-                    for r in chunk
-                    if status_on(r.terms(plans), local_date(now, r.timezone)) is status
-                )
-                if len(chunk) < step:
-                    break
-                after = chunk[-1].id
-            rows = rows[: page.limit + 1]
-        items, headers = paginate(request, rows, page)
-        plans |= await plan_repo.many(i for r in items for i in r.plan_ids() if i not in plans)
+        rows, plans = await subscriptions_page(
+            conn,
+            now,
+            after=page.after,
+            limit=page.limit + 1,
+            customer_id=customer_id,
+            plan_id=plan_id,
+            status=status,
+        )
+    items, headers = paginate(request, rows, page)
     return JSONResponse([subscription_json(r, plans, now) for r in items], headers=headers)
 
 
@@ -310,17 +286,12 @@ class Decision(Protocol):
     ) -> tuple[dict[str, Any], EventType]: ...
 
 
-async def _act(
-    ctx: AppContext,
-    subscription_id: int,
-    action: str,
-    key: str | None,
-    normalized: Any,
-    decide: Decision,
-    *,
-    bill_first: bool = False,
-) -> Response:
-    """Run an action on one subscription, locked, at most once per Idempotency-Key.
+def action_effect(
+    ctx: AppContext, subscription_id: int, decide: Decision, *, bill_first: bool = False
+) -> Effect:
+    """An action on one subscription, locked, as one transaction's work: what the API's
+    `_act` runs at most once per Idempotency-Key, and what the dashboard's confirmation
+    runs (and its preview, rolled back), so that both act by the same code.
 
     `decide(conn, sub, plans, terms, today, now)` answers the columns to set and the
     event type; a canceled subscription never changes again (409). `bill_first`: the
@@ -353,6 +324,21 @@ async def _act(
         await _event(conn, kind, shown, now)
         return 200, shown, {}
 
+    return effect
+
+
+async def _act(
+    ctx: AppContext,
+    subscription_id: int,
+    action: str,
+    key: str | None,
+    normalized: Any,
+    decide: Decision,
+    *,
+    bill_first: bool = False,
+) -> Response:
+    """Run an action on one subscription at most once per Idempotency-Key."""
+    effect = action_effect(ctx, subscription_id, decide, bill_first=bill_first)
     return await run_idempotent(
         ctx, f"POST /rest/v1/subscriptions/{subscription_id}/{action}", key, normalized, effect
     )
@@ -495,6 +481,21 @@ async def change_subscription(
     who: Principal,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
+    return await _act(
+        ctx,
+        id,
+        "change",
+        idempotency_key,
+        body.model_dump(mode="json"),
+        change_decision(body, who),
+        bill_first=body.effective == "now",
+    )
+
+
+def change_decision(body: SubscriptionChange, who: str) -> Decision:
+    """What a change sets (the API's route and the dashboard's confirmation); `who`: the
+    actor its money is recorded under."""
+
     async def decide(
         conn: WriteConnection,
         sub: SubscriptionRow,
@@ -571,15 +572,7 @@ async def change_subscription(
             **_due_after(changed, sub.timezone),
         }, EventType.SUBSCRIPTION_UPDATED
 
-    return await _act(
-        ctx,
-        id,
-        "change",
-        idempotency_key,
-        body.model_dump(mode="json"),
-        decide,
-        bill_first=body.effective == "now",
-    )
+    return decide
 
 
 def _fields(terms: SubscriptionTerms) -> dict[str, Any]:
@@ -606,6 +599,20 @@ async def cancel_subscription(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     wanted = body or SubscriptionCancel()
+    return await _act(
+        ctx,
+        id,
+        "cancel",
+        idempotency_key,
+        wanted.model_dump(mode="json"),
+        cancel_decision(wanted, who),
+        bill_first=wanted.at == "now",
+    )
+
+
+def cancel_decision(wanted: SubscriptionCancel, who: str) -> Decision:
+    """What a cancel sets (the API's route and the dashboard's confirmation); `who`: the
+    actor its money is recorded under."""
 
     async def decide(
         conn: WriteConnection,
@@ -653,15 +660,7 @@ async def cancel_subscription(
             **_due_after(changed, sub.timezone),
         }, kind
 
-    return await _act(
-        ctx,
-        id,
-        "cancel",
-        idempotency_key,
-        wanted.model_dump(mode="json"),
-        decide,
-        bill_first=wanted.at == "now",
-    )
+    return decide
 
 
 @router.post(
@@ -675,6 +674,12 @@ async def cancel_subscription(
 async def reactivate_subscription(
     id: SubscriptionId, ctx: Ctx, _who: Principal, idempotency_key: IdempotencyKey = None
 ) -> Response:
+    return await _act(ctx, id, "reactivate", idempotency_key, {}, reactivate_decision())
+
+
+def reactivate_decision() -> Decision:
+    """What a reactivate sets (the API's route and the dashboard's confirmation)."""
+
     async def decide(
         conn: WriteConnection,
         sub: SubscriptionRow,
@@ -693,4 +698,4 @@ async def reactivate_subscription(
             **_due_after(changed, sub.timezone),
         }, EventType.SUBSCRIPTION_UPDATED
 
-    return await _act(ctx, id, "reactivate", idempotency_key, {}, decide)
+    return decide
