@@ -102,7 +102,7 @@ async def test_events_read_as_lines_with_amount_outcome_links_and_the_json_a_cli
     assert 'class="badge event-paid">paid<' in row
     invoice = (await client.get(f"/rest/v1/invoices/{iid}")).json()
     assert f'href="/invoices/{iid}"' in row
-    assert f'href="/invoices?customer={invoice["customerId"]}"' in row
+    assert f'href="/customers/{invoice["customerId"]}"' in row
     assert re.search(r'href="/runs/\d+"', row)
     # the JSON, one click away
     details = re.search(r"<details.*?</details>", row, re.S)

@@ -177,7 +177,7 @@ def describe(envelope: dict[str, Any]) -> dict[str, Any]:
         links.append((f"subscription {sid}", f"/subscriptions/{sid}"))
     if isinstance(invoice.get("customerId"), int):
         cid = invoice["customerId"]
-        links.append((f"customer {cid}", f"/invoices?customer={cid}"))
+        links.append((f"customer {cid}", f"/customers/{cid}"))
     return {
         "id": envelope.get("id"),
         "type": kind,
