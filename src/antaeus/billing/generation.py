@@ -21,6 +21,7 @@ read again.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -73,9 +74,12 @@ class GenerationSummary:
     paid_at_once: int = 0  # invoices of total 0 (created PAID)
     amounts: dict[str, Decimal] = field(default_factory=dict)
     seconds: float = 0.0
+    subscriptions: int = 0  # due subscriptions read (one read again in a later batch counts twice)
+    stopped: bool = False  # `stop` was set before everything due was generated
 
     def add(self, other: GenerationSummary) -> None:
         self.invoices += other.invoices
+        self.subscriptions += other.subscriptions
         self.periods += other.periods
         self.paid_at_once += other.paid_at_once
         for code, value in other.amounts.items():
@@ -235,6 +239,7 @@ async def _batch(
             )
     await repo.update_subscriptions(sub_rows)
     await writer.write()
+    writer.summary.subscriptions = len(due.subscriptions)
     return writer.summary
 
 
@@ -373,15 +378,23 @@ async def generate_due(
     *,
     batch_size: int = BATCH_SIZE,
     on_batch: Callable[[GenerationSummary], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> GenerationSummary:
     """Generate every invoice due by now (the clock's, read once), oldest first per
-    subscription; answers what was made. Run again at once, it makes nothing."""
+    subscription; answers what was made. Run again at once, it makes nothing.
+
+    `on_batch` is told what each batch made once it is committed; `stop`, when set,
+    ends generation between two batches (what was committed stays; the summary says
+    `stopped`, and the next generation goes on from there)."""
     started = time.perf_counter()
     now = clock.now()
     total = GenerationSummary()
     plans = _Plans()
     cache: _Cache = {}
     while True:
+        if stop is not None and stop.is_set():
+            total.stopped = True
+            break
         for attempt in range(1, _TRIES + 1):
             try:
                 async with db.write() as conn:
@@ -398,7 +411,8 @@ async def generate_due(
         total.add(made)
         if on_batch is not None:
             on_batch(made)
-    await tell_notices(db, now)
+    if not total.stopped:
+        await tell_notices(db, now)
     total.seconds = time.perf_counter() - started
     if total.invoices:
         metrics.INVOICES_GENERATED.inc(total.invoices)
