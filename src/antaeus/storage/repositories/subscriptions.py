@@ -75,6 +75,23 @@ class SubscriptionRow:
             )
         )
 
+    def lone_key(self) -> tuple[Any, ...]:
+        """What its invoices depend on but its id and customer: its terms and zone."""
+        return (
+            self.plan_id,
+            self.quantity,
+            self.billing_anchor,
+            self.start_date,
+            self.trial_end_date,
+            self.cancel_at,
+            self.pending_plan_id,
+            self.pending_quantity,
+            self.pending_effective_date,
+            self.periods_from,
+            self.next_period_start,
+            self.timezone,
+        )
+
     def terms(self, plans: Mapping[int, Plan]) -> SubscriptionTerms:
         """The row as the date rules take it; `plans` holds its plan (and pending one)."""
         pending = None
