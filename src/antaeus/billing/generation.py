@@ -343,6 +343,7 @@ async def _batch(
     writer = InvoiceWriter(repo, now)
     await writer.reserve_counts(n_invoices, n_lines)
     sub_rows: list[tuple[Any, ...]] = []
+    held = {sub.id: sub for sub in due.subscriptions}
     for customer_id, made in outcomes:
         if isinstance(made, tuple):
             sid, lone = made
@@ -372,7 +373,23 @@ async def _batch(
                     sid,
                 )
             )
-    await repo.update_subscriptions(sub_rows)
+    # Most rows only move on (the same plan, quantity and pending change): a narrower
+    # UPDATE leaves the indexes of the columns it does not set alone.
+    moved, changed = [], []
+    for values in sub_rows:
+        sub = held[values[-1]]
+        if values[:5] == (
+            sub.plan_id,
+            sub.quantity,
+            sub.pending_plan_id,
+            sub.pending_quantity,
+            sub.pending_effective_date,
+        ):
+            moved.append(values[5:])
+        else:
+            changed.append(values)
+    await repo.update_subscriptions(changed)
+    await repo.move_subscriptions_on(moved)
     await writer.write()
     writer.summary.subscriptions = len(due.subscriptions)
     return writer.summary

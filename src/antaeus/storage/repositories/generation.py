@@ -94,6 +94,8 @@ SUBSCRIPTION_COLUMNS: Final = (
     "updated_at",
     "id",
 )
+#: the tail of `SUBSCRIPTION_COLUMNS` that `move_subscriptions_on` writes
+MOVE_COLUMNS: Final = SUBSCRIPTION_COLUMNS[5:]
 
 
 def _pg_type(table: Table, column: str) -> str:
@@ -167,6 +169,30 @@ _DUE_COLUMNS: Final = (
 )
 
 
+def _sqlite_subscription(r: Any) -> SubscriptionRow:
+    """A row of `_DUE_COLUMNS` as SQLite gives it."""
+    day, moment = _read_date, _read_moment
+    return SubscriptionRow(
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        BillingAnchor(r[5]),
+        day(r[6]),  # type: ignore[arg-type]  # never NULL
+        day(r[7]),
+        day(r[8]),
+        moment(r[9]),
+        r[10],
+        r[11],
+        day(r[12]),
+        day(r[13]),
+        day(r[14]),
+        moment(r[15]),
+        moment(r[16]),  # type: ignore[arg-type]  # never NULL
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class DueCustomer:
     """A customer of a batch, held until the batch's transaction ends."""
@@ -223,6 +249,8 @@ class GenerationRepository(BillingBase[WriteConnection]):
     async def due(self, now: datetime, limit: int) -> DueBatch | None:
         """Up to about `limit` due subscriptions' customers, held, with every due
         subscription of theirs; None when nothing is due."""
+        if not self.is_pg:
+            return await self._due_sqlite(now, limit)
         s = subscriptions.c
         candidates = (
             select(s.customer_id)
@@ -240,23 +268,19 @@ class GenerationRepository(BillingBase[WriteConnection]):
             .where(customers.c.id.in_(wanted))
             .order_by(customers.c.id)
         )
-        waited = False
-        if self.is_pg:
-            rows = list(await self.conn.execute(held.with_for_update(skip_locked=True)))
-            if not rows:
-                # Another generator holds them all: wait for it (its batch ends soon),
-                # and let the caller begin again.
-                await self.conn.execute(
-                    select(customers.c.id).where(customers.c.id == wanted[0]).with_for_update()
-                )
-                return DueBatch({}, [], waited=True)
-        else:
-            rows = list(await self.conn.execute(held))
+        rows = list(await self.conn.execute(held.with_for_update(skip_locked=True)))
+        if not rows:
+            # Another generator holds them all: wait for it (its batch ends soon),
+            # and let the caller begin again.
+            await self.conn.execute(
+                select(customers.c.id).where(customers.c.id == wanted[0]).with_for_update()
+            )
+            return DueBatch({}, [], waited=True)
         found = {
             int(r.id): DueCustomer(int(r.id), r.currency, r.timezone, int(r.credit_minor))
             for r in rows
         }
-        return DueBatch(found, await self._due_subscriptions(sorted(found), now), waited)
+        return DueBatch(found, await self._due_subscriptions(sorted(found), now))
 
     async def _due_subscriptions(
         self, customer_ids: list[int], now: datetime
@@ -289,30 +313,26 @@ class GenerationRepository(BillingBase[WriteConnection]):
             base + f"s.customer_id IN ({marks}) AND s.next_due_at <= ?" + order,
             (*customer_ids, sqlite_datetime(now)),
         )
-        rows = list(result)
-        day, moment = _read_date, _read_moment
-        return [
-            SubscriptionRow(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                BillingAnchor(r[5]),
-                day(r[6]),  # type: ignore[arg-type]  # never NULL
-                day(r[7]),
-                day(r[8]),
-                moment(r[9]),
-                r[10],
-                r[11],
-                day(r[12]),
-                day(r[13]),
-                day(r[14]),
-                moment(r[15]),
-                moment(r[16]),  # type: ignore[arg-type]  # never NULL
-            )
-            for r in rows
-        ]
+        return [_sqlite_subscription(r) for r in list(result)]
+
+    async def _due_sqlite(self, now: datetime, limit: int) -> DueBatch | None:
+        """`due` on SQLite (one writer at a time: nothing to hold), in one statement."""
+        result = await self.conn.exec_driver_sql(
+            f"SELECT {_DUE_COLUMNS}, c.currency, c.credit_minor "  # noqa: S608
+            "FROM subscriptions AS s JOIN customers AS c ON c.id = s.customer_id "
+            "WHERE s.customer_id IN (SELECT customer_id FROM subscriptions "
+            "WHERE next_due_at IS NOT NULL AND next_due_at <= ? ORDER BY next_due_at LIMIT ?) "
+            "AND s.next_due_at IS NOT NULL AND s.next_due_at <= ? ORDER BY s.customer_id, s.id",
+            (sqlite_datetime(now), limit, sqlite_datetime(now)),
+        )
+        rows: list[Any] = list(result)
+        if not rows:
+            return None
+        found: dict[int, DueCustomer] = {}
+        for r in rows:
+            if r[1] not in found:
+                found[r[1]] = DueCustomer(r[1], r[17], r[2], int(r[18]))
+        return DueBatch(found, [_sqlite_subscription(r) for r in rows])
 
     async def insert_invoices(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Rows of `INVOICE_COLUMNS`."""
@@ -326,28 +346,35 @@ class GenerationRepository(BillingBase[WriteConnection]):
         """Rows of `CREDIT_COLUMNS`."""
         await self._insert(credit_entries, CREDIT_COLUMNS, rows)
 
-    async def update_subscriptions(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Rows of `SUBSCRIPTION_COLUMNS` (the id last)."""
+    async def update_subscriptions(
+        self, rows: Sequence[tuple[Any, ...]], columns: Sequence[str] = SUBSCRIPTION_COLUMNS
+    ) -> None:
+        """Rows of `columns` (`names` or a tail of it: the id last)."""
         if not rows:
             return
-        sets = SUBSCRIPTION_COLUMNS[:-1]
+        names = tuple(columns)
+        sets = names[:-1]
         if self.is_pg:
             arrays = ", ".join(
-                f"${n}::{_pg_type(subscriptions, c)}[]"
-                for n, c in enumerate(SUBSCRIPTION_COLUMNS, 1)
+                f"${n}::{_pg_type(subscriptions, c)}[]" for n, c in enumerate(names, 1)
             )
             assignments = ", ".join(f"{c} = v.{c}" for c in sets)
             sql = (
                 f"UPDATE subscriptions AS s SET {assignments} "  # noqa: S608
-                f"FROM unnest({arrays}) AS v({', '.join(SUBSCRIPTION_COLUMNS)}) WHERE s.id = v.id"
+                f"FROM unnest({arrays}) AS v({', '.join(names)}) WHERE s.id = v.id"
             )
             await execute_arrays(self.conn, sql, [list(col) for col in zip(*rows, strict=True)])
             return
         assignments = ", ".join(f"{c} = ?" for c in sets)
         await self.conn.exec_driver_sql(
             f"UPDATE subscriptions SET {assignments} WHERE id = ?",  # noqa: S608
-            sqlite_rows(subscriptions, SUBSCRIPTION_COLUMNS, rows),
+            sqlite_rows(subscriptions, names, rows),
         )
+
+    async def move_subscriptions_on(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Rows of `MOVE_COLUMNS`: subscriptions whose plan, quantity and pending change
+        stay as they are."""
+        await self.update_subscriptions(rows, MOVE_COLUMNS)
 
     async def set_credit(self, balances: Mapping[int, int]) -> None:
         """Each customer's credit balance (minor units) as given."""
