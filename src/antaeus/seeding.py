@@ -15,11 +15,12 @@ included, and the same ones whatever the seed here.
 Subscriptions (issue 21), two ways:
 
 - `sample_subscriptions`: the first five customers of the batch get the sample
-  plans and subscriptions (`SAMPLES`: calendar and anniversary, catch-up of a
-  period missed, a trial, a quantity above 1, two subscriptions consolidated on
-  one invoice), and their invoices due by now are generated at once
-  (`generate_due`), so the first `serve` shows generated invoices with their
-  lines beside the original ones.
+  plans and subscriptions (`_samples`: calendar and anniversary, a period
+  caught up, a trial, a quantity above 1, two subscriptions consolidated on one
+  invoice) and a credit of 500.00 (one `adjustment` credit entry), and their
+  invoices due by now are generated at once (`generate_due`): the first `serve`
+  shows generated invoices with their lines beside the original ones, PAID by
+  the credit (a `balance` line), so the original 100 invoices stay the ones due.
 - `subscriptions_per_customer` K: every customer gets K subscriptions (plan j
   of its currency for the j-th, plans made as needed), customers spread over the
   20 zones of `ZONES`, calendar monthly, starting today in each customer's zone:
@@ -48,6 +49,7 @@ from antaeus.domain.periods import BillingAnchor, Interval, first_instant, local
 from antaeus.domain.subscription import SubscriptionTerms, next_due_at, trial_will_end_date
 from antaeus.storage.database import Database, WriteConnection
 from antaeus.storage.repositories.customers import CustomerRepository
+from antaeus.storage.repositories.generation import GenerationRepository
 from antaeus.storage.repositories.invoices import InvoiceRepository
 from antaeus.storage.repositories.plans import Plan, PlanRepository
 from antaeus.storage.repositories.subscriptions import SubscriptionRepository
@@ -88,6 +90,9 @@ class SamplePlan:
     interval: Interval
     interval_count: int = 1
 
+
+#: each sample customer's credit, which pays its generated invoices
+SAMPLE_CREDIT: Final = "500.00"
 
 SAMPLE_PLANS: Final = (
     SamplePlan("starter-monthly", "Starter", "9.00", Interval.MONTH),
@@ -339,4 +344,16 @@ async def _seed_samples(
                 trial_notice_on=trial_will_end_date(terms),
             )
             made_subs += 1
+        # Each sample customer has credit, so that its invoices are created PAID with a
+        # `balance` line (and the original 100 invoices stay the only ones due).
+        generation = GenerationRepository(conn)
+        credit = Money.of(SAMPLE_CREDIT, Currency.EUR).minor  # every original currency: 2 decimals
+        await generation.insert_credit_entries(
+            [
+                (cid, currency.value, credit, credit, "adjustment", None, None, None,
+                 "sample data", "seed", now)
+                for cid, currency in customers
+            ]
+        )  # fmt: skip
+        await generation.set_credit({cid: credit for cid, _ in customers})
     return made_plans, made_subs
