@@ -68,7 +68,7 @@ def _lines(summary: GenerationSummary) -> list[str]:
     lines = [
         f"generated {made:,} invoice{'s' if made != 1 else ''} for "
         f"{summary.periods:,} period{'s' if summary.periods != 1 else ''} "
-        f"({summary.paid_at_once:,} of total 0, created PAID) in {summary.seconds:.1f} s"
+        f"({summary.paid_at_once:,} of total 0, created PAID) in {summary.seconds:.2f} s"
     ]
     for code, value in sorted(summary.amounts.items()):
         lines.append(f"  {code} {value:,}")
