@@ -254,24 +254,21 @@ class GenerationRepository(BillingBase[WriteConnection]):
         subscription of theirs; None when nothing is due."""
         if not self.is_pg:
             return await self._due_sqlite(now, limit)
-        s = subscriptions.c
-        candidates = (
-            select(s.customer_id)
-            .where(s.next_due_at.is_not(None), s.next_due_at <= now)
-            .order_by(s.next_due_at)
-            .limit(limit)
+        # plain SQL: SQLAlchemy compiled the IN list of a thousand ids anew each batch
+        candidates = await self.conn.exec_driver_sql(
+            "SELECT customer_id FROM subscriptions WHERE next_due_at IS NOT NULL "
+            "AND next_due_at <= $1 ORDER BY next_due_at LIMIT $2",
+            (now, limit),
         )
-        wanted = sorted({int(r[0]) for r in await self.conn.execute(candidates)})
+        wanted = sorted({int(r[0]) for r in candidates.all()})
         if not wanted:
             return None
-        held = (
-            select(
-                customers.c.id, customers.c.currency, customers.c.timezone, customers.c.credit_minor
-            )
-            .where(customers.c.id.in_(wanted))
-            .order_by(customers.c.id)
+        held = await self.conn.exec_driver_sql(
+            "SELECT id, currency, timezone, credit_minor FROM customers "
+            "WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE SKIP LOCKED",
+            (wanted,),
         )
-        rows = list(await self.conn.execute(held.with_for_update(skip_locked=True)))
+        rows: Sequence[Any] = held.all()
         if not rows:
             # Another generator holds them all: wait for it (its batch ends soon),
             # and let the caller begin again.
@@ -279,10 +276,7 @@ class GenerationRepository(BillingBase[WriteConnection]):
                 select(customers.c.id).where(customers.c.id == wanted[0]).with_for_update()
             )
             return DueBatch({}, [], waited=True)
-        found = {
-            int(r.id): DueCustomer(int(r.id), r.currency, r.timezone, int(r.credit_minor))
-            for r in rows
-        }
+        found = {r[0]: DueCustomer(r[0], r[1], r[2], r[3]) for r in rows}
         return DueBatch(found, await self._due_subscriptions(sorted(found), now))
 
     async def _due_subscriptions(
