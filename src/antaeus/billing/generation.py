@@ -61,6 +61,8 @@ DUE_DATES_PER_BATCH: Final = 12
 BATCH_SIZE: Final = 1_000
 #: a batch that meets another generator's work is read again at most this many times
 _TRIES: Final = 5
+#: lone subscriptions' outcomes kept (by terms and zone) in one generation
+_CACHE_SIZE: Final = 10_000
 #: who wrote a credit entry that generation made
 ACTOR: Final = "generation"
 
@@ -322,6 +324,8 @@ async def _batch(
             key = sub.lone_key()
             lone = cache.get(key)
             if lone is None:
+                if len(cache) >= _CACHE_SIZE:  # terms seen once (anniversaries): the oldest go
+                    del cache[next(iter(cache))]
                 lone = cache[key] = _lone(sub.terms(plans.known), customer.timezone, now)
             outcomes.append((customer_id, (sub.id, lone)))
             n_invoices += len(lone.invoices)
