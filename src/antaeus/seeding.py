@@ -195,6 +195,9 @@ async def seed(
         done += size
         if progress is not None:
             progress(size)
+    if bulk.subscriptions:
+        async with db.write() as conn:
+            await SubscriptionRepository(conn).analyze()
     plans, subscriptions, generated = bulk.plans, bulk.subscriptions, None
     if samples:
         made = await _seed_samples(db, now, samples)

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 # What the command needs beyond this is imported when it runs (see antaeus.cli.common).
 
+#: from this many due subscriptions on, PostgreSQL's statistics are refreshed first
+ANALYZE_AT = 10_000
+
 
 async def _generate(settings: Settings) -> tuple[GenerationSummary, int, int | None]:
     """(what was generated, subscriptions due at the start, the signal that stopped it)."""
@@ -35,6 +38,9 @@ async def _generate(settings: Settings) -> tuple[GenerationSummary, int, int | N
         now = SystemClock().now()  # one moment: what is counted is what is generated
         async with db.read() as conn:
             due = await SubscriptionRepository(conn).count_due(now)
+        if due >= ANALYZE_AT:  # fresh statistics: the planner then reads by customer
+            async with db.write() as conn:
+                await SubscriptionRepository(conn).analyze()
         freeze_heap()
         with Progress(
             "generating",

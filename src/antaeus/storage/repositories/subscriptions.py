@@ -327,6 +327,12 @@ class SubscriptionRepository(Generic[Conn]):
             [tuple(_sqlite_value(v) for v in r) for r in rows],
         )
 
+    async def analyze(self: SubscriptionRepository[WriteConnection]) -> None:
+        """Refresh PostgreSQL's statistics of subscriptions and customers (after a bulk
+        load, so that the planner knows how many are due)."""
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.exec_driver_sql("ANALYZE subscriptions, customers")
+
     async def set(
         self: SubscriptionRepository[WriteConnection],
         subscription_id: int,
