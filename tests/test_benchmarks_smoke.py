@@ -217,3 +217,26 @@ def test_billing_run_vs_celery_prints_both_rates_and_the_ratio(pg_url: str, brok
     assert any(re.match(r"antaeus bill .*: [0-9.]+ s = [0-9,]+ invoices/s", x) for x in lines)
     assert any(re.match(r"peer \(Celery.*: 50 invoices, provider latency 0 ms", x) for x in lines)
     assert re.match(r"Antaeus / Celery peer: [0-9.]+x", lines[-1]), done.stdout
+
+
+def test_generation_benchmark_times_antaeus_generate_beside_the_floor(pg_url: str) -> None:
+    """benchmarks/generation.py at a tiny N on both engines, in a database of its own."""
+    base = pg_url.rpartition("/")[0]
+    own = f"{base}/antaeus_generation_smoke_{os.getpid()}"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "generation.py"),
+         "--n", "300", "--also", "100", "--engine", "both", "--pg-url", own],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    for engine, floor in (("sqlite", "sqlite-generate"), ("postgres", "pg-generate")):
+        for n in ("100", "300"):
+            line = re.search(rf"^{engine} N={n}: antaeus generate .*$", done.stdout, re.MULTILINE)
+            assert line, done.stdout
+            assert "subscriptions/s" in line[0]
+            assert f"floor ({floor})" in line[0]
+            assert re.search(r"peak RSS \d+ MB", line[0])
+        assert re.search(rf"{engine}: ratio to the floor [0-9.]+", done.stdout)
+        assert re.search(
+            rf"{engine}: throughput at 300 is [-+]\d+% of the throughput at 100", done.stdout
+        )

@@ -311,9 +311,12 @@ def test_seed_refuses_a_second_time_unless_appending(cli: Cli) -> None:
     assert "seed 7" in first.stdout
     if cli.database_url.startswith("sqlite"):
         assert (cli.cwd / "antaeus.db").is_file()
-    assert _counts(cli) == (100, 1000, 100)
+    # and the sample subscriptions' 6 invoices, generated and paid by the customers' credit
+    assert "6 subscriptions" in first.stdout
+    assert "generated their 6 invoices" in first.stdout
+    assert _counts(cli) == (100, 1006, 100)
     # The rows read back as the invoices they are meant to be.
-    invoices = cli.invoices()
+    invoices = [i for i in cli.invoices() if i.id <= 1000]
     assert len(invoices) == 1000
     assert sum(i.status is InvoiceStatus.PENDING for i in invoices) == 100
     assert {i.status for i in invoices} == {InvoiceStatus.PENDING, InvoiceStatus.PAID}
@@ -324,10 +327,10 @@ def test_seed_refuses_a_second_time_unless_appending(cli: Cli) -> None:
     again = cli.run("seed", "--seed", "7")
     assert again.returncode != 0, _describe(again)
     assert "--append" in again.stderr
-    assert _counts(cli) == (100, 1000, 100)
+    assert _counts(cli) == (100, 1006, 100)
 
     cli.ok("seed", "--seed", "7", "--append")
-    assert _counts(cli) == (200, 2000, 200)
+    assert _counts(cli) == (200, 2012, 200)
     # The same seed gives the same data: customers 101-200 repeat customers 1-100.
     assert _invoice_data(cli, 101, 200) == _invoice_data(cli, 1, 100)
 
@@ -400,10 +403,10 @@ def test_serve_prints_a_token_once_and_serves_every_seeded_invoice(cli: Cli) -> 
                     )
                 seen.extend(invoice["id"] for invoice in response.json())
                 pages += 1
-                assert pages <= 11, "pagination does not end"
+                assert pages <= 12, "pagination does not end"
                 url = response.links.get("next", {}).get("url")
-    assert pages == 10
-    assert len(seen) == 1000
+    assert pages == 11
+    assert len(seen) == 1006  # with the 6 generated from the sample subscriptions
     assert seen == sorted(set(seen)), "ids must be unique and ascending across pages"
     _assert_stopped_gracefully(server)
 

@@ -35,7 +35,14 @@ def _cli(tmp_path: Path, url: str) -> Cli:
     return Cli(tmp_path, _clean_env(ANTAEUS_DATABASE_URL=url), url)
 
 
-COMMANDS = [("serve", "--port", "0"), ("bill",), ("db", "upgrade"), ("seed",), ("token", "list")]
+COMMANDS = [
+    ("serve", "--port", "0"),
+    ("bill",),
+    ("db", "upgrade"),
+    ("seed",),
+    ("generate",),
+    ("token", "list"),
+]
 IDS = [" ".join(c) for c in COMMANDS]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import signal
 import sys
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from antaeus.cli import audit, billing, provider, reconcile
+from antaeus.cli import audit, billing, generate, provider, reconcile
 from antaeus.cli.common import (
     check_environment,
     err,
@@ -380,49 +381,73 @@ def seed(
     seed_value: Annotated[
         int | None, typer.Option("--seed", help="random seed, for the same data every time")
     ] = None,
-    customers: Annotated[int, typer.Option(min=0, max=10_000_000, help="customers")] = 100,
+    customers: Annotated[
+        int | None,
+        typer.Option(min=0, max=10_000_000, help="customers [default: 100]", show_default=False),
+    ] = None,
     invoices_per_customer: Annotated[
         int, typer.Option(min=0, max=1_000, help="invoices per customer (the first is pending)")
     ] = 10,
+    subscriptions_per_customer: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=100,
+            help="K calendar monthly subscriptions per customer, customers spread over 20 "
+            "time zones, starting today in each (all due now; `antaeus generate` bills them). "
+            "Without it (and without --customers), the sample plans and subscriptions and "
+            "their invoices due now",
+            show_default=False,
+        ),
+    ] = None,
     append: Annotated[bool, typer.Option(help="add to a database that has customers")] = False,
 ) -> None:
-    """Load the original sample data (100 customers, 1,000 invoices, 100 due now)."""
+    """Load the original sample data (100 customers, 1,000 invoices, 100 due now), with
+    sample plans and subscriptions whose invoices due now are generated at once."""
     from rich.progress import Progress
 
     from antaeus.seeding import SeedRefusedError
     from antaeus.seeding import seed as do_seed
     from antaeus.storage.database import Database
 
+    os.environ.setdefault("ANTAEUS_LOG_LEVEL", "warning")
     settings = load_settings()
     value = seed_value if seed_value is not None else secrets.randbelow(2**31)
+    samples = customers is None and subscriptions_per_customer is None
+    count = 100 if customers is None else customers
 
     async def main() -> None:
         db = Database.from_settings(settings)
         started = time.perf_counter()
         try:
             await prepare(db, allow_migrate=True)
-            with Progress(console=err, transient=True, disable=customers < 50_000) as bar:
-                task = bar.add_task("seeding", total=customers)
+            with Progress(console=err, transient=True, disable=count < 50_000) as bar:
+                task = bar.add_task("seeding", total=count)
                 result = await do_seed(
                     db,
                     now=SystemClock().now(),
                     seed_value=value,
-                    customers=customers,
+                    customers=count,
                     invoices_per_customer=invoices_per_customer,
                     append=append,
                     progress=lambda n: bar.advance(task, n),
+                    subscriptions_per_customer=subscriptions_per_customer or 0,
+                    sample_subscriptions=samples,
                 )
         except SeedRefusedError as exc:
             fail(str(exc))
         finally:
             await db.dispose()
         elapsed = time.perf_counter() - started
-        out.print(
+        line = (
             f"seeded {result.customers:,} customers and {result.invoices:,} invoices "
-            f"({result.pending:,} pending and due now) in {elapsed:.1f} s, seed {result.seed}",
-            highlight=False,
-            soft_wrap=True,
+            f"({result.pending:,} pending and due now)"
         )
+        if result.subscriptions:
+            line += f", {result.subscriptions:,} subscriptions ({result.plans:,} new plans)"
+        if result.generated is not None:
+            line += f" and generated their {result.generated.invoices:,} invoices due now"
+        out.print(f"{line} in {elapsed:.1f} s, seed {result.seed}", highlight=False, soft_wrap=True)
 
     run(main())
 
@@ -431,6 +456,7 @@ app.command()(billing.worker)
 app.command()(billing.bill)
 app.command("audit")(audit.audit_command)
 app.command("reconcile")(reconcile.reconcile_command)
+app.command("generate")(generate.generate_command)
 
 
 def main() -> None:

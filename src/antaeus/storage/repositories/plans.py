@@ -62,6 +62,10 @@ class PlanRepository(Generic[Conn]):
         row = (await self.conn.execute(query)).first()
         return to_plan(row) if row else None
 
+    async def by_code(self, code: str) -> Plan | None:
+        row = (await self.conn.execute(select(plans).where(plans.c.code == code))).first()
+        return to_plan(row) if row else None
+
     async def many(self, plan_ids: Iterable[int]) -> dict[int, Plan]:
         wanted = sorted(set(plan_ids))
         if not wanted:

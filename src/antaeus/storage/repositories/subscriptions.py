@@ -9,7 +9,7 @@ same rows as `SubscriptionTerms` and writes back `next_period_start`,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Final, Generic
@@ -23,6 +23,7 @@ from antaeus.domain.subscription import (
     SubscriptionTerms,
     next_due_at,
 )
+from antaeus.storage.batch import sqlite_datetime
 from antaeus.storage.database import Conn, WriteConnection
 from antaeus.storage.repositories.plans import Plan, PlanRepository
 from antaeus.storage.tables import customers, subscriptions
@@ -74,6 +75,23 @@ class SubscriptionRow:
             )
         )
 
+    def lone_key(self) -> tuple[Any, ...]:
+        """What its invoices depend on but its id and customer: its terms and zone."""
+        return (
+            self.plan_id,
+            self.quantity,
+            self.billing_anchor,
+            self.start_date,
+            self.trial_end_date,
+            self.cancel_at,
+            self.pending_plan_id,
+            self.pending_quantity,
+            self.pending_effective_date,
+            self.periods_from,
+            self.next_period_start,
+            self.timezone,
+        )
+
     def terms(self, plans: Mapping[int, Plan]) -> SubscriptionTerms:
         """The row as the date rules take it; `plans` holds its plan (and pending one)."""
         pending = None
@@ -102,6 +120,29 @@ class SubscriptionRow:
 
 
 _COLUMNS: Final = (*subscriptions.c, customers.c.timezone)
+
+#: the columns of `insert_many`'s rows, in order
+BULK_COLUMNS: Final = (
+    "customer_id",
+    "plan_id",
+    "quantity",
+    "billing_anchor",
+    "start_date",
+    "trial_end_date",
+    "next_due_at",
+    "trial_notice_on",
+    "created_at",
+    "updated_at",
+)
+
+
+def _sqlite_value(value: Any) -> Any:
+    """A value as SQLite stores it (see antaeus.storage.batch)."""
+    if isinstance(value, datetime):
+        return sqlite_datetime(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
 
 
 def _to_row(row: Any) -> SubscriptionRow:
@@ -179,6 +220,16 @@ class SubscriptionRepository(Generic[Conn]):
             select(subscriptions.c.customer_id).where(subscriptions.c.id == subscription_id)
         )
         return int(found) if found is not None else None
+
+    async def count_due(self, now: datetime) -> int:
+        """Subscriptions with a period due by `now` not yet billed (the generator's index)."""
+        c = subscriptions.c
+        found = await self.conn.scalar(
+            select(func.count())
+            .select_from(subscriptions)
+            .where(c.next_due_at.is_not(None), c.next_due_at <= now)
+        )
+        return int(found or 0)
 
     async def hold_customer_for_update(
         self: SubscriptionRepository[WriteConnection], customer_id: int
@@ -265,6 +316,34 @@ class SubscriptionRepository(Generic[Conn]):
             .returning(subscriptions.c.id)
         )
         return int(result.scalar_one())
+
+    async def insert_many(
+        self: SubscriptionRepository[WriteConnection], rows: Sequence[tuple[Any, ...]]
+    ) -> None:
+        """Bulk insert of ready-made rows of `BULK_COLUMNS` (seeding), at the driver's speed:
+        a COPY on PostgreSQL, one executemany of plain tuples on SQLite."""
+        if not rows:
+            return
+        if self.conn.dialect.name == "postgresql":
+            raw = await self.conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            await driver.copy_records_to_table(
+                "subscriptions", records=rows, columns=list(BULK_COLUMNS)
+            )
+            return
+        names = ", ".join(BULK_COLUMNS)
+        marks = ", ".join("?" for _ in BULK_COLUMNS)
+        await self.conn.exec_driver_sql(
+            f"INSERT INTO subscriptions ({names}) VALUES ({marks})",  # noqa: S608
+            [tuple(_sqlite_value(v) for v in r) for r in rows],
+        )
+
+    async def analyze(self: SubscriptionRepository[WriteConnection]) -> None:
+        """Refresh PostgreSQL's statistics of subscriptions and customers (after a bulk
+        load, so that the planner knows how many are due)."""
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.exec_driver_sql("ANALYZE subscriptions, customers")
 
     async def set(
         self: SubscriptionRepository[WriteConnection],
