@@ -17,6 +17,7 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -44,9 +45,7 @@ from antaeus.payments.provider import (
 from antaeus.storage import migrate
 from antaeus.storage.batch import sqlite_datetime
 from antaeus.storage.database import Database
-from antaeus.storage.repositories.customers import CustomerRepository
-from antaeus.storage.repositories.invoices import InvoiceRepository
-from antaeus.storage.tables import charge_attempts, customers, invoices
+from antaeus.storage.tables import charge_attempts
 from tests.api.test_billing_api import get_json, new_invoice
 from tests.billing.helpers import attempts_of, invoice_row
 from tests.billing.test_reconcile import MINUTE, POLICY, SETTLE, to_review_by_sweep, worker
@@ -364,34 +363,35 @@ async def test_migration_0011_leaves_older_attempts_unrecorded_and_they_cannot_b
     db = Database(empty_url)
     try:
         await migrate.upgrade(db, "0010")
+        # the rows as that schema held them: plain SQL (today's repositories write
+        # columns and tables it does not have yet)
+        at = sqlite_or_aware(db, clock)
         async with db.write() as conn:
-            customer = await CustomerRepository(conn).create(Currency.EUR, "UTC", clock.now())
             await conn.execute(
-                update(customers)
-                .where(customers.c.id == customer.id)
-                .values(provider_customer_id="cus_B", provider_payment_method_id="pm_B")
-            )
-            invoice = await InvoiceRepository(conn).create(
-                customer.id, Money.of("12.50", Currency.EUR), clock.now(), clock.now()
+                text(
+                    "INSERT INTO customers (id, currency, timezone, created_at, "
+                    "provider_customer_id, provider_payment_method_id) "
+                    "VALUES (1, 'EUR', 'UTC', :t, 'cus_B', 'pm_B')"
+                ),
+                {"t": at},
             )
             await conn.execute(
-                update(invoices)
-                .where(invoices.c.id == invoice.id)
-                .values(
-                    status="REVIEW",
-                    last_failure="unknown_outcome",
-                    attempt_count=1,
-                    attempt_sends=1,
-                    attempt_open_since=clock.now(),
-                )
+                text(
+                    "INSERT INTO invoices (id, customer_id, currency, amount_minor, status, "
+                    "due_at, eligible_at, attempt_count, attempt_sends, last_failure, "
+                    "attempt_open_since, created_at, updated_at) VALUES (1, 1, 'EUR', 1250, "
+                    "'REVIEW', :t, :t, 1, 1, 'unknown_outcome', :t, :t, :t)"
+                ),
+                {"t": at},
             )
             await conn.execute(
                 text(
                     "INSERT INTO charge_attempts (invoice_id, number, idempotency_key, "
-                    "started_at, sends) VALUES (:i, 1, :k, :t, 1)"
+                    "started_at, sends) VALUES (1, 1, 'old:1:1', :t, 1)"
                 ),
-                {"i": invoice.id, "k": f"old:{invoice.id}:1", "t": sqlite_or_aware(db, clock)},
+                {"t": at},
             )
+        invoice = SimpleNamespace(id=1)
         await migrate.upgrade(db)
         [attempt] = await attempts_of(db, invoice.id)
         assert (

@@ -118,7 +118,7 @@ async def test_actions_write_their_events_in_the_outbox(
                 .order_by(events.c.id)
             )
         ).all()
-    assert [r.type for r in rows] == ["invoice.review", "invoice.resolved"]
+    assert [r.type for r in rows] == ["invoice.created", "invoice.review", "invoice.resolved"]
     assert rows[-1].run_id is None
     data = json.loads(rows[-1].payload)
     assert data["action"] == {

@@ -366,4 +366,6 @@ def test_every_type_the_events_work_publishes_is_named() -> None:
         "subscription.created",
         "subscription.updated",
         "subscription.canceled",
+        "subscription.trial_will_end",
+        "invoice.created",
     }
