@@ -655,7 +655,7 @@ async def generate_due(
         if on_batch is not None:
             on_batch(made)
     if not total.stopped:
-        await tell_notices(db, now)
+        await tell_due_notices(db, now)
     total.seconds = time.perf_counter() - started
     if total.invoices:
         metrics.INVOICES_GENERATED.inc(total.invoices)
@@ -691,8 +691,3 @@ async def generate_for_customer(
     if total.invoices:
         metrics.INVOICES_GENERATED.inc(total.invoices)
     return total
-
-
-async def tell_notices(db: Database, now: datetime) -> int:
-    """`subscription.trial_will_end` and `subscription.canceled` due by `now`, each once."""
-    return await tell_due_notices(db, now)

@@ -60,13 +60,13 @@ async def tell_due_notices(db: Database, now: datetime) -> int:
                 if not rows:
                     break
                 after = int(rows[-1].id)
+                subs = [(raw, to_subscription_row(raw)) for raw in rows]
                 plans = await PlanRepository(conn).many(
-                    i for r in rows for i in to_subscription_row(r).plan_ids()
+                    i for _, sub in subs for i in sub.plan_ids()
                 )
                 events = []
                 cleared = []
-                for raw in rows:
-                    sub = to_subscription_row(raw)
+                for raw, sub in subs:
                     on = getattr(raw, column_name)
                     if first_instant(on, sub.timezone) > now:
                         continue

@@ -273,19 +273,6 @@ class SubscriptionRepository(Generic[Conn]):
         )
         return [_to_row(r) for r in await self.conn.execute(query)]
 
-    async def hold_customer(
-        self: SubscriptionRepository[WriteConnection], customer_id: int
-    ) -> None:
-        """Hold the customer's row (shared, PostgreSQL) until the transaction ends, so that
-        a time zone change waits for a subscription being created and then moves its due
-        moment too (SQLite has one writer at a time)."""
-        if self.conn.dialect.name == "postgresql":
-            await self.conn.execute(
-                select(customers.c.id)
-                .where(customers.c.id == customer_id)
-                .with_for_update(read=True)
-            )
-
     async def create(
         self: SubscriptionRepository[WriteConnection],
         *,
